@@ -1,0 +1,3 @@
+"""dnsdisc: an authoritative DNS server for service discovery."""
+
+__version__ = "0.1.0"

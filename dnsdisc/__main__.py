@@ -1,0 +1,5 @@
+import sys
+
+from dnsdisc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,312 @@
+"""Configuration: YAML file, environment and flags -> one frozen Config.
+
+Precedence: command-line flags, then the environment (DNSDISC_TOKEN), then the file, then the
+defaults below. Every error names the file, the key and what was expected, and is raised as
+ConfigError; only the CLI turns it into an exit status.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dnsdisc.errors import ConfigError, ValidationError
+from dnsdisc.registry.model import ServiceSettings, bounded_int, ip_address, label
+
+DEFAULT_DNS = "127.0.0.1:8053"
+DEFAULT_HTTP = "127.0.0.1:8054"
+DEFAULT_DOMAIN = "svc.internal."
+LOG_LEVELS = ("debug", "info", "warning", "error")
+STORAGES = ("sqlite", "memory")
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    domain: str = DEFAULT_DOMAIN
+    dns_listen: tuple[HostPort, ...] = (HostPort("127.0.0.1", 8053),)
+    http_listen: HostPort = HostPort("127.0.0.1", 8054)
+    token: str | None = None
+    storage: str = "sqlite"
+    data_dir: Path = Path("dnsdisc-data")
+    zones_dir: Path = Path("zones")
+    zones_dir_required: bool = False
+    log_level: str = "info"
+    ns_label: str = "ns"
+    ns_addresses: tuple[str, ...] = ()
+    hostmaster: str = "hostmaster"
+    negative_ttl: int = 5
+    reverse_zones: tuple[str, ...] = ()
+    tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = 1000
+    defaults: ServiceSettings = field(default_factory=lambda: ServiceSettings("default"))
+    services: Mapping[str, ServiceSettings] = field(default_factory=dict)
+    source: str = ""
+
+    def nameserver_addresses(self) -> tuple[str, ...]:
+        """NS glue: configured, else the specific DNS listen addresses, else loopback."""
+        if self.ns_addresses:
+            return self.ns_addresses
+        found = []
+        for hp in self.dns_listen:
+            try:
+                ip = ipaddress.ip_address(hp.host)
+            except ValueError:
+                continue
+            if not ip.is_unspecified:
+                found.append(str(ip))
+        return tuple(dict.fromkeys(found)) or ("127.0.0.1",)
+
+
+def parse_hostport(text: object, source: str, key: str) -> HostPort:
+    expected = "HOST:PORT, e.g. 127.0.0.1:8053 or [::1]:8053, with a port from 1 to 65535"
+    if not isinstance(text, str):
+        raise ConfigError(source, key, f"expected {expected}")
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(source, key, f"expected {expected}, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ConfigError(source, key, f"IPv6 hosts need brackets: [{host}]:{port}")
+    if not 1 <= int(port) <= 65535:
+        raise ConfigError(source, key, f"expected {expected}, got port {port}")
+    return HostPort(host, int(port))
+
+
+def normalize_domain(text: object, source: str, key: str) -> str:
+    """A domain as 'a.b.' : labels lower-cased, trailing dot added."""
+    if not isinstance(text, str) or not text.strip("."):
+        raise ConfigError(source, key, "expected a domain name such as svc.internal")
+    labels = text.rstrip(".").split(".")
+    try:
+        for lab in labels:
+            label(lab, key)
+    except ValidationError as exc:
+        raise ConfigError(
+            source, key, f"expected a domain name of DNS labels: {exc.message}"
+        ) from None
+    return ".".join(lab.lower() for lab in labels) + "."
+
+
+_KEYS = {
+    "domain",
+    "dns",
+    "http",
+    "storage",
+    "data_dir",
+    "zones_dir",
+    "log_level",
+    "nameserver",
+    "negative_ttl",
+    "reverse_zones",
+    "defaults",
+    "services",
+}
+_DNS_KEYS = {"listen", "tcp_idle_timeout", "tcp_max_connections"}
+_HTTP_KEYS = {"listen", "token"}
+_NS_KEYS = {"label", "addresses", "hostmaster"}
+
+
+def _mapping(value: object, source: str, key: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(source, key, "expected a mapping of keys to values")
+    return value
+
+
+def check_keys(data: Mapping[str, Any], allowed: set[str], source: str, prefix: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(
+                source,
+                f"{prefix}{key}",
+                f"unknown key; expected one of: {', '.join(sorted(allowed))}",
+            )
+
+
+def _settings(
+    name: str, value: object, base: ServiceSettings, source: str, key: str
+) -> ServiceSettings:
+    try:
+        return ServiceSettings.from_json(name, _mapping(value, source, key), base)
+    except ValidationError as exc:
+        raise ConfigError(source, f"{key}.{exc.field}", exc.message) from None
+
+
+def config_int(value: object, source: str, key: str, lo: int, hi: int) -> int:
+    try:
+        return bounded_int(value, key, lo, hi)
+    except ValidationError as exc:
+        raise ConfigError(source, key, exc.message) from None
+
+
+def load_file(path: Path) -> Config:
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, "(file)", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "(file)", f"not valid YAML: {exc}") from None
+    return from_mapping(data, source, path.parent)
+
+
+def from_mapping(data: object, source: str = "", base_dir: Path | None = None) -> Config:
+    data = _mapping(data, source, "(top level)")
+    check_keys(data, _KEYS, source, "")
+    cfg = Config(source=source)
+    changes: dict[str, Any] = {}
+
+    def path_of(key: str) -> Path:
+        value = data[key]
+        if not isinstance(value, str) or not value:
+            raise ConfigError(source, key, "expected a directory path")
+        p = Path(value).expanduser()
+        # Relative paths in a file are relative to the file, not to wherever the server starts.
+        return p if p.is_absolute() or base_dir is None else base_dir / p
+
+    if "domain" in data:
+        changes["domain"] = normalize_domain(data["domain"], source, "domain")
+    dns = _mapping(data.get("dns"), source, "dns")
+    check_keys(dns, _DNS_KEYS, source, "dns.")
+    if "listen" in dns:
+        listen = dns["listen"]
+        items = listen if isinstance(listen, list) else [listen]
+        if not items:
+            raise ConfigError(source, "dns.listen", "expected at least one HOST:PORT")
+        changes["dns_listen"] = tuple(parse_hostport(x, source, "dns.listen") for x in items)
+    if "tcp_idle_timeout" in dns:
+        changes["tcp_idle_timeout"] = float(
+            config_int(dns["tcp_idle_timeout"], source, "dns.tcp_idle_timeout", 1, 3600)
+        )
+    if "tcp_max_connections" in dns:
+        changes["tcp_max_connections"] = config_int(
+            dns["tcp_max_connections"], source, "dns.tcp_max_connections", 1, 100000
+        )
+    http = _mapping(data.get("http"), source, "http")
+    check_keys(http, _HTTP_KEYS, source, "http.")
+    if "listen" in http:
+        changes["http_listen"] = parse_hostport(http["listen"], source, "http.listen")
+    if http.get("token") is not None:
+        if not isinstance(http["token"], str) or not http["token"]:
+            raise ConfigError(source, "http.token", "expected a non-empty string")
+        changes["token"] = http["token"]
+    if "storage" in data:
+        if data["storage"] not in STORAGES:
+            raise ConfigError(source, "storage", f"expected one of: {', '.join(STORAGES)}")
+        changes["storage"] = data["storage"]
+    if "data_dir" in data:
+        changes["data_dir"] = path_of("data_dir")
+    if "zones_dir" in data:
+        changes["zones_dir"] = path_of("zones_dir")
+        changes["zones_dir_required"] = True
+    if "log_level" in data:
+        if data["log_level"] not in LOG_LEVELS:
+            raise ConfigError(source, "log_level", f"expected one of: {', '.join(LOG_LEVELS)}")
+        changes["log_level"] = data["log_level"]
+    ns = _mapping(data.get("nameserver"), source, "nameserver")
+    check_keys(ns, _NS_KEYS, source, "nameserver.")
+    for key in ("label", "hostmaster"):
+        if key in ns:
+            try:
+                changes["ns_label" if key == "label" else key] = label(ns[key], f"nameserver.{key}")
+            except ValidationError as exc:
+                raise ConfigError(source, f"nameserver.{key}", exc.message) from None
+    if "addresses" in ns:
+        if not isinstance(ns["addresses"], list):
+            raise ConfigError(source, "nameserver.addresses", "expected a list of IP addresses")
+        try:
+            changes["ns_addresses"] = tuple(
+                ip_address(a, "nameserver.addresses") for a in ns["addresses"]
+            )
+        except ValidationError as exc:
+            raise ConfigError(source, "nameserver.addresses", exc.message) from None
+    if "negative_ttl" in data:
+        changes["negative_ttl"] = config_int(data["negative_ttl"], source, "negative_ttl", 0, 86400)
+    if "reverse_zones" in data:
+        zones = data["reverse_zones"]
+        if not isinstance(zones, list):
+            raise ConfigError(
+                source, "reverse_zones", "expected a list of names like 10.in-addr.arpa"
+            )
+        norm = []
+        for z in zones:
+            name = normalize_domain(z, source, "reverse_zones")
+            if not name.endswith(("in-addr.arpa.", "ip6.arpa.")):
+                raise ConfigError(
+                    source, "reverse_zones", f"{z!r} is not under in-addr.arpa or ip6.arpa"
+                )
+            norm.append(name)
+        changes["reverse_zones"] = tuple(norm)
+    defaults = _settings("default", data.get("defaults"), cfg.defaults, source, "defaults")
+    changes["defaults"] = defaults
+    services = _mapping(data.get("services"), source, "services")
+    parsed = {}
+    for name, body in services.items():
+        try:
+            svc_name = label(name, "services")
+        except ValidationError as exc:
+            raise ConfigError(source, f"services.{name}", exc.message) from None
+        parsed[svc_name] = _settings(
+            svc_name, body, defaults.with_name(svc_name), source, f"services.{name}"
+        )
+    changes["services"] = parsed
+    return replace(cfg, **changes)
+
+
+def build(
+    config_file: Path | None,
+    *,
+    dns: str | None = None,
+    http: str | None = None,
+    domain: str | None = None,
+    data_dir: str | None = None,
+    zones: str | None = None,
+    log_level: str | None = None,
+    storage: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """The effective config: the file (if any), then the environment, then the flags."""
+    env = os.environ if environ is None else environ
+    cfg = load_file(config_file) if config_file is not None else Config()
+    changes: dict[str, Any] = {}
+    if env.get("DNSDISC_TOKEN"):
+        changes["token"] = env["DNSDISC_TOKEN"]
+    if dns is not None:
+        changes["dns_listen"] = (parse_hostport(dns, "", "--dns"),)
+    if http is not None:
+        changes["http_listen"] = parse_hostport(http, "", "--http")
+    if domain is not None:
+        changes["domain"] = normalize_domain(domain, "", "--domain")
+    if data_dir is not None:
+        changes["data_dir"] = Path(data_dir)
+    if zones is not None:
+        changes["zones_dir"] = Path(zones)
+        changes["zones_dir_required"] = True
+    if log_level is not None:
+        if log_level not in LOG_LEVELS:
+            raise ConfigError("", "--log-level", f"expected one of: {', '.join(LOG_LEVELS)}")
+        changes["log_level"] = log_level
+    if storage is not None:
+        if storage not in STORAGES:
+            raise ConfigError("", "--storage", f"expected one of: {', '.join(STORAGES)}")
+        changes["storage"] = storage
+    return replace(cfg, **changes)

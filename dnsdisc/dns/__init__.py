@@ -1,0 +1,1 @@
+"""The DNS face: wire format, naming scheme, answer index, responder and transports."""

@@ -1,0 +1,194 @@
+"""The responder: query bytes in, reply bytes out, from the answer index.
+
+One pass per query: parse the header and question, look the lower-cased name up, let the RRset's
+policy order its items, and splice pre-encoded bodies behind compression pointers into the
+question (which is copied from the client byte for byte, so the case it sent comes back). Every
+exception is caught here, at the boundary: a bad packet costs a FORMERR or nothing, never the
+server. The rcode for each kind of failure is decided in this module only.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import struct
+from collections.abc import Sequence
+
+from dnsdisc.dns import wire
+from dnsdisc.dns.index import AnswerIndex, Item, Node, RRSet
+
+log = logging.getLogger(__name__)
+
+_PTR = struct.Struct("!H")
+# RFC 1034 section 4.3.2 follows CNAME chains inside our data; a loop stops here.
+_MAX_CHAIN = 8
+# Compression pointers hold 14 bits of offset.
+_MAX_POINTER = 0x3FFF
+# Header bits copied from the query into the reply: RD and CD (RFC 1035, RFC 4035 3.1.6).
+_COPY_FLAGS = wire.FLAG_RD | 0x0010
+
+
+class Responder:
+    def __init__(self, index: AnswerIndex, rng: random.Random | None = None) -> None:
+        self.index = index
+        self.rng = rng or random.Random()
+        self.errors = 0
+
+    def respond(self, data: bytes, tcp: bool = False) -> bytes | None:
+        """The reply to one query, or None when the packet gets no reply at all."""
+        try:
+            return self._respond(data, tcp)
+        except wire.ShortPacketError:
+            return None
+        except Exception:
+            self.errors += 1
+            log.debug("failed to answer a packet", exc_info=True)
+            return _bare(data, wire.SERVFAIL) if len(data) >= 12 else None
+
+    def _respond(self, data: bytes, tcp: bool) -> bytes | None:
+        try:
+            q = wire.parse_query(data)
+        except wire.FormatError:
+            return _bare(data, wire.FORMERR)
+        flags = q.flags
+        if flags & wire.FLAG_QR:
+            return None  # a response sent to us: replying could start a loop
+        if flags & wire.OPCODE_MASK:
+            return _bare(data, wire.NOTIMP)
+        if q.qdcount != 1:
+            return _bare(data, wire.FORMERR)
+        reply_flags = wire.FLAG_QR | (flags & _COPY_FLAGS)
+        if q.edns and q.edns_version > 0:
+            out = bytearray(wire.header(q.id, reply_flags, 1, 0, 0, 1))
+            out += q.question
+            out += wire.opt_record(wire.EDNS_SIZE, wire.BADVERS >> 4)
+            return bytes(out)
+        if q.qclass != wire.CLASS_IN:
+            return self._finish(q, reply_flags | wire.REFUSED, bytearray(), 0, 0, 0)
+
+        if tcp:
+            limit = 65535
+        elif q.edns:
+            limit = min(q.udp_size, wire.EDNS_SIZE)
+        else:
+            limit = wire.UDP_LEGACY_SIZE
+        if q.edns:
+            limit -= 11  # room for our OPT record
+
+        index = self.index
+        qkey = q.qname.lower()
+        node = index.nodes.get(qkey)
+        body = bytearray(12)
+        body += q.question
+        if node is None:
+            zone = index.find_zone(qkey)
+            if zone is None:
+                return self._finish(q, reply_flags | wire.REFUSED, body, 0, 0, 0)
+            rcode = wire.NOERROR if qkey in index.ents else wire.NXDOMAIN
+            # The apex is a label suffix of the name, so the SOA owner points into the question.
+            body += _PTR.pack(0xC000 | (12 + len(qkey) - len(zone.apex)))
+            body += zone.soa
+            return self._finish(q, reply_flags | wire.FLAG_AA | rcode, body, 0, 1, 0)
+
+        an = 0
+        truncated = False
+        glue: list[tuple[bytes, tuple[bytes, ...]]] = []
+        owner = b"\xc0\x0c"
+        qtype = q.qtype
+        name = qkey
+        for _ in range(_MAX_CHAIN):
+            rrsets = _select(node, qtype)
+            if rrsets is None:
+                cname = node.rrsets.get(wire.CNAME)
+                if cname is not None and qtype != wire.CNAME:
+                    # Answer the alias and go on with its target, if the target is ours.
+                    item = cname.items[0]
+                    if len(body) + len(owner) + len(item.body) > limit:
+                        truncated = True
+                        break
+                    body += owner
+                    body += item.body
+                    an += 1
+                    name = item.target
+                    nxt = index.nodes.get(name)
+                    if nxt is None:
+                        break
+                    node = nxt
+                    owner = wire.owner_pointer(name, qkey)
+                    continue
+                if an == 0:
+                    body += node.soa
+                    return self._finish(q, reply_flags | wire.FLAG_AA, body, 0, 1, 0)
+                break
+            for rrset in rrsets:
+                count, full = _add_records(body, owner, rrset.ordered(self.rng), limit, glue)
+                an += count
+                if not full:
+                    truncated = True
+                    break
+            break
+
+        ar = 0
+        for glue_owner, bodies in glue:
+            for gbody in bodies:
+                if len(body) + len(glue_owner) + len(gbody) > limit:
+                    # Glue is optional (RFC 2181 section 9): leaving it out needs no TC.
+                    break
+                body += glue_owner
+                body += gbody
+                ar += 1
+        flags_out = reply_flags | wire.FLAG_AA
+        if truncated:
+            flags_out |= wire.FLAG_TC
+        return self._finish(q, flags_out, body, an, 0, ar)
+
+    def _finish(
+        self, q: wire.Query, flags: int, body: bytearray, an: int, ns: int, ar: int
+    ) -> bytes:
+        if not body:
+            body += bytes(12)
+            body += q.question
+        if q.edns:
+            body += wire.opt_record(wire.EDNS_SIZE, 0, bool(q.edns_flags & wire.DO_BIT))
+            ar += 1
+        wire.HEADER.pack_into(body, 0, q.id, flags, 1, an, ns, ar)
+        return bytes(body)
+
+
+def _select(node: Node, qtype: int) -> Sequence[RRSet] | None:
+    rrset = node.rrsets.get(qtype)
+    if rrset is not None:
+        return (rrset,)
+    if qtype == wire.ANY and node.rrsets:
+        return tuple(node.rrsets.values())
+    return None
+
+
+def _add_records(
+    body: bytearray,
+    owner: bytes,
+    items: Sequence[Item],
+    limit: int,
+    glue: list[tuple[bytes, tuple[bytes, ...]]],
+) -> tuple[int, bool]:
+    """Append records while they fit; return how many went in and whether all of them did."""
+    added = 0
+    for item in items:
+        start = len(body)
+        if start + len(owner) + len(item.body) > limit:
+            return added, False
+        body += owner
+        body += item.body
+        added += 1
+        if item.glue:
+            target_at = start + len(owner) + item.target_off
+            glue_owner = _PTR.pack(0xC000 | target_at) if target_at <= _MAX_POINTER else item.target
+            glue.append((glue_owner, item.glue))
+    return added, True
+
+
+def _bare(data: bytes, rcode: int) -> bytes:
+    """A header-only reply: for queries whose question we cannot or will not read."""
+    qid, flags = struct.unpack_from("!HH", data)
+    out_flags = wire.FLAG_QR | (flags & (wire.OPCODE_MASK | _COPY_FLAGS)) | rcode
+    return wire.header(qid, out_flags, 0, 0, 0, 0)

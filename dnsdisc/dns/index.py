@@ -1,0 +1,366 @@
+"""The answer index: every name we answer for, with its records already encoded.
+
+When the registry reports that a service changed, the index rebuilds that service's names
+(`rebuild`) from its current instances. The responder then only looks a lower-cased wire name up
+in ``nodes`` and splices pre-encoded record bodies behind compression pointers; a per-query policy
+only chooses the order of the items of a balanced RRset.
+
+Names come from three layers: static records from zone files (they win a collision), the names of
+each service, and PTR names for registered addresses. Ancestors of every name are counted so that
+empty non-terminals answer NODATA instead of NXDOMAIN.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from dnsdisc.balance import POLICIES, Policy
+from dnsdisc.dns import wire
+from dnsdisc.dns.names import PROTOCOLS, Naming
+from dnsdisc.registry.model import Instance, ServiceSettings
+
+log = logging.getLogger(__name__)
+
+# Offset of the target name inside a record body: 10 bytes of type/class/ttl/rdlength, then
+# 6 bytes of SRV priority/weight/port before the target, none before an NS or CNAME target.
+_SRV_TARGET = 16
+_NAME_TARGET = 10
+
+
+class Item:
+    """One record body (no owner) plus what balancing and glue need to know about it."""
+
+    __slots__ = ("body", "glue", "priority", "target", "target_off", "weight")
+
+    def __init__(
+        self,
+        body: bytes,
+        weight: int = 1,
+        priority: int = 0,
+        target_off: int = -1,
+        target: bytes = b"",
+        glue: tuple[bytes, ...] = (),
+    ) -> None:
+        self.body = body
+        self.weight = weight
+        self.priority = priority
+        # Where the target name starts in ``body`` (SRV, NS, CNAME), so that glue records can
+        # point at it instead of spelling the name again.
+        self.target_off = target_off
+        self.target = target
+        self.glue = glue
+
+
+class RRSet:
+    __slots__ = ("counter", "items", "limit", "policy", "rtype")
+
+    def __init__(
+        self,
+        rtype: int,
+        items: Sequence[Item],
+        policy: Policy | None = None,
+        limit: int | None = None,
+    ) -> None:
+        self.rtype = rtype
+        self.items = tuple(items)
+        self.policy = policy
+        self.limit = limit
+        self.counter = 0
+
+    def ordered(self, rng: random.Random) -> Sequence[Item]:
+        """The items for one answer: in the policy's order, cut to ``limit``."""
+        items = self.items
+        if self.policy is not None and len(items) > 1:
+            self.counter += 1
+            order = self.policy(items, self.counter, rng)
+            if self.limit is not None:
+                order = order[: self.limit]
+            return [items[i] for i in order]
+        if self.limit is not None:
+            return items[: self.limit]
+        return items
+
+
+@dataclass(slots=True)
+class Zone:
+    apex: bytes
+    soa: bytes  # SOA record body; its TTL is the negative-caching TTL (RFC 2308)
+
+
+class Node:
+    __slots__ = ("rrsets", "soa", "zone")
+
+    def __init__(self, zone: Zone, rrsets: dict[int, RRSet], name: bytes) -> None:
+        self.rrsets = rrsets
+        self.zone = zone
+        # The zone's SOA with its owner encoded relative to this name, for NODATA answers.
+        self.soa = wire.owner_pointer(zone.apex, name) + zone.soa
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRecord:
+    """A record from a zone file, with its rdata already in wire form."""
+
+    owner: bytes
+    rtype: int
+    ttl: int
+    rdata: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSettings:
+    domain: bytes
+    ns_label: str = "ns"
+    ns_addresses: tuple[str, ...] = ("127.0.0.1",)
+    hostmaster: str = "hostmaster"
+    serial: int = 1
+    negative_ttl: int = 5
+    static_ttl: int = 300
+    extra_zones: tuple[bytes, ...] = ()
+
+
+class AnswerIndex:
+    def __init__(self, settings: IndexSettings, static: Iterable[StaticRecord] = ()) -> None:
+        self.settings = settings
+        self.naming = Naming(settings.domain, settings.ns_label)
+        self.nodes: dict[bytes, Node] = {}
+        self.zones: dict[bytes, Zone] = {}
+        self.ents: Counter[bytes] = Counter()
+        self._static: set[bytes] = set()
+        self._service_names: dict[str, list[bytes]] = {}
+        # reverse name -> {(service, id): PTR item}
+        self._ptr: dict[bytes, dict[tuple[str, str], Item]] = defaultdict(dict)
+        self._service_ptrs: dict[str, set[bytes]] = {}
+        self._build_static(list(static))
+
+    # -- lookup helpers used by the responder ------------------------------------------------
+
+    def find_zone(self, name: bytes) -> Zone | None:
+        zones = self.zones
+        zone = zones.get(name)
+        if zone is not None:
+            return zone
+        pos = 0
+        while name[pos] != 0:
+            pos += name[pos] + 1
+            zone = zones.get(name[pos:])
+            if zone is not None:
+                return zone
+        return None
+
+    # -- building ----------------------------------------------------------------------------
+
+    def _zone_for(self, name: bytes) -> Zone:
+        return self.find_zone(name) or self.zones[self.settings.domain]
+
+    def _build_static(self, records: list[StaticRecord]) -> None:
+        s = self.settings
+        ns_name = self.naming.nameserver()
+        hostmaster = wire.labels_to_wire((s.hostmaster,), s.domain)
+        for apex in (s.domain, *s.extra_zones):
+            soa = wire.rr_body(
+                wire.SOA,
+                s.negative_ttl,
+                wire.soa_rdata(ns_name, hostmaster, s.serial, 3600, 600, 86400, s.negative_ttl),
+            )
+            self.zones[apex] = Zone(apex, soa)
+
+        ns_glue = []
+        grouped: dict[bytes, dict[int, list[Item]]] = defaultdict(lambda: defaultdict(list))
+        for address in s.ns_addresses:
+            rtype, rdata = wire.address_rdata(address)
+            body = wire.rr_body(rtype, s.static_ttl, rdata)
+            ns_glue.append(body)
+            grouped[ns_name][rtype].append(Item(body))
+        for apex in self.zones:
+            grouped[apex][wire.SOA].append(Item(self.zones[apex].soa))
+            grouped[apex][wire.NS].append(
+                Item(
+                    wire.rr_body(wire.NS, s.static_ttl, ns_name),
+                    target_off=_NAME_TARGET,
+                    target=ns_name,
+                    glue=tuple(ns_glue),
+                )
+            )
+        for rec in records:
+            target = rec.rdata if rec.rtype == wire.CNAME else b""
+            grouped[rec.owner][rec.rtype].append(
+                Item(
+                    wire.rr_body(rec.rtype, rec.ttl, rec.rdata),
+                    target_off=_NAME_TARGET if target else -1,
+                    target=target,
+                )
+            )
+        for name, types in grouped.items():
+            node = Node(
+                self._zone_for(name),
+                {rtype: RRSet(rtype, items) for rtype, items in types.items()},
+                name,
+            )
+            self._install(name, node)
+            self._static.add(name)
+
+    def rebuild(
+        self, service: str, settings: ServiceSettings | None, instances: Sequence[Instance]
+    ) -> None:
+        """Replace every name of ``service``; ``settings`` None means the service is gone."""
+        for name in self._service_names.pop(service, ()):
+            self._uninstall(name)
+        if settings is not None:
+            names = self._service_nodes(settings, instances)
+            installed = []
+            for name, node in names.items():
+                if name in self._static:
+                    log.warning(
+                        "%s is defined in a zone file; service %s does not override it",
+                        wire.wire_to_text(name),
+                        service,
+                    )
+                    continue
+                self._install(name, node)
+                installed.append(name)
+            self._service_names[service] = installed
+        self._rebuild_ptrs(service, instances if settings is not None else ())
+
+    def _service_nodes(
+        self, settings: ServiceSettings, instances: Sequence[Instance]
+    ) -> dict[bytes, Node]:
+        naming = self.naming
+        ttl = settings.ttl
+        policy = POLICIES[settings.policy]
+        zone = self.zones[self.settings.domain]
+        svc = settings.name
+
+        addr_items: dict[str, Item] = {}
+        srv_items: dict[str, Item] = {}
+        for inst in instances:
+            rtype, rdata = wire.address_rdata(inst.address)
+            addr = Item(wire.rr_body(rtype, ttl, rdata), inst.weight, inst.priority)
+            host = naming.instance(svc, inst.id)
+            addr_items[inst.id] = addr
+            srv_items[inst.id] = Item(
+                wire.rr_body(
+                    wire.SRV, ttl, wire.srv_rdata(inst.priority, inst.weight, inst.port, host)
+                ),
+                inst.weight,
+                inst.priority,
+                target_off=_SRV_TARGET,
+                target=host,
+                glue=(addr.body,),
+            )
+
+        def balanced(
+            members: Sequence[Instance], with_srv: bool = True, with_addr: bool = True
+        ) -> dict[int, RRSet]:
+            # Drained instances (weight 0) are handed out only when no active one is left, so
+            # each RRset keeps the active members, or the drained ones if that is all there is.
+            rrsets: dict[int, RRSet] = {}
+            if with_addr:
+                v4 = _eligible([i for i in members if not i.is_ipv6])
+                v6 = _eligible([i for i in members if i.is_ipv6])
+                if v4:
+                    rrsets[wire.A] = RRSet(
+                        wire.A, [addr_items[i.id] for i in v4], policy, settings.max_answers
+                    )
+                if v6:
+                    rrsets[wire.AAAA] = RRSet(
+                        wire.AAAA, [addr_items[i.id] for i in v6], policy, settings.max_answers
+                    )
+            if with_srv:
+                eligible = _eligible(members)
+                if eligible:
+                    rrsets[wire.SRV] = RRSet(wire.SRV, [srv_items[i.id] for i in eligible], policy)
+            return rrsets
+
+        nodes: dict[bytes, Node] = {}
+
+        def add(name: bytes, rrsets: dict[int, RRSet]) -> None:
+            nodes[name] = Node(zone, rrsets, name)
+
+        top = balanced(instances)
+        if settings.meta:
+            top[wire.TXT] = RRSet(wire.TXT, [Item(_txt_body(settings.meta, ttl))])
+        add(naming.service(svc), top)
+        for proto in PROTOCOLS:
+            add(
+                naming.srv(svc, proto),
+                balanced([i for i in instances if i.protocol == proto], with_addr=False),
+            )
+        tags = sorted({t for inst in instances for t in inst.tags})
+        for tag in tags:
+            members = [i for i in instances if tag in i.tags]
+            add(naming.tag(tag, svc), balanced(members))
+            if tag not in PROTOCOLS:
+                add(naming.srv(svc, tag), balanced(members, with_addr=False))
+        for inst in instances:
+            addr_type = wire.AAAA if inst.is_ipv6 else wire.A
+            rrsets = {
+                addr_type: RRSet(addr_type, [addr_items[inst.id]]),
+                wire.SRV: RRSet(wire.SRV, [srv_items[inst.id]]),
+            }
+            if inst.meta:
+                rrsets[wire.TXT] = RRSet(wire.TXT, [Item(_txt_body(inst.meta, ttl))])
+            # Added after the tags: an instance id wins over a tag with the same label.
+            add(naming.instance(svc, inst.id), rrsets)
+        return nodes
+
+    def _rebuild_ptrs(self, service: str, instances: Sequence[Instance]) -> None:
+        touched = self._service_ptrs.pop(service, set())
+        for name in touched:
+            entries = self._ptr.get(name)
+            if entries:
+                for key in [k for k in entries if k[0] == service]:
+                    del entries[key]
+        mine = set()
+        for inst in instances:
+            name = self.naming.reverse(inst.address)
+            host = self.naming.instance(service, inst.id)
+            self._ptr[name][(service, inst.id)] = Item(
+                wire.rr_body(wire.PTR, self.settings.static_ttl, host)
+            )
+            mine.add(name)
+        self._service_ptrs[service] = mine
+        for name in touched | mine:
+            if name in self._static:
+                continue
+            if name in self.nodes:
+                self._uninstall(name)
+            entries = self._ptr.get(name)
+            if entries:
+                items = [entries[k] for k in sorted(entries)]
+                self._install(
+                    name, Node(self._zone_for(name), {wire.PTR: RRSet(wire.PTR, items)}, name)
+                )
+            else:
+                self._ptr.pop(name, None)
+
+    def _install(self, name: bytes, node: Node) -> None:
+        if name in self.nodes:
+            self._uninstall(name)
+        self.nodes[name] = node
+        for parent in wire.parent_names(name):
+            self.ents[parent] += 1
+
+    def _uninstall(self, name: bytes) -> None:
+        if self.nodes.pop(name, None) is None:
+            return
+        for parent in wire.parent_names(name):
+            left = self.ents[parent] - 1
+            if left:
+                self.ents[parent] = left
+            else:
+                del self.ents[parent]
+
+
+def _eligible(members: Sequence[Instance]) -> list[Instance]:
+    active = [i for i in members if i.weight > 0]
+    return active or list(members)
+
+
+def _txt_body(meta: tuple[tuple[str, str], ...], ttl: int) -> bytes:
+    # RFC 1464 style, one character-string per pair.
+    return wire.rr_body(wire.TXT, ttl, wire.txt_rdata([f"{k}={v}".encode() for k, v in meta]))

@@ -1,0 +1,95 @@
+"""asyncio protocols for DNS over UDP and TCP (RFC 1035 section 4.2, RFC 7766).
+
+Lifecycle lives in ``app``; these classes only move bytes between sockets and the responder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from typing import cast
+
+from dnsdisc.dns.answer import Responder
+
+log = logging.getLogger(__name__)
+
+_LEN = struct.Struct("!H")
+
+
+class UDPProtocol(asyncio.DatagramProtocol):
+    def __init__(self, responder: Responder) -> None:
+        self.responder = responder
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's, so this is a cast, not a check.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        reply = self.responder.respond(data, False)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for earlier replies (client gone); nothing to do but keep serving.
+        log.debug("UDP error: %s", exc)
+
+
+class TCPState:
+    """Shared by every TCP connection of one listener: the connection cap and idle timeout."""
+
+    def __init__(self, max_connections: int = 1000, idle_timeout: float = 10.0) -> None:
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.connections: set[TCPProtocol] = set()
+
+
+class TCPProtocol(asyncio.Protocol):
+    """Length-prefixed messages; several queries per connection, answered in order of arrival."""
+
+    def __init__(self, responder: Responder, state: TCPState) -> None:
+        self.responder = responder
+        self.state = state
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if len(self.state.connections) >= self.state.max_connections:
+            self.transport.abort()
+            return
+        self.state.connections.add(self)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        loop = asyncio.get_running_loop()
+        self.idle = loop.call_later(self.state.idle_timeout, self._expire)
+
+    def _expire(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer
+        buf += data
+        transport = self.transport
+        assert transport is not None
+        while len(buf) >= 2:
+            (length,) = _LEN.unpack_from(buf)
+            if len(buf) < 2 + length:
+                break
+            message = bytes(buf[2 : 2 + length])
+            del buf[: 2 + length]
+            reply = self.responder.respond(message, True)
+            if reply is not None:
+                transport.write(_LEN.pack(len(reply)) + reply)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        if self.idle is not None:
+            self.idle.cancel()

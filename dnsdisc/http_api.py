@@ -1,0 +1,218 @@
+"""The registration side-port: JSON over HTTP, onto the registry.
+
+Errors are raised by meaning (ValidationError, NotFoundError, ...) and turned into statuses in
+one place, ``STATUS``; every error body is ``{"error": "...", "field": "..."}``. Nothing is stored
+unless the whole request is valid.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from dnsdisc.errors import ConflictError, DnsdiscError, NotFoundError, StoreError, ValidationError
+from dnsdisc.registry.model import Instance, ServiceSettings, label
+from dnsdisc.registry.registry import InstanceState, Registry, Service
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+STATUS: dict[type[DnsdiscError], int] = {
+    ValidationError: 400,
+    NotFoundError: 404,
+    ConflictError: 409,
+    StoreError: 503,
+}
+_WRITE_METHODS = {"PUT", "POST", "DELETE", "PATCH"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class ServerState:
+    """What the probes report; set by the app's lifecycle."""
+
+    listeners_up: bool = False
+    store_open: bool = False
+
+
+def error_response(status: int, message: str, fld: str = "") -> web.Response:
+    return web.json_response({"error": message, "field": fld}, status=status)
+
+
+def _reject_constant(name: str) -> float:
+    # json accepts NaN and Infinity by default; they are not numbers any field here allows.
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+async def read_json(request: web.Request, *, optional: bool = False) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        if optional:
+            return {}
+        raise ValidationError("body", "a JSON object body is required")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError("body", f"the body is not valid JSON: {exc}") from None
+
+
+def _instance_json(state: InstanceState) -> dict[str, Any]:
+    out = state.instance.to_json()
+    out["load"] = state.load
+    return out
+
+
+def _service_json(svc: Service, with_instances: bool) -> dict[str, Any]:
+    out = svc.settings.to_json()
+    out["static"] = svc.static
+    out["instance_count"] = len(svc.instances)
+    if with_instances:
+        out["instances"] = [_instance_json(s) for _, s in sorted(svc.instances.items())]
+    return out
+
+
+class Api:
+    def __init__(self, registry: Registry, state: ServerState, token: str | None = None) -> None:
+        self.registry = registry
+        self.state = state
+        self.token = token
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors, self._auth])
+        r = app.router
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/readyz", self.readyz)
+        r.add_get("/v1/services", self.list_services)
+        r.add_get("/v1/services/{service}", self.get_service)
+        r.add_put("/v1/services/{service}", self.put_service)
+        r.add_delete("/v1/services/{service}", self.delete_service)
+        base = "/v1/services/{service}/instances/{id}"
+        r.add_get(base, self.get_instance)
+        r.add_put(base, self.put_instance)
+        r.add_delete(base, self.delete_instance)
+        r.add_post(base + "/heartbeat", self.heartbeat)
+        return app
+
+    # -- middlewares -------------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except DnsdiscError as exc:
+            status = STATUS.get(type(exc), 400)
+            return error_response(
+                status, getattr(exc, "message", str(exc)), getattr(exc, "field", "")
+            )
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            fld = "body" if exc.status == 413 else ""
+            if exc.status == 405:
+                message = f"method {request.method} is not allowed here"
+            elif exc.status == 413:
+                message = f"the body is larger than {MAX_BODY} bytes"
+            else:
+                message = exc.reason
+            return error_response(exc.status, message, fld)
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.token is not None and request.method in _WRITE_METHODS:
+            given = request.headers.get("Authorization", "")
+            expected = f"Bearer {self.token}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return error_response(
+                    401,
+                    "a valid 'Authorization: Bearer <token>' header is required",
+                    "Authorization",
+                )
+        return await handler(request)
+
+    # -- probes ------------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        s = self.state
+        ready = s.listeners_up and s.store_open
+        body = {"ready": ready, "listeners": s.listeners_up, "store": s.store_open}
+        return web.json_response(body, status=200 if ready else 503)
+
+    # -- services ----------------------------------------------------------------------------
+
+    async def list_services(self, request: web.Request) -> web.Response:
+        services = sorted(self.registry, key=lambda s: s.settings.name)
+        return web.json_response({"services": [_service_json(s, False) for s in services]})
+
+    async def get_service(self, request: web.Request) -> web.Response:
+        name = label(request.match_info["service"], "service")
+        return web.json_response(_service_json(self.registry.service(name), True))
+
+    async def put_service(self, request: web.Request) -> web.Response:
+        name = label(request.match_info["service"], "service")
+        body = await read_json(request, optional=True)
+        settings = ServiceSettings.from_json(name, body, self.registry.settings_for(name))
+        created = await self.registry.put_service(settings)
+        return web.json_response(
+            _service_json(self.registry.service(name), True), status=201 if created else 200
+        )
+
+    async def delete_service(self, request: web.Request) -> web.Response:
+        name = label(request.match_info["service"], "service")
+        await self.registry.delete_service(name)
+        return web.Response(status=204)
+
+    # -- instances ---------------------------------------------------------------------------
+
+    def _ids(self, request: web.Request) -> tuple[str, str]:
+        return (
+            label(request.match_info["service"], "service"),
+            label(request.match_info["id"], "id"),
+        )
+
+    async def get_instance(self, request: web.Request) -> web.Response:
+        service, iid = self._ids(request)
+        return web.json_response(_instance_json(self.registry.instance(service, iid)))
+
+    async def put_instance(self, request: web.Request) -> web.Response:
+        service, iid = self._ids(request)
+        inst = Instance.from_json(service, iid, await read_json(request))
+        created = await self.registry.put_instance(inst)
+        state = self.registry.instance(service, iid)
+        return web.json_response(_instance_json(state), status=201 if created else 200)
+
+    async def delete_instance(self, request: web.Request) -> web.Response:
+        service, iid = self._ids(request)
+        await self.registry.delete_instance(service, iid)
+        return web.Response(status=204)
+
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        service, iid = self._ids(request)
+        body = await read_json(request, optional=True)
+        if not isinstance(body, dict):
+            raise ValidationError("body", "the body must be a JSON object")
+        for key in body:
+            if key != "load":
+                raise ValidationError(str(key), f"unknown field {key!r}; expected: load")
+        load = body.get("load")
+        if load is not None:
+            if (
+                isinstance(load, bool)
+                or not isinstance(load, (int, float))
+                or not math.isfinite(load)
+                or load < 0
+            ):
+                raise ValidationError("load", "load must be a non-negative number")
+            load = float(load)
+        state = self.registry.heartbeat(service, iid, load)
+        return web.json_response(_instance_json(state))

@@ -1,0 +1,233 @@
+"""The in-memory registry: the only writer of service state.
+
+Every change goes to the store first and into memory only after the store has committed it; then
+the listeners (the DNS answer index) are told which service changed, synchronously, so by the
+time an HTTP handler returns its 2xx the DNS face already answers from the new state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from dnsdisc.errors import ConflictError, NotFoundError
+from dnsdisc.registry.model import Instance, ServiceSettings
+from dnsdisc.registry.store import MemoryStore, Op, Store
+
+Listener = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class InstanceState:
+    """An instance plus what changes without a re-registration (heartbeats, reported load)."""
+
+    instance: Instance
+    registered_at: float
+    last_heartbeat: float
+    load: float | None = None
+
+
+@dataclass(slots=True)
+class Service:
+    settings: ServiceSettings
+    instances: dict[str, InstanceState] = field(default_factory=dict)
+    static: bool = False
+
+
+class Registry:
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        defaults: ServiceSettings | None = None,
+        configured: dict[str, ServiceSettings] | None = None,
+        reserved: Iterable[str] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store: Store = store or MemoryStore()
+        self.defaults = defaults or ServiceSettings("default")
+        self.configured = dict(configured or {})
+        self.reserved = frozenset(reserved)
+        self.clock = clock
+        self._services: dict[str, Service] = {}
+        self._listeners: list[Listener] = []
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Service]:
+        return iter(self._services.values())
+
+    def __len__(self) -> int:
+        return len(self._services)
+
+    def get(self, name: str) -> Service | None:
+        return self._services.get(name)
+
+    def service(self, name: str) -> Service:
+        svc = self._services.get(name)
+        if svc is None:
+            raise NotFoundError(f"service {name!r} is not registered", "service")
+        return svc
+
+    def instance(self, service: str, instance_id: str) -> InstanceState:
+        state = self.service(service).instances.get(instance_id)
+        if state is None:
+            raise NotFoundError(f"instance {instance_id!r} of {service!r} is not registered", "id")
+        return state
+
+    def settings_for(self, name: str) -> ServiceSettings:
+        """What a service gets when nobody set its settings through the API."""
+        return self.configured.get(name) or self.defaults.with_name(name)
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Fill memory from the store, then create the services the config names."""
+        snap = await self.store.open()
+        now = self.clock()
+        for name, data in snap.services.items():
+            settings = ServiceSettings.from_json(name, data, self.settings_for(name))
+            self._services[name] = Service(settings)
+        for (service, iid), data in snap.instances.items():
+            inst = Instance.from_json(service, iid, data)
+            svc = self._services.setdefault(service, Service(self.settings_for(service)))
+            # After a restart each lease starts afresh: the restart must not expire anything.
+            svc.instances[iid] = InstanceState(inst, now, now)
+        for name, settings in self.configured.items():
+            self._services.setdefault(name, Service(settings))
+        for name in list(self._services):
+            self._notify(name)
+
+    def add_static(self, settings: ServiceSettings, instances: Iterable[Instance]) -> None:
+        """A service from a zone file: never stored, never changed over HTTP."""
+        now = self.clock()
+        svc = Service(settings, static=True)
+        for inst in instances:
+            svc.instances[inst.id] = InstanceState(inst, now, now)
+        old = self._services.get(settings.name)
+        if old is not None:
+            for iid, state in old.instances.items():
+                svc.instances.setdefault(iid, state)
+        self._services[settings.name] = svc
+        self._notify(settings.name)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def put_instance(self, inst: Instance) -> bool:
+        """Register or replace; True when the instance is new."""
+        self._check_writable(inst.service)
+        svc = self._services.get(inst.service)
+        old = svc.instances.get(inst.id) if svc else None
+        if old is not None and old.instance.static:
+            raise ConflictError(
+                f"instance {inst.id!r} of {inst.service!r} is defined in a zone file", "id"
+            )
+        ops = [Op("put_instance", inst.service, inst.id, inst.definition())]
+        if svc is None:
+            ops.insert(0, Op("put_service", inst.service, data=self._stored_settings(inst.service)))
+        created = old is None
+
+        def apply() -> None:
+            nonlocal created
+            svc = self._services.setdefault(inst.service, Service(self.settings_for(inst.service)))
+            now = self.clock()
+            prev = svc.instances.get(inst.id)
+            created = prev is None
+            svc.instances[inst.id] = InstanceState(
+                inst, prev.registered_at if prev else now, now, prev.load if prev else None
+            )
+            self._notify(inst.service)
+
+        await self._write(ops, apply)
+        return created
+
+    async def delete_instance(self, service: str, instance_id: str) -> None:
+        state = self.instance(service, instance_id)
+        if state.instance.static:
+            raise ConflictError(
+                f"instance {instance_id!r} of {service!r} is defined in a zone file", "id"
+            )
+
+        def apply() -> None:
+            svc = self._services.get(service)
+            if svc is not None and svc.instances.pop(instance_id, None) is not None:
+                self._notify(service)
+
+        await self._write([Op("del_instance", service, instance_id)], apply)
+
+    def heartbeat(self, service: str, instance_id: str, load: float | None = None) -> InstanceState:
+        """Renew a lease. Memory only: leases restart with a full TTL after a restart anyway."""
+        state = self.instance(service, instance_id)
+        state.last_heartbeat = self.clock()
+        if load is not None:
+            state.load = load
+        return state
+
+    async def put_service(self, settings: ServiceSettings) -> bool:
+        """Create a service or replace its settings; True when it is new."""
+        self._check_writable(settings.name)
+        svc = self._services.get(settings.name)
+        if svc is not None and svc.static:
+            raise ConflictError(f"service {settings.name!r} is defined in a zone file", "service")
+        created = svc is None
+
+        def apply() -> None:
+            svc = self._services.get(settings.name)
+            if svc is None:
+                svc = self._services[settings.name] = Service(settings)
+            svc.settings = settings
+            self._notify(settings.name)
+
+        await self._write([Op("put_service", settings.name, data=_settings_data(settings))], apply)
+        return created
+
+    async def delete_service(self, name: str) -> None:
+        svc = self.service(name)
+        if svc.static:
+            raise ConflictError(f"service {name!r} is defined in a zone file", "service")
+
+        def apply() -> None:
+            if self._services.pop(name, None) is not None:
+                self._notify(name)
+
+        await self._write([Op("del_service", name)], apply)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_writable(self, service: str) -> None:
+        if service in self.reserved:
+            raise ConflictError(
+                f"service name {service!r} is reserved (it is the name server's host name)",
+                "service",
+            )
+
+    def _stored_settings(self, name: str) -> dict[str, object]:
+        return _settings_data(self.settings_for(name))
+
+    async def _write(self, ops: list[Op], apply: Callable[[], None]) -> None:
+        # Shielded: once a change is on its way to the store, a client hanging up must not leave
+        # the store and memory disagreeing, so commit and apply finish together or not at all.
+        async def commit_then_apply() -> None:
+            for op in ops:
+                await self.store.commit(op)
+            apply()
+
+        await asyncio.shield(commit_then_apply())
+
+    def _notify(self, service: str) -> None:
+        for listener in self._listeners:
+            listener(service)
+
+
+def _settings_data(settings: ServiceSettings) -> dict[str, object]:
+    data = settings.to_json()
+    del data["name"]
+    return data
