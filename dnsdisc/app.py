@@ -53,6 +53,19 @@ def build_index(config: Config, zone_data: zones.ZoneData) -> AnswerIndex:
     return AnswerIndex(settings, zone_data.records)
 
 
+def attach(registry: Registry, index: AnswerIndex) -> None:
+    """Keep ``index`` current: every registry change rebuilds the changed service's names."""
+
+    def on_change(service: str) -> None:
+        svc = registry.get(service)
+        if svc is None:
+            index.rebuild(service, None, ())
+        else:
+            index.rebuild(service, svc.settings, [s.instance for s in svc.instances.values()])
+
+    registry.subscribe(on_change)
+
+
 async def start(config: Config) -> Server:
     zone_data = zones.load_dir(
         config.zones_dir, config.domain, config.defaults, required=config.zones_dir_required
@@ -65,14 +78,7 @@ async def start(config: Config) -> Server:
         reserved={config.ns_label},
     )
 
-    def on_change(service: str) -> None:
-        svc = registry.get(service)
-        if svc is None:
-            index.rebuild(service, None, ())
-        else:
-            index.rebuild(service, svc.settings, [s.instance for s in svc.instances.values()])
-
-    registry.subscribe(on_change)
+    attach(registry, index)
     await registry.load()
     for settings, instances in zone_data.services:
         registry.add_static(settings, instances)

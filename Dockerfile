@@ -1,0 +1,27 @@
+# dnsdisc: DNS on 8053 (UDP and TCP), HTTP API on 8054, registry in /data.
+#   docker build -t dnsdisc .
+#   docker run -p 8053:8053/udp -p 8053:8053/tcp -p 8054:8054 -e DNSDISC_TOKEN=secret dnsdisc
+# Config by mount: -v ./dnsdisc.yaml:/etc/dnsdisc/dnsdisc.yaml and add
+#   --config /etc/dnsdisc/dnsdisc.yaml to the command; zone files: -v ./zones:/etc/dnsdisc/zones
+FROM python:3.11-slim
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY dnsdisc ./dnsdisc
+RUN pip install --no-cache-dir . \
+    && useradd --system --uid 10001 --home-dir /data dnsdisc \
+    && mkdir -p /data /etc/dnsdisc/zones \
+    && chown dnsdisc /data
+
+USER dnsdisc
+WORKDIR /data
+VOLUME ["/data"]
+EXPOSE 8053/udp 8053/tcp 8054/tcp
+
+# The listeners bind 0.0.0.0 inside the container; set a token (DNSDISC_TOKEN) before publishing
+# the HTTP port beyond the host.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8054/healthz', timeout=2).status != 200)"
+
+ENTRYPOINT ["dnsdisc"]
+CMD ["serve", "--dns", "0.0.0.0:8053", "--http", "0.0.0.0:8054", "--data-dir", "/data", "--zones", "/etc/dnsdisc/zones"]

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything the tests need and runs the whole suite (lint, types, tests).
+# System tools come from Debian's packages (needs root the first time; CI runs as root);
+# Python packages go into .venv. Extra arguments are passed to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# tool -> Debian package that provides it
+declare -A PACKAGES=(
+  [dig]=dnsutils [kdig]=knot-dnsutils [unbound]=unbound [dnsmasq]=dnsmasq-base
+  [ip]=iproute2 [getent]=libc-bin [curl]=curl
+)
+missing=()
+for tool in "${!PACKAGES[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("${PACKAGES[$tool]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "missing system packages: ${missing[*]} (install them, or run as root to let this script)" >&2
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/ruff check dnsdisc tests
+.venv/bin/mypy
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,218 @@
+"""Shared test helpers: a real dnsdisc process on loopback, HTTP and DNS clients for it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_tool(name: str) -> str:
+    """The path of a system tool the test needs. Under CI=true a missing tool fails the test
+    (CI installs it, so missing means the setup is broken); elsewhere it skips."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if path is None:
+        message = f"{name} is not installed (the test command installs it: scripts/test.sh)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on ``host``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(50):
+        with socket.socket(family, socket.SOCK_STREAM) as t:
+            t.bind((host, 0))
+            port = t.getsockname()[1]
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as u:
+                    u.bind((host, port))
+            except OSError:
+                continue
+            return int(port)
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class HttpResult:
+    status: int
+    body: Any
+    raw: bytes = b""
+
+
+@dataclass
+class DnsdiscProcess:
+    """A dnsdisc server started by a test; ``stop``/``kill`` act on its PID only."""
+
+    data_dir: Path
+    dns_host: str = "127.0.0.1"
+    dns_port: int = 0
+    http_port: int = 0
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    token: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def start(self, timeout: float = 15.0) -> DnsdiscProcess:
+        if not self.dns_port:
+            self.dns_port = free_port(self.dns_host)
+        if not self.http_port:
+            self.http_port = free_port()
+        dns_arg = (
+            f"[{self.dns_host}]:{self.dns_port}"
+            if ":" in self.dns_host
+            else f"{self.dns_host}:{self.dns_port}"
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "dnsdisc",
+            "serve",
+            "--dns",
+            dns_arg,
+            "--http",
+            f"127.0.0.1:{self.http_port}",
+            "--data-dir",
+            str(self.data_dir),
+            *self.extra_args,
+        ]
+        if "--zones" not in self.extra_args:
+            # An empty zones dir: tests see only what they register, not the repo's examples.
+            empty = self.data_dir.parent / f"{self.data_dir.name}-zones"
+            empty.mkdir(parents=True, exist_ok=True)
+            cmd += ["--zones", str(empty)]
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        env = {**os.environ, **self.env}
+        env.pop("DNSDISC_TOKEN", None) if "DNSDISC_TOKEN" not in self.env else None
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dnsdisc exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(OSError):
+                if self.http("GET", "/readyz").status == 200:
+                    return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"dnsdisc did not become ready in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return (
+            self.log_path.read_text(errors="replace")
+            if self.log_path and self.log_path.exists()
+            else ""
+        )
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, like a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def http(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> HttpResult:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method
+        )
+        req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                content = resp.read()
+                status = resp.status
+        except urllib.error.HTTPError as err:
+            content = err.read()
+            status = err.code
+        parsed: Any = None
+        if content:
+            try:
+                parsed = json.loads(content)
+            except ValueError:
+                parsed = None
+        return HttpResult(status, parsed, content)
+
+    def register(self, service: str, iid: str, **body: Any) -> HttpResult:
+        result = self.http("PUT", f"/v1/services/{service}/instances/{iid}", body)
+        assert result.status in (200, 201), result
+        return result
+
+    def query(
+        self,
+        name: str,
+        rdtype: str = "A",
+        *,
+        tcp: bool = False,
+        use_edns: int | bool = -1,
+        payload: int = 1232,
+        timeout: float = 3.0,
+    ) -> dns.message.Message:
+        q = dns.message.make_query(name, rdtype, use_edns=use_edns, payload=payload)
+        q.flags &= ~dns.flags.RD
+        fn = dns.query.tcp if tcp else dns.query.udp
+        return fn(q, self.dns_host, port=self.dns_port, timeout=timeout)
+
+    def addresses(self, name: str, rdtype: str = "A", **kw: Any) -> list[str]:
+        msg = self.query(name, rdtype, **kw)
+        return [
+            rr.to_text()
+            for rrset in msg.answer
+            for rr in rrset
+            if rrset.rdtype == dns.rdatatype.from_text(rdtype)
+        ]
+
+
+@contextlib.contextmanager
+def running(tmp_path: Path, name: str = "node", **kw: Any) -> Iterator[DnsdiscProcess]:
+    server = DnsdiscProcess(tmp_path / name, **kw).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,151 @@
+"""config: the example file loads, flags override, and every error names file, key and expectation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dnsdisc.config import Config, HostPort, build, from_mapping, load_file, parse_hostport
+from dnsdisc.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "dnsdisc.yaml"
+
+
+def test_example_config_loads() -> None:
+    cfg = load_file(EXAMPLE)
+    assert cfg.domain == "svc.internal."
+    assert cfg.dns_listen == (HostPort("127.0.0.1", 8053),)
+    assert cfg.http_listen == HostPort("127.0.0.1", 8054)
+    assert cfg.zones_dir.resolve() == (ROOT / "zones").resolve()
+    assert cfg.services["web"].policy == "weighted"
+    assert cfg.services["web"].max_answers == 1
+    assert cfg.defaults.policy == "round_robin"
+
+
+def test_defaults_without_a_file() -> None:
+    cfg = build(None, environ={})
+    assert cfg == Config()
+    assert cfg.storage == "sqlite" and cfg.token is None
+
+
+def test_flags_override_file_and_env_sets_token(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("domain: a.example\nhttp: {token: fromfile}\n")
+    cfg = build(
+        path, dns="[::1]:5300", domain="B.Example", data_dir="d", environ={"DNSDISC_TOKEN": "env"}
+    )
+    assert cfg.domain == "b.example."
+    assert cfg.dns_listen == (HostPort("::1", 5300),)
+    assert cfg.token == "env"
+    assert cfg.data_dir == Path("d")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:53", HostPort("127.0.0.1", 53)),
+        ("[::1]:8053", HostPort("::1", 8053)),
+        ("localhost:1", HostPort("localhost", 1)),
+    ],
+)
+def test_hostport(text: str, expected: HostPort) -> None:
+    assert parse_hostport(text, "f", "k") == expected
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", "::1:53", "host:0", "host:70000", ":53", "h:x"])
+def test_bad_hostport(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_hostport(text, "f", "k")
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "fragment"),
+    [
+        ({"bogus": 1}, "bogus", "unknown key"),
+        ({"dns": {"listen": "nope"}}, "dns.listen", "HOST:PORT"),
+        ({"dns": {"lisen": "x"}}, "dns.lisen", "unknown key"),
+        ({"domain": "bad_domain"}, "domain", "domain name"),
+        ({"storage": "redis"}, "storage", "sqlite, memory"),
+        ({"log_level": "loud"}, "log_level", "debug"),
+        ({"defaults": {"policy": "fastest"}}, "defaults.policy", "round_robin"),
+        ({"defaults": {"ttl": -1}}, "defaults.ttl", "from 0"),
+        ({"services": {"web": {"max_answers": "1"}}}, "services.web.max_answers", "integer"),
+        ({"services": {"Bad_Name": {}}}, "services.Bad_Name", "DNS label"),
+        ({"services": {"web": {"colour": "red"}}}, "services.web.colour", "unknown field"),
+        ({"negative_ttl": True}, "negative_ttl", "integer"),
+        ({"reverse_zones": ["example.com"]}, "reverse_zones", "in-addr.arpa"),
+        ({"nameserver": {"addresses": ["x"]}}, "nameserver.addresses", "not an IPv4"),
+        ({"http": {"token": 5}}, "http.token", "string"),
+        ([1, 2], "(top level)", "mapping"),
+    ],
+)
+def test_errors_name_file_key_and_expectation(data: object, key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        from_mapping(data, "conf.yaml")
+    message = str(info.value)
+    assert message.startswith(f"conf.yaml: {key}:"), message
+    assert fragment in message
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("dns: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml"):
+        load_file(path)
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dnsdisc", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=cwd,
+    )
+
+
+def test_cli_exits_nonzero_with_a_message_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("dns:\n  listen: 127.0.0.1:99999\n")
+    result = run_cli("serve", "--config", str(path), cwd=ROOT)
+    assert result.returncode == 2
+    assert f"{path}: dns.listen:" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("serve", "--dns", "nonsense", cwd=ROOT)
+    assert result.returncode == 2 and "--dns" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_reports_a_bad_zone_file(tmp_path: Path) -> None:
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "z.yaml").write_text("records:\n  - {name: a, type: A, value: not-an-ip}\n")
+    result = run_cli(
+        "serve", "--zones", str(zones), "--storage", "memory", "--dns", "127.0.0.1:1", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "z.yaml: records[0]:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_reports_a_port_in_use(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = run_cli(
+            "serve",
+            "--storage",
+            "memory",
+            "--http",
+            f"127.0.0.1:{port}",
+            "--dns",
+            "127.0.0.1:0".replace(":0", f":{port}"),
+            cwd=tmp_path,
+        )
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,77 @@
+"""model: strict validation at construction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dnsdisc.errors import ValidationError
+from dnsdisc.registry.model import Instance, ServiceSettings, label
+
+
+@pytest.mark.parametrize("good", ["a", "web", "web-1", "0", "a" * 63, "WEB"])
+def test_labels(good: str) -> None:
+    assert label(good, "f") == good.lower()
+
+
+@pytest.mark.parametrize("bad", ["", "-a", "a-", "a_b", "a.b", "a" * 64, "é", 5, None])
+def test_bad_labels(bad: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        label(bad, "f")
+    assert info.value.field == "f"
+
+
+def test_instance_defaults_and_normalisation() -> None:
+    inst = Instance.from_json(
+        "Web", "W-1", {"address": "2001:DB8::0:1", "port": 80, "tags": ["a", "A", "b"]}
+    )
+    assert (inst.service, inst.id) == ("web", "w-1")
+    assert inst.address == "2001:db8::1" and inst.is_ipv6
+    assert (inst.weight, inst.priority, inst.protocol, inst.ttl) == (100, 0, "tcp", None)
+    assert inst.tags == ("a", "b")
+    assert Instance.from_json("web", "w-1", inst.definition()) == inst
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"port": 80}, "address"),
+        ({"address": "10.0.0.1"}, "port"),
+        ({"address": "10.0.0.1", "port": "80"}, "port"),
+        ({"address": "10.0.0.1", "port": True}, "port"),
+        ({"address": "10.0.0.1", "port": 80.0}, "port"),
+        ({"address": "10.0.0.1", "port": 0}, "port"),
+        ({"address": "10.0.0.1", "port": 65536}, "port"),
+        ({"address": "10.0.0.1", "port": 80, "weight": 65536}, "weight"),
+        ({"address": "10.0.0.1", "port": 80, "priority": -1}, "priority"),
+        ({"address": "10.0.0.1", "port": 80, "protocol": "TCP"}, "protocol"),
+        ({"address": "10.0.0.256", "port": 80}, "address"),
+        ({"address": "fe80::1%eth0", "port": 80}, "address"),
+        ({"address": 167772161, "port": 80}, "address"),
+        ({"address": "10.0.0.1", "port": 80, "tags": "a"}, "tags"),
+        ({"address": "10.0.0.1", "port": 80, "tags": ["a_b"]}, "tags"),
+        ({"address": "10.0.0.1", "port": 80, "meta": {"k": 1}}, "meta"),
+        ({"address": "10.0.0.1", "port": 80, "meta": {"a=b": "c"}}, "meta"),
+        ({"address": "10.0.0.1", "port": 80, "meta": {"k": "v" * 300}}, "meta"),
+        ({"address": "10.0.0.1", "port": 80, "ttl": 0}, "ttl"),
+        ({"address": "10.0.0.1", "port": 80, "ttl": float("nan")}, "ttl"),
+        ({"address": "10.0.0.1", "port": 80, "ttl": "5"}, "ttl"),
+        ({"address": "10.0.0.1", "port": 80, "extra": 1}, "extra"),
+    ],
+)
+def test_instance_errors_name_the_field(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Instance.from_json("web", "w-1", body)
+    assert info.value.field == field
+
+
+def test_service_settings_replace_with_defaults() -> None:
+    base = ServiceSettings("web", policy="weighted", ttl=30)
+    s = ServiceSettings.from_json("web", {"max_answers": 2}, base)
+    assert (s.policy, s.ttl, s.max_answers) == ("weighted", 30, 2)
+    with pytest.raises(ValidationError, match="round_robin"):
+        ServiceSettings.from_json("web", {"policy": "nope"})
+    with pytest.raises(ValidationError) as info:
+        ServiceSettings.from_json("web", {"max_answers": 0})
+    assert info.value.field == "max_answers"

@@ -1,0 +1,74 @@
+"""zones: every example file in zones/ loads; bad files are errors naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dnsdisc import zones
+from dnsdisc.dns import wire
+from dnsdisc.errors import ConfigError
+from dnsdisc.registry.model import ServiceSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS = ServiceSettings("default")
+
+
+def test_every_example_zone_file_loads() -> None:
+    files = sorted((ROOT / "zones").glob("*.yaml"))
+    assert files, "the repo ships example zone files"
+    data = zones.load_dir(ROOT / "zones", "svc.internal.", DEFAULTS, required=True)
+    owners = {wire.wire_to_text(r.owner) for r in data.records}
+    assert {"www.svc.internal.", "mail.svc.internal.", "api.partners.internal."} <= owners
+    types = {r.rtype for r in data.records}
+    assert {wire.A, wire.AAAA, wire.CNAME, wire.TXT, wire.SRV, wire.MX} <= types
+    assert [wire.wire_to_text(a) for a in data.apexes] == ["partners.internal."]
+    ((postgres, instances),) = data.services
+    assert postgres.name == "postgres" and postgres.ttl == 30
+    assert [i.id for i in instances] == ["pg-1", "pg-2"]
+    assert all(i.static for i in instances)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "z.yaml").write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("records:\n  - {name: a, type: A, value: 300.1.1.1}\n", "records[0]"),
+        ("records:\n  - {name: a, type: SOA, value: x}\n", "records[0].type"),
+        ("records:\n  - {name: a, type: A}\n", "records[0].value"),
+        ("records:\n  - {name: a, type: A, value: 1.2.3.4, colour: red}\n", "records[0].colour"),
+        ("records:\n  - {name: a.example.org., type: A, value: 1.2.3.4}\n", "records[0].name"),
+        ("records:\n  - {name: a, type: BOGUS, value: x}\n", "records[0]"),
+        ("ttl: -1\n", "ttl"),
+        ("colour: red\n", "colour"),
+        (
+            "services:\n  db:\n    instances:\n      d-1: {address: 10.0.0.1}\n",
+            "services.db.instances.d-1.port",
+        ),
+        ("services:\n  db:\n    policy: fastest\n", "services.db.policy"),
+        ("origin: other.example.\nservices:\n  db: {}\n", "services"),
+    ],
+)
+def test_bad_zone_files(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        zones.load_dir(write(tmp_path, text), "svc.internal.", DEFAULTS)
+    assert f"z.yaml: {key}:" in str(info.value)
+
+
+def test_cname_must_stand_alone(tmp_path: Path) -> None:
+    text = (
+        "records:\n  - {name: a, type: CNAME, value: b}\n  - {name: a, type: A, value: 1.2.3.4}\n"
+    )
+    with pytest.raises(ConfigError, match="CNAME"):
+        zones.load_dir(write(tmp_path, text), "svc.internal.", DEFAULTS)
+
+
+def test_missing_zone_dir_is_fine_unless_required(tmp_path: Path) -> None:
+    assert zones.load_dir(tmp_path / "none", "svc.internal.", DEFAULTS).records == []
+    with pytest.raises(ConfigError):
+        zones.load_dir(tmp_path / "none", "svc.internal.", DEFAULTS, required=True)
