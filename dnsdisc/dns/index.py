@@ -224,7 +224,7 @@ class AnswerIndex:
                 self._install(name, node)
                 installed.append(name)
             self._service_names[service] = installed
-        self._rebuild_ptrs(service, instances if settings is not None else ())
+        self._rebuild_ptrs(service, settings.ttl if settings else 0, instances if settings else ())
 
     def _service_nodes(
         self, settings: ServiceSettings, instances: Sequence[Instance]
@@ -308,7 +308,7 @@ class AnswerIndex:
             add(naming.instance(svc, inst.id), rrsets)
         return nodes
 
-    def _rebuild_ptrs(self, service: str, instances: Sequence[Instance]) -> None:
+    def _rebuild_ptrs(self, service: str, ttl: int, instances: Sequence[Instance]) -> None:
         touched = self._service_ptrs.pop(service, set())
         for name in touched:
             entries = self._ptr.get(name)
@@ -319,9 +319,7 @@ class AnswerIndex:
         for inst in instances:
             name = self.naming.reverse(inst.address)
             host = self.naming.instance(service, inst.id)
-            self._ptr[name][(service, inst.id)] = Item(
-                wire.rr_body(wire.PTR, self.settings.static_ttl, host)
-            )
+            self._ptr[name][(service, inst.id)] = Item(wire.rr_body(wire.PTR, ttl, host))
             mine.add(name)
         self._service_ptrs[service] = mine
         for name in touched | mine:

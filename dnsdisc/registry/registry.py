@@ -8,6 +8,7 @@ time an HTTP handler returns its 2xx the DNS face already answers from the new s
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from dnsdisc.registry.model import Instance, ServiceSettings
 from dnsdisc.registry.store import MemoryStore, Op, Store
 
 Listener = Callable[[str], None]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -141,6 +144,14 @@ class Registry:
             svc.instances[inst.id] = InstanceState(
                 inst, prev.registered_at if prev else now, now, prev.load if prev else None
             )
+            log.info(
+                "%s instance %s/%s at %s port %d",
+                "registered" if created else "replaced",
+                inst.service,
+                inst.id,
+                inst.address,
+                inst.port,
+            )
             self._notify(inst.service)
 
         await self._write(ops, apply)
@@ -156,6 +167,7 @@ class Registry:
         def apply() -> None:
             svc = self._services.get(service)
             if svc is not None and svc.instances.pop(instance_id, None) is not None:
+                log.info("deregistered instance %s/%s", service, instance_id)
                 self._notify(service)
 
         await self._write([Op("del_instance", service, instance_id)], apply)
@@ -181,6 +193,7 @@ class Registry:
             if svc is None:
                 svc = self._services[settings.name] = Service(settings)
             svc.settings = settings
+            log.info("service %s settings: %s", settings.name, _settings_data(settings))
             self._notify(settings.name)
 
         await self._write([Op("put_service", settings.name, data=_settings_data(settings))], apply)
@@ -193,6 +206,7 @@ class Registry:
 
         def apply() -> None:
             if self._services.pop(name, None) is not None:
+                log.info("deleted service %s", name)
                 self._notify(name)
 
         await self._write([Op("del_service", name)], apply)
