@@ -61,7 +61,7 @@ def attach(registry: Registry, index: AnswerIndex) -> None:
         if svc is None:
             index.rebuild(service, None, ())
         else:
-            index.rebuild(service, svc.settings, [s.instance for s in svc.instances.values()])
+            index.rebuild(service, svc.settings, list(svc.instances.values()))
 
     registry.subscribe(on_change)
 

@@ -1,9 +1,11 @@
 """Balancing policies: pure functions that order a service's candidates for one answer.
 
-A policy gets the candidates (anything with ``weight`` and ``priority``), a per-RRset query
-counter and a random source, and returns the order of candidate indices. It never sees bytes or
-sockets, and its randomness is injected so tests can fix the seed. ``POLICIES`` maps the names
-accepted by the API and the config to the functions.
+A policy gets the candidates (anything with ``weight``, ``priority``, ``load`` and
+``latency_ms``), a per-RRset query counter and a random source, and returns candidate indices in
+answer order. It may return fewer than all of them (``priority`` keeps one tier). It never sees
+bytes or sockets, and its randomness is injected so tests can fix the seed. ``POLICIES`` maps the
+names accepted by the API and the config to the functions; ``srv_order`` is the RFC 2782 order
+every SRV answer uses, whatever the service's policy.
 
 Drained instances (weight 0) are not the policies' business: the answer index hands a policy
 only the active candidates, or only the drained ones when no active one is left.
@@ -23,8 +25,17 @@ class Candidate(Protocol):
     @property
     def priority(self) -> int: ...
 
+    @property
+    def load(self) -> float | None: ...
+
+    @property
+    def latency_ms(self) -> float | None: ...
+
 
 Policy = Callable[[Sequence[Candidate], int, _random.Random], list[int]]
+
+# Latencies below this are measurement noise; it also keeps 1/latency finite.
+_MIN_LATENCY_MS = 0.1
 
 
 def round_robin(cands: Sequence[Candidate], counter: int, rng: _random.Random) -> list[int]:
@@ -42,21 +53,80 @@ def shuffle(cands: Sequence[Candidate], counter: int, rng: _random.Random) -> li
     return order
 
 
+def _weighted_order(
+    indices: Sequence[int], weights: Sequence[float], rng: _random.Random
+) -> list[int]:
+    """Weighted random sampling without replacement (Efraimidis-Spirakis): the chance that an
+    index comes first is its weight over the sum, and so on down the list. Zero weights come
+    last, in random order."""
+    keyed = []
+    for i, w in zip(indices, weights, strict=True):
+        # u ** (1/w) for u uniform in (0, 1] orders like the exponential race of rate w.
+        u = 1.0 - rng.random()
+        keyed.append((u ** (1.0 / w) if w > 0 else u - 1.0, i))
+    keyed.sort(reverse=True)
+    return [i for _, i in keyed]
+
+
 def weighted(cands: Sequence[Candidate], counter: int, rng: _random.Random) -> list[int]:
-    """Weighted random sampling without replacement (Efraimidis-Spirakis): the chance that
-    candidate i comes first is weight_i / sum(weights), and so on down the list."""
-    keys = []
-    for i, cand in enumerate(cands):
-        w = cand.weight
-        # rng.random() is in [0, 1); u ** (1/w) keeps the order of the exponential-race keys.
-        keys.append((rng.random() ** (1.0 / w) if w > 0 else -rng.random(), i))
-    keys.sort(reverse=True)
-    return [i for _, i in keys]
+    """P(candidate i first) = weight_i / sum(weights), and so on down the list."""
+    return _weighted_order(range(len(cands)), [c.weight for c in cands], rng)
+
+
+def priority(cands: Sequence[Candidate], counter: int, rng: _random.Random) -> list[int]:
+    """Failover: only the lowest priority number's tier, weighted within it."""
+    if not cands:
+        return []
+    best = min(c.priority for c in cands)
+    tier = [i for i, c in enumerate(cands) if c.priority == best]
+    return _weighted_order(tier, [cands[i].weight for i in tier], rng)
+
+
+def least_loaded(cands: Sequence[Candidate], counter: int, rng: _random.Random) -> list[int]:
+    """Lowest reported load first, ties broken at random; candidates that reported no load
+    follow in weighted order. With no load reported at all this is ``weighted``."""
+    known = [i for i, c in enumerate(cands) if c.load is not None]
+    if not known:
+        return weighted(cands, counter, rng)
+    unknown = [i for i, c in enumerate(cands) if c.load is None]
+    # The random second key breaks ties without favouring registration order.
+    known.sort(key=lambda i: (cands[i].load, rng.random()))
+    return known + _weighted_order(unknown, [cands[i].weight for i in unknown], rng)
+
+
+def latency(cands: Sequence[Candidate], counter: int, rng: _random.Random) -> list[int]:
+    """Weighted, with each weight divided by the candidate's measured latency. Candidates with
+    no measurement count as the median of those measured; none measured is plain ``weighted``."""
+    measured = sorted(max(c.latency_ms, _MIN_LATENCY_MS) for c in cands if c.latency_ms is not None)
+    if not measured:
+        return weighted(cands, counter, rng)
+    median = measured[len(measured) // 2]
+    weights = [
+        c.weight / (max(c.latency_ms, _MIN_LATENCY_MS) if c.latency_ms is not None else median)
+        for c in cands
+    ]
+    return _weighted_order(range(len(cands)), weights, rng)
+
+
+def srv_order(cands: Sequence[Candidate], counter: int, rng: _random.Random) -> list[int]:
+    """RFC 2782: ascending priority; within a priority, weighted selection without replacement.
+    Every record is kept: SRV clients make their own choice from the real priorities and weights."""
+    tiers: dict[int, list[int]] = {}
+    for i, c in enumerate(cands):
+        tiers.setdefault(c.priority, []).append(i)
+    out: list[int] = []
+    for prio in sorted(tiers):
+        members = tiers[prio]
+        out += _weighted_order(members, [cands[i].weight for i in members], rng)
+    return out
 
 
 POLICIES: dict[str, Policy] = {
     "round_robin": round_robin,
     "random": shuffle,
     "weighted": weighted,
+    "priority": priority,
+    "least_loaded": least_loaded,
+    "latency": latency,
 }
-DEFAULT_POLICY = "round_robin"
+DEFAULT_POLICY = "weighted"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from dnsdisc.errors import ConflictError, DnsdiscError, NotFoundError, StoreError, ValidationError
-from dnsdisc.registry.model import Instance, ServiceSettings, label
+from dnsdisc.registry.model import Instance, ServiceSettings, heartbeat_report, label
 from dnsdisc.registry.registry import InstanceState, Registry, Service
 
 log = logging.getLogger(__name__)
@@ -67,6 +66,7 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
 def _instance_json(state: InstanceState) -> dict[str, Any]:
     out = state.instance.to_json()
     out["load"] = state.load
+    out["latency_ms"] = state.latency_ms
     return out
 
 
@@ -198,21 +198,6 @@ class Api:
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         service, iid = self._ids(request)
-        body = await read_json(request, optional=True)
-        if not isinstance(body, dict):
-            raise ValidationError("body", "the body must be a JSON object")
-        for key in body:
-            if key != "load":
-                raise ValidationError(str(key), f"unknown field {key!r}; expected: load")
-        load = body.get("load")
-        if load is not None:
-            if (
-                isinstance(load, bool)
-                or not isinstance(load, (int, float))
-                or not math.isfinite(load)
-                or load < 0
-            ):
-                raise ValidationError("load", "load must be a non-negative number")
-            load = float(load)
-        state = self.registry.heartbeat(service, iid, load)
+        load, latency_ms = heartbeat_report(await read_json(request, optional=True))
+        state = self.registry.heartbeat(service, iid, load, latency_ms)
         return web.json_response(_instance_json(state))

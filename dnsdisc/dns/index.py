@@ -17,8 +17,9 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from dnsdisc.balance import POLICIES, Policy
+from dnsdisc.balance import POLICIES, Policy, srv_order
 from dnsdisc.dns import wire
 from dnsdisc.dns.names import PROTOCOLS, Naming
 from dnsdisc.registry.model import Instance, ServiceSettings
@@ -31,10 +32,25 @@ _SRV_TARGET = 16
 _NAME_TARGET = 10
 
 
+class Live(Protocol):
+    """What the registry keeps per instance: the instance and its latest reported figures.
+    The index holds on to these objects, so a heartbeat's new load reaches the policies
+    without a rebuild."""
+
+    @property
+    def instance(self) -> Instance: ...
+
+    @property
+    def load(self) -> float | None: ...
+
+    @property
+    def latency_ms(self) -> float | None: ...
+
+
 class Item:
     """One record body (no owner) plus what balancing and glue need to know about it."""
 
-    __slots__ = ("body", "glue", "priority", "target", "target_off", "weight")
+    __slots__ = ("body", "glue", "live", "priority", "target", "target_off", "weight")
 
     def __init__(
         self,
@@ -44,6 +60,7 @@ class Item:
         target_off: int = -1,
         target: bytes = b"",
         glue: tuple[bytes, ...] = (),
+        live: Live | None = None,
     ) -> None:
         self.body = body
         self.weight = weight
@@ -53,6 +70,15 @@ class Item:
         self.target_off = target_off
         self.target = target
         self.glue = glue
+        self.live = live
+
+    @property
+    def load(self) -> float | None:
+        return self.live.load if self.live is not None else None
+
+    @property
+    def latency_ms(self) -> float | None:
+        return self.live.latency_ms if self.live is not None else None
 
 
 class RRSet:
@@ -205,13 +231,13 @@ class AnswerIndex:
             self._static.add(name)
 
     def rebuild(
-        self, service: str, settings: ServiceSettings | None, instances: Sequence[Instance]
+        self, service: str, settings: ServiceSettings | None, members: Sequence[Live]
     ) -> None:
         """Replace every name of ``service``; ``settings`` None means the service is gone."""
         for name in self._service_names.pop(service, ()):
             self._uninstall(name)
         if settings is not None:
-            names = self._service_nodes(settings, instances)
+            names = self._service_nodes(settings, members)
             installed = []
             for name, node in names.items():
                 if name in self._static:
@@ -224,22 +250,23 @@ class AnswerIndex:
                 self._install(name, node)
                 installed.append(name)
             self._service_names[service] = installed
-        self._rebuild_ptrs(service, settings.ttl if settings else 0, instances if settings else ())
+        instances = [m.instance for m in members] if settings else []
+        self._rebuild_ptrs(service, settings.ttl if settings else 0, instances)
 
-    def _service_nodes(
-        self, settings: ServiceSettings, instances: Sequence[Instance]
-    ) -> dict[bytes, Node]:
+    def _service_nodes(self, settings: ServiceSettings, live: Sequence[Live]) -> dict[bytes, Node]:
         naming = self.naming
         ttl = settings.ttl
         policy = POLICIES[settings.policy]
         zone = self.zones[self.settings.domain]
         svc = settings.name
 
+        instances = [m.instance for m in live]
         addr_items: dict[str, Item] = {}
         srv_items: dict[str, Item] = {}
-        for inst in instances:
+        for member in live:
+            inst = member.instance
             rtype, rdata = wire.address_rdata(inst.address)
-            addr = Item(wire.rr_body(rtype, ttl, rdata), inst.weight, inst.priority)
+            addr = Item(wire.rr_body(rtype, ttl, rdata), inst.weight, inst.priority, live=member)
             host = naming.instance(svc, inst.id)
             addr_items[inst.id] = addr
             srv_items[inst.id] = Item(
@@ -251,6 +278,7 @@ class AnswerIndex:
                 target_off=_SRV_TARGET,
                 target=host,
                 glue=(addr.body,),
+                live=member,
             )
 
         def balanced(
@@ -273,7 +301,11 @@ class AnswerIndex:
             if with_srv:
                 eligible = _eligible(members)
                 if eligible:
-                    rrsets[wire.SRV] = RRSet(wire.SRV, [srv_items[i.id] for i in eligible], policy)
+                    # SRV clients choose by the records' priority and weight themselves; the
+                    # record order follows RFC 2782 whatever the service's policy.
+                    rrsets[wire.SRV] = RRSet(
+                        wire.SRV, [srv_items[i.id] for i in eligible], srv_order
+                    )
             return rrsets
 
         nodes: dict[bytes, Node] = {}

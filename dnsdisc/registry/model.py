@@ -26,6 +26,7 @@ MAX_META_PAIR = 255
 MAX_LEASE = 86400.0
 MAX_DNS_TTL = 86400
 
+HEARTBEAT_FIELDS = ("load", "latency_ms")
 INSTANCE_FIELDS = ("address", "port", "weight", "priority", "protocol", "tags", "meta", "ttl")
 SERVICE_FIELDS = ("policy", "max_answers", "ttl", "meta")
 
@@ -105,6 +106,27 @@ def _lease(value: object, fld: str) -> float | None:
             fld, f"{fld} must be more than 0 and at most {int(MAX_LEASE)} seconds"
         )
     return float(value)
+
+
+def _non_negative(value: object, fld: str) -> float | None:
+    if value is None:
+        return None
+    if not (is_int(value) or isinstance(value, float)):
+        raise ValidationError(fld, f"{fld} must be a non-negative number")
+    assert isinstance(value, (int, float))
+    if not math.isfinite(value) or value < 0:
+        raise ValidationError(fld, f"{fld} must be a non-negative number")
+    return float(value)
+
+
+def heartbeat_report(body: object) -> tuple[float | None, float | None]:
+    """(load, latency_ms) from a heartbeat body; both optional."""
+    if not isinstance(body, Mapping):
+        raise ValidationError("body", "the body must be a JSON object")
+    _check_fields(body, HEARTBEAT_FIELDS)
+    return _non_negative(body.get("load"), "load"), _non_negative(
+        body.get("latency_ms"), "latency_ms"
+    )
 
 
 def _check_fields(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:

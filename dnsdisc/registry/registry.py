@@ -30,6 +30,7 @@ class InstanceState:
     registered_at: float
     last_heartbeat: float
     load: float | None = None
+    latency_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -142,7 +143,11 @@ class Registry:
             prev = svc.instances.get(inst.id)
             created = prev is None
             svc.instances[inst.id] = InstanceState(
-                inst, prev.registered_at if prev else now, now, prev.load if prev else None
+                inst,
+                prev.registered_at if prev else now,
+                now,
+                prev.load if prev else None,
+                prev.latency_ms if prev else None,
             )
             log.info(
                 "%s instance %s/%s at %s port %d",
@@ -172,12 +177,22 @@ class Registry:
 
         await self._write([Op("del_instance", service, instance_id)], apply)
 
-    def heartbeat(self, service: str, instance_id: str, load: float | None = None) -> InstanceState:
-        """Renew a lease. Memory only: leases restart with a full TTL after a restart anyway."""
+    def heartbeat(
+        self,
+        service: str,
+        instance_id: str,
+        load: float | None = None,
+        latency_ms: float | None = None,
+    ) -> InstanceState:
+        """Renew a lease and take the reported figures. Memory only: leases restart with a full
+        TTL after a restart anyway. No listener is told: the answer index reads load and latency
+        from this same object when a policy needs them."""
         state = self.instance(service, instance_id)
         state.last_heartbeat = self.clock()
         if load is not None:
             state.load = load
+        if latency_ms is not None:
+            state.latency_ms = latency_ms
         return state
 
     async def put_service(self, settings: ServiceSettings) -> bool:
