@@ -122,14 +122,19 @@ class Api:
                 message = f"the body is larger than {MAX_BODY} bytes"
             else:
                 message = exc.reason
-            return error_response(exc.status, message, fld)
+            response = error_response(exc.status, message, fld)
+            if "Allow" in exc.headers:  # RFC 9110: a 405 names the methods that are allowed
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.token is not None and request.method in _WRITE_METHODS:
-            given = request.headers.get("Authorization", "")
-            expected = f"Bearer {self.token}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            # The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), self.token.encode()
+            ):
                 return error_response(
                     401,
                     "a valid 'Authorization: Bearer <token>' header is required",

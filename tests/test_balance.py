@@ -7,7 +7,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pytest
-from stats import assert_shares, chi_square, CRITICAL_001
 
 from dnsdisc.balance import (
     POLICIES,
@@ -19,6 +18,7 @@ from dnsdisc.balance import (
     srv_order,
     weighted,
 )
+from stats import CRITICAL_001, assert_shares, chi_square
 
 N = 20000
 
@@ -41,7 +41,14 @@ def firsts(policy, cands, n: int = N, seed: int = 1) -> Counter[str]:  # type: i
 
 
 def test_policy_table() -> None:
-    assert set(POLICIES) == {"round_robin", "random", "weighted", "priority", "least_loaded", "latency"}
+    assert set(POLICIES) == {
+        "round_robin",
+        "random",
+        "weighted",
+        "priority",
+        "least_loaded",
+        "latency",
+    }
 
 
 def test_round_robin_each_first_exactly_n_over_k_times() -> None:
@@ -62,7 +69,9 @@ def test_weighted_first_choice_follows_weights() -> None:
     counts = firsts(weighted, cands)
     assert_shares(counts, {"0": 1, "1": 2, "2": 3, "3": 4}, max_abs_error=0.01)
     # The bound a uniform policy misses by far.
-    assert chi_square(firsts(shuffle, cands), {"0": 1, "1": 2, "2": 3, "3": 4}) > 50 * CRITICAL_001[3]
+    assert (
+        chi_square(firsts(shuffle, cands), {"0": 1, "1": 2, "2": 3, "3": 4}) > 50 * CRITICAL_001[3]
+    )
 
 
 def test_weighted_second_place_is_sampling_without_replacement() -> None:

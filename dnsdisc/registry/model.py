@@ -41,8 +41,9 @@ def label(value: object, fld: str) -> str:
     or ending with '-'. Case-insensitive; returned lower-case."""
     if not isinstance(value, str):
         raise ValidationError(fld, f"{fld} must be a string (a DNS label)")
-    low = value.lower()
-    if not _LABEL.match(low):
+    # ASCII first: str.lower() maps some non-ASCII letters (the Kelvin sign) onto ASCII ones.
+    low = value.lower() if value.isascii() else ""
+    if not _LABEL.fullmatch(low):
         raise ValidationError(
             fld,
             f"{fld} {value!r} is not a DNS label: 1-63 characters of a-z, 0-9 and '-', "

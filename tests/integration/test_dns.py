@@ -13,6 +13,7 @@ import dns.query
 import dns.rcode
 import dns.resolver
 import pytest
+
 from helpers import DnsdiscProcess, require_tool, running
 
 

@@ -1,0 +1,306 @@
+"""Resolvers in front of dnsdisc, for tests and measurements: unbound (stub-zone), dnsmasq
+(per-domain server) and a network namespace where dnsdisc owns port 53 for the glibc stub
+resolver. Every process is started here, listens on loopback (or inside the namespace made here)
+and is stopped by its PID."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.message
+import dns.query
+import pytest
+
+from helpers import IN_CI, ROOT, DnsdiscProcess, free_port, require_tool
+
+DOMAIN = "svc.internal"
+
+
+@dataclass
+class Resolver:
+    """A recursive resolver started by a test, listening on 127.0.0.1:``port``."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def query(
+        self, name: str, rdtype: str = "A", *, tcp: bool = False, timeout: float = 5.0
+    ) -> dns.message.Message:
+        # make_query sets RD: this is a stub's question to a recursive resolver.
+        q = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
+        fn = dns.query.tcp if tcp else dns.query.udp
+        return fn(q, "127.0.0.1", port=self.port, timeout=timeout)
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+            # Any reply means the listener is up; what it says is the tests' business.
+            with contextlib.suppress(dns.exception.Timeout, OSError):
+                self.query(f"{DOMAIN}.", "SOA", timeout=0.5)
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not answer within {timeout}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@contextlib.contextmanager
+def started(name: str, cmd: list[str], port: int, log_path: Path) -> Iterator[Resolver]:
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    resolver = Resolver(name, proc, port, log_path)
+    try:
+        resolver.wait_ready()
+        yield resolver
+    finally:
+        resolver.stop()
+
+
+def upstream_addr(server: DnsdiscProcess) -> str:
+    return f"{server.dns_host}@{server.dns_port}"
+
+
+@contextlib.contextmanager
+def unbound(
+    tmp_path: Path, server: DnsdiscProcess, *extra: str, name: str = "unbound"
+) -> Iterator[Resolver]:
+    """unbound with svc.internal and 10.in-addr.arpa stubbed to ``server``."""
+    path = require_tool("unbound")
+    workdir = tmp_path / name
+    workdir.mkdir()
+    port = free_port()
+    ip6 = "yes" if ":" in server.dns_host else "no"
+    settings = [
+        "verbosity: 2",  # 2 is where unbound logs a failed 0x20 check (VERB_DETAIL)
+        "use-syslog: no",
+        'logfile: ""',
+        'chroot: ""',
+        'username: ""',
+        f'directory: "{workdir}"',
+        f'pidfile: "{workdir}/unbound.pid"',
+        "do-daemonize: no",
+        "num-threads: 1",
+        "interface: 127.0.0.1",
+        f"port: {port}",
+        "do-ip4: yes",
+        f"do-ip6: {ip6}",
+        # The stub is on loopback, which unbound refuses to query by default.
+        "do-not-query-localhost: no",
+        "access-control: 127.0.0.0/8 allow",
+        # No validator: no trust anchor to fetch, and the zone is unsigned anyway.
+        'module-config: "iterator"',
+        f'domain-insecure: "{DOMAIN}"',
+        # Everything outside the two stubbed zones is refused locally, so nothing ever leaves
+        # loopback for the root servers. 10.in-addr.arpa is one of unbound's default static
+        # local zones (RFC 1918 reverse); transparent replaces it so PTR queries reach the stub.
+        'local-zone: "." refuse',
+        f'local-zone: "{DOMAIN}." transparent',
+        'local-zone: "10.in-addr.arpa." transparent',
+        # Every query goes to dnsdisc, so a cached answer cannot hide a wrong one.
+        "cache-max-ttl: 0",
+        "cache-max-negative-ttl: 0",
+        *extra,
+    ]
+    config = "server:\n" + "".join(f"  {s}\n" for s in settings)
+    config += "remote-control:\n  control-enable: no\n"
+    for zone in (DOMAIN, "10.in-addr.arpa"):
+        config += f'stub-zone:\n  name: "{zone}"\n  stub-addr: {upstream_addr(server)}\n'
+    conf = workdir / "unbound.conf"
+    conf.write_text(config)
+    with started(name, [path, "-d", "-c", str(conf)], port, workdir / "unbound.log") as r:
+        yield r
+
+
+@contextlib.contextmanager
+def dnsmasq(tmp_path: Path, server: DnsdiscProcess) -> Iterator[Resolver]:
+    """dnsmasq forwarding svc.internal and 10.in-addr.arpa to ``server``, nothing else."""
+    path = require_tool("dnsmasq")
+    workdir = tmp_path / "dnsmasq"
+    workdir.mkdir()
+    port = free_port()
+    upstream = f"{server.dns_host}#{server.dns_port}"
+    cmd = [
+        path,
+        "--keep-in-foreground",
+        "--log-facility=-",
+        "--log-queries",
+        # Neither the host's config, resolv.conf nor /etc/hosts: only the servers below.
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--user=root",
+        f"--pid-file={workdir}/dnsmasq.pid",
+        f"--port={port}",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        f"--server=/{DOMAIN}/{upstream}",
+        f"--server=/10.in-addr.arpa/{upstream}",
+        # Every query goes to dnsdisc, so a cached answer cannot hide a wrong one.
+        "--cache-size=0",
+        "--no-negcache",
+    ]
+    with started("dnsmasq", cmd, port, workdir / "dnsmasq.log") as r:
+        yield r
+
+
+@dataclass
+class Namespace:
+    name: str
+    ip: str
+
+    def run(self, *cmd: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.ip, "netns", "exec", self.name, *cmd],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def python(self, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.run(sys.executable, "-c", textwrap.dedent(code), *args)
+
+
+@contextlib.contextmanager
+def namespace() -> Iterator[Namespace]:
+    """A fresh network namespace whose /etc/resolv.conf points at 127.0.0.1 (its own lo)."""
+    ip = require_tool("ip")
+    if os.geteuid() != 0:
+        message = "network namespaces need root"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"dnsdisc-test-{os.getpid()}-{secrets.token_hex(3)}"
+    etc = Path("/etc/netns") / name
+    added = subprocess.run([ip, "netns", "add", name], capture_output=True, text=True, timeout=10)
+    if added.returncode != 0:
+        message = f"cannot create a network namespace: {added.stderr.strip()}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    ns = Namespace(name, ip)
+    try:
+        # `ip netns exec` bind-mounts /etc/netns/<name>/* over /etc/*, for its children only.
+        etc.mkdir(parents=True)
+        (etc / "resolv.conf").write_text(
+            f"nameserver 127.0.0.1\nsearch {DOMAIN}\noptions attempts:2 timeout:2\n"
+        )
+        (etc / "nsswitch.conf").write_text("hosts: files dns\n")
+        for cmd in (
+            ("ip", "link", "set", "lo", "up"),
+            # glibc's AI_ADDRCONFIG (which getent ahostsv4 uses) ignores 127.0.0.1, and with no
+            # other IPv4 address it answers "not found" without asking DNS. A TEST-NET-1 address
+            # on this namespace's lo keeps everything inside the namespace.
+            ("ip", "addr", "add", "192.0.2.1/32", "dev", "lo"),
+        ):
+            done = ns.run(*cmd, timeout=10)
+            assert done.returncode == 0, done.stderr
+        yield ns
+    finally:
+        subprocess.run([ip, "netns", "del", name], capture_output=True, timeout=10)
+        shutil.rmtree(etc, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def dnsdisc_in(
+    ns: Namespace,
+    tmp_path: Path,
+    registrations: Sequence[tuple[str, str, dict[str, Any]]],
+    *,
+    http_port: int = 8054,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """dnsdisc inside ``ns`` on 127.0.0.1:53 (resolv.conf cannot name another port), filled
+    with ``registrations``: (method, path, body) sent from inside the namespace, where the HTTP
+    port lives."""
+    data = tmp_path / "ns-data"
+    zones = tmp_path / "ns-zones"
+    zones.mkdir(exist_ok=True)
+    log_path = tmp_path / "ns-dnsdisc.log"
+    cmd = [
+        ns.ip,
+        "netns",
+        "exec",
+        ns.name,
+        sys.executable,
+        "-m",
+        "dnsdisc",
+        "serve",
+        "--dns",
+        "127.0.0.1:53",
+        "--http",
+        f"127.0.0.1:{http_port}",
+        "--data-dir",
+        str(data),
+        "--zones",
+        str(zones),
+        "--domain",
+        DOMAIN,
+        "--storage",
+        "memory",
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        setup = ns.python(
+            """
+            import json, sys, time, urllib.request
+            base = f"http://127.0.0.1:{sys.argv[1]}"
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    if urllib.request.urlopen(base + "/readyz", timeout=2).status == 200:
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.05)
+            for method, path, body in json.loads(sys.argv[2]):
+                req = urllib.request.Request(base + path, data=json.dumps(body).encode(),
+                                             method=method,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    assert resp.status in (200, 201), resp.status
+            """,
+            str(http_port),
+            json.dumps(list(registrations)),
+        )
+        assert setup.returncode == 0, f"{setup.stderr}\n{log_path.read_text(errors='replace')}"
+        # `ip netns exec` execs the program, so this PID is dnsdisc's and stopping it stops
+        # dnsdisc. Checked once dnsdisc answers, i.e. after ip's exec.
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"dnsdisc" in cmdline and b"netns" not in cmdline, cmdline
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
