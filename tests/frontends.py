@@ -89,7 +89,11 @@ def upstream_addr(server: DnsdiscProcess) -> str:
 
 @contextlib.contextmanager
 def unbound(
-    tmp_path: Path, server: DnsdiscProcess, *extra: str, name: str = "unbound"
+    tmp_path: Path,
+    server: DnsdiscProcess,
+    *extra: str,
+    name: str = "unbound",
+    cache: bool = False,
 ) -> Iterator[Resolver]:
     """unbound with svc.internal and 10.in-addr.arpa stubbed to ``server``."""
     path = require_tool("unbound")
@@ -123,9 +127,9 @@ def unbound(
         'local-zone: "." refuse',
         f'local-zone: "{DOMAIN}." transparent',
         'local-zone: "10.in-addr.arpa." transparent',
-        # Every query goes to dnsdisc, so a cached answer cannot hide a wrong one.
-        "cache-max-ttl: 0",
-        "cache-max-negative-ttl: 0",
+        # Unless asked to cache, every query goes to dnsdisc, so a cached answer cannot hide a
+        # wrong one.
+        *([] if cache else ["cache-max-ttl: 0", "cache-max-negative-ttl: 0"]),
         *extra,
     ]
     config = "server:\n" + "".join(f"  {s}\n" for s in settings)

@@ -23,7 +23,7 @@ def test_example_config_loads() -> None:
     assert cfg.zones_dir.resolve() == (ROOT / "zones").resolve()
     assert cfg.services["web"].policy == "weighted"
     assert cfg.services["web"].max_answers == 1
-    assert cfg.defaults.policy == "round_robin"
+    assert cfg.defaults.policy == "weighted"
 
 
 def test_defaults_without_a_file() -> None:
