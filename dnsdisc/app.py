@@ -17,7 +17,9 @@ from dnsdisc import zones
 from dnsdisc.config import Config, HostPort
 from dnsdisc.dns import wire
 from dnsdisc.dns.answer import Responder
+from dnsdisc.dns.forward import Forwarder
 from dnsdisc.dns.index import AnswerIndex, IndexSettings
+from dnsdisc.dns.ratelimit import RateLimiter
 from dnsdisc.dns.transport import TCPProtocol, TCPState, UDPProtocol
 from dnsdisc.http_api import Api, ServerState
 from dnsdisc.registry.registry import Registry
@@ -104,16 +106,25 @@ async def start(config: Config) -> Server:
 async def _listen(server: Server) -> None:
     loop = asyncio.get_running_loop()
     config = server.config
-    responder = Responder(server.index)
+    forwarder = Forwarder(config.recursors, config.recursor_timeout) if config.recursors else None
+    responder = Responder(server.index, forwarding=forwarder is not None)
+    rrl = config.rate_limit
+    limiter = (
+        RateLimiter(rrl.responses_per_second, rrl.slip, rrl.ipv4_prefix, rrl.ipv6_prefix)
+        if rrl
+        else None
+    )
     tcp_state = TCPState(config.tcp_max_connections, config.tcp_idle_timeout)
     for hp in config.dns_listen:
         family = _family(hp)
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: UDPProtocol(responder), local_addr=(hp.host, hp.port), family=family
+            lambda: UDPProtocol(responder, forwarder, limiter),
+            local_addr=(hp.host, hp.port),
+            family=family,
         )
         server.transports.append(transport)
         tcp = await loop.create_server(
-            lambda: TCPProtocol(responder, tcp_state),
+            lambda: TCPProtocol(responder, tcp_state, forwarder),
             hp.host,
             hp.port,
             family=family,

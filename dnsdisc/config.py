@@ -36,6 +36,14 @@ class HostPort:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    responses_per_second: int
+    slip: int = 2
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 56
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     domain: str = DEFAULT_DOMAIN
     dns_listen: tuple[HostPort, ...] = (HostPort("127.0.0.1", 8053),)
@@ -53,6 +61,9 @@ class Config:
     reverse_zones: tuple[str, ...] = ()
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    recursors: tuple[HostPort, ...] = ()
+    recursor_timeout: float = 2.0
+    rate_limit: RateLimit | None = None
     defaults: ServiceSettings = field(default_factory=lambda: ServiceSettings("default"))
     services: Mapping[str, ServiceSettings] = field(default_factory=dict)
     source: str = ""
@@ -116,10 +127,14 @@ _KEYS = {
     "reverse_zones",
     "defaults",
     "services",
+    "recursors",
+    "recursor_timeout",
+    "rate_limit",
 }
 _DNS_KEYS = {"listen", "tcp_idle_timeout", "tcp_max_connections"}
 _HTTP_KEYS = {"listen", "token"}
 _NS_KEYS = {"label", "addresses", "hostmaster"}
+_RRL_KEYS = {"responses_per_second", "slip", "ipv4_prefix", "ipv6_prefix"}
 
 
 def _mapping(value: object, source: str, key: str) -> Mapping[str, Any]:
@@ -256,6 +271,28 @@ def from_mapping(data: object, source: str = "", base_dir: Path | None = None) -
                 )
             norm.append(name)
         changes["reverse_zones"] = tuple(norm)
+    if "recursors" in data:
+        recursors = data["recursors"]
+        if not isinstance(recursors, list):
+            raise ConfigError(source, "recursors", "expected a list of HOST:PORT upstream servers")
+        changes["recursors"] = tuple(parse_hostport(r, source, "recursors") for r in recursors)
+    if "recursor_timeout" in data:
+        changes["recursor_timeout"] = float(
+            config_int(data["recursor_timeout"], source, "recursor_timeout", 1, 60)
+        )
+    rrl = _mapping(data.get("rate_limit"), source, "rate_limit")
+    check_keys(rrl, _RRL_KEYS, source, "rate_limit.")
+    if rrl:
+        rate = config_int(
+            rrl.get("responses_per_second", 0), source, "rate_limit.responses_per_second", 0, 10**6
+        )
+        if rate:
+            changes["rate_limit"] = RateLimit(
+                rate,
+                config_int(rrl.get("slip", 2), source, "rate_limit.slip", 0, 100),
+                config_int(rrl.get("ipv4_prefix", 24), source, "rate_limit.ipv4_prefix", 8, 32),
+                config_int(rrl.get("ipv6_prefix", 56), source, "rate_limit.ipv6_prefix", 16, 128),
+            )
     defaults = _settings("default", data.get("defaults"), cfg.defaults, source, "defaults")
     changes["defaults"] = defaults
     services = _mapping(data.get("services"), source, "services")

@@ -28,14 +28,28 @@ _MAX_POINTER = 0x3FFF
 _COPY_FLAGS = wire.FLAG_RD | 0x0010
 
 
+class _Forward:
+    """The answer to give is the upstream's: see dns/forward.py."""
+
+    __slots__ = ()
+
+
+FORWARD = _Forward()
+
+
 class Responder:
-    def __init__(self, index: AnswerIndex, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, index: AnswerIndex, rng: random.Random | None = None, *, forwarding: bool = False
+    ) -> None:
         self.index = index
         self.rng = rng or random.Random()
+        # With recursors configured, names outside our zones are FORWARDed instead of REFUSED.
+        self.forwarding = forwarding
         self.errors = 0
 
-    def respond(self, data: bytes, tcp: bool = False) -> bytes | None:
-        """The reply to one query, or None when the packet gets no reply at all."""
+    def respond(self, data: bytes, tcp: bool = False) -> bytes | _Forward | None:
+        """The reply to one query; None when the packet gets no reply at all; FORWARD when the
+        name is outside our zones and an upstream should answer it."""
         try:
             return self._respond(data, tcp)
         except wire.ShortPacketError:
@@ -45,7 +59,7 @@ class Responder:
             log.debug("failed to answer a packet", exc_info=True)
             return _bare(data, wire.SERVFAIL) if len(data) >= 12 else None
 
-    def _respond(self, data: bytes, tcp: bool) -> bytes | None:
+    def _respond(self, data: bytes, tcp: bool) -> bytes | _Forward | None:
         try:
             q = wire.parse_query(data)
         except wire.FormatError:
@@ -83,6 +97,8 @@ class Responder:
         if node is None:
             zone = index.find_zone(qkey)
             if zone is None:
+                if self.forwarding:
+                    return FORWARD
                 return self._finish(q, reply_flags | wire.REFUSED, body, 0, 0, 0)
             rcode = wire.NOERROR if qkey in index.ents else wire.NXDOMAIN
             # The apex is a label suffix of the name, so the SOA owner points into the question.

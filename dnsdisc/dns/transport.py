@@ -10,7 +10,9 @@ import logging
 import struct
 from typing import cast
 
-from dnsdisc.dns.answer import Responder
+from dnsdisc.dns import ratelimit
+from dnsdisc.dns.answer import FORWARD, Responder
+from dnsdisc.dns.forward import Forwarder
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +20,15 @@ _LEN = struct.Struct("!H")
 
 
 class UDPProtocol(asyncio.DatagramProtocol):
-    def __init__(self, responder: Responder) -> None:
+    def __init__(
+        self,
+        responder: Responder,
+        forwarder: Forwarder | None = None,
+        limiter: ratelimit.RateLimiter | None = None,
+    ) -> None:
         self.responder = responder
+        self.forwarder = forwarder
+        self.limiter = limiter
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -28,8 +37,27 @@ class UDPProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         reply = self.responder.respond(data, False)
-        if reply is not None and self.transport is not None:
+        if reply is None:
+            return
+        if reply is FORWARD:
+            if self.forwarder is not None:
+                asyncio.get_running_loop().create_task(self._forward(data, addr))
+            return
+        self._send(cast(bytes, reply), addr)
+
+    def _send(self, reply: bytes, addr: tuple[str | object, ...]) -> None:
+        if self.limiter is not None:
+            verdict = self.limiter.check(str(addr[0]), reply)
+            if verdict == ratelimit.DROP:
+                return
+            if verdict == ratelimit.SLIP:
+                reply = ratelimit.truncated(reply)
+        if self.transport is not None:
             self.transport.sendto(reply, addr)
+
+    async def _forward(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        assert self.forwarder is not None
+        self._send(await self.forwarder.forward(data, False), addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier replies (client gone); nothing to do but keep serving.
@@ -48,9 +76,12 @@ class TCPState:
 class TCPProtocol(asyncio.Protocol):
     """Length-prefixed messages; several queries per connection, answered in order of arrival."""
 
-    def __init__(self, responder: Responder, state: TCPState) -> None:
+    def __init__(
+        self, responder: Responder, state: TCPState, forwarder: Forwarder | None = None
+    ) -> None:
         self.responder = responder
         self.state = state
+        self.forwarder = forwarder
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.idle: asyncio.TimerHandle | None = None
@@ -85,9 +116,20 @@ class TCPProtocol(asyncio.Protocol):
             message = bytes(buf[2 : 2 + length])
             del buf[: 2 + length]
             reply = self.responder.respond(message, True)
-            if reply is not None:
-                transport.write(_LEN.pack(len(reply)) + reply)
+            if reply is FORWARD:
+                if self.forwarder is not None:
+                    # Answered when the upstream replies; RFC 7766 lets replies overtake.
+                    asyncio.get_running_loop().create_task(self._forward(message))
+            elif reply is not None:
+                data_out = cast(bytes, reply)
+                transport.write(_LEN.pack(len(data_out)) + data_out)
         self._arm()
+
+    async def _forward(self, message: bytes) -> None:
+        assert self.forwarder is not None
+        reply = await self.forwarder.forward(message, True)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_LEN.pack(len(reply)) + reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)

@@ -1,0 +1,90 @@
+"""Forwarding of names outside our zones to configured upstream resolvers (``recursors``).
+
+Off by default: without recursors such names get REFUSED, so dnsdisc is no open resolver. The
+client's query is relayed byte for byte (its id, flags and EDNS included) and the upstream's reply
+is relayed back unchanged, over UDP for UDP clients and TCP for TCP clients. Each upstream gets
+``timeout`` seconds; when none answers the client gets SERVFAIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import Sequence
+
+from dnsdisc.config import HostPort
+from dnsdisc.dns import wire
+
+log = logging.getLogger(__name__)
+
+_LEN = struct.Struct("!H")
+
+
+class _OneReply(asyncio.DatagramProtocol):
+    """Waits for the datagram that answers our query id; ignores anything else."""
+
+    def __init__(self, qid: bytes, done: asyncio.Future[bytes]) -> None:
+        self.qid = qid
+        self.done = done
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        if len(data) >= 12 and data[:2] == self.qid and data[2] & 0x80 and not self.done.done():
+            self.done.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+class Forwarder:
+    def __init__(self, upstreams: Sequence[HostPort], timeout: float = 2.0) -> None:
+        self.upstreams = tuple(upstreams)
+        self.timeout = timeout
+        self.forwarded = 0
+        self.failures = 0
+
+    async def forward(self, query: bytes, tcp: bool) -> bytes:
+        """The first upstream reply to ``query``, or SERVFAIL when none answers in time."""
+        self.forwarded += 1
+        for upstream in self.upstreams:
+            try:
+                ask = self._tcp if tcp else self._udp
+                return await asyncio.wait_for(ask(query, upstream), self.timeout)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                log.debug("upstream %s failed: %r", upstream, exc)
+        self.failures += 1
+        return servfail(query)
+
+    async def _udp(self, query: bytes, upstream: HostPort) -> bytes:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bytes] = loop.create_future()
+        # A fresh socket per query: a random source port, and replies cannot cross queries.
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _OneReply(query[:2], done), remote_addr=(upstream.host, upstream.port)
+        )
+        try:
+            transport.sendto(query)
+            return await done
+        finally:
+            transport.close()
+
+    async def _tcp(self, query: bytes, upstream: HostPort) -> bytes:
+        reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
+        try:
+            writer.write(_LEN.pack(len(query)) + query)
+            await writer.drain()
+            (length,) = _LEN.unpack(await reader.readexactly(2))
+            return await reader.readexactly(length)
+        finally:
+            writer.close()
+
+
+def servfail(query: bytes) -> bytes:
+    """SERVFAIL echoing the question of a query that parsed (the responder checked it)."""
+    q = wire.parse_query(query)
+    flags = wire.FLAG_QR | (q.flags & (wire.FLAG_RD | 0x0010)) | wire.SERVFAIL
+    out = wire.header(q.id, flags, 1, 0, 0, 1 if q.edns else 0) + q.question
+    if q.edns:
+        out += wire.opt_record(wire.EDNS_SIZE)
+    return out
