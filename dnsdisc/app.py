@@ -21,6 +21,7 @@ from dnsdisc.dns.forward import Forwarder
 from dnsdisc.dns.index import AnswerIndex, IndexSettings
 from dnsdisc.dns.ratelimit import RateLimiter
 from dnsdisc.dns.transport import TCPProtocol, TCPState, UDPProtocol
+from dnsdisc.health import HealthMonitor
 from dnsdisc.http_api import Api, ServerState
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.store import open_store
@@ -35,6 +36,7 @@ class Server:
     config: Config
     registry: Registry
     index: AnswerIndex
+    health: HealthMonitor
     state: ServerState = field(default_factory=ServerState)
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
     tcp_servers: list[asyncio.AbstractServer] = field(default_factory=list)
@@ -55,15 +57,16 @@ def build_index(config: Config, zone_data: zones.ZoneData) -> AnswerIndex:
     return AnswerIndex(settings, zone_data.records)
 
 
-def attach(registry: Registry, index: AnswerIndex) -> None:
-    """Keep ``index`` current: every registry change rebuilds the changed service's names."""
+def attach(registry: Registry, index: AnswerIndex, health: HealthMonitor) -> None:
+    """Keep ``index`` current: every registry change rebuilds the changed service's names from
+    the instances health hands out."""
 
     def on_change(service: str) -> None:
         svc = registry.get(service)
         if svc is None:
             index.rebuild(service, None, ())
         else:
-            index.rebuild(service, svc.settings, list(svc.instances.values()))
+            index.rebuild(service, svc.settings, health.view(svc))
 
     registry.subscribe(on_change)
 
@@ -80,11 +83,12 @@ async def start(config: Config) -> Server:
         reserved={config.ns_label},
     )
 
-    attach(registry, index)
+    health = HealthMonitor(registry, config.health)
+    attach(registry, index, health)
     await registry.load()
     for settings, instances in zone_data.services:
         registry.add_static(settings, instances)
-    server = Server(config, registry, index)
+    server = Server(config, registry, index, health)
     server.state.store_open = True
     try:
         await _listen(server)
@@ -92,6 +96,7 @@ async def start(config: Config) -> Server:
         await stop(server)
         raise
     server.state.listeners_up = True
+    health.start()
     log.info(
         "dnsdisc serving %s on DNS %s (UDP+TCP), HTTP %s, storage %s, %d services",
         config.domain,
@@ -145,6 +150,7 @@ def _family(hp: HostPort) -> int:
 
 async def stop(server: Server) -> None:
     server.state.listeners_up = False
+    await server.health.stop()
     if server.http_runner is not None:
         await server.http_runner.cleanup()
     for tcp in server.tcp_servers:

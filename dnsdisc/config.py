@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from dnsdisc.errors import ConfigError, ValidationError
-from dnsdisc.registry.model import ServiceSettings, bounded_int, ip_address, label
+from dnsdisc.health import HealthConfig
+from dnsdisc.registry.model import ServiceSettings, bounded_int, ip_address, label, seconds
 
 DEFAULT_DNS = "127.0.0.1:8053"
 DEFAULT_HTTP = "127.0.0.1:8054"
@@ -64,6 +65,7 @@ class Config:
     recursors: tuple[HostPort, ...] = ()
     recursor_timeout: float = 2.0
     rate_limit: RateLimit | None = None
+    health: HealthConfig = field(default_factory=HealthConfig)
     defaults: ServiceSettings = field(default_factory=lambda: ServiceSettings("default"))
     services: Mapping[str, ServiceSettings] = field(default_factory=dict)
     source: str = ""
@@ -130,11 +132,13 @@ _KEYS = {
     "recursors",
     "recursor_timeout",
     "rate_limit",
+    "health",
 }
 _DNS_KEYS = {"listen", "tcp_idle_timeout", "tcp_max_connections"}
 _HTTP_KEYS = {"listen", "token"}
 _NS_KEYS = {"label", "addresses", "hostmaster"}
 _RRL_KEYS = {"responses_per_second", "slip", "ipv4_prefix", "ipv6_prefix"}
+_HEALTH_KEYS = {"warning_weight", "flap_window", "flap_threshold", "flap_stable", "flap_hold"}
 
 
 def _mapping(value: object, source: str, key: str) -> Mapping[str, Any]:
@@ -162,6 +166,35 @@ def _settings(
         return ServiceSettings.from_json(name, _mapping(value, source, key), base)
     except ValidationError as exc:
         raise ConfigError(source, f"{key}.{exc.field}", exc.message) from None
+
+
+def _health(data: Mapping[str, Any], source: str) -> HealthConfig:
+    base = HealthConfig()
+    factor = data.get("warning_weight", base.warning_weight)
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 0 < factor <= 1:
+        raise ConfigError(source, "health.warning_weight", "expected a number above 0, at most 1")
+    hold = data.get("flap_hold", base.flap_hold)
+    if hold not in ("out", "in"):
+        raise ConfigError(source, "health.flap_hold", "expected out or in")
+    durations = {}
+    for key in ("flap_window", "flap_stable"):
+        try:
+            durations[key] = seconds(data.get(key, getattr(base, key)), f"health.{key}", 0, 86400)
+        except ValidationError as exc:
+            raise ConfigError(source, f"health.{key}", exc.message) from None
+    return HealthConfig(
+        warning_weight=float(factor),
+        flap_window=durations["flap_window"],
+        flap_threshold=config_int(
+            data.get("flap_threshold", base.flap_threshold),
+            source,
+            "health.flap_threshold",
+            2,
+            1000,
+        ),
+        flap_stable=durations["flap_stable"],
+        flap_hold=hold,
+    )
 
 
 def config_int(value: object, source: str, key: str, lo: int, hi: int) -> int:
@@ -293,6 +326,10 @@ def from_mapping(data: object, source: str = "", base_dir: Path | None = None) -
                 config_int(rrl.get("ipv4_prefix", 24), source, "rate_limit.ipv4_prefix", 8, 32),
                 config_int(rrl.get("ipv6_prefix", 56), source, "rate_limit.ipv6_prefix", 16, 128),
             )
+    health = _mapping(data.get("health"), source, "health")
+    check_keys(health, _HEALTH_KEYS, source, "health.")
+    if health:
+        changes["health"] = _health(health, source)
     defaults = _settings("default", data.get("defaults"), cfg.defaults, source, "defaults")
     changes["defaults"] = defaults
     services = _mapping(data.get("services"), source, "services")

@@ -12,12 +12,13 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from dnsdisc.errors import ConflictError, DnsdiscError, NotFoundError, StoreError, ValidationError
-from dnsdisc.registry.model import Instance, ServiceSettings, heartbeat_report, label
+from dnsdisc.registry.model import HeartbeatReport, Instance, ServiceSettings, label
 from dnsdisc.registry.registry import InstanceState, Registry, Service
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,13 @@ def _instance_json(state: InstanceState) -> dict[str, Any]:
     out = state.instance.to_json()
     out["load"] = state.load
     out["latency_ms"] = state.latency_ms
+    out["health"] = {
+        "status": state.effective_status,
+        "check_status": state.status,
+        "since": datetime.fromtimestamp(state.wall_since, UTC).isoformat(timespec="seconds"),
+        "output": state.output,
+        "maintenance": state.maintenance,
+    }
     return out
 
 
@@ -99,6 +107,7 @@ class Api:
         r.add_put(base, self.put_instance)
         r.add_delete(base, self.delete_instance)
         r.add_post(base + "/heartbeat", self.heartbeat)
+        r.add_put(base + "/maintenance", self.maintenance)
         return app
 
     # -- middlewares -------------------------------------------------------------------------
@@ -203,6 +212,28 @@ class Api:
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         service, iid = self._ids(request)
-        load, latency_ms = heartbeat_report(await read_json(request, optional=True))
-        state = self.registry.heartbeat(service, iid, load, latency_ms)
+        report = HeartbeatReport.from_json(await read_json(request, optional=True))
+        state = self.registry.heartbeat(service, iid, report)
+        return web.json_response(_instance_json(state))
+
+    async def maintenance(self, request: web.Request) -> web.Response:
+        """``{"enabled": true, "reason": "..."}`` takes the instance out of the answers."""
+        service, iid = self._ids(request)
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise ValidationError("body", "the body must be a JSON object")
+        for key in body:
+            if key not in ("enabled", "reason"):
+                raise ValidationError(str(key), f"unknown field {key!r}; expected: enabled, reason")
+        enabled = body.get("enabled")
+        if not isinstance(enabled, bool):
+            raise ValidationError("enabled", "enabled must be true or false")
+        reason = body.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > 256 or not reason.isprintable():
+            raise ValidationError(
+                "reason", "reason must be printable text of at most 256 characters"
+            )
+        state = self.registry.set_maintenance(
+            service, iid, (reason or "maintenance") if enabled else None
+        )
         return web.json_response(_instance_json(state))

@@ -24,6 +24,7 @@ from dnsdisc.app import attach, build_index
 from dnsdisc.config import Config
 from dnsdisc.dns import wire
 from dnsdisc.dns.answer import Responder
+from dnsdisc.health import HealthMonitor
 from dnsdisc.registry.model import Instance, ServiceSettings
 from dnsdisc.registry.registry import Registry
 
@@ -40,7 +41,8 @@ class World:
         )
         self.index = build_index(self.config, zone_data)
         self.registry = Registry(defaults=self.config.defaults, reserved={"ns"})
-        attach(self.registry, self.index)
+        self.health = HealthMonitor(self.registry, self.config.health)
+        attach(self.registry, self.index, self.health)
         for svc_settings, instances in zone_data.services:
             self.registry.add_static(svc_settings, instances)
         self.responder = Responder(self.index, random.Random(7))

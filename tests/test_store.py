@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dnsdisc.errors import ConflictError, NotFoundError
-from dnsdisc.registry.model import Instance, ServiceSettings
+from dnsdisc.registry.model import HeartbeatReport, Instance, ServiceSettings
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.sqlite import SqliteStore
 
@@ -84,7 +84,7 @@ def test_registry_errors_and_listeners() -> None:
             await reg.delete_instance("db", "d")
         with pytest.raises(ConflictError):
             await reg.put_service(ServiceSettings("db"))
-        state = reg.heartbeat("web", "a", 0.5)
+        state = reg.heartbeat("web", "a", HeartbeatReport(load=0.5))
         assert state.load == 0.5
 
     asyncio.run(main())

@@ -32,13 +32,27 @@ _SRV_TARGET = 16
 _NAME_TARGET = 10
 
 
+# A member's role in its service's answers (decided by health.py).
+OUT, IN, FALLBACK = 0, 1, 2
+
+
 class Live(Protocol):
-    """What the registry keeps per instance: the instance and its latest reported figures.
-    The index holds on to these objects, so a heartbeat's new load reaches the policies
+    """One instance as the answers should show it: its registration, the weight and priority
+    health leaves it (warning, slow start, fail-open), its role, and its latest reported load
+    and latency. The index keeps these objects, so a heartbeat's new load reaches the policies
     without a rebuild."""
 
     @property
     def instance(self) -> Instance: ...
+
+    @property
+    def weight(self) -> int: ...
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def role(self) -> int: ...
 
     @property
     def load(self) -> float | None: ...
@@ -82,7 +96,7 @@ class Item:
 
 
 class RRSet:
-    __slots__ = ("counter", "items", "limit", "policy", "rtype")
+    __slots__ = ("counter", "items", "limit", "policy", "rtype", "tail")
 
     def __init__(
         self,
@@ -90,25 +104,32 @@ class RRSet:
         items: Sequence[Item],
         policy: Policy | None = None,
         limit: int | None = None,
+        tail: Sequence[Item] = (),
     ) -> None:
         self.rtype = rtype
         self.items = tuple(items)
         self.policy = policy
         self.limit = limit
+        # Handed out after all of ``items`` (fail-open: the unhealthy, behind the healthy).
+        self.tail = tuple(tail)
         self.counter = 0
 
     def ordered(self, rng: random.Random) -> Sequence[Item]:
         """The items for one answer: in the policy's order, cut to ``limit``."""
         items = self.items
-        if self.policy is not None and len(items) > 1:
+        policy = self.policy
+        if policy is not None and len(items) > 1:
             self.counter += 1
-            order = self.policy(items, self.counter, rng)
-            if self.limit is not None:
-                order = order[: self.limit]
-            return [items[i] for i in order]
+            out = [items[i] for i in policy(items, self.counter, rng)]
+        else:
+            out = list(items) if self.tail else items  # type: ignore[assignment]
+        if self.tail:
+            tail = self.tail
+            order = policy(tail, self.counter, rng) if policy else range(len(tail))
+            out += [tail[i] for i in order]
         if self.limit is not None:
-            return items[: self.limit]
-        return items
+            return out[: self.limit]
+        return out
 
 
 @dataclass(slots=True)
@@ -260,21 +281,19 @@ class AnswerIndex:
         zone = self.zones[self.settings.domain]
         svc = settings.name
 
-        instances = [m.instance for m in live]
         addr_items: dict[str, Item] = {}
         srv_items: dict[str, Item] = {}
         for member in live:
             inst = member.instance
+            weight, prio = member.weight, member.priority
             rtype, rdata = wire.address_rdata(inst.address)
-            addr = Item(wire.rr_body(rtype, ttl, rdata), inst.weight, inst.priority, live=member)
+            addr = Item(wire.rr_body(rtype, ttl, rdata), weight, prio, live=member)
             host = naming.instance(svc, inst.id)
             addr_items[inst.id] = addr
             srv_items[inst.id] = Item(
-                wire.rr_body(
-                    wire.SRV, ttl, wire.srv_rdata(inst.priority, inst.weight, inst.port, host)
-                ),
-                inst.weight,
-                inst.priority,
+                wire.rr_body(wire.SRV, ttl, wire.srv_rdata(prio, weight, inst.port, host)),
+                weight,
+                prio,
                 target_off=_SRV_TARGET,
                 target=host,
                 glue=(addr.body,),
@@ -282,29 +301,33 @@ class AnswerIndex:
             )
 
         def balanced(
-            members: Sequence[Instance], with_srv: bool = True, with_addr: bool = True
+            group: Sequence[Live], with_srv: bool = True, with_addr: bool = True
         ) -> dict[int, RRSet]:
             # Drained instances (weight 0) are handed out only when no active one is left, so
             # each RRset keeps the active members, or the drained ones if that is all there is.
+            # Fail-open members go behind the healthy ones (and, in SRV, at a worse priority).
+            handed = [m for m in group if m.role == IN]
+            fallback = [m for m in group if m.role == FALLBACK]
             rrsets: dict[int, RRSet] = {}
             if with_addr:
-                v4 = _eligible([i for i in members if not i.is_ipv6])
-                v6 = _eligible([i for i in members if i.is_ipv6])
-                if v4:
-                    rrsets[wire.A] = RRSet(
-                        wire.A, [addr_items[i.id] for i in v4], policy, settings.max_answers
-                    )
-                if v6:
-                    rrsets[wire.AAAA] = RRSet(
-                        wire.AAAA, [addr_items[i.id] for i in v6], policy, settings.max_answers
-                    )
+                for rtype, v6 in ((wire.A, False), (wire.AAAA, True)):
+                    main = _eligible([m for m in handed if m.instance.is_ipv6 is v6])
+                    tail = _eligible([m for m in fallback if m.instance.is_ipv6 is v6])
+                    if main or tail:
+                        rrsets[rtype] = RRSet(
+                            rtype,
+                            [addr_items[m.instance.id] for m in main],
+                            policy,
+                            settings.max_answers,
+                            [addr_items[m.instance.id] for m in tail],
+                        )
             if with_srv:
-                eligible = _eligible(members)
+                eligible = _eligible(handed) + _eligible(fallback)
                 if eligible:
                     # SRV clients choose by the records' priority and weight themselves; the
                     # record order follows RFC 2782 whatever the service's policy.
                     rrsets[wire.SRV] = RRSet(
-                        wire.SRV, [srv_items[i.id] for i in eligible], srv_order
+                        wire.SRV, [srv_items[m.instance.id] for m in eligible], srv_order
                     )
             return rrsets
 
@@ -313,18 +336,19 @@ class AnswerIndex:
         def add(name: bytes, rrsets: dict[int, RRSet]) -> None:
             nodes[name] = Node(zone, rrsets, name)
 
-        top = balanced(instances)
+        instances = [m.instance for m in live]
+        top = balanced(live)
         if settings.meta:
             top[wire.TXT] = RRSet(wire.TXT, [Item(_txt_body(settings.meta, ttl))])
         add(naming.service(svc), top)
         for proto in PROTOCOLS:
             add(
                 naming.srv(svc, proto),
-                balanced([i for i in instances if i.protocol == proto], with_addr=False),
+                balanced([m for m in live if m.instance.protocol == proto], with_addr=False),
             )
         tags = sorted({t for inst in instances for t in inst.tags})
         for tag in tags:
-            members = [i for i in instances if tag in i.tags]
+            members = [m for m in live if tag in m.instance.tags]
             add(naming.tag(tag, svc), balanced(members))
             if tag not in PROTOCOLS:
                 add(naming.srv(svc, tag), balanced(members, with_addr=False))
@@ -386,8 +410,8 @@ class AnswerIndex:
                 del self.ents[parent]
 
 
-def _eligible(members: Sequence[Instance]) -> list[Instance]:
-    active = [i for i in members if i.weight > 0]
+def _eligible(members: Sequence[Live]) -> list[Live]:
+    active = [m for m in members if m.weight > 0]
     return active or list(members)
 
 

@@ -11,7 +11,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dnsdisc.balance import DEFAULT_POLICY, POLICIES
@@ -26,9 +26,32 @@ MAX_META_PAIR = 255
 MAX_LEASE = 86400.0
 MAX_DNS_TTL = 86400
 
-HEARTBEAT_FIELDS = ("load", "latency_ms")
-INSTANCE_FIELDS = ("address", "port", "weight", "priority", "protocol", "tags", "meta", "ttl")
-SERVICE_FIELDS = ("policy", "max_answers", "ttl", "meta")
+HEARTBEAT_FIELDS = ("status", "load", "latency_ms")
+INSTANCE_FIELDS = (
+    "address",
+    "port",
+    "weight",
+    "priority",
+    "protocol",
+    "tags",
+    "meta",
+    "ttl",
+    "check",
+    "deregister_after",
+)
+SERVICE_FIELDS = (
+    "policy",
+    "max_answers",
+    "ttl",
+    "meta",
+    "deregister_after",
+    "panic_threshold",
+    "slow_start",
+)
+CHECK_FIELDS = ("type", "path", "port", "interval", "timeout", "rise", "fall", "expect")
+# Health states. maintenance is set over HTTP, the others by leases, checks and heartbeats.
+PASSING, WARNING, CRITICAL, MAINTENANCE = "passing", "warning", "critical", "maintenance"
+REPORTABLE = (PASSING, WARNING, CRITICAL)
 
 
 def is_int(value: object) -> bool:
@@ -96,17 +119,90 @@ def meta_map(value: object, fld: str = "meta") -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs))
 
 
-def _lease(value: object, fld: str) -> float | None:
-    if value is None:
-        return None
+def seconds(value: object, fld: str, lo: float = 0.0, hi: float = MAX_LEASE) -> float:
+    """A duration in seconds: a finite number, more than ``lo`` and at most ``hi``."""
     if not (is_int(value) or isinstance(value, float)):
-        raise ValidationError(fld, f"{fld} must be a number of seconds or null")
+        raise ValidationError(fld, f"{fld} must be a number of seconds")
     assert isinstance(value, (int, float))
-    if not math.isfinite(value) or not 0 < value <= MAX_LEASE:
-        raise ValidationError(
-            fld, f"{fld} must be more than 0 and at most {int(MAX_LEASE)} seconds"
-        )
+    if not math.isfinite(value) or not lo < value <= hi:
+        raise ValidationError(fld, f"{fld} must be more than {lo:g} and at most {hi:g} seconds")
     return float(value)
+
+
+def _lease(value: object, fld: str) -> float | None:
+    return None if value is None else seconds(value, fld)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSpec:
+    """An active health check: HTTP GET or TCP connect against the instance."""
+
+    type: str
+    path: str = "/"
+    port: int | None = None  # default: the instance's port
+    interval: float = 10.0
+    timeout: float = 2.0
+    rise: int = 1  # consecutive successes before passing
+    fall: int = 1  # consecutive failures before critical
+    expect: tuple[int, int] = (200, 399)  # HTTP statuses that count as success
+
+    @classmethod
+    def from_json(cls, body: object, fld: str = "check") -> CheckSpec:
+        if not isinstance(body, Mapping):
+            raise ValidationError(fld, f"{fld} must be an object with type http or tcp")
+        for key in body:
+            if key not in CHECK_FIELDS:
+                raise ValidationError(
+                    fld, f"{fld}: unknown field {key!r}; expected one of: {', '.join(CHECK_FIELDS)}"
+                )
+        kind = body.get("type")
+        if kind not in ("http", "tcp"):
+            raise ValidationError(fld, f"{fld}.type must be 'http' or 'tcp'")
+        path = body.get("path", "/")
+        if kind == "tcp" and "path" in body:
+            raise ValidationError(fld, f"{fld}.path applies to http checks only")
+        if not isinstance(path, str) or not path.startswith("/") or len(path) > 1024:
+            raise ValidationError(fld, f"{fld}.path must be a string starting with '/'")
+        if not path.isprintable() or " " in path:
+            raise ValidationError(fld, f"{fld}.path must be printable, without spaces")
+        port = body.get("port")
+        expect = body.get("expect", [200, 399])
+        if (
+            not isinstance(expect, list)
+            or len(expect) != 2
+            or not all(is_int(x) and 100 <= x <= 599 for x in expect)
+            or expect[0] > expect[1]
+        ):
+            raise ValidationError(fld, f"{fld}.expect must be [low, high] HTTP statuses")
+        return cls(
+            type=kind,
+            path=path,
+            port=None if port is None else bounded_int(port, f"{fld}.port", 1, 65535),
+            interval=seconds(body.get("interval", 10.0), f"{fld}.interval", 0.05, 86400),
+            timeout=seconds(body.get("timeout", 2.0), f"{fld}.timeout", 0.01, 300),
+            rise=bounded_int(body.get("rise", 1), f"{fld}.rise", 1, 100),
+            fall=bounded_int(body.get("fall", 1), f"{fld}.fall", 1, 100),
+            expect=(expect[0], expect[1]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": self.type,
+            "port": self.port,
+            "interval": self.interval,
+            "timeout": self.timeout,
+            "rise": self.rise,
+            "fall": self.fall,
+        }
+        if self.type == "http":
+            out["path"] = self.path
+            out["expect"] = list(self.expect)
+        return out
+
+
+def _check_field_errors(exc: ValidationError) -> ValidationError:
+    # Errors inside the check object name the top-level key, as every API error does.
+    return ValidationError("check", exc.message)
 
 
 def _non_negative(value: object, fld: str) -> float | None:
@@ -120,14 +216,26 @@ def _non_negative(value: object, fld: str) -> float | None:
     return float(value)
 
 
-def heartbeat_report(body: object) -> tuple[float | None, float | None]:
-    """(load, latency_ms) from a heartbeat body; both optional."""
-    if not isinstance(body, Mapping):
-        raise ValidationError("body", "the body must be a JSON object")
-    _check_fields(body, HEARTBEAT_FIELDS)
-    return _non_negative(body.get("load"), "load"), _non_negative(
-        body.get("latency_ms"), "latency_ms"
-    )
+@dataclass(frozen=True, slots=True)
+class HeartbeatReport:
+    status: str | None = None
+    load: float | None = None
+    latency_ms: float | None = None
+
+    @classmethod
+    def from_json(cls, body: object) -> HeartbeatReport:
+        """Every field optional: an empty body only renews the lease."""
+        if not isinstance(body, Mapping):
+            raise ValidationError("body", "the body must be a JSON object")
+        _check_fields(body, HEARTBEAT_FIELDS)
+        status = body.get("status")
+        if status is not None and status not in REPORTABLE:
+            raise ValidationError("status", f"status must be one of: {', '.join(REPORTABLE)}")
+        return cls(
+            status,
+            _non_negative(body.get("load"), "load"),
+            _non_negative(body.get("latency_ms"), "latency_ms"),
+        )
 
 
 def _check_fields(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
@@ -153,6 +261,8 @@ class Instance:
     tags: tuple[str, ...] = ()
     meta: tuple[tuple[str, str], ...] = ()
     ttl: float | None = None
+    check: CheckSpec | None = None
+    deregister_after: float | None = None
     static: bool = False
 
     @property
@@ -180,6 +290,12 @@ class Instance:
         if len(tags_in) > MAX_TAGS:
             raise ValidationError("tags", f"at most {MAX_TAGS} tags")
         tags = tuple(dict.fromkeys(label(t, "tags") for t in tags_in))
+        check = None
+        if body.get("check") is not None:
+            try:
+                check = CheckSpec.from_json(body["check"])
+            except ValidationError as exc:
+                raise _check_field_errors(exc) from None
         return cls(
             service=service,
             id=instance_id,
@@ -191,6 +307,8 @@ class Instance:
             tags=tags,
             meta=meta_map(body.get("meta", {})),
             ttl=_lease(body.get("ttl"), "ttl"),
+            check=check,
+            deregister_after=_lease(body.get("deregister_after"), "deregister_after"),
             static=static,
         )
 
@@ -206,6 +324,8 @@ class Instance:
             "tags": list(self.tags),
             "meta": dict(self.meta),
             "ttl": self.ttl,
+            "check": self.check.to_json() if self.check else None,
+            "deregister_after": self.deregister_after,
             "static": self.static,
         }
 
@@ -226,6 +346,11 @@ class ServiceSettings:
     max_answers: int | None = None
     ttl: int = 5
     meta: tuple[tuple[str, str], ...] = field(default=())
+    # Health: remove instances critical this long; fail open below this healthy share; ramp a
+    # recovered instance's weight up over this many seconds.
+    deregister_after: float | None = None
+    panic_threshold: float | None = None
+    slow_start: float = 0.0
 
     @classmethod
     def from_json(
@@ -245,10 +370,34 @@ class ServiceSettings:
             max_answers = bounded_int(max_answers, "max_answers", 1, 1000)
         ttl = bounded_int(body.get("ttl", base.ttl), "ttl", 0, MAX_DNS_TTL)
         meta = meta_map(body["meta"]) if "meta" in body else base.meta
-        return cls(name=name, policy=policy, max_answers=max_answers, ttl=ttl, meta=meta)
+        deregister_after = (
+            _lease(body["deregister_after"], "deregister_after")
+            if "deregister_after" in body
+            else base.deregister_after
+        )
+        panic = body.get("panic_threshold", base.panic_threshold)
+        if panic is not None:
+            if not (is_int(panic) or isinstance(panic, float)) or not 0 <= panic <= 1:
+                raise ValidationError(
+                    "panic_threshold", "panic_threshold must be a number from 0 to 1, or null"
+                )
+            panic = float(panic)
+        slow_start = body.get("slow_start", base.slow_start)
+        if slow_start != 0:
+            slow_start = seconds(slow_start, "slow_start", 0, 3600)
+        return cls(
+            name=name,
+            policy=policy,
+            max_answers=max_answers,
+            ttl=ttl,
+            meta=meta,
+            deregister_after=deregister_after,
+            panic_threshold=panic,
+            slow_start=float(slow_start),
+        )
 
     def with_name(self, name: str) -> ServiceSettings:
-        return ServiceSettings(name, self.policy, self.max_answers, self.ttl, self.meta)
+        return replace(self, name=name)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -257,4 +406,7 @@ class ServiceSettings:
             "max_answers": self.max_answers,
             "ttl": self.ttl,
             "meta": dict(self.meta),
+            "deregister_after": self.deregister_after,
+            "panic_threshold": self.panic_threshold,
+            "slow_start": self.slow_start,
         }

@@ -10,27 +10,57 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from dnsdisc.errors import ConflictError, NotFoundError
-from dnsdisc.registry.model import Instance, ServiceSettings
+from dnsdisc.registry.model import (
+    CRITICAL,
+    MAINTENANCE,
+    PASSING,
+    HeartbeatReport,
+    Instance,
+    ServiceSettings,
+)
 from dnsdisc.registry.store import MemoryStore, Op, Store
 
 Listener = Callable[[str], None]
+# (service, instance id, old effective status, new effective status)
+StatusListener = Callable[[str, str, str, str], None]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class InstanceState:
-    """An instance plus what changes without a re-registration (heartbeats, reported load)."""
+    """An instance plus what changes without a re-registration: heartbeats, reported figures and
+    health. Times are the registry clock's (monotonic); ``wall_since`` is for people."""
 
     instance: Instance
     registered_at: float
     last_heartbeat: float
     load: float | None = None
     latency_ms: float | None = None
+    status: str = PASSING
+    since: float = 0.0
+    wall_since: float = field(default_factory=time.time)
+    output: str = ""
+    maintenance: str | None = None  # the reason, while in maintenance
+    # When the status last changed (for flap damping) and when it last left critical (slow start).
+    changes: deque[float] = field(default_factory=lambda: deque(maxlen=32))
+    recovered_at: float | None = None
+
+    @property
+    def effective_status(self) -> str:
+        return MAINTENANCE if self.maintenance is not None else self.status
+
+    def carry_health(self, prev: InstanceState) -> None:
+        """A re-registration keeps what was learnt about the instance's health."""
+        self.load, self.latency_ms = prev.load, prev.latency_ms
+        self.status, self.since, self.wall_since = prev.status, prev.since, prev.wall_since
+        self.output, self.maintenance = prev.output, prev.maintenance
+        self.changes, self.recovered_at = prev.changes, prev.recovered_at
 
 
 @dataclass(slots=True)
@@ -57,6 +87,7 @@ class Registry:
         self.clock = clock
         self._services: dict[str, Service] = {}
         self._listeners: list[Listener] = []
+        self._status_listeners: list[StatusListener] = []
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -88,6 +119,9 @@ class Registry:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def on_status(self, listener: StatusListener) -> None:
+        self._status_listeners.append(listener)
+
     # -- start-up ----------------------------------------------------------------------------
 
     async def load(self) -> None:
@@ -100,8 +134,9 @@ class Registry:
         for (service, iid), data in snap.instances.items():
             inst = Instance.from_json(service, iid, data)
             svc = self._services.setdefault(service, Service(self.settings_for(service)))
-            # After a restart each lease starts afresh: the restart must not expire anything.
-            svc.instances[iid] = InstanceState(inst, now, now)
+            # After a restart each lease starts afresh and checks start from passing: the
+            # restart must not expire or hide anything; the checks resume at once.
+            svc.instances[iid] = InstanceState(inst, now, now, since=now)
         for name, settings in self.configured.items():
             self._services.setdefault(name, Service(settings))
         for name in list(self._services):
@@ -112,7 +147,7 @@ class Registry:
         now = self.clock()
         svc = Service(settings, static=True)
         for inst in instances:
-            svc.instances[inst.id] = InstanceState(inst, now, now)
+            svc.instances[inst.id] = InstanceState(inst, now, now, since=now)
         old = self._services.get(settings.name)
         if old is not None:
             for iid, state in old.instances.items():
@@ -142,13 +177,13 @@ class Registry:
             now = self.clock()
             prev = svc.instances.get(inst.id)
             created = prev is None
-            svc.instances[inst.id] = InstanceState(
-                inst,
-                prev.registered_at if prev else now,
-                now,
-                prev.load if prev else None,
-                prev.latency_ms if prev else None,
-            )
+            state = InstanceState(inst, prev.registered_at if prev else now, now, since=now)
+            if prev is not None:
+                state.carry_health(prev)
+            elif inst.check is not None:
+                # Not handed out before its check has passed once: it may not be listening yet.
+                state.status, state.output = CRITICAL, "awaiting the first check"
+            svc.instances[inst.id] = state
             log.info(
                 "%s instance %s/%s at %s port %d",
                 "registered" if created else "replaced",
@@ -178,22 +213,92 @@ class Registry:
         await self._write([Op("del_instance", service, instance_id)], apply)
 
     def heartbeat(
+        self, service: str, instance_id: str, report: HeartbeatReport | None = None
+    ) -> InstanceState:
+        """Renew a lease and take the reported figures. Memory only: leases restart with a full
+        TTL after a restart anyway. Load and latency reach the policies without a rebuild (the
+        answer index reads them from this object); a status change rebuilds the service."""
+        state = self.instance(service, instance_id)
+        state.last_heartbeat = self.clock()
+        report = report or HeartbeatReport()
+        if report.load is not None:
+            state.load = report.load
+        if report.latency_ms is not None:
+            state.latency_ms = report.latency_ms
+        status = report.status
+        if status is None and state.instance.ttl is not None and state.instance.check is None:
+            status = PASSING  # a leased instance that heartbeats is alive
+        if status is not None:
+            self.set_status(service, instance_id, status, "heartbeat")
+        return state
+
+    def set_status(self, service: str, instance_id: str, status: str, output: str) -> bool:
+        """Record a check, lease or heartbeat verdict; True when the status changed."""
+        svc = self._services.get(service)
+        state = svc.instances.get(instance_id) if svc else None
+        if state is None:
+            return False  # deregistered while its check was running
+        state.output = output
+        if status == state.status:
+            return False
+        before = state.effective_status
+        now = self.clock()
+        if state.status == CRITICAL:
+            state.recovered_at = now
+        state.status, state.since, state.wall_since = status, now, time.time()
+        state.changes.append(now)
+        log.info("instance %s/%s is %s: %s", service, instance_id, status, output)
+        self._status_changed(service, instance_id, before, state.effective_status)
+        return True
+
+    def check_result(
         self,
         service: str,
         instance_id: str,
-        load: float | None = None,
-        latency_ms: float | None = None,
-    ) -> InstanceState:
-        """Renew a lease and take the reported figures. Memory only: leases restart with a full
-        TTL after a restart anyway. No listener is told: the answer index reads load and latency
-        from this same object when a policy needs them."""
-        state = self.instance(service, instance_id)
-        state.last_heartbeat = self.clock()
-        if load is not None:
-            state.load = load
+        status: str | None,
+        output: str,
+        latency_ms: float | None,
+    ) -> bool:
+        """Record an active check's outcome (status None: not yet enough to change the status).
+        False when the instance no longer exists."""
+        svc = self._services.get(service)
+        state = svc.instances.get(instance_id) if svc else None
+        if state is None:
+            return False
         if latency_ms is not None:
             state.latency_ms = latency_ms
+        if status is None:
+            state.output = output
+        else:
+            self.set_status(service, instance_id, status, output)
+        return True
+
+    def set_maintenance(self, service: str, instance_id: str, reason: str | None) -> InstanceState:
+        """Take an instance out of the answers (reason given) or put it back (None)."""
+        state = self.instance(service, instance_id)
+        if state.maintenance == reason:
+            return state
+        before = state.effective_status
+        state.maintenance = reason
+        log.info(
+            "instance %s/%s %s",
+            service,
+            instance_id,
+            f"in maintenance: {reason}" if reason is not None else "out of maintenance",
+        )
+        self._status_changed(service, instance_id, before, state.effective_status)
         return state
+
+    def _status_changed(self, service: str, instance_id: str, before: str, after: str) -> None:
+        for listener in self._status_listeners:
+            listener(service, instance_id, before, after)
+        self._notify(service)
+
+    def touch(self, service: str) -> None:
+        """Have the listeners rebuild a service whose hand-out depends on time (slow start,
+        flap damping) although nothing was written."""
+        if service in self._services:
+            self._notify(service)
 
     async def put_service(self, settings: ServiceSettings) -> bool:
         """Create a service or replace its settings; True when it is new."""

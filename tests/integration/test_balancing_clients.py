@@ -20,7 +20,9 @@ def registrations(policy: str, max_answers: int | None) -> list[tuple[str, str, 
         ("PUT", f"/v1/services/web/instances/web-{n}", {"address": a, "port": 80, "weight": w})
         for n, (a, w) in enumerate(WEIGHTS.items(), start=1)
     ]
-    out.append(("PUT", "/v1/services/web", {"policy": policy, "max_answers": max_answers, "ttl": 0}))
+    out.append(
+        ("PUT", "/v1/services/web", {"policy": policy, "max_answers": max_answers, "ttl": 0})
+    )
     return out
 
 

@@ -1,0 +1,309 @@
+"""Health: which instances the answers hand out, and the work that keeps that current.
+
+``handout`` is a pure function of a service's instances, its settings and the time: it decides
+each instance's role (in, out, or fallback when the service fails open), and the weight and SRV
+priority health leaves it (warning factor, slow-start ramp). ``HealthMonitor`` does the work off
+the DNS answer path: it expires TTL leases, runs active HTTP/TCP checks with rise/fall counting,
+deregisters instances that stayed critical too long, and re-evaluates services whose hand-out
+changes with time alone (a flapping instance being released, a slow-start ramp). It writes only
+through the registry, which rebuilds the affected pre-encoded answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import aiohttp
+
+from dnsdisc.dns.index import FALLBACK, IN, OUT
+from dnsdisc.registry.model import (
+    CRITICAL,
+    MAINTENANCE,
+    PASSING,
+    WARNING,
+    CheckSpec,
+    Instance,
+)
+from dnsdisc.registry.registry import InstanceState, Registry, Service
+
+log = logging.getLogger(__name__)
+
+# A slow-start ramp starts at this share of the weight, and the ramp is re-evaluated this often.
+_RAMP_FLOOR = 0.05
+_RAMP_STEPS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    warning_weight: float = 0.25  # weight factor for instances in warning
+    flap_window: float = 60.0  # seconds in which status changes are counted
+    flap_threshold: int = 4  # that many changes in the window make an instance flapping
+    flap_stable: float = 30.0  # a flapping instance is released after this long without change
+    flap_hold: str = "out"  # a flapping instance is held out of the answers, or "in" them
+    tick: float = 0.1  # how often leases, deregistration and timed changes are looked at
+
+
+class Member:
+    """One instance as the answers show it (the index's ``Live``)."""
+
+    __slots__ = ("instance", "priority", "role", "state", "weight")
+
+    def __init__(self, state: InstanceState, weight: int, priority: int, role: int) -> None:
+        self.state = state
+        self.instance = state.instance
+        self.weight = weight
+        self.priority = priority
+        self.role = role
+
+    @property
+    def load(self) -> float | None:
+        return self.state.load
+
+    @property
+    def latency_ms(self) -> float | None:
+        return self.state.latency_ms
+
+
+def is_flapping(state: InstanceState, now: float, cfg: HealthConfig) -> bool:
+    changes = state.changes
+    if not changes or now - changes[-1] >= cfg.flap_stable:
+        return False
+    recent = sum(1 for t in changes if now - t <= cfg.flap_window)
+    return recent >= cfg.flap_threshold
+
+
+def handout(svc: Service, now: float, cfg: HealthConfig) -> tuple[list[Member], float | None]:
+    """Every instance of ``svc`` with its role, weight and priority; and the time at which this
+    would change with no new event (None: not before something happens)."""
+    settings = svc.settings
+    members: list[Member] = []
+    wake: float | None = None
+
+    def at(t: float) -> None:
+        nonlocal wake
+        wake = t if wake is None else min(wake, t)
+
+    for state in svc.instances.values():
+        inst = state.instance
+        status = state.effective_status
+        healthy = status in (PASSING, WARNING)
+        if status != MAINTENANCE and is_flapping(state, now, cfg):
+            healthy = cfg.flap_hold == "in"
+            at(state.changes[-1] + cfg.flap_stable)
+        weight = inst.weight
+        if weight and status == WARNING:
+            weight = max(1, round(weight * cfg.warning_weight))
+        ramp = settings.slow_start
+        if weight and ramp and healthy and state.recovered_at is not None:
+            elapsed = now - state.recovered_at
+            if elapsed < ramp:
+                weight = max(1, round(weight * max(_RAMP_FLOOR, elapsed / ramp)))
+                at(now + ramp / _RAMP_STEPS)
+        members.append(Member(state, weight, inst.priority, IN if healthy else OUT))
+
+    threshold = settings.panic_threshold
+    if threshold:
+        counted = [m for m in members if m.state.effective_status != MAINTENANCE]
+        healthy_count = sum(1 for m in counted if m.role == IN)
+        if counted and healthy_count / len(counted) < threshold:
+            # Fail open: better to spread load over all than to crush the few survivors or
+            # answer nothing. The unhealthy go behind the healthy, and in SRV below them.
+            worst = max((m.priority for m in counted if m.role == IN), default=0)
+            for m in counted:
+                if m.role == OUT:
+                    m.role = FALLBACK
+                    m.priority = min(65535, max(worst, m.priority) + 1)
+    return members, wake
+
+
+class HealthMonitor:
+    def __init__(self, registry: Registry, cfg: HealthConfig | None = None) -> None:
+        self.registry = registry
+        self.cfg = cfg or HealthConfig()
+        self.clock = registry.clock
+        self.transitions: Counter[str] = Counter()
+        self._wake: dict[str, float] = {}
+        self._leases: list[tuple[float, str, str]] = []
+        self._leased: set[tuple[str, str]] = set()
+        self._critical: set[tuple[str, str]] = set()
+        self._checks: dict[tuple[str, str], tuple[Instance, asyncio.Task[None]]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        registry.on_status(self._count)
+
+    # -- the view the answer index is built from ---------------------------------------------
+
+    def view(self, svc: Service) -> list[Member]:
+        members, wake = handout(svc, self.clock(), self.cfg)
+        name = svc.settings.name
+        if wake is None:
+            self._wake.pop(name, None)
+        else:
+            self._wake[name] = wake
+        return members
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True, limit=256),
+            headers={"User-Agent": "dnsdisc-health-check"},
+        )
+        self.registry.subscribe(self.reconcile)
+        for svc in list(self.registry):
+            self.reconcile(svc.settings.name)
+        self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
+
+    async def stop(self) -> None:
+        tasks = [t for _, t in self._checks.values()]
+        if self._ticker is not None:
+            tasks.append(self._ticker)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._checks.clear()
+        if self._session is not None:
+            await self._session.close()
+
+    def reconcile(self, service: str) -> None:
+        """Start leases and checks of new instances, stop checks of gone or changed ones."""
+        svc = self.registry.get(service)
+        current = svc.instances if svc else {}
+        for key in [k for k in self._checks if k[0] == service]:
+            state = current.get(key[1])
+            if state is None or state.instance != self._checks[key][0]:
+                self._checks.pop(key)[1].cancel()
+        for iid, state in current.items():
+            inst = state.instance
+            key = (service, iid)
+            if inst.ttl is not None and key not in self._leased:
+                self._leased.add(key)
+                heapq.heappush(self._leases, (state.last_heartbeat + inst.ttl, service, iid))
+            if inst.check is not None and key not in self._checks:
+                task = asyncio.get_running_loop().create_task(self._check_loop(key, inst))
+                self._checks[key] = (inst, task)
+
+    # -- timed work --------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.tick)
+            try:
+                await self._tick(self.clock())
+            except Exception:
+                log.exception("health tick failed")
+
+    async def _tick(self, now: float) -> None:
+        leases = self._leases
+        while leases and leases[0][0] <= now:
+            _, service, iid = heapq.heappop(leases)
+            svc = self.registry.get(service)
+            state = svc.instances.get(iid) if svc else None
+            ttl = state.instance.ttl if state else None
+            if state is None or ttl is None:
+                self._leased.discard((service, iid))
+                continue
+            deadline = state.last_heartbeat + ttl
+            if deadline <= now:
+                if state.status != CRITICAL:
+                    self.registry.set_status(
+                        service, iid, CRITICAL, f"no heartbeat within the {ttl:g} s lease"
+                    )
+                deadline = now + ttl  # expired: look again in a while (a heartbeat revives it)
+            heapq.heappush(leases, (deadline, service, iid))
+        for service, wake in list(self._wake.items()):
+            if wake <= now:
+                del self._wake[service]
+                self.registry.touch(service)
+        for service, iid in self._expired(now):
+            log.info("deregistering %s/%s: critical for longer than deregister_after", service, iid)
+            try:
+                await self.registry.delete_instance(service, iid)
+            except Exception:
+                log.warning("could not deregister %s/%s", service, iid, exc_info=True)
+
+    def _expired(self, now: float) -> Iterable[tuple[str, str]]:
+        """Critical instances past their deregister_after (only the critical are looked at)."""
+        out = []
+        for key in list(self._critical):
+            service, iid = key
+            svc = self.registry.get(service)
+            state = svc.instances.get(iid) if svc else None
+            if svc is None or state is None or state.status != CRITICAL:
+                self._critical.discard(key)
+                continue
+            limit = state.instance.deregister_after or svc.settings.deregister_after
+            if (
+                limit is not None
+                and state.maintenance is None
+                and not state.instance.static
+                and now - state.since >= limit
+            ):
+                self._critical.discard(key)
+                out.append(key)
+        return out
+
+    # -- active checks -----------------------------------------------------------------------
+
+    async def _check_loop(self, key: tuple[str, str], inst: Instance) -> None:
+        spec = inst.check
+        assert spec is not None
+        service, iid = key
+        successes = failures = 0
+        while True:
+            ok, output, latency_ms = await self.probe(spec, inst.address, spec.port or inst.port)
+            if ok:
+                successes, failures = successes + 1, 0
+            else:
+                successes, failures = 0, failures + 1
+            status = None
+            if ok and successes >= spec.rise:
+                status = PASSING
+            elif not ok and failures >= spec.fall:
+                status = CRITICAL
+            if not self.registry.check_result(service, iid, status, output, latency_ms):
+                return  # the instance is gone
+            await asyncio.sleep(spec.interval)
+
+    async def probe(
+        self, spec: CheckSpec, address: str, port: int
+    ) -> tuple[bool, str, float | None]:
+        """(success, output, response time in ms) of one check."""
+        host = f"[{address}]" if ":" in address else address
+        started = time.perf_counter()
+        try:
+            if spec.type == "tcp":
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(address, port), spec.timeout
+                )
+                writer.close()
+                ms = (time.perf_counter() - started) * 1000
+                return True, f"TCP connect {host}:{port}: connected", ms
+            assert self._session is not None
+            url = f"http://{host}:{port}{spec.path}"
+            timeout = aiohttp.ClientTimeout(total=spec.timeout)
+            async with self._session.get(url, timeout=timeout, allow_redirects=False) as resp:
+                ms = (time.perf_counter() - started) * 1000
+                ok = spec.expect[0] <= resp.status <= spec.expect[1]
+                return ok, f"HTTP GET {url}: {resp.status} {resp.reason or ''}".rstrip(), ms
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            what = (
+                "timed out" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
+            )
+            return False, f"{spec.type.upper()} {host}:{port}: {what}", None
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def _count(self, service: str, iid: str, before: str, after: str) -> None:
+        self.transitions[after] += 1
+        if after == CRITICAL:
+            self._critical.add((service, iid))

@@ -1,0 +1,406 @@
+"""Hostile and broken clients against a real server on loopback: floods of garbage, half-open and
+slow TCP connections, the TCP idle timeout and connection cap, pipelining, split frames and odd
+datagrams. Every loop here is bounded in count and in time, and every socket is closed."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import random
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from helpers import DnsdiscProcess, running
+
+pytestmark = pytest.mark.integration
+
+WEB = "web.svc.internal."
+WEB_ADDRESS = "10.0.0.1"
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def make_query(name: str, rdtype: str = "A", qid: int | None = None) -> dns.message.Message:
+    q = dns.message.make_query(name, rdtype, use_edns=-1)
+    q.flags &= ~dns.flags.RD
+    if qid is not None:
+        q.id = qid
+    return q
+
+
+def frame(wire: bytes) -> bytes:
+    return struct.pack("!H", len(wire)) + wire
+
+
+def recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"got {len(out)} of {n} bytes")
+        sock.settimeout(remaining)
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError(f"closed after {len(out)} of {n} bytes")
+        out += chunk
+    return bytes(out)
+
+
+def read_frame(sock: socket.socket, timeout: float = 2.0) -> bytes:
+    deadline = time.monotonic() + timeout
+    (length,) = struct.unpack("!H", recv_exact(sock, 2, deadline))
+    return recv_exact(sock, length, deadline)
+
+
+def tcp_connect(server: DnsdiscProcess, timeout: float = 2.0) -> socket.socket:
+    sock = socket.create_connection((server.dns_host, server.dns_port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def tcp_ask(sock: socket.socket, name: str = WEB, rdtype: str = "A") -> dns.message.Message:
+    q = make_query(name, rdtype)
+    sock.sendall(frame(q.to_wire()))
+    reply = dns.message.from_wire(read_frame(sock))
+    assert reply.id == q.id
+    return reply
+
+
+def answers(msg: dns.message.Message) -> list[str]:
+    return sorted(rr.to_text() for rrset in msg.answer for rr in rrset)
+
+
+def closed_by_peer(sock: socket.socket, timeout: float) -> float | None:
+    """Seconds until the server closes ``sock`` (EOF or reset), or None if it stays open."""
+    start = time.monotonic()
+    sock.settimeout(timeout)
+    try:
+        data = sock.recv(4096)
+    except TimeoutError:
+        return None
+    except (ConnectionResetError, ConnectionAbortedError):
+        return time.monotonic() - start
+    assert data == b"", f"unexpected data from the server: {data!r}"
+    return time.monotonic() - start
+
+
+def assert_healthy(server: DnsdiscProcess) -> None:
+    """The process is alive, answers over UDP and TCP, and logged no traceback."""
+    assert server.proc is not None and server.proc.poll() is None, server.log()
+    assert server.addresses(WEB, timeout=2.0) == [WEB_ADDRESS]
+    assert server.addresses(WEB, tcp=True, timeout=2.0) == [WEB_ADDRESS]
+    assert "Traceback" not in server.log(), server.log()
+
+
+@contextlib.contextmanager
+def sockets() -> Iterator[list[socket.socket]]:
+    held: list[socket.socket] = []
+    try:
+        yield held
+    finally:
+        for s in held:
+            s.close()
+
+
+def config_server(
+    tmp_path: Path, yaml_text: str
+) -> contextlib.AbstractContextManager[DnsdiscProcess]:
+    config = tmp_path / "dnsdisc.yaml"
+    config.write_text(yaml_text)
+    return running(tmp_path, extra_args=["--config", str(config)])
+
+
+# -- UDP ----------------------------------------------------------------------------------------
+
+
+def garbage_pool(rng: random.Random, size: int = 3000) -> list[bytes]:
+    """Random bytes, mutated and truncated real queries, responses, header-only packets."""
+    bases = [
+        make_query(name, rdtype).to_wire()
+        for name in (WEB, "web-1.web.svc.internal.", "missing.svc.internal.", "example.com.")
+        for rdtype in ("A", "AAAA", "SRV", "TXT", "ANY")
+    ]
+    pool: list[bytes] = []
+    for i in range(size):
+        kind = i % 5
+        base = bytearray(rng.choice(bases))
+        if kind == 0:
+            pool.append(rng.randbytes(rng.randrange(0, 600)))
+        elif kind == 1:
+            for _ in range(rng.randrange(1, 6)):
+                base[rng.randrange(len(base))] = rng.randrange(256)
+            pool.append(bytes(base))
+        elif kind == 2:
+            pool.append(bytes(base[: rng.randrange(len(base))]))
+        elif kind == 3:
+            base[2] |= 0x80  # QR: a response
+            pool.append(bytes(base))
+        else:
+            pool.append(bytes(base[:12]) + rng.randbytes(rng.randrange(0, 40)))
+    return pool
+
+
+def test_udp_garbage_flood_while_real_queries_run(server: DnsdiscProcess) -> None:
+    server.register("web", "web-1", address=WEB_ADDRESS, port=8080)
+    pool = garbage_pool(random.Random(20261121))
+    stop = threading.Event()
+    sent = [0]
+
+    def flood() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setblocking(False)
+            target = (server.dns_host, server.dns_port)
+            n = 0
+            deadline = time.monotonic() + 3.0
+            while n < 200_000 and not stop.is_set() and time.monotonic() < deadline:
+                with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+                    s.sendto(pool[n % len(pool)], target)
+                n += 1
+            sent[0] = n
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    good = bad = 0
+    failures: list[str] = []
+    flooder.start()
+    try:
+        while flooder.is_alive() and good + bad < 400:
+            try:
+                got = server.addresses(WEB, timeout=1.0)
+            except (TimeoutError, dns.exception.DNSException, OSError) as err:
+                got = [repr(err)]
+            if got == [WEB_ADDRESS]:
+                good += 1
+            else:
+                bad += 1
+                failures.append(str(got))
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        flooder.join(10)
+    assert not flooder.is_alive()
+    total = good + bad
+    assert sent[0] > 1000, f"the flood sent only {sent[0]} packets"
+    assert total >= 20, f"only {total} real queries ran during the flood"
+    assert good >= 0.95 * total, (
+        f"{good}/{total} answered during a flood of {sent[0]}: {failures[:5]}"
+    )
+    # After the flood every query is answered.
+    for _ in range(10):
+        assert server.addresses(WEB, timeout=1.0) == [WEB_ADDRESS]
+    assert_healthy(server)
+
+
+def udp_raw(server: DnsdiscProcess, data: bytes, timeout: float = 1.0) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(data, (server.dns_host, server.dns_port))
+        try:
+            return s.recv(65535)
+        except TimeoutError:
+            return None
+
+
+def test_oversized_and_odd_datagrams(server: DnsdiscProcess) -> None:
+    server.register("web", "web-1", address=WEB_ADDRESS, port=8080)
+
+    # 65,000 zero bytes: a readable header (id 0, QUERY, qdcount 0), so FORMERR, header only.
+    reply = udp_raw(server, bytes(65_000))
+    assert reply is not None and len(reply) == 12, reply
+    qid, flags, qd, an, ns, ar = struct.unpack("!HHHHHH", reply)
+    assert (qid, flags & 0x8000, flags & 0xF, qd, an, ns, ar) == (0, 0x8000, 1, 0, 0, 0, 0)
+    assert_healthy(server)
+
+    # A valid query followed by garbage: either answered as if the garbage were not there, or
+    # FORMERR; never silence, never a wrong answer.
+    q = make_query(WEB, qid=0x1234)
+    reply = udp_raw(server, q.to_wire() + b"\xde\xad\xbe\xef" * 50)
+    assert reply is not None
+    msg = dns.message.from_wire(reply, question_only=len(reply) == 12)
+    assert msg.id == 0x1234
+    assert msg.rcode() in (dns.rcode.NOERROR, dns.rcode.FORMERR)
+    if msg.rcode() == dns.rcode.NOERROR:
+        assert answers(msg) == [WEB_ADDRESS]
+    assert_healthy(server)
+
+    # qdcount 0: FORMERR with the client's id.
+    reply = udp_raw(server, struct.pack("!HHHHHH", 0x4321, 0, 0, 0, 0, 0))
+    assert reply is not None and len(reply) == 12
+    qid, flags = struct.unpack_from("!HH", reply)
+    assert qid == 0x4321 and flags & 0x8000 and flags & 0xF == dns.rcode.FORMERR
+    assert_healthy(server)
+
+    # Too short for a header, and empty: dropped, and the server goes on.
+    for data in (b"", b"\x01", bytes(11)):
+        assert udp_raw(server, data, timeout=0.3) is None
+        assert server.addresses(WEB, timeout=1.0) == [WEB_ADDRESS]
+    assert_healthy(server)
+
+
+# -- TCP ----------------------------------------------------------------------------------------
+
+
+def test_half_open_and_slowloris_tcp_do_not_block_others(server: DnsdiscProcess) -> None:
+    server.register("web", "web-1", address=WEB_ADDRESS, port=8080)
+    wire = make_query(WEB).to_wire()
+    partials = [
+        b"",  # connect and say nothing
+        b"\x00",  # half a length prefix
+        frame(wire)[:2],  # a length prefix and no message
+        frame(wire)[: len(wire) // 2],  # half a message
+        b"\xff\xff" + bytes(100),  # announces 65535 bytes, sends 100
+    ]
+    with sockets() as held:
+        for i in range(200):
+            s = tcp_connect(server)
+            held.append(s)
+            if partials[i % len(partials)]:
+                s.sendall(partials[i % len(partials)])
+        time.sleep(0.2)
+        for _ in range(5):
+            start = time.monotonic()
+            assert server.addresses(WEB, timeout=1.0) == [WEB_ADDRESS]
+            assert server.addresses(WEB, tcp=True, timeout=1.0) == [WEB_ADDRESS]
+            assert time.monotonic() - start < 1.0
+        # A new connection that does send a full query is answered while the others hang.
+        with tcp_connect(server) as s:
+            assert answers(tcp_ask(s)) == [WEB_ADDRESS]
+    assert_healthy(server)
+
+
+def test_tcp_idle_timeout_closes_idle_connections_only(tmp_path: Path) -> None:
+    with config_server(tmp_path, "dns:\n  tcp_idle_timeout: 1\n") as server:
+        server.register("web", "web-1", address=WEB_ADDRESS, port=8080)
+        with tcp_connect(server) as idle, tcp_connect(server) as busy, tcp_connect(server) as half:
+            half.sendall(b"\x00\x30\x00")  # a partial frame counts as idle too
+            start = time.monotonic()
+            # The busy one asks every 0.3 s for 2.4 s: well past the 1 s timeout.
+            while time.monotonic() - start < 2.4:
+                assert answers(tcp_ask(busy)) == [WEB_ADDRESS]
+                time.sleep(0.3)
+            # By now (2.4 s) the idle ones were closed by the server.
+            for s in (idle, half):
+                waited = closed_by_peer(s, timeout=0.6)
+                assert waited is not None, "an idle connection outlived the 1 s idle timeout"
+            assert answers(tcp_ask(busy)) == [WEB_ADDRESS]
+        # Measured from connect: an idle connection is closed after ~1 s, not at once.
+        with tcp_connect(server) as idle:
+            waited = closed_by_peer(idle, timeout=3.0)
+            assert waited is not None and 0.8 <= waited <= 3.0, waited
+        assert_healthy(server)
+
+
+def test_tcp_connection_cap(tmp_path: Path) -> None:
+    with config_server(tmp_path, "dns:\n  tcp_max_connections: 5\n") as server:
+        server.register("web", "web-1", address=WEB_ADDRESS, port=8080)
+        with sockets() as held:
+            for _ in range(5):
+                s = tcp_connect(server)
+                held.append(s)
+                assert answers(tcp_ask(s)) == [WEB_ADDRESS]  # accepted and counted
+            sixth = tcp_connect(server)
+            held.append(sixth)
+            waited = closed_by_peer(sixth, timeout=2.0)
+            assert waited is not None and waited < 1.0, "the 6th connection was not refused"
+            # The five are unaffected.
+            for s in held[:5]:
+                assert answers(tcp_ask(s)) == [WEB_ADDRESS]
+            # UDP is not subject to the cap.
+            assert server.addresses(WEB, timeout=1.0) == [WEB_ADDRESS]
+            for s in held[:2]:
+                s.close()
+            # Room for two again, once the server has seen the closes.
+            deadline = time.monotonic() + 3.0
+            new: list[socket.socket] = []
+            while len(new) < 2 and time.monotonic() < deadline:
+                s = tcp_connect(server)
+                held.append(s)
+                try:
+                    assert answers(tcp_ask(s)) == [WEB_ADDRESS]
+                    new.append(s)
+                except (ConnectionError, TimeoutError):
+                    time.sleep(0.1)
+            assert len(new) == 2, "closed connections did not free their slots"
+            # And the cap holds again.
+            extra = tcp_connect(server)
+            held.append(extra)
+            assert closed_by_peer(extra, timeout=2.0) is not None
+        assert_healthy(server)
+
+
+def test_pipelined_queries_in_one_write(server: DnsdiscProcess) -> None:
+    server.register("web", "web-1", address=WEB_ADDRESS, port=8080, meta={"v": "1"})
+    server.register("web", "web-2", address="10.0.0.2", port=8081)
+    cases: list[tuple[str, str, int, list[str]]] = [
+        (WEB, "A", dns.rcode.NOERROR, ["10.0.0.1", "10.0.0.2"]),
+        (WEB, "AAAA", dns.rcode.NOERROR, []),
+        (WEB, "SRV", dns.rcode.NOERROR, [
+            "0 100 8080 web-1.web.svc.internal.",
+            "0 100 8081 web-2.web.svc.internal.",
+        ]),
+        ("web-1.web.svc.internal.", "TXT", dns.rcode.NOERROR, ['"v=1"']),
+        ("web-2.web.svc.internal.", "A", dns.rcode.NOERROR, ["10.0.0.2"]),
+        ("missing.svc.internal.", "A", dns.rcode.NXDOMAIN, []),
+        ("example.com.", "A", dns.rcode.REFUSED, []),
+    ]  # fmt: skip
+    rng = random.Random(7)
+    ids = rng.sample(range(65536), 50)
+    expected: dict[int, tuple[str, str, int, list[str]]] = {}
+    payload = bytearray()
+    for n, qid in enumerate(ids):
+        case = cases[n % len(cases)]
+        expected[qid] = case
+        payload += frame(make_query(case[0], case[1], qid).to_wire())
+    with tcp_connect(server) as s:
+        s.sendall(payload)
+        got: dict[int, dns.message.Message] = {}
+        deadline = time.monotonic() + 5.0
+        while len(got) < 50:
+            msg = dns.message.from_wire(
+                read_frame(s, timeout=max(deadline - time.monotonic(), 0.1))
+            )
+            assert msg.id in expected and msg.id not in got, msg.id
+            got[msg.id] = msg
+    for qid, (name, rdtype, rcode, records) in expected.items():
+        msg = got[qid]
+        assert msg.question[0].name.to_text() == name
+        assert msg.question[0].rdtype == dns.rdatatype.from_text(rdtype)
+        assert msg.rcode() == rcode, (name, rdtype, dns.rcode.to_text(msg.rcode()))
+        assert answers(msg) == records, (name, rdtype)
+    assert_healthy(server)
+
+
+def test_frames_split_across_writes(server: DnsdiscProcess) -> None:
+    server.register("web", "web-1", address=WEB_ADDRESS, port=8080)
+    with tcp_connect(server) as s:
+        q = make_query(WEB, qid=0xBEEF)
+        for b in frame(q.to_wire()):
+            s.sendall(bytes([b]))
+            time.sleep(0.005)
+        msg = dns.message.from_wire(read_frame(s))
+        assert msg.id == 0xBEEF and answers(msg) == [WEB_ADDRESS]
+        # Two frames whose boundary falls inside the second length prefix, then the rest.
+        a = frame(make_query(WEB, qid=1).to_wire())
+        b = frame(make_query("missing.svc.internal.", qid=2).to_wire())
+        stream = a + b
+        cuts = [0, len(a) + 1, len(stream) - 3, len(stream)]
+        for start, end in itertools.pairwise(cuts):
+            s.sendall(stream[start:end])
+            time.sleep(0.05)
+        first = dns.message.from_wire(read_frame(s))
+        second = dns.message.from_wire(read_frame(s))
+        assert (first.id, answers(first)) == (1, [WEB_ADDRESS])
+        assert (second.id, second.rcode()) == (2, dns.rcode.NXDOMAIN)
+    assert_healthy(server)
