@@ -23,6 +23,7 @@ from dnsdisc.dns.ratelimit import RateLimiter
 from dnsdisc.dns.transport import TCPProtocol, TCPState, UDPProtocol
 from dnsdisc.health import HealthMonitor
 from dnsdisc.http_api import Api, ServerState
+from dnsdisc.metrics import DnsdiscCollector, metrics_registry
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.store import open_store
 
@@ -136,7 +137,8 @@ async def _listen(server: Server) -> None:
             reuse_address=True,
         )
         server.tcp_servers.append(tcp)
-    api = Api(server.registry, server.state, config.token)
+    collector = DnsdiscCollector(server.registry, server.health, responder, limiter, forwarder)
+    api = Api(server.registry, server.state, config.token, metrics_registry(collector))
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
     await runner.setup()
     server.http_runner = runner

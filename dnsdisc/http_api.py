@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
 
 from dnsdisc.errors import ConflictError, DnsdiscError, NotFoundError, StoreError, ValidationError
 from dnsdisc.registry.model import HeartbeatReport, Instance, ServiceSettings, label
@@ -88,16 +90,24 @@ def _service_json(svc: Service, with_instances: bool) -> dict[str, Any]:
 
 
 class Api:
-    def __init__(self, registry: Registry, state: ServerState, token: str | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        state: ServerState,
+        token: str | None = None,
+        metrics: CollectorRegistry | None = None,
+    ) -> None:
         self.registry = registry
         self.state = state
         self.token = token
+        self.metrics = metrics
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors, self._auth])
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
+        r.add_get("/metrics", self.metrics_text)
         r.add_get("/v1/services", self.list_services)
         r.add_get("/v1/services/{service}", self.get_service)
         r.add_put("/v1/services/{service}", self.put_service)
@@ -161,6 +171,12 @@ class Api:
         ready = s.listeners_up and s.store_open
         body = {"ready": ready, "listeners": s.listeners_up, "store": s.store_open}
         return web.json_response(body, status=200 if ready else 503)
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        if self.metrics is None:
+            raise NotFoundError("metrics are not enabled")
+        body = generate_latest(self.metrics)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # -- services ----------------------------------------------------------------------------
 

@@ -132,7 +132,9 @@ def test_missed_ttl_heartbeat(server: DnsdiscProcess) -> None:
         assert "10.0.0.1" in answered(server, "api.svc.internal")
     last = time.monotonic()
     wait_until(lambda: answered(server, "api.svc.internal") == {"10.0.0.2"}, ttl + 1)
-    assert time.monotonic() - last >= ttl * 0.9  # not before the lease ran out
+    gone = time.monotonic() - last
+    print(f"\nlease of {ttl} s: out of DNS answers {gone:.2f} s after the last heartbeat")
+    assert gone >= ttl * 0.9  # not before the lease ran out
     server.http("POST", "/v1/services/api/instances/api-1/heartbeat")
     assert "10.0.0.1" in answered(server, "api.svc.internal")  # revived by its heartbeat
 
@@ -245,3 +247,43 @@ def test_fail_open_below_the_panic_threshold(server: DnsdiscProcess) -> None:
     server.http("POST", "/v1/services/web/instances/web-2/heartbeat", {"status": "passing"})
     # 2 of 4 healthy is not below 50%: only the healthy.
     assert answered(server) == {"10.0.0.1", "10.0.0.2"}
+
+
+def test_state_changes_are_counted_in_metrics(server: DnsdiscProcess) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server.register("api", "api-1", address="10.0.0.1", port=80, ttl=30)
+    server.register("api", "api-2", address="10.0.0.2", port=80)
+    server.http("POST", "/v1/services/api/instances/api-1/heartbeat", {"status": "critical"})
+    result = server.http("GET", "/metrics")
+    assert result.status == 200
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(result.raw.decode())
+        for s in family.samples
+    }
+    assert samples[("dnsdisc_health_transitions_total", (("state", "critical"),))] == 1
+    assert samples[("dnsdisc_instances", (("service", "api"), ("state", "critical")))] == 1
+    assert samples[("dnsdisc_instances", (("service", "api"), ("state", "passing")))] == 1
+    assert samples[("dnsdisc_dns_internal_errors_total", ())] == 0
+
+
+def test_static_instances_from_zone_files_are_checked(tmp_path: Path) -> None:
+    live, dead = free_port(), free_port()
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "db.yaml").write_text(
+        "services:\n"
+        "  db:\n"
+        "    instances:\n"
+        f"      db-1: {{address: 127.0.0.1, port: {live}, check: {{type: tcp, interval: 0.2}}}}\n"
+        f"      db-2: {{address: 127.0.0.2, port: {dead}, check: {{type: tcp, interval: 0.2}}}}\n"
+    )
+    with tcp_backend(live):
+        node = DnsdiscProcess(tmp_path / "node", extra_args=["--zones", str(zones)]).start()
+        try:
+            wait_until(lambda: answered(node, "db.svc.internal") == {"127.0.0.1"}, 2)
+            body = node.http("GET", "/v1/services/db").body
+            assert [i["health"]["status"] for i in body["instances"]] == ["passing", "critical"]
+        finally:
+            node.stop()
