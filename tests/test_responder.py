@@ -418,3 +418,65 @@ def _make_fuzz_world() -> Callable[[], World]:
 
 
 _FUZZ_WORLD = _make_fuzz_world()
+
+
+# -- named wire behaviours (RFC 1035, 6891, 8482) -------------------------------------------
+
+
+def test_z_bit_is_clear_in_replies(world: World) -> None:
+    data = bytearray(dns.message.make_query("web.svc.internal.", "A").to_wire())
+    data[3] |= 0x40  # Z bit set by the client
+    reply = world.raw(bytes(data))
+    assert reply is not None and reply[3] & 0x40 == 0
+
+
+def test_unknown_edns_options_and_flags_are_not_echoed(world: World) -> None:
+    import dns.edns
+
+    option = dns.edns.GenericOption(65001, b"hello")
+    query = dns.message.make_query(
+        "web.svc.internal.", "A", use_edns=0, options=[option], ednsflags=0x4000 | dns.flags.DO
+    )
+    reply = world.raw(query.to_wire())
+    assert reply is not None
+    msg = dns.message.from_wire(reply)
+    assert msg.edns == 0 and msg.options == ()
+    assert msg.ednsflags == dns.flags.DO  # DO copied (RFC 3225), the unknown flag not
+    assert not any(
+        rrset.rdtype in (dns.rdatatype.RRSIG, dns.rdatatype.NSEC)
+        for rrset in msg.answer + msg.authority
+    )
+
+
+def test_client_payload_size_bounds_the_reply() -> None:
+    w = World()
+    many(w, 60)
+    for payload in (512, 800, 1232, 4096):
+        reply = w.raw(
+            dns.message.make_query(
+                "big.svc.internal.", "SRV", use_edns=0, payload=payload
+            ).to_wire()
+        )
+        assert reply is not None and len(reply) <= min(payload, wire.EDNS_SIZE)
+        assert dns.message.from_wire(reply).flags & dns.flags.TC
+
+
+def test_duplicate_opt_is_formerr(world: World) -> None:
+    data = bytearray(dns.message.make_query("web.svc.internal.", "A", use_edns=0).to_wire())
+    opt = bytes(data[-11:])
+    data += opt
+    struct.pack_into("!H", data, 10, 2)
+    _, flags = header_only(world.raw(bytes(data)))
+    assert flags & 0xF == dns.rcode.FORMERR
+
+
+def test_any_returns_the_records_at_the_name(world: World) -> None:
+    msg = world.ask("web-1.web.svc.internal.", "ANY")
+    kinds = sorted(dns.rdatatype.to_text(r.rdtype) for r in msg.answer)
+    assert kinds == ["A", "SRV", "TXT"]
+    assert world.ask("missing.svc.internal.", "ANY").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_ch_class_version_bind_is_refused(world: World) -> None:
+    msg = world.ask("version.bind.", "TXT", rdclass="CH")
+    assert msg.rcode() == dns.rcode.REFUSED and not msg.answer
