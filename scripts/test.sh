@@ -27,6 +27,6 @@ fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
-.venv/bin/ruff check dnsdisc tests
+.venv/bin/ruff check dnsdisc tests bench fuzz
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -25,7 +25,7 @@ _MAX_CHAIN = 8
 # Compression pointers hold 14 bits of offset.
 _MAX_POINTER = 0x3FFF
 # Header bits copied from the query into the reply: RD and CD (RFC 1035, RFC 4035 3.1.6).
-_COPY_FLAGS = wire.FLAG_RD | 0x0010
+_COPY_FLAGS = wire.FLAG_RD | wire.FLAG_CD
 
 
 class _Forward:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dnsdisc.config import HostPort
 from dnsdisc.dns import wire
@@ -38,11 +38,30 @@ class _OneReply(asyncio.DatagramProtocol):
 
 
 class Forwarder:
-    def __init__(self, upstreams: Sequence[HostPort], timeout: float = 2.0) -> None:
+    def __init__(
+        self, upstreams: Sequence[HostPort], timeout: float = 2.0, max_inflight: int = 512
+    ) -> None:
         self.upstreams = tuple(upstreams)
         self.timeout = timeout
+        # Each relayed query holds a socket until answered: a flood of out-of-zone names must
+        # not run the process out of file descriptors. Past the cap, SERVFAIL at once.
+        self.max_inflight = max_inflight
+        self.tasks: set[asyncio.Task[None]] = set()
         self.forwarded = 0
         self.failures = 0
+
+    def submit(self, query: bytes, tcp: bool, send: Callable[[bytes], None]) -> None:
+        """Relay ``query`` in the background and ``send`` the reply when it comes."""
+        if len(self.tasks) >= self.max_inflight:
+            self.failures += 1
+            send(servfail(query))
+            return
+        task = asyncio.get_running_loop().create_task(self._relay(query, tcp, send))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _relay(self, query: bytes, tcp: bool, send: Callable[[bytes], None]) -> None:
+        send(await self.forward(query, tcp))
 
     async def forward(self, query: bytes, tcp: bool) -> bytes:
         """The first upstream reply to ``query``, or SERVFAIL when none answers in time."""
@@ -83,7 +102,7 @@ class Forwarder:
 def servfail(query: bytes) -> bytes:
     """SERVFAIL echoing the question of a query that parsed (the responder checked it)."""
     q = wire.parse_query(query)
-    flags = wire.FLAG_QR | (q.flags & (wire.FLAG_RD | 0x0010)) | wire.SERVFAIL
+    flags = wire.FLAG_QR | (q.flags & (wire.FLAG_RD | wire.FLAG_CD)) | wire.SERVFAIL
     out = wire.header(q.id, flags, 1, 0, 0, 1 if q.edns else 0) + q.question
     if q.edns:
         out += wire.opt_record(wire.EDNS_SIZE)

@@ -41,7 +41,7 @@ class UDPProtocol(asyncio.DatagramProtocol):
             return
         if reply is FORWARD:
             if self.forwarder is not None:
-                asyncio.get_running_loop().create_task(self._forward(data, addr))
+                self.forwarder.submit(data, False, lambda answer: self._send(answer, addr))
             return
         self._send(cast(bytes, reply), addr)
 
@@ -54,10 +54,6 @@ class UDPProtocol(asyncio.DatagramProtocol):
                 reply = ratelimit.truncated(reply)
         if self.transport is not None:
             self.transport.sendto(reply, addr)
-
-    async def _forward(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        assert self.forwarder is not None
-        self._send(await self.forwarder.forward(data, False), addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier replies (client gone); nothing to do but keep serving.
@@ -74,7 +70,11 @@ class TCPState:
 
 
 class TCPProtocol(asyncio.Protocol):
-    """Length-prefixed messages; several queries per connection, answered in order of arrival."""
+    """Length-prefixed messages; several queries per connection, answered in order of arrival.
+
+    A client that sends faster than it reads is not allowed to pile replies up in memory: when
+    the transport's write buffer is full, reading stops until it drains. The idle timer restarts
+    only when a whole message arrived, so a trickle of partial frames cannot hold a slot."""
 
     def __init__(
         self, responder: Responder, state: TCPState, forwarder: Forwarder | None = None
@@ -85,6 +85,7 @@ class TCPProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.idle: asyncio.TimerHandle | None = None
+        self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -105,31 +106,45 @@ class TCPProtocol(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._answer_buffered()
+
+    def _answer_buffered(self) -> None:
         buf = self.buffer
-        buf += data
         transport = self.transport
         assert transport is not None
-        while len(buf) >= 2:
+        answered = False
+        while len(buf) >= 2 and not self.paused:
             (length,) = _LEN.unpack_from(buf)
             if len(buf) < 2 + length:
                 break
             message = bytes(buf[2 : 2 + length])
             del buf[: 2 + length]
+            answered = True
             reply = self.responder.respond(message, True)
             if reply is FORWARD:
                 if self.forwarder is not None:
                     # Answered when the upstream replies; RFC 7766 lets replies overtake.
-                    asyncio.get_running_loop().create_task(self._forward(message))
+                    self.forwarder.submit(message, True, self._write)
             elif reply is not None:
-                data_out = cast(bytes, reply)
-                transport.write(_LEN.pack(len(data_out)) + data_out)
-        self._arm()
+                self._write(cast(bytes, reply))
+        if answered:
+            self._arm()
 
-    async def _forward(self, message: bytes) -> None:
-        assert self.forwarder is not None
-        reply = await self.forwarder.forward(message, True)
+    def _write(self, reply: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(_LEN.pack(len(reply)) + reply)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+            self._answer_buffered()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)

@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dns.exception
@@ -97,11 +98,11 @@ def closed_by_peer(sock: socket.socket, timeout: float) -> float | None:
     return time.monotonic() - start
 
 
-def assert_healthy(server: DnsdiscProcess) -> None:
+def assert_healthy(server: DnsdiscProcess, expected: tuple[str, ...] = (WEB_ADDRESS,)) -> None:
     """The process is alive, answers over UDP and TCP, and logged no traceback."""
     assert server.proc is not None and server.proc.poll() is None, server.log()
-    assert server.addresses(WEB, timeout=2.0) == [WEB_ADDRESS]
-    assert server.addresses(WEB, tcp=True, timeout=2.0) == [WEB_ADDRESS]
+    assert sorted(server.addresses(WEB, timeout=2.0)) == list(expected)
+    assert sorted(server.addresses(WEB, tcp=True, timeout=2.0)) == list(expected)
     assert "Traceback" not in server.log(), server.log()
 
 
@@ -153,50 +154,91 @@ def garbage_pool(rng: random.Random, size: int = 3000) -> list[bytes]:
     return pool
 
 
-def test_udp_garbage_flood_while_real_queries_run(server: DnsdiscProcess) -> None:
-    server.register("web", "web-1", address=WEB_ADDRESS, port=8080)
-    pool = garbage_pool(random.Random(20261121))
+@dataclass
+class FloodResult:
+    sent: int = 0
+    answered: int = 0  # with exactly the right records
+    lost: int = 0  # no reply within the timeout
+    wrong: list[str] = field(default_factory=list)  # a reply, but not the right one
+
+    @property
+    def asked(self) -> int:
+        return self.answered + self.lost + len(self.wrong)
+
+
+def flood_while_querying(
+    server: DnsdiscProcess, pool: list[bytes], *, seconds: float, max_packets: int, rate: int | None
+) -> FloodResult:
+    """Send ``pool`` round and round from a thread (``rate`` packets/s, or as fast as it goes)
+    while the main thread asks for WEB every 20 ms with a 1 s timeout."""
+    result = FloodResult()
     stop = threading.Event()
-    sent = [0]
 
     def flood() -> None:
+        target = (server.dns_host, server.dns_port)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.setblocking(False)
-            target = (server.dns_host, server.dns_port)
             n = 0
-            deadline = time.monotonic() + 3.0
-            while n < 200_000 and not stop.is_set() and time.monotonic() < deadline:
+            start = time.monotonic()
+            deadline = start + seconds
+            while n < max_packets and not stop.is_set():
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                if rate is not None and n >= rate * (now - start):
+                    time.sleep(0.001)
+                    continue
                 with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
                     s.sendto(pool[n % len(pool)], target)
                 n += 1
-            sent[0] = n
+            result.sent = n
 
     flooder = threading.Thread(target=flood, daemon=True)
-    good = bad = 0
-    failures: list[str] = []
     flooder.start()
     try:
-        while flooder.is_alive() and good + bad < 400:
+        while flooder.is_alive() and result.asked < 400:
             try:
-                got = server.addresses(WEB, timeout=1.0)
-            except (TimeoutError, dns.exception.DNSException, OSError) as err:
-                got = [repr(err)]
-            if got == [WEB_ADDRESS]:
-                good += 1
+                got = sorted(server.addresses(WEB, timeout=1.0))
+            except dns.exception.Timeout:
+                result.lost += 1
+            except (dns.exception.DNSException, OSError) as err:
+                result.wrong.append(repr(err))
             else:
-                bad += 1
-                failures.append(str(got))
+                if got == [WEB_ADDRESS]:
+                    result.answered += 1
+                else:
+                    result.wrong.append(str(got))
             time.sleep(0.02)
     finally:
         stop.set()
         flooder.join(10)
     assert not flooder.is_alive()
-    total = good + bad
-    assert sent[0] > 1000, f"the flood sent only {sent[0]} packets"
-    assert total >= 20, f"only {total} real queries ran during the flood"
-    assert good >= 0.95 * total, (
-        f"{good}/{total} answered during a flood of {sent[0]}: {failures[:5]}"
-    )
+    return result
+
+
+def test_udp_garbage_flood_while_real_queries_run(server: DnsdiscProcess) -> None:
+    server.register("web", "web-1", address=WEB_ADDRESS, port=8080)
+    pool = garbage_pool(random.Random(20261121))
+
+    # As fast as one Python thread sends (~200k packets/s here): more than the server can read,
+    # so the kernel drops datagrams, real queries among them. No reply may be wrong, and the
+    # server must come out of it answering everything.
+    burst = flood_while_querying(server, pool, seconds=3.0, max_packets=200_000, rate=None)
+    print(f"unpaced flood: {burst}")
+    assert burst.sent > 10_000, burst
+    assert burst.wrong == [], burst
+    for _ in range(10):
+        assert server.addresses(WEB, timeout=1.0) == [WEB_ADDRESS]
+
+    # A heavy flood the server can keep up with (20k packets/s of garbage for 3 s): real
+    # queries in between are all but never lost.
+    paced = flood_while_querying(server, pool, seconds=3.0, max_packets=200_000, rate=20_000)
+    print(f"paced flood: {paced}")
+    assert paced.sent > 30_000, paced
+    assert paced.wrong == [], paced
+    assert paced.asked >= 50, paced
+    assert paced.answered >= 0.95 * paced.asked, paced
+
     # After the flood every query is answered.
     for _ in range(10):
         assert server.addresses(WEB, timeout=1.0) == [WEB_ADDRESS]
@@ -379,15 +421,15 @@ def test_pipelined_queries_in_one_write(server: DnsdiscProcess) -> None:
         assert msg.question[0].rdtype == dns.rdatatype.from_text(rdtype)
         assert msg.rcode() == rcode, (name, rdtype, dns.rcode.to_text(msg.rcode()))
         assert answers(msg) == records, (name, rdtype)
-    assert_healthy(server)
+    assert_healthy(server, ("10.0.0.1", "10.0.0.2"))
 
 
 def test_frames_split_across_writes(server: DnsdiscProcess) -> None:
     server.register("web", "web-1", address=WEB_ADDRESS, port=8080)
     with tcp_connect(server) as s:
         q = make_query(WEB, qid=0xBEEF)
-        for b in frame(q.to_wire()):
-            s.sendall(bytes([b]))
+        for octet in frame(q.to_wire()):
+            s.sendall(bytes([octet]))
             time.sleep(0.005)
         msg = dns.message.from_wire(read_frame(s))
         assert msg.id == 0xBEEF and answers(msg) == [WEB_ADDRESS]
@@ -404,3 +446,61 @@ def test_frames_split_across_writes(server: DnsdiscProcess) -> None:
         assert (first.id, answers(first)) == (1, [WEB_ADDRESS])
         assert (second.id, second.rcode()) == (2, dns.rcode.NXDOMAIN)
     assert_healthy(server)
+
+
+def _vm_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/PID/status")
+def test_tcp_client_that_never_reads_replies_is_throttled(server: DnsdiscProcess) -> None:
+    """A client that pipelines queries and never reads the replies must meet backpressure (the
+    server stops reading from it while its replies are not drained), not make the server buffer
+    every reply in memory, and must not stall everyone else."""
+    for i in range(20):  # SRV replies of ~1.3 KB to a 36-byte query
+        server.register("web", f"web-{i + 1}", address=f"10.0.0.{i + 1}", port=8080)
+    assert server.proc is not None
+    pid = server.proc.pid
+    before = _vm_kib(pid, "VmRSS")
+    batch = frame(make_query(WEB, "SRV").to_wire()) * 500
+    sent = 0
+    udp_waits: list[float | None] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and never read
+        s.settimeout(2.0)
+        s.connect((server.dns_host, server.dns_port))
+        start = time.monotonic()
+        # Up to 100k queries (3.6 MB asking for ~130 MB of replies), for at most 4 s; a send that
+        # blocks for 0.5 s means the server stopped reading from us, as it should.
+        s.settimeout(0.5)
+        while sent < 100_000 and time.monotonic() - start < 4.0:
+            try:
+                s.sendall(batch)
+            except TimeoutError:
+                break
+            sent += 500
+        # The connection stays open, unread. Everyone else is still served promptly.
+        for _ in range(8):
+            t = time.monotonic()
+            try:
+                got = server.addresses("web-1.web.svc.internal.", timeout=1.0)
+            except dns.exception.Timeout:
+                udp_waits.append(None)
+            else:
+                assert got == ["10.0.0.1"], got
+                udp_waits.append(time.monotonic() - t)
+            time.sleep(0.2)
+        peak = _vm_kib(pid, "VmHWM")
+    growth_mb = (peak - before) / 1024
+    print(f"sent {sent} queries unread; server RSS grew {growth_mb:.0f} MB; UDP waits {udp_waits}")
+    assert growth_mb < 64, (
+        f"{sent} pipelined queries from a client that never reads grew the server by "
+        f"{growth_mb:.0f} MB: replies are buffered without limit"
+    )
+    assert all(w is not None and w < 1.0 for w in udp_waits), (
+        f"UDP queries stalled while one TCP client did not read: {udp_waits}"
+    )
+    assert_healthy(server, tuple(sorted(f"10.0.0.{i + 1}" for i in range(20))))
