@@ -81,12 +81,19 @@ async def start(config: Config) -> Server:
         open_store(config.storage, config.data_dir),
         defaults=config.defaults,
         configured=dict(config.services),
-        reserved={config.ns_label},
+        reserved={
+            **zones.taken_service_names(zone_data.records, config.domain),
+            config.ns_label: "it is the name server's host name",
+        },
     )
 
     health = HealthMonitor(registry, config.health)
     attach(registry, index, health)
-    await registry.load()
+    try:
+        await registry.load()
+    except BaseException:
+        await registry.close()
+        raise
     for settings, instances in zone_data.services:
         registry.add_static(settings, instances)
     server = Server(config, registry, index, health)

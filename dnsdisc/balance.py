@@ -13,6 +13,7 @@ only the active candidates, or only the drained ones when no active one is left.
 
 from __future__ import annotations
 
+import math
 import random as _random
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -61,11 +62,14 @@ def _weighted_order(
     last, in random order."""
     keyed = []
     for i, w in zip(indices, weights, strict=True):
-        # u ** (1/w) for u uniform in (0, 1] orders like the exponential race of rate w.
-        u = 1.0 - rng.random()
-        keyed.append((u ** (1.0 / w) if w > 0 else u - 1.0, i))
+        # log(u) / w orders like u ** (1/w) (the exponential race of rate w) but cannot
+        # underflow to 0.0 for small weights, which would tie and skew the order.
+        if w > 0:
+            keyed.append((math.log(1.0 - rng.random()) / w, 0.0, i))
+        else:
+            keyed.append((-math.inf, rng.random(), i))
     keyed.sort(reverse=True)
-    return [i for _, i in keyed]
+    return [i for _, _, i in keyed]
 
 
 def weighted(cands: Sequence[Candidate], counter: int, rng: _random.Random) -> list[int]:

@@ -17,12 +17,12 @@ from typing import Any
 import yaml
 
 from dnsdisc.errors import ConfigError, ValidationError
-from dnsdisc.health import HealthConfig
 from dnsdisc.registry.model import ServiceSettings, bounded_int, ip_address, label, seconds
 
 DEFAULT_DNS = "127.0.0.1:8053"
 DEFAULT_HTTP = "127.0.0.1:8054"
 DEFAULT_DOMAIN = "svc.internal."
+MAX_DOMAIN_WIRE = 125
 LOG_LEVELS = ("debug", "info", "warning", "error")
 STORAGES = ("sqlite", "memory")
 
@@ -34,6 +34,16 @@ class HostPort:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    warning_weight: float = 0.25  # weight factor for instances in warning
+    flap_window: float = 60.0  # seconds in which status changes are counted
+    flap_threshold: int = 4  # that many changes in the window make an instance flapping
+    flap_stable: float = 30.0  # a flapping instance is released after this long without change
+    flap_hold: str = "out"  # a flapping instance is held out of the answers, or "in" them
+    tick: float = 0.1  # how often leases, deregistration and timed changes are looked at
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +123,13 @@ def normalize_domain(text: object, source: str, key: str) -> str:
         raise ConfigError(
             source, key, f"expected a domain name of DNS labels: {exc.message}"
         ) from None
-    return ".".join(lab.lower() for lab in labels) + "."
+    name = ".".join(lab.lower() for lab in labels) + "."
+    # Generated names such as _<63 chars>._<63 chars>.<domain> must fit DNS's 255 octets.
+    if len(name) + 1 > MAX_DOMAIN_WIRE:
+        raise ConfigError(
+            source, key, f"expected a domain of at most {MAX_DOMAIN_WIRE - 2} characters"
+        )
+    return name
 
 
 _KEYS = {

@@ -18,14 +18,16 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import aiohttp
 
-from dnsdisc.dns.index import FALLBACK, IN, OUT
+from dnsdisc.config import HealthConfig
 from dnsdisc.registry.model import (
     CRITICAL,
+    FALLBACK,
+    IN,
     MAINTENANCE,
+    OUT,
     PASSING,
     WARNING,
     CheckSpec,
@@ -38,16 +40,6 @@ log = logging.getLogger(__name__)
 # A slow-start ramp starts at this share of the weight, and the ramp is re-evaluated this often.
 _RAMP_FLOOR = 0.05
 _RAMP_STEPS = 20
-
-
-@dataclass(frozen=True, slots=True)
-class HealthConfig:
-    warning_weight: float = 0.25  # weight factor for instances in warning
-    flap_window: float = 60.0  # seconds in which status changes are counted
-    flap_threshold: int = 4  # that many changes in the window make an instance flapping
-    flap_stable: float = 30.0  # a flapping instance is released after this long without change
-    flap_hold: str = "out"  # a flapping instance is held out of the answers, or "in" them
-    tick: float = 0.1  # how often leases, deregistration and timed changes are looked at
 
 
 class Member:

@@ -64,6 +64,8 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError("body", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError("body", "the body is nested too deeply") from None
 
 
 def _instance_json(state: InstanceState) -> dict[str, Any]:

@@ -7,7 +7,7 @@ in zone-file presentation format, so relative names take the origin as in a BIND
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,15 +181,37 @@ def _service(
 
 
 def _check_cname_exclusive(records: list[StaticRecord]) -> None:
-    types: dict[bytes, set[int]] = defaultdict(set)
-    for rec in records:
-        types[rec.owner].add(rec.rtype)
-    for owner, kinds in types.items():
-        if wire.CNAME in kinds and len(kinds) > 1:
+    counts: Counter[bytes] = Counter(rec.owner for rec in records)
+    aliases = {rec.owner: rec.rdata for rec in records if rec.rtype == wire.CNAME}
+    for owner in aliases:
+        if counts[owner] > 1:
             raise ConfigError(
                 "zones",
                 wire.wire_to_text(owner),
-                "a CNAME cannot share its name with other records",
+                "a CNAME cannot share its name with other records (or another CNAME)",
             )
-        if wire.CNAME in kinds and sum(1 for r in records if r.owner == owner) > 1:
-            raise ConfigError("zones", wire.wire_to_text(owner), "a name can hold only one CNAME")
+        seen = {owner}
+        target = aliases[owner]
+        while target in aliases:
+            if target in seen:
+                raise ConfigError("zones", wire.wire_to_text(owner), "CNAME chain loops")
+            seen.add(target)
+            target = aliases[target]
+
+
+def taken_service_names(records: list[StaticRecord], domain: str) -> dict[str, str]:
+    """Service names whose DNS names a static record already holds, with the reason: a
+    registration there would be acknowledged but never answered, so the registry refuses it."""
+    apex = wire.text_to_wire(domain)
+    taken: dict[str, str] = {}
+    for rec in records:
+        owner = rec.owner
+        if owner == apex or not owner.endswith(apex) or not wire.is_subdomain(owner, apex):
+            continue
+        labels = wire.wire_to_text(owner)[: -len(domain) - 1].split(".")
+        # <svc>.D, <x>.<svc>.D, or _<svc>._<proto>.D
+        svc = labels[-1]
+        if svc.startswith("_") and len(labels) >= 2 and labels[-2].startswith("_"):
+            svc = labels[-2][1:]
+        taken.setdefault(svc, f"a zone file defines {wire.wire_to_text(owner)}")
+    return taken

@@ -3,9 +3,18 @@ Each of damping, slow start and fail-open has a case a naive implementation gets
 
 from __future__ import annotations
 
-from dnsdisc.dns.index import FALLBACK, IN, OUT
-from dnsdisc.health import HealthConfig, handout
-from dnsdisc.registry.model import CRITICAL, PASSING, WARNING, Instance, ServiceSettings
+from dnsdisc.config import HealthConfig
+from dnsdisc.health import handout
+from dnsdisc.registry.model import (
+    CRITICAL,
+    FALLBACK,
+    IN,
+    OUT,
+    PASSING,
+    WARNING,
+    Instance,
+    ServiceSettings,
+)
 from dnsdisc.registry.registry import InstanceState, Service
 
 CFG = HealthConfig(warning_weight=0.25, flap_window=60, flap_threshold=4, flap_stable=30)

@@ -128,6 +128,14 @@ class Responder:
                     name = item.target
                     nxt = index.nodes.get(name)
                     if nxt is None:
+                        zone = index.find_zone(name)
+                        if zone is not None and name not in index.ents:
+                            # The alias points at a name of ours that does not exist: the
+                            # rcode is the last name's (RFC 6604), with the zone's SOA.
+                            body += wire.owner_pointer(zone.apex, qkey)
+                            body += zone.soa
+                            flags_nx = reply_flags | wire.FLAG_AA | wire.NXDOMAIN
+                            return self._finish(q, flags_nx, body, an, 1, 0)
                         break
                     node = nxt
                     owner = wire.owner_pointer(name, qkey)

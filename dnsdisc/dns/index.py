@@ -22,7 +22,7 @@ from typing import Protocol
 from dnsdisc.balance import POLICIES, Policy, srv_order
 from dnsdisc.dns import wire
 from dnsdisc.dns.names import PROTOCOLS, Naming
-from dnsdisc.registry.model import Instance, ServiceSettings
+from dnsdisc.registry.model import FALLBACK, IN, Instance, ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 # 6 bytes of SRV priority/weight/port before the target, none before an NS or CNAME target.
 _SRV_TARGET = 16
 _NAME_TARGET = 10
-
-
-# A member's role in its service's answers (decided by health.py).
-OUT, IN, FALLBACK = 0, 1, 2
 
 
 class Live(Protocol):
@@ -179,8 +175,8 @@ class AnswerIndex:
         self.ents: Counter[bytes] = Counter()
         self._static: set[bytes] = set()
         self._service_names: dict[str, list[bytes]] = {}
-        # reverse name -> {(service, id): PTR item}
-        self._ptr: dict[bytes, dict[tuple[str, str], Item]] = defaultdict(dict)
+        # reverse name -> {(service, id): (TTL, target host name)}
+        self._ptr: dict[bytes, dict[tuple[str, str], tuple[int, bytes]]] = defaultdict(dict)
         self._service_ptrs: dict[str, set[bytes]] = {}
         self._build_static(list(static))
 
@@ -255,19 +251,15 @@ class AnswerIndex:
         self, service: str, settings: ServiceSettings | None, members: Sequence[Live]
     ) -> None:
         """Replace every name of ``service``; ``settings`` None means the service is gone."""
+        # Built before anything is removed: if building fails, the old answers stay.
+        names = self._service_nodes(settings, members) if settings is not None else {}
         for name in self._service_names.pop(service, ()):
             self._uninstall(name)
         if settings is not None:
-            names = self._service_nodes(settings, members)
             installed = []
             for name, node in names.items():
                 if name in self._static:
-                    log.warning(
-                        "%s is defined in a zone file; service %s does not override it",
-                        wire.wire_to_text(name),
-                        service,
-                    )
-                    continue
+                    continue  # the registry refuses such names; a zone file loaded later wins
                 self._install(name, node)
                 installed.append(name)
             self._service_names[service] = installed
@@ -375,7 +367,7 @@ class AnswerIndex:
         for inst in instances:
             name = self.naming.reverse(inst.address)
             host = self.naming.instance(service, inst.id)
-            self._ptr[name][(service, inst.id)] = Item(wire.rr_body(wire.PTR, ttl, host))
+            self._ptr[name][(service, inst.id)] = (ttl, host)
             mine.add(name)
         self._service_ptrs[service] = mine
         for name in touched | mine:
@@ -385,7 +377,11 @@ class AnswerIndex:
                 self._uninstall(name)
             entries = self._ptr.get(name)
             if entries:
-                items = [entries[k] for k in sorted(entries)]
+                # One RRset has one TTL (RFC 2181 5.2): the shortest of the services sharing it.
+                ptr_ttl = min(t for t, _ in entries.values())
+                items = [
+                    Item(wire.rr_body(wire.PTR, ptr_ttl, entries[k][1])) for k in sorted(entries)
+                ]
                 self._install(
                     name, Node(self._zone_for(name), {wire.PTR: RRSet(wire.PTR, items)}, name)
                 )

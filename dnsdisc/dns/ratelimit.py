@@ -69,7 +69,10 @@ class RateLimiter:
         for k in idle:
             del self.buckets[k]
         if len(self.buckets) >= _MAX_BUCKETS:
-            self.buckets.clear()
+            # Still full of active buckets: forget the oldest half (dicts keep insertion order),
+            # not all of them, so a flood of new keys cannot reset the busy ones.
+            for k in list(self.buckets)[: _MAX_BUCKETS // 2]:
+                del self.buckets[k]
 
 
 def _question_end(reply: bytes) -> int:
@@ -82,8 +85,14 @@ def _question_end(reply: bytes) -> int:
 
 
 def _response_key(reply: bytes) -> bytes:
+    rcode = reply[3] & 0x0F
+    if rcode != wire.NOERROR:
+        # NXDOMAIN, REFUSED and errors share one bucket per client prefix, whatever the name:
+        # otherwise random names would each get a fresh allowance (BIND and NSD key these by
+        # zone; we have few zones, so by kind).
+        return bytes((rcode,))
     # Question (case-folded: 0x20 randomisation must not dodge the limit) plus the rcode.
-    return reply[12 : _question_end(reply)].lower() + bytes((reply[3] & 0x0F,))
+    return reply[12 : _question_end(reply)].lower() + bytes((rcode,))
 
 
 def truncated(reply: bytes) -> bytes:

@@ -52,6 +52,9 @@ CHECK_FIELDS = ("type", "path", "port", "interval", "timeout", "rise", "fall", "
 # Health states. maintenance is set over HTTP, the others by leases, checks and heartbeats.
 PASSING, WARNING, CRITICAL, MAINTENANCE = "passing", "warning", "critical", "maintenance"
 REPORTABLE = (PASSING, WARNING, CRITICAL)
+# An instance's role in its service's answers, as health decides it: left out, handed out, or
+# handed out only behind the healthy ones (a service failing open).
+OUT, IN, FALLBACK = 0, 1, 2
 
 
 def is_int(value: object) -> bool:
@@ -123,10 +126,18 @@ def seconds(value: object, fld: str, lo: float = 0.0, hi: float = MAX_LEASE) -> 
     """A duration in seconds: a finite number, more than ``lo`` and at most ``hi``."""
     if not (is_int(value) or isinstance(value, float)):
         raise ValidationError(fld, f"{fld} must be a number of seconds")
-    assert isinstance(value, (int, float))
-    if not math.isfinite(value) or not lo < value <= hi:
+    number = _as_float(value, fld)
+    if not math.isfinite(number) or not lo < number <= hi:
         raise ValidationError(fld, f"{fld} must be more than {lo:g} and at most {hi:g} seconds")
-    return float(value)
+    return number
+
+
+def _as_float(value: object, fld: str) -> float:
+    assert isinstance(value, (int, float))  # callers checked the type
+    try:
+        return float(value)
+    except OverflowError:  # a 400-digit integer is valid JSON, but no float
+        raise ValidationError(fld, f"{fld} is out of range") from None
 
 
 def _lease(value: object, fld: str) -> float | None:
@@ -210,10 +221,10 @@ def _non_negative(value: object, fld: str) -> float | None:
         return None
     if not (is_int(value) or isinstance(value, float)):
         raise ValidationError(fld, f"{fld} must be a non-negative number")
-    assert isinstance(value, (int, float))
-    if not math.isfinite(value) or value < 0:
+    number = _as_float(value, fld)
+    if not math.isfinite(number) or number < 0:
         raise ValidationError(fld, f"{fld} must be a non-negative number")
-    return float(value)
+    return number
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from dnsdisc.errors import ConflictError, NotFoundError
+from dnsdisc.errors import ConflictError, NotFoundError, StoreError, ValidationError
 from dnsdisc.registry.model import (
     CRITICAL,
     MAINTENANCE,
@@ -77,13 +77,18 @@ class Registry:
         *,
         defaults: ServiceSettings | None = None,
         configured: dict[str, ServiceSettings] | None = None,
-        reserved: Iterable[str] = (),
+        reserved: Mapping[str, str] | Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store: Store = store or MemoryStore()
         self.defaults = defaults or ServiceSettings("default")
         self.configured = dict(configured or {})
-        self.reserved = frozenset(reserved)
+        # service name -> why it cannot be registered (the NS host, a zone file's record)
+        self.reserved: dict[str, str] = (
+            dict(reserved)
+            if isinstance(reserved, Mapping)
+            else {name: "it is the name server's host name" for name in reserved}
+        )
         self.clock = clock
         self._services: dict[str, Service] = {}
         self._listeners: list[Listener] = []
@@ -128,11 +133,21 @@ class Registry:
         """Fill memory from the store, then create the services the config names."""
         snap = await self.store.open()
         now = self.clock()
-        for name, data in snap.services.items():
-            settings = ServiceSettings.from_json(name, data, self.settings_for(name))
-            self._services[name] = Service(settings)
+        try:
+            for name, data in snap.services.items():
+                settings = ServiceSettings.from_json(name, data, self.settings_for(name))
+                self._services[name] = Service(settings)
+        except ValidationError as exc:
+            raise StoreError(
+                f"stored settings of service {name!r} are invalid: {exc.message}"
+            ) from None
         for (service, iid), data in snap.instances.items():
-            inst = Instance.from_json(service, iid, data)
+            try:
+                inst = Instance.from_json(service, iid, data)
+            except ValidationError as exc:
+                raise StoreError(
+                    f"stored instance {service}/{iid} is invalid ({exc.field}): {exc.message}"
+                ) from None
             svc = self._services.setdefault(service, Service(self.settings_for(service)))
             # After a restart each lease starts afresh and checks start from passing: the
             # restart must not expire or hide anything; the checks resume at once.
@@ -337,11 +352,12 @@ class Registry:
     # -- internals ---------------------------------------------------------------------------
 
     def _check_writable(self, service: str) -> None:
-        if service in self.reserved:
-            raise ConflictError(
-                f"service name {service!r} is reserved (it is the name server's host name)",
-                "service",
-            )
+        why = self.reserved.get(service)
+        if why is not None:
+            raise ConflictError(f"service name {service!r} is reserved: {why}", "service")
+        svc = self._services.get(service)
+        if svc is not None and svc.static:
+            raise ConflictError(f"service {service!r} is defined in a zone file", "service")
 
     def _stored_settings(self, name: str) -> dict[str, object]:
         return _settings_data(self.settings_for(name))

@@ -75,7 +75,7 @@ class SqliteStore:
         return snap
 
     async def commit(self, op: Op) -> None:
-        if self._thread is None or self._loop is None:
+        if self._thread is None or self._loop is None or not self._thread.is_alive():
             raise StoreError("the store is not open")
         fut: asyncio.Future[None] = self._loop.create_future()
         self._queue.put((op, fut))
@@ -111,17 +111,20 @@ class SqliteStore:
                 for op, _ in batch:
                     _apply(conn, op)
                 conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except Exception as exc:  # this thread must outlive any one batch
                 error = StoreError(f"store commit failed: {exc}")
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            loop.call_soon_threadsafe(_settle, [fut for _, fut in batch], error)
+            try:
+                loop.call_soon_threadsafe(_settle, [fut for _, fut in batch], error)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                break
         conn.close()
 
 
 def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
     for fut in futures:
-        if fut.done():  # the waiting request was cancelled (client went away)
+        if fut.done():  # cancelled: the server is shutting down
             continue
         if error is None:
             fut.set_result(None)
