@@ -736,3 +736,13 @@ def snapshot_static(node: DnsdiscProcess) -> tuple[Any, ...]:
         sorted(node.addresses(fqdn("postgres"))),
         node.query(fqdn("postgres")).answer[0].ttl,
     )
+
+
+def test_numbers_too_big_for_a_float_and_deep_nesting_are_400(server: DnsdiscProcess) -> None:
+    # Found in review: these were 500s (OverflowError, RecursionError).
+    path = "/v1/services/web/instances/web-1"
+    result = server.http("PUT", path, raw=b'{"address": "10.0.0.1", "port": 80, "ttl": 1' + b"0" * 400 + b"}")
+    assert result.status == 400 and result.body["field"] == "ttl"
+    result = server.http("PUT", path, raw=b"[" * 60000)
+    assert result.status == 400 and result.body["field"] == "body"
+    assert server.http("GET", path).status == 404
