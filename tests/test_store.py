@@ -89,3 +89,31 @@ def test_registry_errors_and_listeners() -> None:
 
     asyncio.run(main())
     assert seen == ["web", "db"]
+
+
+def test_service_settings_and_first_instance_race_agree_after_restart(tmp_path: Path) -> None:
+    # Found in review: the implicit creation of the service overwrote concurrently PUT settings
+    # in the store while memory kept them.
+    path = tmp_path / "r.sqlite3"
+
+    async def race() -> tuple[str, int]:
+        reg = Registry(SqliteStore(path))
+        await reg.load()
+        await asyncio.gather(
+            reg.put_service(ServiceSettings.from_json("web", {"policy": "round_robin", "ttl": 60})),
+            reg.put_instance(inst("a")),
+        )
+        settings = reg.service("web").settings
+        await reg.close()
+        return settings.policy, settings.ttl
+
+    async def reload() -> tuple[str, int]:
+        reg = Registry(SqliteStore(path))
+        await reg.load()
+        settings = reg.service("web").settings
+        await reg.close()
+        return settings.policy, settings.ttl
+
+    in_memory = asyncio.run(race())
+    assert in_memory == ("round_robin", 60)
+    assert asyncio.run(reload()) == in_memory

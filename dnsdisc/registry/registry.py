@@ -183,7 +183,11 @@ class Registry:
             )
         ops = [Op("put_instance", inst.service, inst.id, inst.definition())]
         if svc is None:
-            ops.insert(0, Op("put_service", inst.service, data=self._stored_settings(inst.service)))
+            # Only if it still does not exist when committed: a concurrent PUT of the service's
+            # settings must not be overwritten by these defaults.
+            ops.insert(
+                0, Op("ensure_service", inst.service, data=self._stored_settings(inst.service))
+            )
         created = old is None
 
         def apply() -> None:
@@ -366,8 +370,7 @@ class Registry:
         # Shielded: once a change is on its way to the store, a client hanging up must not leave
         # the store and memory disagreeing, so commit and apply finish together or not at all.
         async def commit_then_apply() -> None:
-            for op in ops:
-                await self.store.commit(op)
+            await self.store.commit(ops)  # one transaction: all of a write or none of it
             apply()
 
         await asyncio.shield(commit_then_apply())

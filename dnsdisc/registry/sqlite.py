@@ -14,6 +14,7 @@ import json
 import queue
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from dnsdisc.errors import StoreError
@@ -34,7 +35,7 @@ CREATE TABLE IF NOT EXISTS instances (
 # Upper bound of one group commit: keeps one transaction, and the wait behind it, short.
 _MAX_BATCH = 512
 
-_Item = tuple[Op, asyncio.Future[None]]
+_Item = tuple[Sequence[Op], asyncio.Future[None]]
 
 
 class SqliteStore:
@@ -74,11 +75,11 @@ class SqliteStore:
         self._thread.start()
         return snap
 
-    async def commit(self, op: Op) -> None:
+    async def commit(self, ops: Sequence[Op]) -> None:
         if self._thread is None or self._loop is None or not self._thread.is_alive():
             raise StoreError("the store is not open")
         fut: asyncio.Future[None] = self._loop.create_future()
-        self._queue.put((op, fut))
+        self._queue.put((ops, fut))
         await fut
 
     async def close(self) -> None:
@@ -108,8 +109,9 @@ class SqliteStore:
             error: BaseException | None = None
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                for op, _ in batch:
-                    _apply(conn, op)
+                for ops, _ in batch:
+                    for op in ops:
+                        _apply(conn, op)
                 conn.execute("COMMIT")
             except Exception as exc:  # this thread must outlive any one batch
                 error = StoreError(f"store commit failed: {exc}")
@@ -141,6 +143,11 @@ def _apply(conn: sqlite3.Connection, op: Op) -> None:
     elif op.kind == "del_instance":
         conn.execute(
             "DELETE FROM instances WHERE service = ? AND id = ?", (op.service, op.instance)
+        )
+    elif op.kind == "ensure_service":
+        conn.execute(
+            "INSERT OR IGNORE INTO services (name, settings) VALUES (?, ?)",
+            (op.service, json.dumps(op.data, sort_keys=True)),
         )
     elif op.kind == "put_service":
         conn.execute(

@@ -8,6 +8,7 @@ same small interface and are imported lazily by ``open_store``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,7 +16,8 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True, slots=True)
 class Op:
-    """One change: kind is put_service, del_service, put_instance or del_instance."""
+    """One change: kind is put_service, ensure_service (create with these settings unless it
+    exists), del_service, put_instance or del_instance."""
 
     kind: str
     service: str
@@ -36,7 +38,9 @@ class Store(Protocol):
 
     async def open(self) -> Snapshot: ...
 
-    async def commit(self, op: Op) -> None: ...
+    async def commit(self, ops: Sequence[Op]) -> None:
+        """Make ``ops`` durable, all or none."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -49,7 +53,7 @@ class MemoryStore:
     async def open(self) -> Snapshot:
         return Snapshot()
 
-    async def commit(self, op: Op) -> None:
+    async def commit(self, ops: Sequence[Op]) -> None:
         return None
 
     async def close(self) -> None:
