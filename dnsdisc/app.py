@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import socket
@@ -105,6 +106,12 @@ async def start(config: Config) -> Server:
         raise
     server.state.listeners_up = True
     health.start()
+    if config.token is None and not _is_loopback(config.http_listen.host):
+        log.warning(
+            "the HTTP API listens on %s without a token: anyone who reaches it can change "
+            "the registry (set DNSDISC_TOKEN or http.token)",
+            config.http_listen,
+        )
     log.info(
         "dnsdisc serving %s on DNS %s (UDP+TCP), HTTP %s, storage %s, %d services",
         config.domain,
@@ -151,6 +158,15 @@ async def _listen(server: Server) -> None:
     server.http_runner = runner
     site = web.TCPSite(runner, config.http_listen.host, config.http_listen.port, reuse_address=True)
     await site.start()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _family(hp: HostPort) -> int:
