@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import os
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from frontends import Namespace, dnsdisc_in, namespace, unbound  # noqa: E402
+from frontends import dnsdisc_in, getaddrinfo_firsts, namespace, unbound  # noqa: E402
 from helpers import DnsdiscProcess  # noqa: E402
 
 WEIGHTS = {"10.9.0.1": 1, "10.9.0.2": 2, "10.9.0.3": 3, "10.9.0.4": 4}
@@ -117,23 +116,6 @@ def via_unbound(tmp: Path, server: DnsdiscProcess, n: int, cache: bool, tag: str
     return counts
 
 
-def via_getaddrinfo(ns: Namespace, n: int) -> Counter[str]:
-    done = ns.python(
-        """
-        import collections, json, socket, sys
-        counts = collections.Counter()
-        for _ in range(int(sys.argv[1])):
-            infos = socket.getaddrinfo("web.svc.internal", 80, proto=socket.IPPROTO_TCP)
-            counts[infos[0][4][0]] += 1
-        print(json.dumps(counts))
-        """,
-        str(n),
-    )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr)
-    return Counter(json.loads(done.stdout))
-
-
 def row(case: Case, client: str, counts: Counter[str]) -> str:
     total = sum(counts.values())
     shares = [counts.get(a, 0) / total for a in WEIGHTS]
@@ -195,7 +177,7 @@ def main() -> None:
                 with contextlib.ExitStack() as stack:
                     ns = stack.enter_context(namespace())
                     stack.enter_context(dnsdisc_in(ns, case_dir, setup(case, 0)))
-                    lines.append(row(case, "getaddrinfo() → dnsdisc", via_getaddrinfo(ns, n)))
+                    lines.append(row(case, "getaddrinfo() → dnsdisc", getaddrinfo_firsts(ns, n)))
             print(lines[-1], file=sys.stderr)
     text = "\n".join(lines) + "\n"
     print(text)

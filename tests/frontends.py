@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,3 +309,23 @@ def dnsdisc_in(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+def getaddrinfo_firsts(ns: Namespace, n: int, host: str = f"web.{DOMAIN}") -> Counter[str]:
+    """How often each address came first over ``n`` plain getaddrinfo() calls made inside
+    ``ns``: what a legacy client that takes the first address would connect to."""
+    done = ns.python(
+        """
+        import collections, json, socket, sys
+        counts = collections.Counter()
+        for _ in range(int(sys.argv[1])):
+            infos = socket.getaddrinfo(sys.argv[2], 80, proto=socket.IPPROTO_TCP)
+            counts[infos[0][4][0]] += 1
+        print(json.dumps(counts))
+        """,
+        str(n),
+        host,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"getaddrinfo loop failed: {done.stderr}")
+    return Counter(json.loads(done.stdout))

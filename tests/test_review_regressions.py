@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import dns.rcode
 import dns.rdatatype
 import pytest
+from test_balance import C
 from test_ratelimit import Clock, reply
 from test_responder import World, texts
 
@@ -22,14 +22,6 @@ from dnsdisc.errors import ConfigError, ConflictError, StoreError, ValidationErr
 from dnsdisc.registry.model import HeartbeatReport, Instance, ServiceSettings
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.store import Snapshot
-
-
-@dataclass
-class C:
-    weight: int = 1
-    priority: int = 0
-    load: float | None = None
-    latency_ms: float | None = None
 
 
 def test_small_weights_do_not_underflow_into_ties() -> None:

@@ -4,11 +4,10 @@ answer holds one address chosen by the policy, so neither reordering can undo th
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
-from frontends import Namespace, dnsdisc_in, namespace, unbound
+from frontends import dnsdisc_in, getaddrinfo_firsts, namespace, unbound
 from helpers import DnsdiscProcess
 from stats import assert_shares
 
@@ -37,23 +36,6 @@ def test_weighted_share_through_unbound(tmp_path: Path, server: DnsdiscProcess) 
             assert len(addresses) == 1
             counts[addresses[0]] += 1
     assert_shares(counts, WEIGHTS, alpha=0.0001, max_abs_error=0.03)
-
-
-def getaddrinfo_firsts(ns: Namespace, n: int) -> Counter[str]:
-    # A legacy client: plain getaddrinfo(), no flags, take the first address.
-    done = ns.python(
-        """
-        import collections, json, socket, sys
-        counts = collections.Counter()
-        for _ in range(int(sys.argv[1])):
-            infos = socket.getaddrinfo("web.svc.internal", 80, proto=socket.IPPROTO_TCP)
-            counts[infos[0][4][0]] += 1
-        print(json.dumps(counts))
-        """,
-        str(n),
-    )
-    assert done.returncode == 0, done.stderr
-    return Counter(json.loads(done.stdout))
 
 
 def test_weighted_share_through_getaddrinfo(tmp_path: Path) -> None:

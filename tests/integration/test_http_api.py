@@ -741,7 +741,9 @@ def snapshot_static(node: DnsdiscProcess) -> tuple[Any, ...]:
 def test_numbers_too_big_for_a_float_and_deep_nesting_are_400(server: DnsdiscProcess) -> None:
     # Found in review: these were 500s (OverflowError, RecursionError).
     path = "/v1/services/web/instances/web-1"
-    result = server.http("PUT", path, raw=b'{"address": "10.0.0.1", "port": 80, "ttl": 1' + b"0" * 400 + b"}")
+    result = server.http(
+        "PUT", path, raw=b'{"address": "10.0.0.1", "port": 80, "ttl": 1' + b"0" * 400 + b"}"
+    )
     assert result.status == 400 and result.body["field"] == "ttl"
     result = server.http("PUT", path, raw=b"[" * 60000)
     assert result.status == 400 and result.body["field"] == "body"
