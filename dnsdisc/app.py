@@ -10,7 +10,9 @@ import logging
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from aiohttp import web
 
@@ -22,6 +24,7 @@ from dnsdisc.dns.forward import Forwarder
 from dnsdisc.dns.index import AnswerIndex, IndexSettings
 from dnsdisc.dns.ratelimit import RateLimiter
 from dnsdisc.dns.transport import TCPProtocol, TCPState, UDPProtocol
+from dnsdisc.errors import ConfigError
 from dnsdisc.health import HealthMonitor
 from dnsdisc.http_api import Api, ServerState
 from dnsdisc.metrics import DnsdiscCollector, metrics_registry
@@ -39,6 +42,10 @@ class Server:
     registry: Registry
     index: AnswerIndex
     health: HealthMonitor
+    responder: Responder
+    # Re-reads the config file and applies the same flags again (for reload); None: no file.
+    loader: Callable[[], Config] | None = None
+    api: Api | None = None
     state: ServerState = field(default_factory=ServerState)
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
     tcp_servers: list[asyncio.AbstractServer] = field(default_factory=list)
@@ -59,37 +66,52 @@ def build_index(config: Config, zone_data: zones.ZoneData) -> AnswerIndex:
     return AnswerIndex(settings, zone_data.records)
 
 
-def attach(registry: Registry, index: AnswerIndex, health: HealthMonitor) -> None:
-    """Keep ``index`` current: every registry change rebuilds the changed service's names from
-    the instances health hands out."""
+class _HasIndex(Protocol):
+    index: AnswerIndex
+
+
+def attach(registry: Registry, target: _HasIndex, health: HealthMonitor) -> None:
+    """Keep ``target.index`` current: every registry change rebuilds the changed service's names
+    from the instances health hands out (into whichever index is current: a reload swaps it)."""
 
     def on_change(service: str) -> None:
         svc = registry.get(service)
         if svc is None:
-            index.rebuild(service, None, ())
+            target.index.rebuild(service, None, ())
         else:
-            index.rebuild(service, svc.settings, health.view(svc))
+            target.index.rebuild(service, svc.settings, health.view(svc))
 
     registry.subscribe(on_change)
 
 
-async def start(config: Config) -> Server:
-    zone_data = zones.load_dir(
+def _load_zones(config: Config) -> zones.ZoneData:
+    return zones.load_dir(
         config.zones_dir, config.domain, config.defaults, required=config.zones_dir_required
     )
+
+
+def _reserved(config: Config, zone_data: zones.ZoneData) -> dict[str, str]:
+    return {
+        **zones.taken_service_names(zone_data.records, config.domain),
+        config.ns_label: "it is the name server's host name",
+    }
+
+
+async def start(config: Config, loader: Callable[[], Config] | None = None) -> Server:
+    zone_data = _load_zones(config)
     index = build_index(config, zone_data)
     registry = Registry(
         open_store(config.storage, config.data_dir),
         defaults=config.defaults,
         configured=dict(config.services),
-        reserved={
-            **zones.taken_service_names(zone_data.records, config.domain),
-            config.ns_label: "it is the name server's host name",
-        },
+        reserved=_reserved(config, zone_data),
     )
-
     health = HealthMonitor(registry, config.health)
-    attach(registry, index, health)
+    forwarder = Forwarder(config.recursors, config.recursor_timeout) if config.recursors else None
+    server = Server(
+        config, registry, index, health, Responder(index, forwarding=forwarder is not None), loader
+    )
+    attach(registry, server, health)
     try:
         await registry.load()
     except BaseException:
@@ -97,10 +119,9 @@ async def start(config: Config) -> Server:
         raise
     for settings, instances in zone_data.services:
         registry.add_static(settings, instances)
-    server = Server(config, registry, index, health)
     server.state.store_open = True
     try:
-        await _listen(server)
+        await _listen(server, forwarder)
     except BaseException:
         await stop(server)
         raise
@@ -123,11 +144,10 @@ async def start(config: Config) -> Server:
     return server
 
 
-async def _listen(server: Server) -> None:
+async def _listen(server: Server, forwarder: Forwarder | None) -> None:
     loop = asyncio.get_running_loop()
     config = server.config
-    forwarder = Forwarder(config.recursors, config.recursor_timeout) if config.recursors else None
-    responder = Responder(server.index, forwarding=forwarder is not None)
+    responder = server.responder
     rrl = config.rate_limit
     limiter = (
         RateLimiter(rrl.responses_per_second, rrl.slip, rrl.ipv4_prefix, rrl.ipv6_prefix)
@@ -152,7 +172,14 @@ async def _listen(server: Server) -> None:
         )
         server.tcp_servers.append(tcp)
     collector = DnsdiscCollector(server.registry, server.health, responder, limiter, forwarder)
-    api = Api(server.registry, server.state, config.token, metrics_registry(collector))
+    api = Api(
+        server.registry,
+        server.state,
+        config.token,
+        metrics_registry(collector),
+        reload=lambda: reload(server),
+    )
+    server.api = api
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
     await runner.setup()
     server.http_runner = runner
@@ -189,13 +216,69 @@ async def stop(server: Server) -> None:
     server.state.store_open = False
 
 
-async def serve(config: Config) -> None:
-    """Run until SIGINT or SIGTERM."""
-    server = await start(config)
+# Settings a reload cannot change: they need the listeners or the store reopened.
+_RESTART_ONLY = (
+    "domain",
+    "dns_listen",
+    "http_listen",
+    "storage",
+    "data_dir",
+    "recursors",
+    "rate_limit",
+    "tcp_idle_timeout",
+    "tcp_max_connections",
+)
+
+
+async def reload(server: Server) -> None:
+    """Re-read the config file and the zone files and apply them without a restart. Anything
+    wrong raises ConfigError before a thing has changed: the old config keeps serving."""
+    old = server.config
+    new = server.loader() if server.loader is not None else old
+    kept = {
+        key: getattr(old, key) for key in _RESTART_ONLY if getattr(new, key) != getattr(old, key)
+    }
+    for key in kept:
+        log.warning("reload: %s changed; that takes effect after a restart", key)
+    new = replace(new, **kept)
+    zone_data = _load_zones(new)
+    index = build_index(new, zone_data)
+    # Nothing below can fail on bad input: everything was parsed and checked above.
+    registry = server.registry
+    registry.defaults = new.defaults
+    registry.configured = dict(new.services)
+    registry.reserved = _reserved(new, zone_data)
+    registry.replace_static([(s, list(i)) for s, i in zone_data.services])
+    server.health.cfg = new.health
+    if server.api is not None:
+        server.api.token = new.token
+    server.index = index
+    for svc in list(registry):
+        registry.touch(svc.settings.name)  # rebuilds every service into the new index
+    server.responder.index = index  # queries switch over only now, to a complete index
+    server.config = new
+    log.info(
+        "reloaded: %d zone records, %d static services",
+        len(zone_data.records),
+        len(zone_data.services),
+    )
+
+
+async def serve(config: Config, loader: Callable[[], Config] | None = None) -> None:
+    """Run until SIGINT or SIGTERM; SIGHUP reloads the config and zone files."""
+    server = await start(config, loader)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+
+    async def on_hup() -> None:
+        try:
+            await reload(server)
+        except ConfigError as exc:
+            log.error("reload rejected, the old configuration keeps serving: %s", exc)
+
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(on_hup()))
     try:
         await stopping.wait()
         log.info("shutting down")
@@ -203,10 +286,10 @@ async def serve(config: Config) -> None:
         await stop(server)
 
 
-def run(config: Config) -> None:
+def run(config: Config, loader: Callable[[], Config] | None = None) -> None:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, loader))
     else:
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, loader))

@@ -1,15 +1,35 @@
-"""Command line: argv -> config -> app. The only place that exits the process."""
+"""Command line: argv -> config -> app. The only place that exits the process.
+
+``serve`` runs the server; the other commands are clients of a running one over its HTTP API
+(``dnsdisc.client``, urllib only): they import neither aiohttp nor the server machinery, so they
+start fast, and every failure is one line on stderr with exit status 1 (2 for usage errors).
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
+import math
+import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from dnsdisc import __version__
-from dnsdisc.config import DEFAULT_DNS, DEFAULT_DOMAIN, DEFAULT_HTTP, LOG_LEVELS, build
+from dnsdisc import __version__, logs
+from dnsdisc.config import (
+    DEFAULT_DNS,
+    DEFAULT_DOMAIN,
+    DEFAULT_HTTP,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Config,
+    build,
+)
 from dnsdisc.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from dnsdisc.client import Client
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,13 +63,19 @@ def parser() -> argparse.ArgumentParser:
         "--storage", choices=("sqlite", "memory"), help="sqlite (durable, default) or memory"
     )
     s.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    s.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json, a line each")
+    _client_commands(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        config = build(
+    if args.command != "serve":
+        return run_client(args)
+
+    def load() -> Config:
+        # The file is read again on every reload; the flags apply on top each time.
+        return build(
             args.config,
             dns=args.dns,
             http=args.http,
@@ -57,20 +83,20 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir,
             zones=args.zones,
             log_level=args.log_level,
+            log_format=args.log_format,
             storage=args.storage,
         )
+
+    try:
+        config = load()
     except ConfigError as exc:
         print(f"dnsdisc: config error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(config.log_level, config.log_format)
     from dnsdisc import app  # imported late: aiohttp and the loop are not needed for --help
 
     try:
-        app.run(config)
+        app.run(config, load)
     except ConfigError as exc:
         print(f"dnsdisc: config error: {exc}", file=sys.stderr)
         return 2
@@ -82,4 +108,320 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+# -- client commands -------------------------------------------------------------------------
+
+# dnsdisc.client (urllib, http.client) is imported inside the client commands, so that `serve`
+# and --help do not pay for it.
+_Subparsers = argparse._SubParsersAction  # argparse names this type only privately
+
+
+def _http_address(text: str) -> str:
+    from dnsdisc.client import base_url
+
+    try:
+        return base_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _meta_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _client_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        type=_http_address,
+        help=f"the server's HTTP API (default $DNSDISC_HTTP, else {DEFAULT_HTTP}); "
+        "$DNSDISC_TOKEN, when set, is sent as 'Authorization: Bearer <token>'",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print the server's JSON reply")
+    ids = argparse.ArgumentParser(add_help=False)
+    ids.add_argument("service", help="service name (a DNS label)")
+    ids.add_argument("id", help="instance id (a DNS label)")
+
+    r = sub.add_parser(
+        "register",
+        parents=[ids, common, as_json],
+        help="register or replace an instance",
+        description="Register an instance, or replace the one with this id. Fields left out "
+        "take the server's defaults.",
+    )
+    r.add_argument("--address", required=True, metavar="IP", help="IPv4 or IPv6 address")
+    r.add_argument("--port", required=True, type=int, help="port, 1-65535")
+    r.add_argument("--weight", type=int, help="0-65535 (default 100; 0 = drained)")
+    r.add_argument("--priority", type=int, help="SRV priority, lower is preferred (default 0)")
+    r.add_argument("--protocol", choices=("tcp", "udp"), help="default tcp")
+    r.add_argument(
+        "--tag", action="append", default=[], metavar="TAG", help="a tag; repeat for more"
+    )
+    r.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        type=_meta_pair,
+        metavar="KEY=VALUE",
+        help="metadata (served as TXT); repeat for more",
+    )
+    r.add_argument(
+        "--ttl", type=_number, metavar="SECONDS", help="heartbeat lease: critical without one"
+    )
+    check = r.add_mutually_exclusive_group()
+    check.add_argument("--check-http", metavar="PATH", help="active check: HTTP GET of PATH")
+    check.add_argument("--check-tcp", action="store_true", help="active check: TCP connect")
+    r.add_argument("--check-interval", type=_number, metavar="SECONDS", help="default 10")
+    r.add_argument("--check-timeout", type=_number, metavar="SECONDS", help="default 2")
+    r.add_argument("--check-port", type=int, help="default: the instance's port")
+    r.add_argument(
+        "--deregister-after",
+        type=_number,
+        metavar="SECONDS",
+        help="remove the instance after it stayed critical this long",
+    )
+    r.set_defaults(run=_register, subparser=r)
+
+    d = sub.add_parser("deregister", parents=[ids, common], help="remove an instance")
+    d.set_defaults(run=_deregister, subparser=d)
+
+    ls = sub.add_parser(
+        "services",
+        parents=[common, as_json],
+        help="list the services: policy, instances, healthy ones",
+    )
+    ls.set_defaults(run=_services, subparser=ls)
+
+    li = sub.add_parser(
+        "instances",
+        parents=[common, as_json],
+        help="list a service's instances and their health",
+    )
+    li.add_argument("service", help="service name")
+    li.set_defaults(run=_instances, subparser=li)
+
+    h = sub.add_parser(
+        "heartbeat", parents=[ids, common, as_json], help="renew an instance's lease"
+    )
+    h.add_argument("--status", choices=("passing", "warning", "critical"), help="report a state")
+    h.add_argument("--load", type=_number, help="report a load (least_loaded policy)")
+    h.add_argument(
+        "--latency-ms", type=_number, metavar="MS", help="report a latency (latency policy)"
+    )
+    h.set_defaults(run=_heartbeat, subparser=h)
+
+    m = sub.add_parser(
+        "maintenance",
+        parents=[ids, common, as_json],
+        help="take an instance out of the answers, or put it back",
+    )
+    switch = m.add_mutually_exclusive_group(required=True)
+    switch.add_argument("--enable", action="store_true", help="out of the answers")
+    switch.add_argument("--disable", action="store_true", help="back into the answers")
+    m.add_argument("--reason", metavar="TEXT", help="why (with --enable)")
+    m.set_defaults(run=_maintenance, subparser=m)
+
+
+def register_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The instance body's optional fields from ``register``'s flags (only those given)."""
+    usage: Callable[[str], Any] = args.subparser.error
+    fields: dict[str, Any] = {}
+    for name in ("weight", "priority", "protocol", "ttl", "deregister_after"):
+        value = getattr(args, name)
+        if value is not None:
+            fields[name] = value
+    if args.tag:
+        fields["tags"] = list(args.tag)
+    if args.meta:
+        meta: dict[str, str] = {}
+        for key, value in args.meta:
+            if key in meta:
+                usage(f"--meta: key {key!r} given twice")
+            meta[key] = value
+        fields["meta"] = meta
+    tuning = {
+        "interval": args.check_interval,
+        "timeout": args.check_timeout,
+        "port": args.check_port,
+    }
+    if args.check_http is not None or args.check_tcp:
+        spec: dict[str, Any] = (
+            {"type": "http", "path": args.check_http}
+            if args.check_http is not None
+            else {"type": "tcp"}
+        )
+        spec.update({k: v for k, v in tuning.items() if v is not None})
+        fields["check"] = spec
+    elif any(v is not None for v in tuning.values()):
+        usage("--check-interval, --check-timeout and --check-port need --check-http or --check-tcp")
+    return fields
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Left-aligned columns two spaces apart, no trailing blanks."""
+    cells = [[str(c) for c in header], *([str(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def status_text(instance: dict[str, Any]) -> str:
+    """An instance's health as a word; maintenance carries its reason."""
+    health = instance.get("health") or {}
+    status = str(health.get("status", "?"))
+    if status == "maintenance" and health.get("maintenance"):
+        return f"maintenance ({health['maintenance']})"
+    return status
+
+
+def healthy_count(instances: Sequence[dict[str, Any]]) -> int:
+    """Instances handed out: passing or warning."""
+    from dnsdisc.client import HEALTHY
+
+    return sum(1 for i in instances if (i.get("health") or {}).get("status") in HEALTHY)
+
+
+def services_table(services: Sequence[dict[str, Any]]) -> str:
+    """``services`` are service details (``GET /v1/services/{name}``, with their instances)."""
+    if not services:
+        return "no services"
+    rows = [
+        (s["name"], s["policy"], len(s["instances"]), healthy_count(s["instances"]))
+        for s in services
+    ]
+    return format_table(("NAME", "POLICY", "INSTANCES", "HEALTHY"), rows)
+
+
+def instances_table(service: str, instances: Sequence[dict[str, Any]]) -> str:
+    if not instances:
+        return f"{service} has no instances"
+    rows = [
+        (
+            i["id"],
+            i["address"],
+            i["port"],
+            i["weight"],
+            i["priority"],
+            ",".join(i.get("tags") or ()) or "-",
+            status_text(i),
+        )
+        for i in instances
+    ]
+    return format_table(("ID", "ADDRESS", "PORT", "WEIGHT", "PRIORITY", "TAGS", "STATUS"), rows)
+
+
+def _endpoint(instance: dict[str, Any]) -> str:
+    address = str(instance.get("address", "?"))
+    shown = f"[{address}]" if ":" in address else address
+    return f"{shown}:{instance.get('port', '?')}"
+
+
+def _as_json(reply: Any) -> str:
+    return json.dumps(reply, indent=2)
+
+
+def _register(client: Client, args: argparse.Namespace) -> str:
+    fields = register_fields(args)
+    reply = client.register(args.service, args.id, args.address, args.port, **fields)
+    if args.json:
+        return _as_json(reply)
+    return (
+        f"registered {reply['service']}/{reply['id']} at {_endpoint(reply)}: {status_text(reply)}"
+    )
+
+
+def _deregister(client: Client, args: argparse.Namespace) -> str:
+    client.deregister(args.service, args.id)
+    return f"deregistered {args.service.lower()}/{args.id.lower()}"
+
+
+def _services(client: Client, args: argparse.Namespace) -> str:
+    from dnsdisc.client import ClientError
+
+    if args.json:
+        return _as_json(client.request("GET", "/v1/services"))
+    details = []
+    # The list carries instance counts but not health: one request per service for that.
+    for svc in client.services():
+        try:
+            details.append(client.service(svc["name"]))
+        except ClientError as exc:
+            if exc.status != 404:  # deleted since the list was read
+                raise
+    return services_table(details)
+
+
+def _instances(client: Client, args: argparse.Namespace) -> str:
+    reply = client.service(args.service)
+    if args.json:
+        return _as_json(reply)
+    return instances_table(reply["name"], reply["instances"])
+
+
+def _heartbeat(client: Client, args: argparse.Namespace) -> str:
+    reply = client.heartbeat(args.service, args.id, args.status, args.load, args.latency_ms)
+    if args.json:
+        return _as_json(reply)
+    return f"{reply['service']}/{reply['id']}: {status_text(reply)}"
+
+
+def _maintenance(client: Client, args: argparse.Namespace) -> str:
+    if args.disable and args.reason is not None:
+        args.subparser.error("--reason goes with --enable")
+    reply = client.maintenance(args.service, args.id, enabled=args.enable, reason=args.reason)
+    if args.json:
+        return _as_json(reply)
+    return f"{reply['service']}/{reply['id']}: {status_text(reply)}"
+
+
+def run_client(args: argparse.Namespace) -> int:
+    """Run a client command: its output on stdout, or one line on stderr and exit status 1."""
+    from dnsdisc.client import Client, ClientError
+
+    http = args.http or os.environ.get("DNSDISC_HTTP") or DEFAULT_HTTP
+    try:
+        client = Client(http, os.environ.get("DNSDISC_TOKEN") or None)
+    except ValueError as exc:  # only $DNSDISC_HTTP gets here: --http was checked by argparse
+        print(f"dnsdisc: error: DNSDISC_HTTP: {exc}", file=sys.stderr)
+        return 2
+    command: Callable[[Client, argparse.Namespace], str] = args.run
+    try:
+        output = command(client, args)
+    except ClientError as exc:
+        if not exc.status:
+            print(f"dnsdisc: {exc}", file=sys.stderr)
+        else:
+            print(f"dnsdisc: error: {exc}", file=sys.stderr)
+            if exc.status == 401 and client.token is None:
+                print("dnsdisc: the server wants a token: set DNSDISC_TOKEN", file=sys.stderr)
+        return 1
+    except (KeyError, TypeError, AttributeError) as exc:
+        # A 2xx reply without the fields dnsdisc sends: something else answers on that port.
+        print(f"dnsdisc: error: unexpected reply from {client.url}: {exc!r}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    try:
+        print(output)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `dnsdisc services | head -1`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -24,6 +24,7 @@ DEFAULT_HTTP = "127.0.0.1:8054"
 DEFAULT_DOMAIN = "svc.internal."
 MAX_DOMAIN_WIRE = 125
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 STORAGES = ("sqlite", "memory")
 
 
@@ -65,6 +66,7 @@ class Config:
     zones_dir: Path = Path("zones")
     zones_dir_required: bool = False
     log_level: str = "info"
+    log_format: str = "text"
     ns_label: str = "ns"
     ns_addresses: tuple[str, ...] = ()
     hostmaster: str = "hostmaster"
@@ -140,6 +142,7 @@ _KEYS = {
     "data_dir",
     "zones_dir",
     "log_level",
+    "log_format",
     "nameserver",
     "negative_ttl",
     "reverse_zones",
@@ -286,6 +289,10 @@ def from_mapping(data: object, source: str = "", base_dir: Path | None = None) -
         if data["log_level"] not in LOG_LEVELS:
             raise ConfigError(source, "log_level", f"expected one of: {', '.join(LOG_LEVELS)}")
         changes["log_level"] = data["log_level"]
+    if "log_format" in data:
+        if data["log_format"] not in LOG_FORMATS:
+            raise ConfigError(source, "log_format", f"expected one of: {', '.join(LOG_FORMATS)}")
+        changes["log_format"] = data["log_format"]
     ns = _mapping(data.get("nameserver"), source, "nameserver")
     check_keys(ns, _NS_KEYS, source, "nameserver.")
     for key in ("label", "hostmaster"):
@@ -371,6 +378,7 @@ def build(
     data_dir: str | None = None,
     zones: str | None = None,
     log_level: str | None = None,
+    log_format: str | None = None,
     storage: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
@@ -395,6 +403,10 @@ def build(
         if log_level not in LOG_LEVELS:
             raise ConfigError("", "--log-level", f"expected one of: {', '.join(LOG_LEVELS)}")
         changes["log_level"] = log_level
+    if log_format is not None:
+        if log_format not in LOG_FORMATS:
+            raise ConfigError("", "--log-format", f"expected one of: {', '.join(LOG_FORMATS)}")
+        changes["log_format"] = log_format
     if storage is not None:
         if storage not in STORAGES:
             raise ConfigError("", "--storage", f"expected one of: {', '.join(STORAGES)}")

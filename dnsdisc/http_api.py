@@ -19,8 +19,22 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from dnsdisc.errors import ConflictError, DnsdiscError, NotFoundError, StoreError, ValidationError
-from dnsdisc.registry.model import HeartbeatReport, Instance, ServiceSettings, label
+from dnsdisc.errors import (
+    ConfigError,
+    ConflictError,
+    DnsdiscError,
+    NotFoundError,
+    StoreError,
+    ValidationError,
+)
+from dnsdisc.registry.model import (
+    PASSING,
+    WARNING,
+    HeartbeatReport,
+    Instance,
+    ServiceSettings,
+    label,
+)
 from dnsdisc.registry.registry import InstanceState, Registry, Service
 
 log = logging.getLogger(__name__)
@@ -86,6 +100,9 @@ def _service_json(svc: Service, with_instances: bool) -> dict[str, Any]:
     out = svc.settings.to_json()
     out["static"] = svc.static
     out["instance_count"] = len(svc.instances)
+    out["healthy_count"] = sum(
+        1 for st in svc.instances.values() if st.effective_status in (PASSING, WARNING)
+    )
     if with_instances:
         out["instances"] = [_instance_json(s) for _, s in sorted(svc.instances.items())]
     return out
@@ -98,11 +115,13 @@ class Api:
         state: ServerState,
         token: str | None = None,
         metrics: CollectorRegistry | None = None,
+        reload: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.registry = registry
         self.state = state
         self.token = token
         self.metrics = metrics
+        self.reload = reload
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors, self._auth])
@@ -110,6 +129,7 @@ class Api:
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         r.add_get("/metrics", self.metrics_text)
+        r.add_post("/v1/reload", self.reload_config)
         r.add_get("/v1/services", self.list_services)
         r.add_get("/v1/services/{service}", self.get_service)
         r.add_put("/v1/services/{service}", self.put_service)
@@ -173,6 +193,17 @@ class Api:
         ready = s.listeners_up and s.store_open
         body = {"ready": ready, "listeners": s.listeners_up, "store": s.store_open}
         return web.json_response(body, status=200 if ready else 503)
+
+    async def reload_config(self, request: web.Request) -> web.Response:
+        """Re-read the config and zone files; a bad file is a 400 and changes nothing."""
+        if self.reload is None:
+            raise NotFoundError("reload is not available")
+        try:
+            await self.reload()
+        except ConfigError as exc:
+            log.error("reload rejected, the old configuration keeps serving: %s", exc)
+            return error_response(400, f"reload rejected: {exc}", exc.key)
+        return web.json_response({"reloaded": True})
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         if self.metrics is None:

@@ -42,7 +42,7 @@ class World:
         self.index = build_index(self.config, zone_data)
         self.registry = Registry(defaults=self.config.defaults, reserved={"ns"})
         self.health = HealthMonitor(self.registry, self.config.health)
-        attach(self.registry, self.index, self.health)
+        attach(self.registry, self, self.health)
         for svc_settings, instances in zone_data.services:
             self.registry.add_static(svc_settings, instances)
         self.responder = Responder(self.index, random.Random(7))

@@ -166,9 +166,28 @@ class Registry:
         old = self._services.get(settings.name)
         if old is not None:
             for iid, state in old.instances.items():
-                svc.instances.setdefault(iid, state)
+                if not state.instance.static:  # registered before the zone file claimed it
+                    svc.instances.setdefault(iid, state)
+                elif iid in svc.instances and state.instance == svc.instances[iid].instance:
+                    svc.instances[iid] = state  # unchanged by a reload: keep its health
         self._services[settings.name] = svc
         self._notify(settings.name)
+
+    def replace_static(self, services: list[tuple[ServiceSettings, list[Instance]]]) -> None:
+        """Make the zone files' services exactly ``services`` (a reload)."""
+        wanted = {settings.name for settings, _ in services}
+        for svc in [s for s in self._services.values() if s.static]:
+            name = svc.settings.name
+            if name not in wanted:
+                kept = {i: st for i, st in svc.instances.items() if not st.instance.static}
+                if kept:
+                    svc.static = False
+                    svc.instances = kept
+                else:
+                    del self._services[name]
+                self._notify(name)
+        for settings, instances in services:
+            self.add_static(settings, instances)
 
     # -- writing -----------------------------------------------------------------------------
 
