@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import signal
 import socket
@@ -17,7 +16,7 @@ from typing import Protocol
 from aiohttp import web
 
 from dnsdisc import zones
-from dnsdisc.config import Config, HostPort
+from dnsdisc.config import Config, HostPort, is_loopback
 from dnsdisc.dns import wire
 from dnsdisc.dns.answer import Responder
 from dnsdisc.dns.forward import Forwarder
@@ -127,7 +126,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         raise
     server.state.listeners_up = True
     health.start()
-    if config.token is None and not _is_loopback(config.http_listen.host):
+    if config.token is None and not is_loopback(config.http_listen.host):
         log.warning(
             "the HTTP API listens on %s without a token: anyone who reaches it can change "
             "the registry (set DNSDISC_TOKEN or http.token)",
@@ -185,15 +184,6 @@ async def _listen(server: Server, forwarder: Forwarder | None) -> None:
     server.http_runner = runner
     site = web.TCPSite(runner, config.http_listen.host, config.http_listen.port, reuse_address=True)
     await site.start()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _family(hp: HostPort) -> int:

@@ -16,7 +16,6 @@ words.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import logging
 import random
@@ -31,6 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from dnsdisc.balance import srv_order
+from dnsdisc.config import DEFAULT_DNS, DEFAULT_DOMAIN, DEFAULT_HTTP, is_loopback
 from dnsdisc.errors import DnsdiscError
 
 if TYPE_CHECKING:  # imported lazily: the CLI needs neither dnspython nor asyncio
@@ -43,9 +43,6 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HTTP = "127.0.0.1:8054"
-DEFAULT_DNS = "127.0.0.1:8053"
-DEFAULT_DOMAIN = "svc.internal"
 HEALTHY = ("passing", "warning")  # the states whose instances are handed out
 # After a failed heartbeat the next try comes sooner than the regular ttl/3, but not more than
 # once a second, so a lease survives a short outage without hammering a server that is down.
@@ -119,15 +116,6 @@ def base_url(http: str) -> str:
     return f"{scheme}://{shown}:{port}"
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _reason(exc: BaseException) -> str:
     """Why a request got no HTTP reply, in a few words."""
     if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
@@ -177,7 +165,7 @@ class Client:
         host = urllib.parse.urlsplit(self.url).hostname or ""
         # A proxy from the environment (http_proxy) must not catch requests to a local dnsdisc;
         # urllib, unlike curl and Go, does not exempt loopback by itself.
-        handlers = [urllib.request.ProxyHandler({})] if _is_loopback(host) else []
+        handlers = [urllib.request.ProxyHandler({})] if is_loopback(host) else []
         self._opener = urllib.request.build_opener(*handlers)
 
     def __repr__(self) -> str:

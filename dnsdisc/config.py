@@ -97,6 +97,16 @@ class Config:
         return tuple(dict.fromkeys(found)) or ("127.0.0.1",)
 
 
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_hostport(text: object, source: str, key: str) -> HostPort:
     expected = "HOST:PORT, e.g. 127.0.0.1:8053 or [::1]:8053, with a port from 1 to 65535"
     if not isinstance(text, str):
