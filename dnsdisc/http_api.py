@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -50,6 +51,35 @@ _WRITE_METHODS = {"PUT", "POST", "DELETE", "PATCH"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# The dashboard: the files shipped in dnsdisc/ui/, read once, by name (nothing else is served).
+_UI_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+
+
+def _ui_files(folder: Path) -> dict[str, tuple[bytes, str]]:
+    if not folder.is_dir():
+        return {}
+    return {
+        p.name: (p.read_bytes(), _UI_TYPES[p.suffix])
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix in _UI_TYPES
+    }
+
+
+UI_FILES = _ui_files(Path(__file__).resolve().parent / "ui")
+_UI_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'"
+    ),
+}
+
 
 @dataclass(slots=True)
 class ServerState:
@@ -82,21 +112,26 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
         raise ValidationError("body", "the body is nested too deeply") from None
 
 
-def _instance_json(state: InstanceState) -> dict[str, Any]:
+def _instance_json(state: InstanceState, stats: bool = False) -> dict[str, Any]:
     out = state.instance.to_json()
     out["load"] = state.load
     out["latency_ms"] = state.latency_ms
+    if stats:
+        # Changes with every DNS query, so only when asked for (``?stats=1``): the plain
+        # representation changes only when the registry does.
+        out["answers"] = state.answers
     out["health"] = {
         "status": state.effective_status,
         "check_status": state.status,
         "since": datetime.fromtimestamp(state.wall_since, UTC).isoformat(timespec="seconds"),
         "output": state.output,
         "maintenance": state.maintenance,
+        "history": [{"time": when, "status": status} for when, status in state.history],
     }
     return out
 
 
-def _service_json(svc: Service, with_instances: bool) -> dict[str, Any]:
+def _service_json(svc: Service, with_instances: bool, stats: bool = False) -> dict[str, Any]:
     out = svc.settings.to_json()
     out["static"] = svc.static
     out["instance_count"] = len(svc.instances)
@@ -104,8 +139,12 @@ def _service_json(svc: Service, with_instances: bool) -> dict[str, Any]:
         1 for st in svc.instances.values() if st.effective_status in (PASSING, WARNING)
     )
     if with_instances:
-        out["instances"] = [_instance_json(s) for _, s in sorted(svc.instances.items())]
+        out["instances"] = [_instance_json(s, stats) for _, s in sorted(svc.instances.items())]
     return out
+
+
+def _wants_stats(request: web.Request) -> bool:
+    return request.query.get("stats", "").lower() in ("1", "true")
 
 
 class Api:
@@ -140,6 +179,9 @@ class Api:
         r.add_delete(base, self.delete_instance)
         r.add_post(base + "/heartbeat", self.heartbeat)
         r.add_put(base + "/maintenance", self.maintenance)
+        r.add_get("/ui", self.ui_redirect)
+        r.add_get("/ui/", self.ui_file)
+        r.add_get("/ui/{name}", self.ui_file)
         return app
 
     # -- middlewares -------------------------------------------------------------------------
@@ -211,6 +253,19 @@ class Api:
         body = generate_latest(self.metrics)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    # -- dashboard ---------------------------------------------------------------------------
+
+    async def ui_redirect(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/ui/")
+
+    async def ui_file(self, request: web.Request) -> web.Response:
+        """The dashboard's static files (dnsdisc/ui/), read-only and open like every GET."""
+        found = UI_FILES.get(request.match_info.get("name") or "index.html")
+        if found is None:
+            raise web.HTTPNotFound()
+        body, content_type = found
+        return web.Response(body=body, headers={**_UI_HEADERS, "Content-Type": content_type})
+
     # -- services ----------------------------------------------------------------------------
 
     async def list_services(self, request: web.Request) -> web.Response:
@@ -219,7 +274,8 @@ class Api:
 
     async def get_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")
-        return web.json_response(_service_json(self.registry.service(name), True))
+        stats = _wants_stats(request)
+        return web.json_response(_service_json(self.registry.service(name), True, stats))
 
     async def put_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")
@@ -245,7 +301,8 @@ class Api:
 
     async def get_instance(self, request: web.Request) -> web.Response:
         service, iid = self._ids(request)
-        return web.json_response(_instance_json(self.registry.instance(service, iid)))
+        state = self.registry.instance(service, iid)
+        return web.json_response(_instance_json(state, _wants_stats(request)))
 
     async def put_instance(self, request: web.Request) -> web.Response:
         service, iid = self._ids(request)

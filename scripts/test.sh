@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # tool -> Debian package that provides it
 declare -A PACKAGES=(
   [dig]=dnsutils [kdig]=knot-dnsutils [unbound]=unbound [dnsmasq]=dnsmasq-base
-  [ip]=iproute2 [getent]=libc-bin [curl]=curl
+  [ip]=iproute2 [getent]=libc-bin [curl]=curl [chromium]=chromium
 )
 missing=()
 for tool in "${!PACKAGES[@]}"; do

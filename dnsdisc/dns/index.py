@@ -123,6 +123,12 @@ class RRSet:
             tail = self.tail
             order = policy(tail, self.counter, rng) if policy else range(len(tail))
             out += [tail[i] for i in order]
+        if policy is not None and out and (self.rtype == wire.A or self.rtype == wire.AAAA):
+            # Count who a balanced address answer handed out first (the dashboard's answer
+            # shares): the registry's InstanceState behind a Live, when it has one.
+            state = getattr(out[0].live, "state", None)
+            if state is not None:
+                state.answers += 1
         if self.limit is not None:
             return out[: self.limit]
         return out

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from dnsdisc.errors import ConflictError, NotFoundError, StoreError, ValidationError
 from dnsdisc.registry.model import (
@@ -30,6 +31,9 @@ Listener = Callable[[str], None]
 StatusListener = Callable[[str, str, str, str], None]
 
 log = logging.getLogger(__name__)
+
+# Status changes kept per instance for people (InstanceState.history).
+HISTORY_LEN = 20
 
 
 @dataclass(slots=True)
@@ -50,6 +54,11 @@ class InstanceState:
     # When the status last changed (for flap damping) and when it last left critical (slow start).
     changes: deque[float] = field(default_factory=lambda: deque(maxlen=32))
     recovered_at: float | None = None
+    # How often the DNS answers handed this instance out first in its service's balanced A/AAAA
+    # answers (counted by the answer index), and the latest effective status changes as
+    # (wall time ISO 8601, status), for people (the dashboard).
+    answers: int = 0
+    history: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=HISTORY_LEN))
 
     @property
     def effective_status(self) -> str:
@@ -61,6 +70,12 @@ class InstanceState:
         self.status, self.since, self.wall_since = prev.status, prev.since, prev.wall_since
         self.output, self.maintenance = prev.output, prev.maintenance
         self.changes, self.recovered_at = prev.changes, prev.recovered_at
+        self.answers, self.history = prev.answers, prev.history
+
+    def record(self, wall: float) -> None:
+        """Note the effective status in ``history`` (after it changed at ``wall``)."""
+        when = datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds")
+        self.history.append((when, self.effective_status))
 
 
 @dataclass(slots=True)
@@ -283,8 +298,11 @@ class Registry:
         now = self.clock()
         if state.status == CRITICAL:
             state.recovered_at = now
-        state.status, state.since, state.wall_since = status, now, time.time()
+        wall = time.time()
+        state.status, state.since, state.wall_since = status, now, wall
         state.changes.append(now)
+        if state.effective_status != before:
+            state.record(wall)
         log.info("instance %s/%s is %s: %s", service, instance_id, status, output)
         self._status_changed(service, instance_id, before, state.effective_status)
         return True
@@ -318,6 +336,8 @@ class Registry:
             return state
         before = state.effective_status
         state.maintenance = reason
+        if state.effective_status != before:
+            state.record(time.time())
         log.info(
             "instance %s/%s %s",
             service,
