@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,26 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def readme_block(heading: str, lang: str = "console") -> str:
+    """The first fenced ``lang`` block of the README section headed ``## heading``."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    block = re.search(rf"```{lang}\n(.*?)```", section, re.S)
+    assert block, f"README has a {lang} block under {heading!r}"
+    return block.group(1)
+
+
+def console_steps(block: str) -> list[tuple[str, list[str]]]:
+    """``$ command`` lines of a console block, each with the output lines shown under it."""
+    steps: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        elif steps:
+            steps[-1][1].append(line)
+    return steps
 
 
 def require_tool(name: str) -> str:

@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 
 from dnsdisc.client import AsyncClient, Client, ClientError, ResolveError, pick, resolve
-from helpers import ROOT, DnsdiscProcess, free_port, require_tool, running
+from helpers import (
+    ROOT,
+    DnsdiscProcess,
+    console_steps,
+    free_port,
+    readme_block,
+    require_tool,
+    running,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -399,21 +407,9 @@ def test_resolve_weights_against_the_server(server: DnsdiscProcess) -> None:
 # -- the README ------------------------------------------------------------------------------
 
 
-def readme_section() -> str:
-    text = (ROOT / "README.md").read_text()
-    return text.split("## CLI and Python client", 1)[1].split("\n## ", 1)[0]
-
-
 def test_readme_cli_block(server: DnsdiscProcess) -> None:
     require_tool("dig")
-    block = re.search(r"```console\n(.*?)```", readme_section(), re.S)
-    assert block, "README has a console block under 'CLI and Python client'"
-    steps: list[tuple[str, list[str]]] = []
-    for line in block.group(1).splitlines():
-        if line.startswith("$ "):
-            steps.append((line[2:], []))
-        else:
-            steps[-1][1].append(line)
+    steps = console_steps(readme_block("CLI and Python client"))
     assert sum(cmd.startswith("dnsdisc ") for cmd, _ in steps) >= 8
     run_as = f'dnsdisc() {{ "{sys.executable}" -m dnsdisc "$@"; }}; '
     env = {k: v for k, v in os.environ.items() if k != "DNSDISC_TOKEN"}
@@ -437,9 +433,7 @@ def test_readme_cli_block(server: DnsdiscProcess) -> None:
 
 
 def test_readme_python_block(server: DnsdiscProcess) -> None:
-    block = re.search(r"```python\n(.*?)```", readme_section(), re.S)
-    assert block, "README has a python block under 'CLI and Python client'"
-    code = block.group(1)
+    code = readme_block("CLI and Python client", "python")
     expected = [line.split("# -> ", 1)[1] for line in code.splitlines() if "# -> " in line]
     assert len(expected) >= 3
     code = code.replace("127.0.0.1:8054", f"127.0.0.1:{server.http_port}").replace(

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 
-from helpers import ROOT, DnsdiscProcess, require_tool
-
-
-def worked_example() -> list[tuple[str, list[str]]]:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Worked example", 1)[1]
-    block = re.search(r"```console\n(.*?)```", section, re.S)
-    assert block, "README has a console block under 'Worked example'"
-    steps: list[tuple[str, list[str]]] = []
-    for line in block.group(1).splitlines():
-        if line.startswith("$ "):
-            steps.append((line[2:], []))
-        else:
-            steps[-1][1].append(line)
-    return steps
+from helpers import DnsdiscProcess, console_steps, readme_block, require_tool
 
 
 def test_readme_worked_example(server: DnsdiscProcess) -> None:
     require_tool("dig")
     require_tool("curl")
-    steps = worked_example()
+    steps = console_steps(readme_block("Worked example"))
     assert len(steps) >= 8
     for command, expected in steps:
         cmd = command.replace("localhost:8054", f"127.0.0.1:{server.http_port}").replace(
