@@ -42,6 +42,7 @@ class Server:
     index: AnswerIndex
     health: HealthMonitor
     responder: Responder
+    forwarder: Forwarder | None = None
     # Re-reads the config file and applies the same flags again (for reload); None: no file.
     loader: Callable[[], Config] | None = None
     api: Api | None = None
@@ -49,6 +50,7 @@ class Server:
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
     tcp_servers: list[asyncio.AbstractServer] = field(default_factory=list)
     http_runner: web.AppRunner | None = None
+    tcp_state: TCPState | None = None
 
 
 def build_index(config: Config, zone_data: zones.ZoneData) -> AnswerIndex:
@@ -108,7 +110,13 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     health = HealthMonitor(registry, config.health)
     forwarder = Forwarder(config.recursors, config.recursor_timeout) if config.recursors else None
     server = Server(
-        config, registry, index, health, Responder(index, forwarding=forwarder is not None), loader
+        config,
+        registry,
+        index,
+        health,
+        Responder(index, forwarding=forwarder is not None),
+        forwarder,
+        loader,
     )
     attach(registry, server, health)
     try:
@@ -153,11 +161,12 @@ async def _listen(server: Server, forwarder: Forwarder | None) -> None:
         if rrl
         else None
     )
-    tcp_state = TCPState(config.tcp_max_connections, config.tcp_idle_timeout)
+    tcp_state = TCPState(config.tcp_max_connections, config.tcp_idle_timeout, config.query_log)
+    server.tcp_state = tcp_state
     for hp in config.dns_listen:
         family = _family(hp)
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: UDPProtocol(responder, forwarder, limiter),
+            lambda: UDPProtocol(responder, forwarder, limiter, config.query_log),
             local_addr=(hp.host, hp.port),
             family=family,
         )
@@ -170,7 +179,9 @@ async def _listen(server: Server, forwarder: Forwarder | None) -> None:
             reuse_address=True,
         )
         server.tcp_servers.append(tcp)
-    collector = DnsdiscCollector(server.registry, server.health, responder, limiter, forwarder)
+    collector = DnsdiscCollector(
+        server.registry, server.health, responder, limiter, forwarder, server.state
+    )
     api = Api(
         server.registry,
         server.state,
@@ -191,14 +202,22 @@ def _family(hp: HostPort) -> int:
 
 
 async def stop(server: Server) -> None:
+    """Graceful: stop accepting, let relayed queries finish (bounded), flush and close every
+    connection, then close the store (every acknowledged write is already committed)."""
     server.state.listeners_up = False
-    await server.health.stop()
-    if server.http_runner is not None:
-        await server.http_runner.cleanup()
     for tcp in server.tcp_servers:
-        tcp.close()
+        tcp.close()  # no new TCP connections; open ones keep being answered meanwhile
+    if server.http_runner is not None:
+        await server.http_runner.cleanup()  # waits for requests in progress
+    await server.health.stop()
+    if server.forwarder is not None and server.forwarder.tasks:
+        await asyncio.wait(set(server.forwarder.tasks), timeout=server.forwarder.timeout + 1)
     for transport in server.transports:
         transport.close()
+    if server.tcp_state is not None:
+        for conn in list(server.tcp_state.connections):
+            if conn.transport is not None:
+                conn.transport.close()  # writes what is buffered, then closes
     for tcp in server.tcp_servers:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(tcp.wait_closed(), 2)

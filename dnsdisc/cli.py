@@ -64,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     s.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json, a line each")
+    s.add_argument("--query-log", action="store_true", help="log one line per DNS query")
     _client_commands(sub)
     return p
 
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             zones=args.zones,
             log_level=args.log_level,
             log_format=args.log_format,
+            query_log=args.query_log,
             storage=args.storage,
         )
 

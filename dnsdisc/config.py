@@ -67,6 +67,7 @@ class Config:
     zones_dir_required: bool = False
     log_level: str = "info"
     log_format: str = "text"
+    query_log: bool = False
     ns_label: str = "ns"
     ns_addresses: tuple[str, ...] = ()
     hostmaster: str = "hostmaster"
@@ -153,6 +154,7 @@ _KEYS = {
     "zones_dir",
     "log_level",
     "log_format",
+    "query_log",
     "nameserver",
     "negative_ttl",
     "reverse_zones",
@@ -299,6 +301,10 @@ def from_mapping(data: object, source: str = "", base_dir: Path | None = None) -
         if data["log_level"] not in LOG_LEVELS:
             raise ConfigError(source, "log_level", f"expected one of: {', '.join(LOG_LEVELS)}")
         changes["log_level"] = data["log_level"]
+    if "query_log" in data:
+        if not isinstance(data["query_log"], bool):
+            raise ConfigError(source, "query_log", "expected true or false")
+        changes["query_log"] = data["query_log"]
     if "log_format" in data:
         if data["log_format"] not in LOG_FORMATS:
             raise ConfigError(source, "log_format", f"expected one of: {', '.join(LOG_FORMATS)}")
@@ -389,6 +395,7 @@ def build(
     zones: str | None = None,
     log_level: str | None = None,
     log_format: str | None = None,
+    query_log: bool | None = None,
     storage: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
@@ -413,6 +420,8 @@ def build(
         if log_level not in LOG_LEVELS:
             raise ConfigError("", "--log-level", f"expected one of: {', '.join(LOG_LEVELS)}")
         changes["log_level"] = log_level
+    if query_log:
+        changes["query_log"] = True
     if log_format is not None:
         if log_format not in LOG_FORMATS:
             raise ConfigError("", "--log-format", f"expected one of: {', '.join(LOG_FORMATS)}")

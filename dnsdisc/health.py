@@ -121,6 +121,7 @@ class HealthMonitor:
         self.cfg = cfg or HealthConfig()
         self.clock = registry.clock
         self.transitions: Counter[str] = Counter()
+        self.check_results: Counter[tuple[str, bool]] = Counter()  # (http|tcp, success)
         self._wake: dict[str, float] = {}
         self._leases: list[tuple[float, str, str]] = []
         self._leased: set[tuple[str, str]] = set()
@@ -253,6 +254,7 @@ class HealthMonitor:
         successes = failures = 0
         while True:
             ok, output, latency_ms = await self.probe(spec, inst.address, spec.port or inst.port)
+            self.check_results[(spec.type, ok)] += 1
             if ok:
                 successes, failures = successes + 1, 0
             else:

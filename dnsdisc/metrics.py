@@ -10,13 +10,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+import dns.rcode
+import dns.rdatatype
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from dnsdisc.dns.answer import Responder
 from dnsdisc.dns.forward import Forwarder
 from dnsdisc.dns.ratelimit import RateLimiter
+from dnsdisc.dns.stats import LATENCY_BUCKETS
 from dnsdisc.health import HealthMonitor
+from dnsdisc.http_api import ServerState
 from dnsdisc.registry.registry import Registry
 
 
@@ -28,7 +37,9 @@ class DnsdiscCollector(Collector):
         responder: Responder,
         limiter: RateLimiter | None = None,
         forwarder: Forwarder | None = None,
+        state: ServerState | None = None,
     ) -> None:
+        self.state = state
         self.registry = registry
         self.health = health
         self.responder = responder
@@ -56,6 +67,47 @@ class DnsdiscCollector(Collector):
         for status, n in sorted(self.health.transitions.items()):
             changes.add_metric([status], n)
         yield changes
+        stats = self.responder.stats
+        queries = CounterMetricFamily(
+            "dnsdisc_dns_queries",
+            "Queries answered, by query type and rcode (type 0: the question was not read)",
+            labels=["type", "rcode"],
+        )
+        for (qtype, rcode), n in sorted(stats.by_type_rcode.items()):
+            kind = dns.rdatatype.to_text(dns.rdatatype.RdataType.make(qtype))
+            queries.add_metric([kind, dns.rcode.to_text(dns.rcode.Rcode.make(rcode))], n)
+        yield queries
+        yield CounterMetricFamily(
+            "dnsdisc_dns_truncated", "UDP replies sent with TC set", value=stats.truncated
+        )
+        buckets, running = [], 0
+        for bound, n in zip(
+            [*map(str, LATENCY_BUCKETS), "+Inf"], stats.latency_buckets, strict=True
+        ):
+            running += n
+            buckets.append((bound, running))
+        yield HistogramMetricFamily(
+            "dnsdisc_dns_answer_seconds",
+            "Time to build each reply inside the server (from bytes in to bytes out)",
+            buckets=buckets,
+            sum_value=stats.latency_sum,
+        )
+        writes = CounterMetricFamily(
+            "dnsdisc_registry_writes", "Acknowledged registry writes, by kind", labels=["kind"]
+        )
+        for kind, n in sorted(self.registry.writes.items()):
+            writes.add_metric([kind], n)
+        yield writes
+        checks = CounterMetricFamily(
+            "dnsdisc_health_checks", "Active check results", labels=["type", "result"]
+        )
+        for (kind, ok), n in sorted(self.health.check_results.items()):
+            checks.add_metric([kind, "success" if ok else "failure"], n)
+        yield checks
+        if self.state is not None:
+            yield GaugeMetricFamily(
+                "dnsdisc_store_up", "1 while the store is open", value=int(self.state.store_open)
+            )
         yield CounterMetricFamily(
             "dnsdisc_dns_internal_errors",
             "Queries answered SERVFAIL because answering raised (a bug)",

@@ -13,9 +13,11 @@ import logging
 import random
 import struct
 from collections.abc import Sequence
+from time import perf_counter
 
 from dnsdisc.dns import wire
 from dnsdisc.dns.index import AnswerIndex, Item, Node, RRSet
+from dnsdisc.dns.stats import QueryStats
 
 log = logging.getLogger(__name__)
 
@@ -46,36 +48,41 @@ class Responder:
         # With recursors configured, names outside our zones are FORWARDed instead of REFUSED.
         self.forwarding = forwarding
         self.errors = 0
+        self.stats = QueryStats()
 
     def respond(self, data: bytes, tcp: bool = False) -> bytes | _Forward | None:
         """The reply to one query; None when the packet gets no reply at all; FORWARD when the
         name is outside our zones and an upstream should answer it."""
+        started = perf_counter()
         try:
-            return self._respond(data, tcp)
+            reply = self._respond(data, tcp)
         except wire.ShortPacketError:
             return None
         except Exception:
             self.errors += 1
             log.debug("failed to answer a packet", exc_info=True)
             return _bare(data, wire.SERVFAIL) if len(data) >= 12 else None
+        self.stats.observe(perf_counter() - started)
+        return reply
 
     def _respond(self, data: bytes, tcp: bool) -> bytes | _Forward | None:
         try:
             q = wire.parse_query(data)
         except wire.FormatError:
-            return _bare(data, wire.FORMERR)
+            return self._bare(data, wire.FORMERR)
         flags = q.flags
         if flags & wire.FLAG_QR:
             return None  # a response sent to us: replying could start a loop
         if flags & wire.OPCODE_MASK:
-            return _bare(data, wire.NOTIMP)
+            return self._bare(data, wire.NOTIMP)
         if q.qdcount != 1:
-            return _bare(data, wire.FORMERR)
+            return self._bare(data, wire.FORMERR)
         reply_flags = wire.FLAG_QR | (flags & _COPY_FLAGS)
         if q.edns and q.edns_version > 0:
             out = bytearray(wire.header(q.id, reply_flags, 1, 0, 0, 1))
             out += q.question
             out += wire.opt_record(wire.EDNS_SIZE, wire.BADVERS >> 4)
+            self.stats.by_type_rcode[(q.qtype, wire.BADVERS)] += 1
             return bytes(out)
         if q.qclass != wire.CLASS_IN:
             return self._finish(q, reply_flags | wire.REFUSED, bytearray(), 0, 0, 0)
@@ -166,6 +173,11 @@ class Responder:
             flags_out |= wire.FLAG_TC
         return self._finish(q, flags_out, body, an, 0, ar)
 
+    def _bare(self, data: bytes, rcode: int) -> bytes:
+        # Counted under type 0: the question was not read.
+        self.stats.by_type_rcode[(0, rcode)] += 1
+        return _bare(data, rcode)
+
     def _finish(
         self, q: wire.Query, flags: int, body: bytearray, an: int, ns: int, ar: int
     ) -> bytes:
@@ -176,6 +188,10 @@ class Responder:
             body += wire.opt_record(wire.EDNS_SIZE, 0, bool(q.edns_flags & wire.DO_BIT))
             ar += 1
         wire.HEADER.pack_into(body, 0, q.id, flags, 1, an, ns, ar)
+        stats = self.stats
+        stats.by_type_rcode[(q.qtype, flags & 0x0F)] += 1
+        if flags & wire.FLAG_TC:
+            stats.truncated += 1
         return bytes(body)
 
 

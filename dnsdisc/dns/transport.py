@@ -10,11 +10,30 @@ import logging
 import struct
 from typing import cast
 
-from dnsdisc.dns import ratelimit
+from dnsdisc.dns import ratelimit, wire
 from dnsdisc.dns.answer import FORWARD, Responder
 from dnsdisc.dns.forward import Forwarder
 
 log = logging.getLogger(__name__)
+query_log = logging.getLogger("dnsdisc.query")
+
+
+def log_query(client: object, query: bytes, reply: bytes | None, tcp: bool) -> None:
+    """One line per query (``--query-log``): client, name, type, rcode, answer count."""
+    try:
+        q = wire.parse_query(query)
+        name = wire.wire_to_text(q.qname.lower()) if q.qname else "-"
+        qtype = q.qtype
+    except Exception:  # a malformed query is logged as such, never raised
+        name, qtype = "-", 0
+    if reply is None or len(reply) < 12:
+        outcome = "no reply"
+    else:
+        rcode = reply[3] & 0x0F
+        answers = int.from_bytes(reply[6:8], "big")
+        outcome = f"rcode {rcode} answers {answers}{' TC' if reply[2] & 0x02 else ''}"
+    query_log.info("%s %s %s type %d: %s", "tcp" if tcp else "udp", client, name, qtype, outcome)
+
 
 _LEN = struct.Struct("!H")
 
@@ -25,10 +44,12 @@ class UDPProtocol(asyncio.DatagramProtocol):
         responder: Responder,
         forwarder: Forwarder | None = None,
         limiter: ratelimit.RateLimiter | None = None,
+        log_queries: bool = False,
     ) -> None:
         self.responder = responder
         self.forwarder = forwarder
         self.limiter = limiter
+        self.log_queries = log_queries
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -37,6 +58,8 @@ class UDPProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         reply = self.responder.respond(data, False)
+        if self.log_queries:
+            log_query(addr[0], data, reply if isinstance(reply, bytes) else None, False)
         if reply is None:
             return
         if reply is FORWARD:
@@ -63,9 +86,12 @@ class UDPProtocol(asyncio.DatagramProtocol):
 class TCPState:
     """Shared by every TCP connection of one listener: the connection cap and idle timeout."""
 
-    def __init__(self, max_connections: int = 1000, idle_timeout: float = 10.0) -> None:
+    def __init__(
+        self, max_connections: int = 1000, idle_timeout: float = 10.0, log_queries: bool = False
+    ) -> None:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.log_queries = log_queries
         self.connections: set[TCPProtocol] = set()
 
 
@@ -122,6 +148,10 @@ class TCPProtocol(asyncio.Protocol):
             del buf[: 2 + length]
             answered = True
             reply = self.responder.respond(message, True)
+            if self.state.log_queries:
+                peer = self.transport.get_extra_info("peername") if self.transport else None
+                client = peer[0] if peer else "-"
+                log_query(client, message, reply if isinstance(reply, bytes) else None, True)
             if reply is FORWARD:
                 if self.forwarder is not None:
                     # Answered when the upstream replies; RFC 7766 lets replies overtake.

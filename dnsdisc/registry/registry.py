@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -108,6 +108,8 @@ class Registry:
         self._services: dict[str, Service] = {}
         self._listeners: list[Listener] = []
         self._status_listeners: list[StatusListener] = []
+        # Acknowledged writes by kind (put_instance, del_instance, ...), for the metrics.
+        self.writes: Counter[str] = Counter()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -411,6 +413,7 @@ class Registry:
         async def commit_then_apply() -> None:
             await self.store.commit(ops)  # one transaction: all of a write or none of it
             apply()
+            self.writes[ops[-1].kind] += 1
 
         await asyncio.shield(commit_then_apply())
 
