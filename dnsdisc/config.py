@@ -228,6 +228,13 @@ def _health(data: Mapping[str, Any], source: str) -> HealthConfig:
     )
 
 
+def _choice(value: object, choices: tuple[str, ...], source: str, key: str) -> str:
+    if value not in choices:
+        raise ConfigError(source, key, f"expected one of: {', '.join(choices)}")
+    assert isinstance(value, str)
+    return value
+
+
 def config_int(value: object, source: str, key: str, lo: int, hi: int) -> int:
     try:
         return bounded_int(value, key, lo, hi)
@@ -289,26 +296,20 @@ def from_mapping(data: object, source: str = "", base_dir: Path | None = None) -
             raise ConfigError(source, "http.token", "expected a non-empty string")
         changes["token"] = http["token"]
     if "storage" in data:
-        if data["storage"] not in STORAGES:
-            raise ConfigError(source, "storage", f"expected one of: {', '.join(STORAGES)}")
-        changes["storage"] = data["storage"]
+        changes["storage"] = _choice(data["storage"], STORAGES, source, "storage")
     if "data_dir" in data:
         changes["data_dir"] = path_of("data_dir")
     if "zones_dir" in data:
         changes["zones_dir"] = path_of("zones_dir")
         changes["zones_dir_required"] = True
     if "log_level" in data:
-        if data["log_level"] not in LOG_LEVELS:
-            raise ConfigError(source, "log_level", f"expected one of: {', '.join(LOG_LEVELS)}")
-        changes["log_level"] = data["log_level"]
+        changes["log_level"] = _choice(data["log_level"], LOG_LEVELS, source, "log_level")
     if "query_log" in data:
         if not isinstance(data["query_log"], bool):
             raise ConfigError(source, "query_log", "expected true or false")
         changes["query_log"] = data["query_log"]
     if "log_format" in data:
-        if data["log_format"] not in LOG_FORMATS:
-            raise ConfigError(source, "log_format", f"expected one of: {', '.join(LOG_FORMATS)}")
-        changes["log_format"] = data["log_format"]
+        changes["log_format"] = _choice(data["log_format"], LOG_FORMATS, source, "log_format")
     ns = _mapping(data.get("nameserver"), source, "nameserver")
     check_keys(ns, _NS_KEYS, source, "nameserver.")
     for key in ("label", "hostmaster"):
@@ -417,17 +418,11 @@ def build(
         changes["zones_dir"] = Path(zones)
         changes["zones_dir_required"] = True
     if log_level is not None:
-        if log_level not in LOG_LEVELS:
-            raise ConfigError("", "--log-level", f"expected one of: {', '.join(LOG_LEVELS)}")
-        changes["log_level"] = log_level
+        changes["log_level"] = _choice(log_level, LOG_LEVELS, "", "--log-level")
     if query_log:
         changes["query_log"] = True
     if log_format is not None:
-        if log_format not in LOG_FORMATS:
-            raise ConfigError("", "--log-format", f"expected one of: {', '.join(LOG_FORMATS)}")
-        changes["log_format"] = log_format
+        changes["log_format"] = _choice(log_format, LOG_FORMATS, "", "--log-format")
     if storage is not None:
-        if storage not in STORAGES:
-            raise ConfigError("", "--storage", f"expected one of: {', '.join(STORAGES)}")
-        changes["storage"] = storage
+        changes["storage"] = _choice(storage, STORAGES, "", "--storage")
     return replace(cfg, **changes)

@@ -141,11 +141,10 @@ class Zone:
 
 
 class Node:
-    __slots__ = ("rrsets", "soa", "zone")
+    __slots__ = ("rrsets", "soa")
 
     def __init__(self, zone: Zone, rrsets: dict[int, RRSet], name: bytes) -> None:
         self.rrsets = rrsets
-        self.zone = zone
         # The zone's SOA with its owner encoded relative to this name, for NODATA answers.
         self.soa = wire.owner_pointer(zone.apex, name) + zone.soa
 
