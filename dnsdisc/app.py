@@ -1,56 +1,59 @@
 """Lifecycle: open the store, load zones, build the answer index, start DNS (UDP and TCP) and
-HTTP listeners on one asyncio loop, wait for a signal, drain and close. No protocol logic here."""
+HTTP listeners, wait for a signal, drain and close. No protocol logic here.
+
+DNS is answered in this process (``workers: 0``) or by worker processes that share the port
+(``dnsdisc.workers``); this process always owns the store, the HTTP API and the health checks."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from aiohttp import web
 
 from dnsdisc import zones
-from dnsdisc.config import Config, HostPort, is_loopback
+from dnsdisc.config import Config, is_loopback
 from dnsdisc.dns import wire
-from dnsdisc.dns.answer import Responder
-from dnsdisc.dns.forward import Forwarder
-from dnsdisc.dns.index import AnswerIndex, IndexSettings
-from dnsdisc.dns.ratelimit import RateLimiter
-from dnsdisc.dns.transport import TCPProtocol, TCPState, UDPProtocol
+from dnsdisc.dns.face import DnsFace
+from dnsdisc.dns.index import AnswerIndex, IndexSettings, Live
+from dnsdisc.dns.stats import DnsCounters
 from dnsdisc.errors import ConfigError
 from dnsdisc.health import HealthMonitor
 from dnsdisc.http_api import Api, ServerState
 from dnsdisc.metrics import DnsdiscCollector, metrics_registry
+from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.store import open_store
+from dnsdisc.workers import WorkerPool
 
 log = logging.getLogger("dnsdisc")
 
 
 @dataclass
 class Server:
-    """A running dnsdisc: what ``start`` opened and ``stop`` closes."""
+    """A running dnsdisc: what ``start`` opened and ``stop`` closes.
+
+    DNS is answered either here (``face``: workers 0) or by worker processes (``pool``); either
+    way ``index`` is what the registry's changes are rebuilt into."""
 
     config: Config
     registry: Registry
-    index: AnswerIndex
     health: HealthMonitor
-    responder: Responder
-    forwarder: Forwarder | None = None
+    index: AnswerIndex | WorkerPool
+    face: DnsFace | None = None
+    pool: WorkerPool | None = None
     # Re-reads the config file and applies the same flags again (for reload); None: no file.
     loader: Callable[[], Config] | None = None
     api: Api | None = None
     state: ServerState = field(default_factory=ServerState)
-    transports: list[asyncio.BaseTransport] = field(default_factory=list)
-    tcp_servers: list[asyncio.AbstractServer] = field(default_factory=list)
     http_runner: web.AppRunner | None = None
-    tcp_state: TCPState | None = None
+    # The workers' DNS counters as last gathered (for /metrics).
+    dns_counters: DnsCounters = field(default_factory=DnsCounters)
 
 
 def build_index(config: Config, zone_data: zones.ZoneData) -> AnswerIndex:
@@ -67,13 +70,21 @@ def build_index(config: Config, zone_data: zones.ZoneData) -> AnswerIndex:
     return AnswerIndex(settings, zone_data.records)
 
 
+class _Sink(Protocol):
+    def rebuild(
+        self, service: str, settings: ServiceSettings | None, members: Sequence[Live]
+    ) -> None: ...
+
+
 class _HasIndex(Protocol):
-    index: AnswerIndex
+    @property
+    def index(self) -> _Sink: ...
 
 
 def attach(registry: Registry, target: _HasIndex, health: HealthMonitor) -> None:
     """Keep ``target.index`` current: every registry change rebuilds the changed service's names
-    from the instances health hands out (into whichever index is current: a reload swaps it)."""
+    from the instances health hands out (into whichever index is current: a reload swaps it;
+    with workers, the pool sends it to each of them)."""
 
     def on_change(service: str) -> None:
         svc = registry.get(service)
@@ -108,16 +119,16 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         reserved=_reserved(config, zone_data),
     )
     health = HealthMonitor(registry, config.health)
-    forwarder = Forwarder(config.recursors, config.recursor_timeout) if config.recursors else None
-    server = Server(
-        config,
-        registry,
-        index,
-        health,
-        Responder(index, forwarding=forwarder is not None),
-        forwarder,
-        loader,
-    )
+    server = Server(config, registry, health, index, loader=loader)
+    if config.workers:
+        pool = WorkerPool(
+            config, config.workers, index, lambda: _snapshot(server), loop_kind(config.event_loop)
+        )
+        server.pool = server.index = pool
+        registry.settle = pool.settle
+        registry.on_figures(pool.figures)
+    else:
+        server.face = DnsFace.create(config, index)
     attach(registry, server, health)
     try:
         await registry.load()
@@ -128,7 +139,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         registry.add_static(settings, instances)
     server.state.store_open = True
     try:
-        await _listen(server, forwarder)
+        await _listen(server)
     except BaseException:
         await stop(server)
         raise
@@ -141,9 +152,12 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
             config.http_listen,
         )
     log.info(
-        "dnsdisc serving %s on DNS %s (UDP+TCP), HTTP %s, storage %s, %d services",
+        "dnsdisc serving %s on DNS %s (UDP+TCP, %s, event loop %s), HTTP %s, storage %s, "
+        "%d services",
         config.domain,
         ", ".join(str(hp) for hp in config.dns_listen),
+        f"{config.workers} worker processes" if config.workers else "in this process",
+        "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio",
         config.http_listen,
         config.storage if config.storage == "memory" else f"sqlite in {config.data_dir}",
         len(registry),
@@ -151,36 +165,24 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     return server
 
 
-async def _listen(server: Server, forwarder: Forwarder | None) -> None:
-    loop = asyncio.get_running_loop()
+def _snapshot(server: Server) -> list[tuple[str, ServiceSettings, Sequence[Live]]]:
+    return [(s.settings.name, s.settings, server.health.view(s)) for s in server.registry]
+
+
+async def _listen(server: Server) -> None:
     config = server.config
-    responder = server.responder
-    rrl = config.rate_limit
-    limiter = (
-        RateLimiter(rrl.responses_per_second, rrl.slip, rrl.ipv4_prefix, rrl.ipv6_prefix)
-        if rrl
-        else None
-    )
-    tcp_state = TCPState(config.tcp_max_connections, config.tcp_idle_timeout, config.query_log)
-    server.tcp_state = tcp_state
-    for hp in config.dns_listen:
-        family = _family(hp)
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: UDPProtocol(responder, forwarder, limiter, config.query_log),
-            local_addr=(hp.host, hp.port),
-            family=family,
-        )
-        server.transports.append(transport)
-        tcp = await loop.create_server(
-            lambda: TCPProtocol(responder, tcp_state, forwarder),
-            hp.host,
-            hp.port,
-            family=family,
-            reuse_address=True,
-        )
-        server.tcp_servers.append(tcp)
+    if server.pool is not None:
+        await server.pool.start()
+    elif server.face is not None:
+        await server.face.listen()
     collector = DnsdiscCollector(
-        server.registry, server.health, responder, limiter, forwarder, server.state
+        server.registry,
+        server.health,
+        lambda: server.face.counters() if server.face is not None else server.dns_counters,
+        rate_limited=config.rate_limit is not None,
+        forwarding=bool(config.recursors),
+        state=server.state,
+        pool=server.pool,
     )
     api = Api(
         server.registry,
@@ -188,6 +190,7 @@ async def _listen(server: Server, forwarder: Forwarder | None) -> None:
         config.token,
         metrics_registry(collector),
         reload=lambda: reload(server),
+        refresh=(lambda service: _gather(server, service)) if server.pool is not None else None,
     )
     server.api = api
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
@@ -197,30 +200,33 @@ async def _listen(server: Server, forwarder: Forwarder | None) -> None:
     await site.start()
 
 
-def _family(hp: HostPort) -> int:
-    return socket.AF_INET6 if ":" in hp.host else socket.AF_UNSPEC
+async def _gather(server: Server, service: str | None) -> None:
+    """Fetch the workers' counters: the DNS face's (for /metrics) and the answers each instance
+    led (for the dashboard)."""
+    assert server.pool is not None
+    counters, answers = await server.pool.counters(service)
+    if service is None:
+        server.dns_counters = counters
+    services = [server.registry.get(service)] if service is not None else list(server.registry)
+    for svc in services:
+        if svc is not None:
+            for iid, state in svc.instances.items():
+                state.answers = answers.get((svc.settings.name, iid), 0)
 
 
 async def stop(server: Server) -> None:
     """Graceful: stop accepting, let relayed queries finish (bounded), flush and close every
     connection, then close the store (every acknowledged write is already committed)."""
     server.state.listeners_up = False
-    for tcp in server.tcp_servers:
-        tcp.close()  # no new TCP connections; open ones keep being answered meanwhile
+    if server.face is not None:
+        server.face.stop_accepting()
     if server.http_runner is not None:
         await server.http_runner.cleanup()  # waits for requests in progress
     await server.health.stop()
-    if server.forwarder is not None and server.forwarder.tasks:
-        await asyncio.wait(set(server.forwarder.tasks), timeout=server.forwarder.timeout + 1)
-    for transport in server.transports:
-        transport.close()
-    if server.tcp_state is not None:
-        for conn in list(server.tcp_state.connections):
-            if conn.transport is not None:
-                conn.transport.close()  # writes what is buffered, then closes
-    for tcp in server.tcp_servers:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(tcp.wait_closed(), 2)
+    if server.face is not None:
+        await server.face.drain()
+    if server.pool is not None:
+        await server.pool.stop()
     await server.registry.close()
     server.state.store_open = False
 
@@ -236,6 +242,8 @@ _RESTART_ONLY = (
     "rate_limit",
     "tcp_idle_timeout",
     "tcp_max_connections",
+    "workers",
+    "event_loop",
 )
 
 
@@ -261,10 +269,18 @@ async def reload(server: Server) -> None:
     server.health.cfg = new.health
     if server.api is not None:
         server.api.token = new.token
-    server.index = index
+    if server.pool is not None:
+        server.pool.new_index(index)
+    else:
+        server.index = index
     for svc in list(registry):
         registry.touch(svc.settings.name)  # rebuilds every service into the new index
-    server.responder.index = index  # queries switch over only now, to a complete index
+    # Queries switch over only now, to a complete index.
+    if server.pool is not None:
+        server.pool.swap()
+        await registry.settled()
+    elif server.face is not None:
+        server.face.responder.index = index
     server.config = new
     log.info(
         "reloaded: %d zone records, %d static services",
@@ -295,10 +311,21 @@ async def serve(config: Config, loader: Callable[[], Config] | None = None) -> N
         await stop(server)
 
 
-def run(config: Config, loader: Callable[[], Config] | None = None) -> None:
+def loop_kind(choice: str = "auto") -> str:
+    """The event loop to run: uvloop where it is installed (auto), or the one asked for."""
+    if choice != "auto":
+        return choice
     try:
-        import uvloop
+        import uvloop  # noqa: F401
     except ImportError:
-        asyncio.run(serve(config, loader))
-    else:
+        return "asyncio"
+    return "uvloop"
+
+
+def run(config: Config, loader: Callable[[], Config] | None = None) -> None:
+    if loop_kind(config.event_loop) == "uvloop":
+        import uvloop
+
         uvloop.run(serve(config, loader))
+    else:
+        asyncio.run(serve(config, loader))

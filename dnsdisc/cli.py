@@ -21,6 +21,7 @@ from dnsdisc.config import (
     DEFAULT_DNS,
     DEFAULT_DOMAIN,
     DEFAULT_HTTP,
+    EVENT_LOOPS,
     LOG_FORMATS,
     LOG_LEVELS,
     Config,
@@ -62,6 +63,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--storage", choices=("sqlite", "memory"), help="sqlite (durable, default) or memory"
     )
+    s.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help="DNS worker processes sharing the DNS port; 0 answers in the main process "
+        "(default auto: one per CPU)",
+    )
+    s.add_argument(
+        "--event-loop", choices=EVENT_LOOPS, help="auto (uvloop where installed, the default)"
+    )
     s.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     s.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json, a line each")
     s.add_argument("--query-log", action="store_true", help="log one line per DNS query")
@@ -87,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             log_format=args.log_format,
             query_log=args.query_log,
             storage=args.storage,
+            workers=args.workers,
+            event_loop=args.event_loop,
         )
 
     try:

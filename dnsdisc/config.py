@@ -26,6 +26,18 @@ MAX_DOMAIN_WIRE = 125
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 STORAGES = ("sqlite", "memory")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+MAX_WORKERS = 64
+
+
+def auto_workers() -> int:
+    """``workers: auto``: a DNS worker process per CPU this process may run on; none (answer in
+    the main process) when there is only one CPU."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return min(cpus, MAX_WORKERS) if cpus > 1 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +87,9 @@ class Config:
     reverse_zones: tuple[str, ...] = ()
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    # DNS worker processes sharing the DNS port; 0: DNS is answered in the main process.
+    workers: int = field(default_factory=auto_workers)
+    event_loop: str = "auto"
     recursors: tuple[HostPort, ...] = ()
     recursor_timeout: float = 2.0
     rate_limit: RateLimit | None = None
@@ -164,8 +179,9 @@ _KEYS = {
     "recursor_timeout",
     "rate_limit",
     "health",
+    "event_loop",
 }
-_DNS_KEYS = {"listen", "tcp_idle_timeout", "tcp_max_connections"}
+_DNS_KEYS = {"listen", "tcp_idle_timeout", "tcp_max_connections", "workers"}
 _HTTP_KEYS = {"listen", "token"}
 _NS_KEYS = {"label", "addresses", "hostmaster"}
 _RRL_KEYS = {"responses_per_second", "slip", "ipv4_prefix", "ipv6_prefix"}
@@ -235,6 +251,18 @@ def _choice(value: object, choices: tuple[str, ...], source: str, key: str) -> s
     return value
 
 
+def workers_count(value: object, source: str, key: str) -> int:
+    if value == "auto":
+        return auto_workers()
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_WORKERS:
+        raise ConfigError(
+            source, key, f"expected auto or a number of processes from 0 to {MAX_WORKERS}"
+        )
+    return value
+
+
 def config_int(value: object, source: str, key: str, lo: int, hi: int) -> int:
     try:
         return bounded_int(value, key, lo, hi)
@@ -287,6 +315,10 @@ def from_mapping(data: object, source: str = "", base_dir: Path | None = None) -
         changes["tcp_max_connections"] = config_int(
             dns["tcp_max_connections"], source, "dns.tcp_max_connections", 1, 100000
         )
+    if "workers" in dns:
+        changes["workers"] = workers_count(dns["workers"], source, "dns.workers")
+    if "event_loop" in data:
+        changes["event_loop"] = _choice(data["event_loop"], EVENT_LOOPS, source, "event_loop")
     http = _mapping(data.get("http"), source, "http")
     check_keys(http, _HTTP_KEYS, source, "http.")
     if "listen" in http:
@@ -398,6 +430,8 @@ def build(
     log_format: str | None = None,
     query_log: bool | None = None,
     storage: str | None = None,
+    workers: str | None = None,
+    event_loop: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """The effective config: the file (if any), then the environment, then the flags."""
@@ -425,4 +459,8 @@ def build(
         changes["log_format"] = _choice(log_format, LOG_FORMATS, "", "--log-format")
     if storage is not None:
         changes["storage"] = _choice(storage, STORAGES, "", "--storage")
+    if workers is not None:
+        changes["workers"] = workers_count(workers, "", "--workers")
+    if event_loop is not None:
+        changes["event_loop"] = _choice(event_loop, EVENT_LOOPS, "", "--event-loop")
     return replace(cfg, **changes)

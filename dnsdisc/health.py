@@ -62,6 +62,9 @@ class Member:
     def latency_ms(self) -> float | None:
         return self.state.latency_ms
 
+    def handed_out(self) -> None:
+        self.state.answers += 1
+
 
 def is_flapping(state: InstanceState, now: float, cfg: HealthConfig) -> bool:
     changes = state.changes
@@ -150,6 +153,12 @@ class HealthMonitor:
             headers={"User-Agent": "dnsdisc-health-check"},
         )
         self.registry.subscribe(self.reconcile)
+        now = self.clock()
+        for svc in self.registry:
+            for state in svc.instances.values():
+                # Leases run from when the server is up, not from when the store was read:
+                # after a restart each gets a full TTL of grace however long starting took.
+                state.last_heartbeat = max(state.last_heartbeat, now)
         for svc in list(self.registry):
             self.reconcile(svc.settings.name)
         self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())

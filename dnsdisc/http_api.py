@@ -155,12 +155,16 @@ class Api:
         token: str | None = None,
         metrics: CollectorRegistry | None = None,
         reload: Callable[[], Awaitable[None]] | None = None,
+        refresh: Callable[[str | None], Awaitable[None]] | None = None,
     ) -> None:
         self.registry = registry
         self.state = state
         self.token = token
         self.metrics = metrics
         self.reload = reload
+        # Gathers counters kept elsewhere (the DNS workers') before they are shown: of one
+        # service's instances, or (None) the DNS face's for the metrics.
+        self.refresh = refresh
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors, self._auth])
@@ -250,6 +254,8 @@ class Api:
     async def metrics_text(self, request: web.Request) -> web.Response:
         if self.metrics is None:
             raise NotFoundError("metrics are not enabled")
+        if self.refresh is not None:
+            await self.refresh(None)
         body = generate_latest(self.metrics)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -274,8 +280,11 @@ class Api:
 
     async def get_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")
+        svc = self.registry.service(name)
         stats = _wants_stats(request)
-        return web.json_response(_service_json(self.registry.service(name), True, stats))
+        if stats and self.refresh is not None:
+            await self.refresh(name)
+        return web.json_response(_service_json(svc, True, stats))
 
     async def put_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")
@@ -302,7 +311,10 @@ class Api:
     async def get_instance(self, request: web.Request) -> web.Response:
         service, iid = self._ids(request)
         state = self.registry.instance(service, iid)
-        return web.json_response(_instance_json(state, _wants_stats(request)))
+        stats = _wants_stats(request)
+        if stats and self.refresh is not None:
+            await self.refresh(service)
+        return web.json_response(_instance_json(state, stats))
 
     async def put_instance(self, request: web.Request) -> web.Response:
         service, iid = self._ids(request)
@@ -320,6 +332,7 @@ class Api:
         service, iid = self._ids(request)
         report = HeartbeatReport.from_json(await read_json(request, optional=True))
         state = self.registry.heartbeat(service, iid, report)
+        await self.registry.settled()
         return web.json_response(_instance_json(state))
 
     async def maintenance(self, request: web.Request) -> web.Response:
@@ -342,4 +355,5 @@ class Api:
         state = self.registry.set_maintenance(
             service, iid, (reason or "maintenance") if enabled else None
         )
+        await self.registry.settled()
         return web.json_response(_instance_json(state))

@@ -8,7 +8,8 @@ scraped, so counting costs a query nothing but an integer increment.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import dns.rcode
 import dns.rdatatype
@@ -20,13 +21,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from dnsdisc.dns.answer import Responder
-from dnsdisc.dns.forward import Forwarder
-from dnsdisc.dns.ratelimit import RateLimiter
-from dnsdisc.dns.stats import LATENCY_BUCKETS
+from dnsdisc.dns.stats import LATENCY_BUCKETS, DnsCounters
 from dnsdisc.health import HealthMonitor
 from dnsdisc.http_api import ServerState
 from dnsdisc.registry.registry import Registry
+
+if TYPE_CHECKING:
+    from dnsdisc.workers import WorkerPool
 
 
 class DnsdiscCollector(Collector):
@@ -34,17 +35,21 @@ class DnsdiscCollector(Collector):
         self,
         registry: Registry,
         health: HealthMonitor,
-        responder: Responder,
-        limiter: RateLimiter | None = None,
-        forwarder: Forwarder | None = None,
+        dns: Callable[[], DnsCounters],
+        *,
+        rate_limited: bool = False,
+        forwarding: bool = False,
         state: ServerState | None = None,
+        pool: WorkerPool | None = None,
     ) -> None:
         self.state = state
         self.registry = registry
         self.health = health
-        self.responder = responder
-        self.limiter = limiter
-        self.forwarder = forwarder
+        # The DNS face's counters: this process's, or the workers' summed.
+        self.dns = dns
+        self.rate_limited = rate_limited
+        self.forwarding = forwarding
+        self.pool = pool
 
     def collect(self) -> Iterator[Metric]:
         states: Counter[tuple[str, str]] = Counter()
@@ -67,7 +72,7 @@ class DnsdiscCollector(Collector):
         for status, n in sorted(self.health.transitions.items()):
             changes.add_metric([status], n)
         yield changes
-        stats = self.responder.stats
+        stats = self.dns()
         queries = CounterMetricFamily(
             "dnsdisc_dns_queries",
             "Queries answered, by query type and rcode (type 0: the question was not read)",
@@ -111,25 +116,34 @@ class DnsdiscCollector(Collector):
         yield CounterMetricFamily(
             "dnsdisc_dns_internal_errors",
             "Queries answered SERVFAIL because answering raised (a bug)",
-            value=self.responder.errors,
+            value=stats.errors,
         )
-        if self.limiter is not None:
+        if self.pool is not None:
+            yield GaugeMetricFamily(
+                "dnsdisc_dns_workers", "DNS worker processes running", value=len(self.pool.workers)
+            )
+            yield CounterMetricFamily(
+                "dnsdisc_dns_worker_restarts",
+                "DNS worker processes started again after one exited or hung",
+                value=self.pool.restarts,
+            )
+        if self.rate_limited:
             limited = CounterMetricFamily(
                 "dnsdisc_dns_rate_limited", "UDP responses over the rate limit", labels=["action"]
             )
-            limited.add_metric(["slip"], self.limiter.slipped)
-            limited.add_metric(["drop"], self.limiter.dropped)
+            limited.add_metric(["slip"], stats.slipped)
+            limited.add_metric(["drop"], stats.dropped)
             yield limited
-        if self.forwarder is not None:
+        if self.forwarding:
             yield CounterMetricFamily(
                 "dnsdisc_dns_forwarded",
                 "Queries relayed to recursors",
-                value=self.forwarder.forwarded,
+                value=stats.forwarded,
             )
             yield CounterMetricFamily(
                 "dnsdisc_dns_forward_failures",
                 "Relayed queries no recursor answered (SERVFAIL)",
-                value=self.forwarder.failures,
+                value=stats.failures,
             )
 
 

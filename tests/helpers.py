@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,15 @@ class DnsdiscProcess:
             self.proc.kill()
             self.proc.wait(5)
 
+    def children(self) -> list[int]:
+        """PIDs of the server's child processes (its DNS workers)."""
+        assert self.proc is not None
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        try:
+            return [int(p) for p in path.read_text().split()]
+        except OSError:
+            return []
+
     # -- clients -----------------------------------------------------------------------------
 
     def http(
@@ -237,3 +246,13 @@ def running(tmp_path: Path, name: str = "node", **kw: Any) -> Iterator[DnsdiscPr
         yield server
     finally:
         server.stop()
+
+
+def wait_until(cond: Callable[[], bool], timeout: float) -> float:
+    """Seconds until ``cond`` held (polled every 20 ms); fails after ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if cond():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout} s")

@@ -56,6 +56,10 @@ class Live(Protocol):
     @property
     def latency_ms(self) -> float | None: ...
 
+    def handed_out(self) -> None:
+        """Called when a balanced address answer lists this instance first."""
+        ...
+
 
 class Item:
     """One record body (no owner) plus what balancing and glue need to know about it."""
@@ -125,10 +129,10 @@ class RRSet:
             out += [tail[i] for i in order]
         if policy is not None and out and (self.rtype == wire.A or self.rtype == wire.AAAA):
             # Count who a balanced address answer handed out first (the dashboard's answer
-            # shares): the registry's InstanceState behind a Live, when it has one.
-            state = getattr(out[0].live, "state", None)
-            if state is not None:
-                state.answers += 1
+            # shares).
+            live = out[0].live
+            if live is not None:
+                live.handed_out()
         if self.limit is not None:
             return out[: self.limit]
         return out
@@ -174,6 +178,7 @@ class IndexSettings:
 class AnswerIndex:
     def __init__(self, settings: IndexSettings, static: Iterable[StaticRecord] = ()) -> None:
         self.settings = settings
+        self.static_records = tuple(static)  # kept to build the same index in a worker
         self.naming = Naming(settings.domain, settings.ns_label)
         self.nodes: dict[bytes, Node] = {}
         self.zones: dict[bytes, Zone] = {}
@@ -183,7 +188,7 @@ class AnswerIndex:
         # reverse name -> {(service, id): (TTL, target host name)}
         self._ptr: dict[bytes, dict[tuple[str, str], tuple[int, bytes]]] = defaultdict(dict)
         self._service_ptrs: dict[str, set[bytes]] = {}
-        self._build_static(list(static))
+        self._build_static(list(self.static_records))
 
     # -- lookup helpers used by the responder ------------------------------------------------
 

@@ -24,3 +24,58 @@ class QueryStats:
         self.latency_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum += seconds
         self.latency_count += 1
+
+
+class DnsCounters:
+    """A snapshot of one DNS face's counters (or the sum over worker processes): what the
+    metrics read. Plain data, so a worker can send it to the main process."""
+
+    __slots__ = (
+        "by_type_rcode",
+        "dropped",
+        "errors",
+        "failures",
+        "forwarded",
+        "latency_buckets",
+        "latency_count",
+        "latency_sum",
+        "slipped",
+        "truncated",
+    )
+
+    def __init__(self) -> None:
+        self.by_type_rcode: Counter[tuple[int, int]] = Counter()
+        self.truncated = 0
+        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+        self.errors = 0
+        self.slipped = 0
+        self.dropped = 0
+        self.forwarded = 0
+        self.failures = 0
+
+    def add_stats(self, stats: QueryStats | DnsCounters) -> None:
+        self.by_type_rcode.update(stats.by_type_rcode)
+        self.truncated += stats.truncated
+        self.latency_buckets = [
+            a + b for a, b in zip(self.latency_buckets, stats.latency_buckets, strict=True)
+        ]
+        self.latency_sum += stats.latency_sum
+        self.latency_count += stats.latency_count
+
+    def __iadd__(self, other: DnsCounters) -> DnsCounters:
+        self.add_stats(other)
+        self.errors += other.errors
+        self.slipped += other.slipped
+        self.dropped += other.dropped
+        self.forwarded += other.forwarded
+        self.failures += other.failures
+        return self
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        for k, v in zip(self.__slots__, state, strict=True):
+            setattr(self, k, v)

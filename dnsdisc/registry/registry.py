@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -29,6 +29,8 @@ from dnsdisc.registry.store import MemoryStore, Op, Store
 Listener = Callable[[str], None]
 # (service, instance id, old effective status, new effective status)
 StatusListener = Callable[[str, str, str, str], None]
+# (service, instance id, load, latency in ms): reported figures changed, nothing else did
+FiguresListener = Callable[[str, str, float | None, float | None], None]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,10 @@ class Registry:
         self._services: dict[str, Service] = {}
         self._listeners: list[Listener] = []
         self._status_listeners: list[StatusListener] = []
+        self._figures_listeners: list[FiguresListener] = []
+        # Awaited after every change a client asked for, before it is acknowledged: the DNS
+        # worker processes confirm that they answer from the new state (read-your-writes).
+        self.settle: Callable[[], Awaitable[None]] | None = None
         # Acknowledged writes by kind (put_instance, del_instance, ...), for the metrics.
         self.writes: Counter[str] = Counter()
 
@@ -143,6 +149,15 @@ class Registry:
 
     def on_status(self, listener: StatusListener) -> None:
         self._status_listeners.append(listener)
+
+    def on_figures(self, listener: FiguresListener) -> None:
+        self._figures_listeners.append(listener)
+
+    async def settled(self) -> None:
+        """Return once every reader of the registry (the DNS workers) has seen every change
+        made so far."""
+        if self.settle is not None:
+            await self.settle()
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -280,6 +295,8 @@ class Registry:
             state.load = report.load
         if report.latency_ms is not None:
             state.latency_ms = report.latency_ms
+        if report.load is not None or report.latency_ms is not None:
+            self._figures(service, state)
         status = report.status
         if status is None and state.instance.ttl is not None and state.instance.check is None:
             status = PASSING  # a leased instance that heartbeats is alive
@@ -323,8 +340,9 @@ class Registry:
         state = svc.instances.get(instance_id) if svc else None
         if state is None:
             return False
-        if latency_ms is not None:
+        if latency_ms is not None and latency_ms != state.latency_ms:
             state.latency_ms = latency_ms
+            self._figures(service, state)
         if status is None:
             state.output = output
         else:
@@ -414,8 +432,13 @@ class Registry:
             await self.store.commit(ops)  # one transaction: all of a write or none of it
             apply()
             self.writes[ops[-1].kind] += 1
+            await self.settled()
 
         await asyncio.shield(commit_then_apply())
+
+    def _figures(self, service: str, state: InstanceState) -> None:
+        for listener in self._figures_listeners:
+            listener(service, state.instance.id, state.load, state.latency_ms)
 
     def _notify(self, service: str) -> None:
         for listener in self._listeners:

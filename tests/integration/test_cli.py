@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from helpers import (
     readme_block,
     require_tool,
     running,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -74,13 +74,6 @@ def table(text: str) -> list[dict[str, str]]:
 
 def a_records(server: DnsdiscProcess, name: str) -> list[str]:
     return sorted(server.addresses(f"{name}.{DOMAIN}"))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def health(server: DnsdiscProcess, service: str, iid: str) -> str:

@@ -8,14 +8,13 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dns.rcode
-import pytest
 
-from helpers import DnsdiscProcess, free_port
+from helpers import DnsdiscProcess, free_port, wait_until
 
 INTERVAL = 0.2
 
@@ -60,16 +59,6 @@ def tcp_backend(port: int) -> Iterator[None]:
 def answered(server: DnsdiscProcess, name: str = "web.svc.internal") -> set[str]:
     msg = server.query(name, "A")
     return {rr.to_text() for rrset in msg.answer for rr in rrset}
-
-
-def wait_until(cond: Callable[[], bool], timeout: float) -> float:
-    """Seconds until ``cond`` held (polled every 20 ms); fails after ``timeout``."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if cond():
-            return time.monotonic() - start
-        time.sleep(0.02)
-    pytest.fail(f"condition not met within {timeout} s")
 
 
 def test_http_check_removes_a_dead_backend_and_restores_it(server: DnsdiscProcess) -> None:

@@ -1,0 +1,114 @@
+"""One process's DNS face: the UDP and TCP listeners over a responder, with their rate limiter,
+forwarder and counters, opened and drained together. The main process runs one when it answers
+DNS itself; each worker process (``dnsdisc.worker``) runs one on the shared port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import socket
+from dataclasses import dataclass, field
+
+from dnsdisc.config import Config, HostPort
+from dnsdisc.dns.answer import Responder
+from dnsdisc.dns.forward import Forwarder
+from dnsdisc.dns.index import AnswerIndex
+from dnsdisc.dns.ratelimit import RateLimiter
+from dnsdisc.dns.stats import DnsCounters
+from dnsdisc.dns.transport import TCPProtocol, TCPState, UDPProtocol
+
+
+@dataclass
+class DnsFace:
+    config: Config
+    responder: Responder
+    forwarder: Forwarder | None
+    limiter: RateLimiter | None
+    tcp_state: TCPState
+    transports: list[asyncio.BaseTransport] = field(default_factory=list)
+    tcp_servers: list[asyncio.AbstractServer] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, config: Config, index: AnswerIndex, processes: int = 1) -> DnsFace:
+        """``processes``: how many faces share the port. The kernel spreads a client's queries
+        over them by source port, so each enforces its share of the rate limit."""
+        forwarder = (
+            Forwarder(config.recursors, config.recursor_timeout) if config.recursors else None
+        )
+        rrl = config.rate_limit
+        limiter = (
+            RateLimiter(
+                math.ceil(rrl.responses_per_second / processes),
+                rrl.slip,
+                rrl.ipv4_prefix,
+                rrl.ipv6_prefix,
+            )
+            if rrl
+            else None
+        )
+        return cls(
+            config,
+            Responder(index, forwarding=forwarder is not None),
+            forwarder,
+            limiter,
+            TCPState(config.tcp_max_connections, config.tcp_idle_timeout, config.query_log),
+        )
+
+    async def listen(self, reuse_port: bool = False) -> None:
+        """Bind every DNS listen address, UDP and TCP. With ``reuse_port`` several processes
+        bind the same port (SO_REUSEPORT) and the kernel spreads the queries over them."""
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        responder, forwarder, limiter = self.responder, self.forwarder, self.limiter
+        for hp in cfg.dns_listen:
+            family = _family(hp)
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: UDPProtocol(responder, forwarder, limiter, cfg.query_log),
+                local_addr=(hp.host, hp.port),
+                family=family,
+                reuse_port=reuse_port or None,
+            )
+            self.transports.append(transport)
+            tcp = await loop.create_server(
+                lambda: TCPProtocol(responder, self.tcp_state, forwarder),
+                hp.host,
+                hp.port,
+                family=family,
+                reuse_address=True,
+                reuse_port=reuse_port or None,
+            )
+            self.tcp_servers.append(tcp)
+
+    def stop_accepting(self) -> None:
+        for tcp in self.tcp_servers:
+            tcp.close()  # no new TCP connections; open ones keep being answered meanwhile
+
+    async def drain(self) -> None:
+        """Let relayed queries finish (bounded), then flush and close every connection."""
+        self.stop_accepting()
+        forwarder = self.forwarder
+        if forwarder is not None and forwarder.tasks:
+            await asyncio.wait(set(forwarder.tasks), timeout=forwarder.timeout + 1)
+        for transport in self.transports:
+            transport.close()
+        for conn in list(self.tcp_state.connections):
+            if conn.transport is not None:
+                conn.transport.close()  # writes what is buffered, then closes
+        for tcp in self.tcp_servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(tcp.wait_closed(), 2)
+
+    def counters(self) -> DnsCounters:
+        out = DnsCounters()
+        out.add_stats(self.responder.stats)
+        out.errors = self.responder.errors
+        if self.limiter is not None:
+            out.slipped, out.dropped = self.limiter.slipped, self.limiter.dropped
+        if self.forwarder is not None:
+            out.forwarded, out.failures = self.forwarder.forwarded, self.forwarder.failures
+        return out
+
+
+def _family(hp: HostPort) -> int:
+    return socket.AF_INET6 if ":" in hp.host else socket.AF_UNSPEC

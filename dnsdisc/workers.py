@@ -1,0 +1,314 @@
+"""The DNS worker processes, seen from the main process.
+
+The main process owns the store, the HTTP API and the health checks; it starts N workers
+(``dnsdisc.worker``) that each bind the DNS port with SO_REUSEPORT and answer from their own
+answer index. ``WorkerPool`` stands where the answer index stands in a single process: the
+registry's listener calls ``rebuild`` and the pool sends that service, as health hands it out,
+to every worker. A write is acknowledged to its client only after ``settle``: every worker has
+applied every change sent so far, so no worker answers from a view older than the last
+acknowledged write. A worker that does not confirm in time is killed (its socket closes with
+it, so it answers nobody) and replaced from a full snapshot; so is one that dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dnsdisc import feed
+from dnsdisc.config import Config, HostPort
+from dnsdisc.dns.index import AnswerIndex, Live
+from dnsdisc.dns.stats import DnsCounters
+from dnsdisc.registry.model import ServiceSettings
+
+log = logging.getLogger("dnsdisc.workers")
+
+# (service, settings, members): every service as health hands it out, for a new worker.
+Snapshot = Callable[[], Iterable[tuple[str, ServiceSettings, Sequence[Live]]]]
+
+# How long a worker may take to confirm a change, to start, or to send its counters.
+CONFIRM_TIMEOUT = 5.0
+START_TIMEOUT = 30.0
+# A worker that keeps dying is restarted at most this often.
+RESTART_DELAY = 1.0
+
+
+def _views(members: Sequence[Live]) -> list[tuple[Any, ...]]:
+    return [(m.instance, m.weight, m.priority, m.role, m.load, m.latency_ms) for m in members]
+
+
+@dataclass(eq=False)
+class Worker:
+    number: int
+    process: asyncio.subprocess.Process
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    acked: int = 0
+    ready: bool = False
+    waiters: list[tuple[int, asyncio.Future[Any]]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    def send(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+    def wait_for(self, seq: int) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiters.append((seq, fut))
+        return fut
+
+    def settle(self, seq: int, reply: Any = None) -> None:
+        """Everything up to ``seq`` is applied; wake whoever waited for that."""
+        self.acked = max(self.acked, seq)
+        keep = []
+        for want, fut in self.waiters:
+            if want <= seq:
+                if not fut.done():
+                    fut.set_result(reply if want == seq else None)
+            else:
+                keep.append((want, fut))
+        self.waiters = keep
+
+    def fail(self) -> None:
+        for _, fut in self.waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self.waiters = []
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        config: Config,
+        count: int,
+        index: AnswerIndex,
+        snapshot: Snapshot,
+        loop_kind: str,
+    ) -> None:
+        self.config = config
+        self.count = count
+        self.index = index  # zone data and settings a new worker builds its index from
+        self.snapshot = snapshot
+        self.loop_kind = loop_kind
+        self.workers: dict[int, Worker] = {}
+        self.seq = 0
+        self.stopping = False
+        self.restarts = 0
+        self._restart_tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await _check_free(self.config.dns_listen)
+        await asyncio.gather(*(self._start_worker(n) for n in range(self.count)))
+
+    async def _start_worker(self, number: int) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "dnsdisc.worker",
+                str(theirs.fileno()),
+                self.loop_kind,
+                pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_connection(sock=ours)
+        worker = Worker(number, process, reader, writer)
+        # Everything it needs, in order, before any later change is sent: the feed is ordered,
+        # so nothing that happens meanwhile can be missed.
+        self.seq += 1
+        worker.send(
+            feed.frame(
+                feed.INIT,
+                self.seq,
+                self.config,
+                self.index.settings,
+                self.index.static_records,
+                self.count,
+            )
+        )
+        for name, settings, members in self.snapshot():
+            self.seq += 1
+            worker.send(feed.frame(feed.SERVICE, self.seq, name, settings, _views(members)))
+        self.seq += 1
+        listening = worker.wait_for(self.seq)
+        worker.send(feed.frame(feed.LISTEN, self.seq))
+        self.workers[number] = worker
+        worker.task = asyncio.ensure_future(self._follow(worker))
+        try:
+            await asyncio.wait_for(asyncio.shield(listening), START_TIMEOUT)
+        except TimeoutError:
+            self._kill(worker, "did not start in time")
+            raise RuntimeError(f"DNS worker {number} did not start") from None
+        failure = listening.result()
+        if failure is None:
+            raise RuntimeError(f"DNS worker {number} exited while starting (see the log above)")
+        if failure:
+            self._kill(worker, "could not listen")
+            raise OSError(failure)
+        worker.ready = True
+        log.debug("DNS worker %d (pid %d) is answering", number, process.pid)
+
+    async def _follow(self, worker: Worker) -> None:
+        """Read the worker's acknowledgements until it goes away; then replace it."""
+        try:
+            while True:
+                message = await feed.read(worker.reader)
+                if message is None:
+                    break
+                kind, seq = message[0], message[1]
+                if kind == feed.STATS:
+                    worker.settle(seq, message[2:])
+                elif kind == feed.LISTENING:
+                    worker.settle(seq, message[2])  # "" or why it could not listen
+                else:
+                    worker.settle(seq, True)
+        except (ConnectionError, ValueError) as exc:
+            log.error("DNS worker %d: broken feed: %s", worker.number, exc)
+        finally:
+            worker.fail()
+            self.workers.pop(worker.number, None)
+            worker.writer.close()
+            code = await worker.process.wait()
+            if not self.stopping:
+                log.error(
+                    "DNS worker %d (pid %d) exited with status %s; starting a new one",
+                    worker.number,
+                    worker.process.pid,
+                    code,
+                )
+                task = asyncio.ensure_future(self._restart(worker.number))
+                self._restart_tasks.add(task)
+                task.add_done_callback(self._restart_tasks.discard)
+
+    async def _restart(self, number: int) -> None:
+        await asyncio.sleep(RESTART_DELAY)
+        if self.stopping:
+            return
+        try:
+            await self._start_worker(number)
+            self.restarts += 1
+        except Exception as exc:  # retried when this one, too, goes away
+            log.error("could not start DNS worker %d: %s", number, exc)
+
+    def _kill(self, worker: Worker, why: str) -> None:
+        log.error("DNS worker %d (pid %d) %s; killing it", worker.number, worker.process.pid, why)
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.kill()
+
+    async def stop(self) -> None:
+        """Tell every worker to drain and exit; kill those that do not in time."""
+        self.stopping = True
+        for task in list(self._restart_tasks):
+            task.cancel()
+        workers = list(self.workers.values())
+        self.seq += 1
+        for w in workers:
+            w.send(feed.frame(feed.STOP, self.seq))
+        for w in workers:
+            try:
+                await asyncio.wait_for(w.process.wait(), CONFIRM_TIMEOUT)
+            except TimeoutError:
+                self._kill(w, "did not stop in time")
+                await w.process.wait()
+        tasks = [w.task for w in workers if w.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=CONFIRM_TIMEOUT)
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self.workers.values()]
+
+    # -- the feed ----------------------------------------------------------------------------
+
+    def _broadcast(self, *message: Any) -> None:
+        self.seq += 1
+        data = feed.frame(message[0], self.seq, *message[1:])
+        for w in self.workers.values():
+            w.send(data)
+
+    def rebuild(
+        self, service: str, settings: ServiceSettings | None, members: Sequence[Live]
+    ) -> None:
+        """Like ``AnswerIndex.rebuild``, in every worker."""
+        self._broadcast(feed.SERVICE, service, settings, _views(members))
+
+    def figures(self, service: str, iid: str, load: float | None, latency: float | None) -> None:
+        self._broadcast(feed.FIGURES, service, iid, load, latency)
+
+    def new_index(self, index: AnswerIndex) -> None:
+        """A reload: the services that follow go into a new index, answered from at ``swap``."""
+        self.index = index
+        self._broadcast(feed.INDEX, index.settings, index.static_records)
+
+    def swap(self) -> None:
+        self._broadcast(feed.SWAP)
+
+    async def settle(self) -> None:
+        """Return once every worker has applied everything sent so far."""
+        seq = self.seq
+        pending = [(w, w.wait_for(seq)) for w in self.workers.values() if w.acked < seq]
+        if not pending:
+            return
+        _, late = await asyncio.wait([f for _, f in pending], timeout=CONFIRM_TIMEOUT)
+        for w, fut in pending:
+            if fut in late:
+                # A worker that cannot confirm must not answer from an old view: it goes.
+                self._kill(w, f"did not confirm change {seq} in {CONFIRM_TIMEOUT:g} s")
+
+    async def counters(self, service: str | None) -> tuple[DnsCounters, Counter[tuple[str, str]]]:
+        """The DNS counters summed over the workers, and the answers each instance led (of
+        ``service``, or of all)."""
+        self._broadcast(feed.STATS, service)
+        seq = self.seq
+        asks = [w.wait_for(seq) for w in self.workers.values()]
+        total, answers = DnsCounters(), Counter[tuple[str, str]]()
+        if not asks:
+            return total, answers
+        done, _ = await asyncio.wait(asks, timeout=CONFIRM_TIMEOUT)
+        for fut in done:
+            reply = fut.result()
+            if reply:  # None: that worker went away meanwhile
+                counters, led = reply
+                total += counters
+                answers.update(led)
+        return total, answers
+
+
+
+async def _check_free(listen: Sequence[HostPort], patience: float = 3.0) -> None:
+    """Fail if another server holds a DNS port. The workers bind with SO_REUSEPORT, which would
+    let them share a port with another dnsdisc of the same user, silently splitting its queries;
+    a plain bind first makes that an error. Workers of a server that was just killed may hold the
+    port for a moment while they notice, so a refusal is retried for ``patience`` seconds."""
+    deadline = asyncio.get_running_loop().time() + patience
+    for hp in listen:
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            while True:
+                try:
+                    _probe(hp, kind)
+                    break
+                except OSError:
+                    if asyncio.get_running_loop().time() >= deadline:
+                        raise
+                    await asyncio.sleep(0.1)
+
+
+def _probe(hp: HostPort, kind: int) -> None:
+    family = socket.AF_INET6 if ":" in hp.host else socket.AF_INET
+    for info in socket.getaddrinfo(hp.host, hp.port, family, kind):
+        with socket.socket(info[0], kind) as sock:
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(info[4])

@@ -1,0 +1,166 @@
+"""DNS worker processes sharing the DNS port (SO_REUSEPORT): every worker answers from the
+newest acknowledged state, counters are summed over them, and a worker that dies or hangs is
+replaced without anyone seeing an old answer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import dns.message
+import dns.rdatatype
+import pytest
+
+from helpers import DnsdiscProcess, running, wait_until
+
+SPREAD = 16  # source ports per check: all on one worker of two has odds of 2**-15
+
+
+def spread_answers(server: DnsdiscProcess, name: str) -> list[set[str]]:
+    """The A records of ``name`` as seen from SPREAD different source ports at once (the
+    kernel picks the worker by the client's address and port)."""
+    wire = dns.message.make_query(name, "A").to_wire()
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(SPREAD)]
+    try:
+        for s in socks:
+            s.settimeout(2.0)
+            s.sendto(wire, ("127.0.0.1", server.dns_port))
+        seen = []
+        for s in socks:
+            msg = dns.message.from_wire(s.recv(4096))
+            seen.append(
+                {rr.to_text() for rrset in msg.answer for rr in rrset if rrset.rdtype == dns.rdatatype.A}
+            )
+        return seen
+    finally:
+        for s in socks:
+            s.close()
+
+
+def metric(server: DnsdiscProcess, name: str) -> float:
+    text = server.http("GET", "/metrics").raw.decode()
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (its sockets are closed), even if not yet reaped."""
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+
+
+@pytest.fixture
+def workers(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with running(tmp_path, extra_args=["--workers", "2", "--storage", "memory"]) as server:
+        wait_until(lambda: len(server.children()) == 2, 5)
+        yield server
+
+
+def test_every_worker_answers_from_the_acknowledged_write(workers: DnsdiscProcess) -> None:
+    for n in range(1, 31):
+        address = f"10.1.0.{n}"
+        workers.register("web", "web-1", address=address, port=80)
+        # No wait: the 2xx above came only after both workers had applied the change.
+        assert spread_answers(workers, "web.svc.internal") == [{address}] * SPREAD, n
+    workers.http("PUT", "/v1/services/web/instances/web-1/maintenance", {"enabled": True})
+    msg_sets = spread_answers(workers, "web.svc.internal")
+    assert msg_sets == [set()] * SPREAD
+    assert workers.http("DELETE", "/v1/services/web/instances/web-1").status == 204
+    assert spread_answers(workers, "web.svc.internal") == [set()] * SPREAD
+
+
+def test_counters_are_summed_over_the_workers(workers: DnsdiscProcess) -> None:
+    workers.register("web", "web-1", address="10.0.0.1", port=80)
+    before = metric(workers, 'dnsdisc_dns_queries_total{rcode="NOERROR",type="A"}')
+    for _ in range(5):
+        spread_answers(workers, "web.svc.internal")
+    after = metric(workers, 'dnsdisc_dns_queries_total{rcode="NOERROR",type="A"}')
+    assert after - before == 5 * SPREAD
+    assert metric(workers, "dnsdisc_dns_workers") == 2
+    body = workers.http("GET", "/v1/services/web?stats=1").body
+    assert body["instances"][0]["answers"] == 5 * SPREAD
+
+
+def test_a_killed_worker_is_replaced(workers: DnsdiscProcess) -> None:
+    workers.register("web", "web-1", address="10.0.0.1", port=80)
+    victim = workers.children()[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: gone(victim), 5)
+    # Once its socket is closed the survivor takes the whole port: nothing goes unanswered.
+    assert spread_answers(workers, "web.svc.internal") == [{"10.0.0.1"}] * SPREAD
+    wait_until(lambda: metric(workers, "dnsdisc_dns_worker_restarts_total") == 1, 10)
+    assert len(workers.children()) == 2 and victim not in workers.children()
+    # The replacement started from a full snapshot and follows new writes.
+    assert spread_answers(workers, "web.svc.internal") == [{"10.0.0.1"}] * SPREAD
+    workers.register("web", "web-2", address="10.0.0.2", port=80)
+    assert spread_answers(workers, "web.svc.internal") == [{"10.0.0.1", "10.0.0.2"}] * SPREAD
+    assert "exited with status -9; starting a new one" in workers.log()
+
+
+def test_a_hung_worker_is_killed_before_the_write_is_acknowledged(
+    workers: DnsdiscProcess,
+) -> None:
+    workers.register("web", "web-1", address="10.0.0.1", port=80)
+    hung = workers.children()[0]
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        workers.register("web", "web-1", address="10.0.0.2", port=80)
+        waited = time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung, signal.SIGCONT)
+    # It was given its time to confirm (5 s), then killed, and only then was the write
+    # acknowledged: no client can get the old address from it after the 2xx.
+    assert 4.5 <= waited <= 8, waited
+    wait_until(lambda: gone(hung), 2)
+    assert spread_answers(workers, "web.svc.internal") == [{"10.0.0.2"}] * SPREAD
+    assert "did not confirm change" in workers.log()
+
+
+def test_workers_exit_with_a_killed_main_process(tmp_path: Path) -> None:
+    server = DnsdiscProcess(tmp_path / "node", extra_args=["--workers", "2"]).start()
+    try:
+        wait_until(lambda: len(server.children()) == 2, 5)
+        children = server.children()
+        server.kill()
+        # The feed ends with the main process, and so do they: no orphan keeps the port.
+        wait_until(lambda: all(gone(pid) for pid in children), 5)
+        server.start()  # the same port is free again
+        server.register("web", "web-1", address="10.0.0.1", port=80)
+        assert spread_answers(server, "web.svc.internal") == [{"10.0.0.1"}] * SPREAD
+    finally:
+        server.stop()
+
+
+def test_another_server_on_the_port_is_an_error(workers: DnsdiscProcess, tmp_path: Path) -> None:
+    """SO_REUSEPORT must not let a second dnsdisc quietly share the first one's port."""
+    second = DnsdiscProcess(
+        tmp_path / "second", dns_port=workers.dns_port, extra_args=["--workers", "2"]
+    )
+    with pytest.raises(RuntimeError, match="cannot start"):
+        second.start()
+    assert second.proc is not None and second.proc.returncode == 1
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("count", [0, 2])
+def test_both_event_loops_answer_udp_and_tcp(tmp_path: Path, loop: str, count: int) -> None:
+    args = ["--event-loop", loop, "--workers", str(count), "--storage", "memory"]
+    with running(tmp_path, extra_args=args) as server:
+        assert f"event loop {loop}" in server.log()
+        wait_until(lambda: len(server.children()) == count, 5)
+        for pid in server.children():
+            assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2] == loop.encode()
+        server.register("web", "web-1", address="10.0.0.1", port=80)
+        assert spread_answers(server, "web.svc.internal") == [{"10.0.0.1"}] * SPREAD
+        assert server.addresses("web.svc.internal", tcp=True) == ["10.0.0.1"]
