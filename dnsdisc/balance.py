@@ -60,14 +60,19 @@ def _weighted_order(
     """Weighted random sampling without replacement (Efraimidis-Spirakis): the chance that an
     index comes first is its weight over the sum, and so on down the list. Zero weights come
     last, in random order."""
-    keyed = []
-    for i, w in zip(indices, weights, strict=True):
+    rand, log = rng.random, math.log
+    if min(weights, default=1) > 0:
         # log(u) / w orders like u ** (1/w) (the exponential race of rate w) but cannot
         # underflow to 0.0 for small weights, which would tie and skew the order.
+        keys = [log(1.0 - rand()) / w for w in weights]
+        ranked = sorted(range(len(keys)), key=keys.__getitem__, reverse=True)
+        return [indices[r] for r in ranked]
+    keyed = []
+    for i, w in zip(indices, weights, strict=True):
         if w > 0:
-            keyed.append((math.log(1.0 - rng.random()) / w, 0.0, i))
+            keyed.append((log(1.0 - rand()) / w, 0.0, i))
         else:
-            keyed.append((-math.inf, rng.random(), i))
+            keyed.append((-math.inf, rand(), i))
     keyed.sort(reverse=True)
     return [i for _, _, i in keyed]
 
@@ -134,3 +139,98 @@ POLICIES: dict[str, Policy] = {
     "latency": latency,
 }
 DEFAULT_POLICY = "weighted"
+# Policies that read figures reported after the answer index was built (load, latency): their
+# orders cannot be drawn ahead of time.
+LIVE_POLICIES: frozenset[Policy] = frozenset({least_loaded, latency})
+
+# A tier: candidate indices and their weights, ordered by weighted sampling without replacement.
+Tier = tuple[list[int], list[float]]
+
+
+def _weight_tiers(indices: Sequence[int], weights: Sequence[float]) -> list[Tier]:
+    """``_weighted_order`` as tiers: the positive weights, then the zeros in uniform order."""
+    pos = [(i, w) for i, w in zip(indices, weights, strict=True) if w > 0]
+    zero = [i for i, w in zip(indices, weights, strict=True) if w <= 0]
+    tiers = [([i for i, _ in pos], [w for _, w in pos])] if pos else []
+    if zero:
+        tiers.append((zero, [1.0] * len(zero)))
+    return tiers
+
+
+def tiers(policy: Policy, cands: Sequence[Candidate]) -> list[Tier] | None:
+    """The order ``policy`` draws for ``cands``, as independent tiers one after the other; None
+    for policies that are not of that shape (round robin, load and latency)."""
+    n = len(cands)
+    if policy is shuffle:
+        return [(list(range(n)), [1.0] * n)]
+    if policy is weighted:
+        return _weight_tiers(range(n), [c.weight for c in cands])
+    if policy is priority:
+        if not cands:
+            return []
+        best = min(c.priority for c in cands)
+        tier = [i for i, c in enumerate(cands) if c.priority == best]
+        return _weight_tiers(tier, [cands[i].weight for i in tier])
+    if policy is srv_order:
+        by_prio: dict[int, list[int]] = {}
+        for i, c in enumerate(cands):
+            by_prio.setdefault(c.priority, []).append(i)
+        out: list[Tier] = []
+        for prio in sorted(by_prio):
+            members = by_prio[prio]
+            out += _weight_tiers(members, [cands[i].weight for i in members])
+        return out
+    return None
+
+
+def order_table(
+    groups: Sequence[Tier], limit: int | None, max_orders: int = 720
+) -> tuple[list[float], list[tuple[int, ...]]] | None:
+    """Every order the tiers can give, cut to ``limit``, with cumulative probabilities: one
+    uniform number and a bisection then draw an order with exactly the policy's distribution.
+    None when there would be more than ``max_orders`` of them."""
+    length = sum(len(ix) for ix, _ in groups)
+    if limit is not None:
+        length = min(length, limit)
+    count, left = 1, length
+    for indices, _ in groups:
+        for k in range(len(indices), len(indices) - min(left, len(indices)), -1):
+            count *= k
+        left -= min(left, len(indices))
+        if count > max_orders:
+            return None
+    orders: list[tuple[float, tuple[int, ...]]] = [(1.0, ())]
+    for indices, weights in groups:
+        take = min(len(indices), length - len(orders[0][1]))
+        if take <= 0:
+            break
+        grown: list[tuple[float, tuple[int, ...]]] = []
+        for p, prefix in orders:
+            for q, part in _prefixes(indices, weights, take):
+                grown.append((p * q, prefix + part))
+                if len(grown) > max_orders:
+                    return None
+        orders = grown
+    cum, total = [], 0.0
+    for p, _ in orders:
+        total += p
+        cum.append(total)
+    cum = [c / total for c in cum]
+    cum[-1] = 1.0  # a uniform number below 1 always falls inside
+    return cum, [o for _, o in orders]
+
+
+def _prefixes(
+    indices: Sequence[int], weights: Sequence[float], take: int
+) -> list[tuple[float, tuple[int, ...]]]:
+    """Ordered draws of ``take`` of ``indices`` without replacement, each with its chance."""
+    if take == 0:
+        return [(1.0, ())]
+    total = sum(weights)
+    out = []
+    for j, (i, w) in enumerate(zip(indices, weights, strict=True)):
+        rest_i = [*indices[:j], *indices[j + 1 :]]
+        rest_w = [*weights[:j], *weights[j + 1 :]]
+        for q, tail in _prefixes(rest_i, rest_w, take - 1):
+            out.append((w / total * q, (i, *tail)))
+    return out

@@ -12,10 +12,12 @@ from dnsdisc.balance import (
     POLICIES,
     latency,
     least_loaded,
+    order_table,
     priority,
     round_robin,
     shuffle,
     srv_order,
+    tiers,
     weighted,
 )
 from stats import CRITICAL_001, assert_shares, chi_square
@@ -156,3 +158,51 @@ def test_every_policy_returns_valid_indices(name: str) -> None:
         assert len(set(order)) == len(order) and all(0 <= i < n for i in order)
         if name != "priority":
             assert sorted(order) == list(range(n))
+
+
+# -- drawing whole orders from a table (what the answer index does for these policies) ---------
+
+TABLE_CASES = [
+    (weighted, [C(1), C(2), C(3), C(4)], None),
+    (weighted, [C(10), C(0), C(30), C(0)], 3),
+    (priority, [C(1, 0), C(3, 0), C(5, 1)], None),
+    (shuffle, [C(), C(), C()], 2),
+    (srv_order, [C(10, 1), C(20, 1), C(5, 0), C(0, 0)], None),
+]
+
+
+@pytest.mark.parametrize(("policy", "cands", "limit"), TABLE_CASES)
+def test_order_table_has_the_policys_distribution(policy, cands, limit) -> None:  # type: ignore[no-untyped-def]
+    groups = tiers(policy, cands)
+    assert groups is not None
+    table = order_table(groups, limit)
+    assert table is not None
+    cum, orders = table
+    exact = {o: c - p for o, c, p in zip(orders, cum, [0.0, *cum[:-1]], strict=True)}
+    assert abs(sum(exact.values()) - 1) < 1e-9
+    rng = random.Random(3)
+    n = 40000
+    seen = Counter(tuple(policy(cands, i, rng)[:limit]) for i in range(n))
+    assert set(seen) <= set(exact), set(seen) - set(exact)
+    for order, p in exact.items():
+        assert abs(seen[order] / n - p) < 0.01, (order, seen[order] / n, p)
+
+
+def test_order_table_first_places_are_exactly_the_weight_shares() -> None:
+    cands = [C(1), C(2), C(3), C(4)]
+    cum, orders = order_table(tiers(weighted, cands) or [], None) or ([], [])
+    first: Counter[int] = Counter()
+    for o, c, p in zip(orders, cum, [0.0, *cum[:-1]], strict=True):
+        first[o[0]] += c - p  # type: ignore[assignment]
+    for i, c in enumerate(cands):
+        assert abs(first[i] - c.weight / 10) < 1e-12
+    assert len(orders) == 24 and all(len(o) == 4 for o in orders)
+
+
+def test_order_table_gives_up_on_too_many_orders() -> None:
+    cands = [C(w) for w in range(1, 11)]
+    groups = tiers(weighted, cands)
+    assert groups is not None
+    assert order_table(groups, None) is None  # 10! orders
+    assert order_table(groups, 2) is not None  # 90 prefixes of two
+    assert tiers(round_robin, cands) is None and tiers(least_loaded, cands) is None

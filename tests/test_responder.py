@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import random
 import struct
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from dnsdisc.dns.answer import Responder
 from dnsdisc.health import HealthMonitor
 from dnsdisc.registry.model import Instance, ServiceSettings
 from dnsdisc.registry.registry import Registry
+from stats import assert_shares
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -480,3 +482,60 @@ def test_any_returns_the_records_at_the_name(world: World) -> None:
 def test_ch_class_version_bind_is_refused(world: World) -> None:
     msg = world.ask("version.bind.", "TXT", rdclass="CH")
     assert msg.rcode() == dns.rcode.REFUSED and not msg.answer
+
+
+# -- replies cached per query -------------------------------------------------------------------
+
+
+def test_a_repeated_query_is_answered_from_the_cache_with_its_own_id(world: World) -> None:
+    query = dns.message.make_query("blue.web.svc.internal.", "A")
+    first = world.raw(query.to_wire())
+    assert first is not None
+    assert world.index.replies, "the reply was not cached"
+    query.id = (query.id + 1) % 65536
+    again = world.raw(query.to_wire())
+    assert again is not None
+    assert again[:2] == query.id.to_bytes(2, "big") and again[2:] == first[2:]
+    before = world.responder.stats.by_type_rcode[(1, 0)]
+    world.raw(query.to_wire())
+    assert world.responder.stats.by_type_rcode[(1, 0)] == before + 1  # hits are counted
+
+
+def test_a_change_empties_the_cache(world: World) -> None:
+    assert texts(world.ask("web.svc.internal.")) == ["10.0.0.1", "10.0.0.2"]
+    assert texts(world.ask("nothing.web.svc.internal.")) == []
+    world.add("web", "web-3", address="10.0.0.3", port=8080)
+    assert texts(world.ask("web.svc.internal.")) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    # The NXDOMAIN cached before is not kept past the change either.
+    world.add("other", "nothing", address="10.0.0.9", port=80)
+    assert world.ask("nothing.web.svc.internal.").rcode() == dns.rcode.NXDOMAIN
+    world.add("web", "nothing", address="10.0.0.9", port=80)
+    assert texts(world.ask("nothing.web.svc.internal.")) == ["10.0.0.9"]
+
+
+def test_cached_truncated_replies_stay_truncated_and_counted() -> None:
+    w = World()
+    for n in range(60):
+        w.add("big", f"i{n}", address=f"10.1.0.{n}", port=80)
+    stats = w.responder.stats
+    for _ in range(3):
+        assert w.ask("big.svc.internal.", use_edns=False).flags & dns.flags.TC
+    assert stats.truncated == 3
+    assert len(texts(w.ask("big.svc.internal.", tcp=True))) == 60  # TCP is cached apart
+
+
+def test_cached_orders_keep_the_weighted_shares() -> None:
+    """Replies come from the cache, but every answer still draws its own order."""
+    w = World()
+    weights = {"10.0.0.1": 1, "10.0.0.2": 2, "10.0.0.3": 3, "10.0.0.4": 4}
+    for n, (address, weight) in enumerate(weights.items()):
+        w.add("web", f"w{n}", address=address, port=80, weight=weight)
+    w.settings("web", max_answers=1)
+    query = dns.message.make_query("web.svc.internal.", "A").to_wire()
+    firsts: Counter[str] = Counter()
+    for _ in range(8000):
+        reply = w.raw(query)
+        assert reply is not None
+        firsts[dns.message.from_wire(reply).answer[0][0].to_text()] += 1
+    assert_shares(firsts, weights, max_abs_error=0.02)
+    assert len(w.index.replies) == 1

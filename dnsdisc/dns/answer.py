@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from time import perf_counter
 
 from dnsdisc.dns import wire
-from dnsdisc.dns.index import AnswerIndex, Item, Node, RRSet
+from dnsdisc.dns.index import MAX_CACHED_REPLIES, AnswerIndex, Item, Node, RRSet
 from dnsdisc.dns.stats import QueryStats
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,17 @@ class _Forward:
 FORWARD = _Forward()
 
 
+class _Cached:
+    """The replies already encoded for one query: by the order its balanced RRset drew (``()``
+    when nothing is balanced), each as (reply without the ID, stats key, truncated)."""
+
+    __slots__ = ("replies", "rrset")
+
+    def __init__(self, rrset: RRSet | None) -> None:
+        self.rrset = rrset
+        self.replies: dict[tuple[int, ...], tuple[bytes, tuple[int, int], bool]] = {}
+
+
 class Responder:
     def __init__(
         self, index: AnswerIndex, rng: random.Random | None = None, *, forwarding: bool = False
@@ -49,11 +60,39 @@ class Responder:
         self.forwarding = forwarding
         self.errors = 0
         self.stats = QueryStats()
+        # Filled while answering one query: the RRsets whose order was drawn, and whether the
+        # reply came out of the normal path (so that it may be cached) and its stats key.
+        self._drawn: list[RRSet] = []
+        self._stat: tuple[int, int] | None = None
 
     def respond(self, data: bytes, tcp: bool = False) -> bytes | _Forward | None:
         """The reply to one query; None when the packet gets no reply at all; FORWARD when the
-        name is outside our zones and an upstream should answer it."""
+        name is outside our zones and an upstream should answer it.
+
+        A query seen before (the same bytes but the ID) is answered from the replies already
+        encoded for it: only its balanced RRset draws an order, and a reply for that order is
+        reused, or encoded once. The index empties this cache whenever a name changes."""
         started = perf_counter()
+        cache = self.index.replies_tcp if tcp else self.index.replies
+        key = data[2:]
+        entry: _Cached | None = cache.get(key)
+        rrset: RRSet | None = None
+        if entry is not None:
+            rrset = entry.rrset
+            order = rrset.next_order(self.rng) if rrset is not None else ()
+            hit = entry.replies.get(order)
+            if hit is not None:
+                body, stat, truncated = hit
+                stats = self.stats
+                stats.by_type_rcode[stat] += 1
+                if truncated:
+                    stats.truncated += 1
+                stats.observe(perf_counter() - started)
+                return data[:2] + body
+            if rrset is not None:
+                rrset.forced = order  # encode this order now (it was drawn and counted above)
+        self._drawn.clear()
+        self._stat = None
         try:
             reply = self._respond(data, tcp)
         except wire.ShortPacketError:
@@ -62,7 +101,19 @@ class Responder:
             self.errors += 1
             log.debug("failed to answer a packet", exc_info=True)
             return _bare(data, wire.SERVFAIL) if len(data) >= 12 else None
+        finally:
+            if rrset is not None:
+                rrset.forced = None
         self.stats.observe(perf_counter() - started)
+        made = self._stat
+        if made is not None and len(self._drawn) <= 1 and isinstance(reply, bytes):
+            drawn = self._drawn[0] if self._drawn else None
+            if entry is None or entry.rrset is not drawn:
+                if len(cache) >= MAX_CACHED_REPLIES:
+                    cache.clear()  # a flood of distinct queries: start over, stay bounded
+                entry = cache[key] = _Cached(drawn)
+            order = () if drawn is None else drawn.last if rrset is None else order
+            entry.replies[order] = (reply[2:], made, bool(reply[2] & 0x02))
         return reply
 
     def _respond(self, data: bytes, tcp: bool) -> bytes | _Forward | None:
@@ -152,6 +203,8 @@ class Responder:
                     return self._finish(q, reply_flags | wire.FLAG_AA, body, 0, 1, 0)
                 break
             for rrset in rrsets:
+                if rrset.policy is not None or rrset.tail or rrset.limit is not None:
+                    self._drawn.append(rrset)
                 count, full = _add_records(body, owner, rrset.ordered(self.rng), limit, glue)
                 an += count
                 if not full:
@@ -189,7 +242,8 @@ class Responder:
             ar += 1
         wire.HEADER.pack_into(body, 0, q.id, flags, 1, an, ns, ar)
         stats = self.stats
-        stats.by_type_rcode[(q.qtype, flags & 0x0F)] += 1
+        stat = self._stat = (q.qtype, flags & 0x0F)
+        stats.by_type_rcode[stat] += 1
         if flags & wire.FLAG_TC:
             stats.truncated += 1
         return bytes(body)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import random
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from dnsdisc.balance import POLICIES, Policy, srv_order
+from dnsdisc.balance import LIVE_POLICIES, POLICIES, Policy, order_table, srv_order, tiers
 from dnsdisc.dns import wire
 from dnsdisc.dns.names import PROTOCOLS, Naming
 from dnsdisc.registry.model import FALLBACK, IN, Instance, ServiceSettings
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 # 6 bytes of SRV priority/weight/port before the target, none before an NS or CNAME target.
 _SRV_TARGET = 16
 _NAME_TARGET = 10
+# Orders drawn ahead per RRset (see RRSet); replies cached per index (see Responder).
+POOL = 64
+MAX_CACHED_REPLIES = 10000
 
 
 class Live(Protocol):
@@ -96,7 +100,31 @@ class Item:
 
 
 class RRSet:
-    __slots__ = ("counter", "items", "limit", "policy", "rtype", "tail")
+    """The records of one (name, type), and how to order them for each answer.
+
+    Orders are drawn from the policy ahead of time, ``POOL`` at a time, and handed out in turn:
+    the sequence of answers is the same sequence of independent draws the policy would make
+    query by query, but each draw is a small tuple of indices that the responder can use as a
+    key to a reply it has already encoded. Policies that read figures reported after the index
+    was built (load, latency) draw one at a time, when asked."""
+
+    __slots__ = (
+        "counted",
+        "counter",
+        "forced",
+        "items",
+        "last",
+        "limit",
+        "members",
+        "policy",
+        "pool",
+        "pos",
+        "rtype",
+        "size",
+        "table",
+        "tabled",
+        "tail",
+    )
 
     def __init__(
         self,
@@ -112,30 +140,82 @@ class RRSet:
         self.limit = limit
         # Handed out after all of ``items`` (fail-open: the unhealthy, behind the healthy).
         self.tail = tuple(tail)
+        self.members = self.items + self.tail
         self.counter = 0
+        self.size = 1 if policy in LIVE_POLICIES else POOL
+        self.table: tuple[list[float], list[tuple[int, ...]]] | None = None  # see _table
+        self.tabled = False  # made at the first draw
+        self.pool: list[tuple[int, ...]] = []
+        self.pos = 0
+        self.last: tuple[int, ...] = ()  # the order drawn last
+        self.forced: tuple[int, ...] | None = None  # set by the responder to re-encode an order
+        # Who a balanced address answer hands out first is counted (the dashboard's shares).
+        self.counted = policy is not None and rtype in (wire.A, wire.AAAA)
 
-    def ordered(self, rng: random.Random) -> Sequence[Item]:
-        """The items for one answer: in the policy's order, cut to ``limit``."""
+    def next_order(self, rng: random.Random) -> tuple[int, ...]:
+        """The order of the next answer: indices into ``members``, cut to ``limit``."""
+        if not self.tabled:
+            self.table, self.tabled = self._table(), True
+        table = self.table
+        if table is not None:
+            cum, orders = table
+            order = self.last = orders[bisect_right(cum, rng.random())]
+        else:
+            pos = self.pos
+            pool = self.pool
+            if pos >= len(pool):
+                pool = self.pool = [self._draw(rng) for _ in range(self.size)]
+                pos = 0
+            self.pos = pos + 1
+            order = self.last = pool[pos]
+        if self.counted and order:
+            live = self.members[order[0]].live
+            if live is not None:
+                live.handed_out()
+        return order
+
+    def _table(self) -> tuple[list[float], list[tuple[int, ...]]] | None:
+        """For policies whose orders are independent weighted tiers (weighted, priority,
+        random, SRV) and not too many: every possible order with its exact chance, so that a
+        draw costs one random number. The same distribution as ``_draw``, by construction
+        (tests compare the two)."""
+        policy = self.policy
+        if policy is None or policy in LIVE_POLICIES:
+            return None
+        items = self.items
+        groups = tiers(policy, items) if len(items) > 1 else [(list(range(len(items))), [1.0])]
+        if groups is None:
+            return None
+        if self.tail:
+            rest = tiers(policy, self.tail)
+            if rest is None:
+                return None
+            first = len(items)
+            groups += [([first + i for i in ix], ws) for ix, ws in rest]
+        return order_table(groups, self.limit)
+
+    def _draw(self, rng: random.Random) -> tuple[int, ...]:
         items = self.items
         policy = self.policy
         if policy is not None and len(items) > 1:
             self.counter += 1
-            out = [items[i] for i in policy(items, self.counter, rng)]
+            out = list(policy(items, self.counter, rng))
         else:
-            out = list(items) if self.tail else items  # type: ignore[assignment]
+            out = list(range(len(items)))
         if self.tail:
             tail = self.tail
+            first = len(items)
             order = policy(tail, self.counter, rng) if policy else range(len(tail))
-            out += [tail[i] for i in order]
-        if policy is not None and out and (self.rtype == wire.A or self.rtype == wire.AAAA):
-            # Count who a balanced address answer handed out first (the dashboard's answer
-            # shares).
-            live = out[0].live
-            if live is not None:
-                live.handed_out()
-        if self.limit is not None:
-            return out[: self.limit]
-        return out
+            out += [first + i for i in order]
+        return tuple(out[: self.limit] if self.limit is not None else out)
+
+    def ordered(self, rng: random.Random) -> Sequence[Item]:
+        """The items for one answer: in the policy's order, cut to ``limit``."""
+        if self.policy is None and not self.tail and self.limit is None:
+            return self.items
+        order = self.forced if self.forced is not None else self.next_order(rng)
+        members = self.members
+        return [members[i] for i in order]
 
 
 @dataclass(slots=True)
@@ -179,6 +259,10 @@ class AnswerIndex:
     def __init__(self, settings: IndexSettings, static: Iterable[StaticRecord] = ()) -> None:
         self.settings = settings
         self.static_records = tuple(static)  # kept to build the same index in a worker
+        # Encoded replies by query (without its ID), kept by the responder and emptied on every
+        # change of a name: UDP and TCP apart, as their size limits differ.
+        self.replies: dict[bytes, Any] = {}
+        self.replies_tcp: dict[bytes, Any] = {}
         self.naming = Naming(settings.domain, settings.ns_label)
         self.nodes: dict[bytes, Node] = {}
         self.zones: dict[bytes, Zone] = {}
@@ -399,6 +483,8 @@ class AnswerIndex:
                 self._ptr.pop(name, None)
 
     def _install(self, name: bytes, node: Node) -> None:
+        self.replies.clear()
+        self.replies_tcp.clear()
         if name in self.nodes:
             self._uninstall(name)
         self.nodes[name] = node
@@ -408,6 +494,8 @@ class AnswerIndex:
     def _uninstall(self, name: bytes) -> None:
         if self.nodes.pop(name, None) is None:
             return
+        self.replies.clear()
+        self.replies_tcp.clear()
         for parent in wire.parent_names(name):
             left = self.ents[parent] - 1
             if left:
