@@ -20,9 +20,11 @@ from dnsdisc import __version__, logs
 from dnsdisc.config import (
     DEFAULT_DNS,
     DEFAULT_DOMAIN,
+    DEFAULT_ETCD,
     DEFAULT_HTTP,
     LOG_FORMATS,
     LOG_LEVELS,
+    STORAGES,
     Config,
     build,
 )
@@ -60,8 +62,16 @@ def parser() -> argparse.ArgumentParser:
         "--zones", metavar="DIR", help="directory of zone files (default ./zones, if present)"
     )
     s.add_argument(
-        "--storage", choices=("sqlite", "memory"), help="sqlite (durable, default) or memory"
+        "--storage",
+        metavar="{" + ",".join(STORAGES) + "}",
+        help="sqlite (durable, default), memory, or etcd (a registry shared by several nodes)",
     )
+    s.add_argument(
+        "--etcd-endpoints",
+        metavar="URL,...",
+        help=f"etcd client URLs, comma-separated (storage etcd; default {DEFAULT_ETCD})",
+    )
+    s.add_argument("--etcd-prefix", metavar="PREFIX", help="key prefix in etcd (default /dnsdisc)")
     s.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     s.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json, a line each")
     s.add_argument("--query-log", action="store_true", help="log one line per DNS query")
@@ -87,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             log_format=args.log_format,
             query_log=args.query_log,
             storage=args.storage,
+            etcd_endpoints=args.etcd_endpoints,
+            etcd_prefix=args.etcd_prefix,
         )
 
     try:

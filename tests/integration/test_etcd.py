@@ -1,0 +1,323 @@
+"""Several dnsdisc nodes on one real 3-member etcd cluster (Debian's etcd-server), loopback only."""
+
+from __future__ import annotations
+
+import http.server
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etcdcluster import EtcdCluster, etcd_post
+from helpers import DnsdiscProcess, free_port
+
+pytestmark = pytest.mark.integration
+
+NAME = "web.svc.internal"
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(tmp_path / "etcd").start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def node(tmp_path: Path, name: str, cluster: EtcdCluster, *extra: str) -> DnsdiscProcess:
+    return DnsdiscProcess(
+        tmp_path / name,
+        extra_args=[
+            "--storage", "etcd",
+            "--etcd-endpoints", cluster.endpoints,
+            "--etcd-prefix", "/dnsdisc-test",
+            *extra,
+        ],
+    )  # fmt: skip
+
+
+@pytest.fixture
+def pair(tmp_path: Path, etcd: EtcdCluster) -> Iterator[tuple[DnsdiscProcess, DnsdiscProcess]]:
+    a = node(tmp_path, "a", etcd).start()
+    try:
+        b = node(tmp_path, "b", etcd).start()
+    except BaseException:
+        a.stop()
+        raise
+    try:
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def wait_for(what: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> Any:
+    """``what()`` once it is truthy; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = what()
+        except OSError as exc:  # a DNS timeout while a node is busy
+            last = exc
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError(f"not true within {timeout}s (last: {last!r})")
+
+
+def addresses(n: DnsdiscProcess, name: str = NAME) -> list[str]:
+    return sorted(n.addresses(name, timeout=1.0))
+
+
+def metric(n: DnsdiscProcess, name: str) -> float:
+    for line in n.http("GET", "/metrics").raw.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in the metrics")
+
+
+def test_a_registration_on_a_is_answered_by_b_and_the_time_is_measured(
+    pair: tuple[DnsdiscProcess, DnsdiscProcess],
+) -> None:
+    a, b = pair
+    times = []
+    for i in range(20):
+        a.register("web", f"web-{i}", address=f"10.1.0.{i + 1}", port=80)
+        t0 = time.perf_counter()
+        # A's 2xx came after A's own memory had it: no waiting on A.
+        assert f"10.1.0.{i + 1}" in addresses(a)
+        wait_for(lambda i=i: f"10.1.0.{i + 1}" in addresses(b), step=0.001)
+        times.append((time.perf_counter() - t0) * 1000)
+    print(
+        f"\npropagation A->B over {len(times)} registrations: median "
+        f"{statistics.median(times):.1f} ms, max {max(times):.1f} ms"
+    )
+    assert addresses(a) == addresses(b) and len(addresses(b)) == 20
+    # Service settings are keys too: set on B, seen on A.
+    assert b.http("PUT", "/v1/services/web", {"ttl": 42}).status == 200
+    wait_for(lambda: a.http("GET", "/v1/services/web").body["ttl"] == 42)
+    assert a.query(NAME).answer[0].ttl == 42
+    # A deregistration on B disappears from A.
+    assert b.http("DELETE", "/v1/services/web/instances/web-0").status == 204
+    wait_for(lambda: "10.1.0.1" not in addresses(a))
+    assert b.http("DELETE", "/v1/services/web").status == 204
+    wait_for(lambda: a.http("GET", "/v1/services/web").status == 404)
+    assert a.query(NAME).rcode() == 3  # NXDOMAIN
+
+
+def test_heartbeats_on_either_node_renew_the_etcd_lease_and_expiry_removes_it_everywhere(
+    pair: tuple[DnsdiscProcess, DnsdiscProcess],
+) -> None:
+    a, b = pair
+    a.register("web", "leased", address="10.2.0.1", port=80, ttl=2)
+    a.register("web", "kept", address="10.2.0.2", port=80)
+    wait_for(lambda: addresses(b) == ["10.2.0.1", "10.2.0.2"])
+    for i in range(8):  # 4 s of heartbeats, alternating nodes: twice the 2 s lease
+        n = a if i % 2 else b
+        assert n.http("POST", "/v1/services/web/instances/leased/heartbeat", {}).status == 200
+        time.sleep(0.5)
+    assert addresses(a) == addresses(b) == ["10.2.0.1", "10.2.0.2"]
+    t0 = time.monotonic()
+    wait_for(lambda: addresses(a) == ["10.2.0.2"] and addresses(b) == ["10.2.0.2"], timeout=8)
+    gone_after = time.monotonic() - t0
+    assert 1.0 < gone_after < 8, gone_after  # not before the lease ran out
+    for n in (a, b):
+        assert n.http("GET", "/v1/services/web/instances/leased").status == 404
+    reply = b.http("POST", "/v1/services/web/instances/leased/heartbeat", {})
+    assert reply.status == 404 and reply.body["field"] == "id"
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_one_node_runs_the_checks_and_every_node_gets_the_result(
+    tmp_path: Path, pair: tuple[DnsdiscProcess, DnsdiscProcess]
+) -> None:
+    a, b = pair
+    wait_for(lambda: metric(a, "dnsdisc_health_checker") + metric(b, "dnsdisc_health_checker"))
+    assert metric(a, "dnsdisc_health_checker") + metric(b, "dnsdisc_health_checker") == 1
+    srv = http.server.HTTPServer(("127.0.0.1", 0), _Health)
+    port = srv.server_address[1]
+    check = {"type": "http", "path": "/", "interval": 0.2, "timeout": 1, "rise": 1, "fall": 1}
+    a.register("web", "checked", address="127.0.0.1", port=port, check=check)
+    # Nobody listens yet: critical (awaiting its first check) everywhere.
+    for n in (a, b):
+        state = n.http("GET", "/v1/services/web/instances/checked").body["health"]
+        assert state["status"] == "critical"
+    assert addresses(a) == addresses(b) == []
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: addresses(a) == addresses(b) == ["127.0.0.1"])
+        for n in (a, b):
+            body = n.http("GET", "/v1/services/web/instances/checked").body["health"]
+            assert body["status"] == "passing" and "HTTP GET" in body["output"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    wait_for(lambda: addresses(a) == addresses(b) == [])
+    # Maintenance set on B is a shared write: A takes the instance out too.
+    b.register("web", "plain", address="10.3.0.1", port=80)
+    wait_for(lambda: addresses(a) == ["10.3.0.1"])
+    path = "/v1/services/web/instances/plain/maintenance"
+    assert b.http("PUT", path, {"enabled": True, "reason": "patching"}).status == 200
+    assert addresses(b) == []
+    wait_for(lambda: addresses(a) == [])
+
+
+def test_checks_move_to_the_other_node_when_the_checker_stops(
+    tmp_path: Path, pair: tuple[DnsdiscProcess, DnsdiscProcess]
+) -> None:
+    a, b = pair
+    wait_for(lambda: metric(a, "dnsdisc_health_checker") + metric(b, "dnsdisc_health_checker"))
+    checker, other = (a, b) if metric(a, "dnsdisc_health_checker") else (b, a)
+    checker.kill()  # no lease revocation: the election lease has to run out
+    wait_for(lambda: metric(other, "dnsdisc_health_checker") == 1, timeout=10)
+
+
+def test_killing_the_etcd_leader_keeps_registrations_and_answers_going(
+    etcd: EtcdCluster, pair: tuple[DnsdiscProcess, DnsdiscProcess]
+) -> None:
+    a, b = pair
+    a.register("web", "before", address="10.4.0.1", port=80)
+    wait_for(lambda: addresses(b) == ["10.4.0.1"])
+    etcd.kill(etcd.leader())
+    assert addresses(a) == addresses(b) == ["10.4.0.1"]  # DNS does not wait on etcd
+    # A new etcd leader takes a moment: a write in between may be refused (503), never lost.
+    for i, n in enumerate((a, b, a, b)):
+        body = {"address": f"10.4.1.{i}", "port": 80}
+        reply = wait_for(
+            lambda n=n, i=i, body=body: (
+                r
+                if (r := n.http("PUT", f"/v1/services/web/instances/after-{i}", body)).status
+                in (200, 201)
+                else None
+            )
+        )
+        assert reply.status == 201
+    want = ["10.4.0.1", "10.4.1.0", "10.4.1.1", "10.4.1.2", "10.4.1.3"]
+    wait_for(lambda: addresses(a) == addresses(b) == want)
+    for n in (a, b):
+        wait_for(lambda n=n: n.http("GET", "/readyz").status == 200)
+
+
+def test_without_etcd_nodes_answer_from_their_view_refuse_writes_and_converge_after(
+    etcd: EtcdCluster, pair: tuple[DnsdiscProcess, DnsdiscProcess]
+) -> None:
+    a, b = pair
+    a.register("web", "one", address="10.5.0.1", port=80)
+    wait_for(lambda: addresses(b) == ["10.5.0.1"])
+    for m in etcd.members:
+        etcd.kill(m)
+    for n in (a, b):
+        ready = wait_for(lambda n=n: (r := n.http("GET", "/readyz")).status == 503 and r)
+        assert ready.body["stale"] is True and "unreachable" in ready.body["reason"]
+        assert metric(n, "dnsdisc_store_stale") == 1
+        assert addresses(n) == ["10.5.0.1"]
+        t0 = time.monotonic()
+        refused = n.http(
+            "PUT", "/v1/services/web/instances/two", {"address": "10.5.0.2", "port": 80}
+        )
+        assert refused.status == 503 and "etcd is unavailable" in refused.body["error"]
+        assert time.monotonic() - t0 < 5
+        assert n.http("DELETE", "/v1/services/web/instances/one").status == 503
+        assert n.http("GET", "/v1/services/web/instances/two").status == 404
+    assert addresses(a) == addresses(b) == ["10.5.0.1"]
+    for m in etcd.members:
+        etcd.restart(m)
+    etcd.wait_healthy()
+    for n in (a, b):
+        wait_for(lambda n=n: n.http("GET", "/readyz").status == 200, timeout=15)
+        assert metric(n, "dnsdisc_store_stale") == 0
+    b.register("web", "two", address="10.5.0.2", port=80)
+    a.register("web", "three", address="10.5.0.3", port=80)
+    want = ["10.5.0.1", "10.5.0.2", "10.5.0.3"]
+    wait_for(lambda: addresses(a) == addresses(b) == want)
+
+
+def test_when_node_a_dies_node_b_answers_everything_including_as_registrations(
+    pair: tuple[DnsdiscProcess, DnsdiscProcess],
+) -> None:
+    a, b = pair
+    for i in range(5):
+        a.register("web", f"a-{i}", address=f"10.6.0.{i + 1}", port=80)
+    b.register("api", "b-0", address="10.6.1.1", port=8080)
+    want = [f"10.6.0.{i + 1}" for i in range(5)]
+    wait_for(lambda: addresses(b) == want)
+    a.kill()
+    assert addresses(b) == want
+    assert b.addresses("api.svc.internal") == ["10.6.1.1"]
+    srv = b.query("_http._tcp.a-0.web.svc.internal", "SRV")
+    assert srv.rcode() in (0, 3)  # answered, not timed out
+    # A's registrations are still B's to change.
+    assert b.http("DELETE", "/v1/services/web/instances/a-0").status == 204
+    assert "10.6.0.1" not in addresses(b)
+
+
+def test_a_node_started_later_loads_the_registry_and_a_compacted_watch_reloads(
+    tmp_path: Path, etcd: EtcdCluster
+) -> None:
+    a = node(tmp_path, "a", etcd).start()
+    leader = etcd.leader()
+    only = next(m for m in etcd.members if m is not leader)
+    # B talks to one member only (not the leader, so the others keep a leader), and that
+    # member going away takes B's watch down alone.
+    b = DnsdiscProcess(
+        tmp_path / "b",
+        extra_args=[
+            "--storage", "etcd",
+            "--etcd-endpoints", only.client_url,
+            "--etcd-prefix", "/dnsdisc-test",
+        ],
+    )  # fmt: skip
+    try:
+        a.register("web", "one", address="10.7.0.1", port=80)
+        a.register("web", "gone", address="10.7.0.9", port=80)
+        b.start()
+        assert addresses(b) == ["10.7.0.1", "10.7.0.9"]
+        etcd.kill(only)
+        wait_for(lambda: b.http("GET", "/readyz").status == 503)
+        a.register("web", "two", address="10.7.0.2", port=80)
+        assert a.http("DELETE", "/v1/services/web/instances/gone").status == 204
+        # Compact away the history B's watch would resume from: B must reload the range.
+        url = leader.client_url
+        rev = etcd_post(url, "/v3/kv/range", {"key": "eA=="})["header"]["revision"]
+        etcd_post(url, "/v3/kv/compaction", {"revision": rev, "physical": True}, 10)
+        assert addresses(b) == ["10.7.0.1", "10.7.0.9"]  # the last view, meanwhile
+        etcd.restart(only)
+        wait_for(lambda: addresses(b) == ["10.7.0.1", "10.7.0.2"], timeout=20)
+        assert "reloading" in b.log()
+        wait_for(lambda: b.http("GET", "/readyz").status == 200)
+    finally:
+        b.stop()
+        a.stop()
+
+
+def test_bad_etcd_settings_are_named_and_an_unreachable_etcd_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    bad = DnsdiscProcess(
+        tmp_path / "bad", extra_args=["--storage", "etcd", "--etcd-endpoints", "127.0.0.1:2379"]
+    )
+    with pytest.raises(RuntimeError, match=r"--etcd-endpoints: '127.0.0.1:2379' is not a URL"):
+        bad.start()
+    down = DnsdiscProcess(
+        tmp_path / "down",
+        extra_args=[
+            "--storage", "etcd", "--etcd-endpoints", f"http://127.0.0.1:{free_port()}"
+        ],
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"cannot open the etcd store at http://127.0.0.1:"):
+        down.start(timeout=20)
