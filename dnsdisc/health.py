@@ -135,6 +135,7 @@ class HealthMonitor:
         self._checks: dict[tuple[str, str], tuple[Instance, asyncio.Task[None]]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._stopped = False
         # A shared store keeps the leases itself, and elects the node that checks.
         self.local_leases = not registry.shared
         self.checking = not registry.shared
@@ -164,6 +165,7 @@ class HealthMonitor:
         self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
 
     async def stop(self) -> None:
+        self._stopped = True  # an election won during shutdown starts nothing
         tasks = [t for _, t in self._checks.values()]
         if self._ticker is not None:
             tasks.append(self._ticker)
@@ -178,7 +180,7 @@ class HealthMonitor:
 
     def set_checking(self, on: bool) -> None:
         """Start or stop running active checks (this node won or lost the election)."""
-        if on == self.checking:
+        if on == self.checking or (on and self._session is None) or self._stopped:
             return
         self.checking = on
         if on:

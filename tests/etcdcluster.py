@@ -74,7 +74,7 @@ class EtcdCluster:
             "--initial-advertise-peer-urls", m.peer_url,
             "--initial-cluster", initial,
             "--initial-cluster-state", "new",
-            "--initial-cluster-token", f"dnsdisc-test-{self.base.name}",
+            "--initial-cluster-token", f"dnsdisc-test-{self.members[0].peer_url[-5:]}",
             "--logger", "zap",
             "--log-level", "warn",
         ]  # fmt: skip

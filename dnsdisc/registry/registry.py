@@ -469,6 +469,9 @@ class Registry:
         await self._write([Op("del_service", name)], apply)
 
     async def close(self) -> None:
+        for task in list(self._publishing):
+            task.cancel()  # a verdict not yet published: the next checker will publish its own
+        await asyncio.gather(*self._publishing, return_exceptions=True)
         await self.store.close()
 
     # -- internals ---------------------------------------------------------------------------

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import http.server
+import re
+import shlex
+import shutil
 import statistics
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from dnsdisc.config import from_mapping
 from etcdcluster import EtcdCluster, etcd_post
-from helpers import DnsdiscProcess, free_port
+from helpers import DnsdiscProcess, console_steps, free_port, readme_block, require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -118,14 +127,17 @@ def test_heartbeats_on_either_node_renew_the_etcd_lease_and_expiry_removes_it_ev
     a.register("web", "leased", address="10.2.0.1", port=80, ttl=2)
     a.register("web", "kept", address="10.2.0.2", port=80)
     wait_for(lambda: addresses(b) == ["10.2.0.1", "10.2.0.2"])
+    last = time.monotonic()
     for i in range(8):  # 4 s of heartbeats, alternating nodes: twice the 2 s lease
         n = a if i % 2 else b
         assert n.http("POST", "/v1/services/web/instances/leased/heartbeat", {}).status == 200
+        last = time.monotonic()
         time.sleep(0.5)
     assert addresses(a) == addresses(b) == ["10.2.0.1", "10.2.0.2"]
-    t0 = time.monotonic()
     wait_for(lambda: addresses(a) == ["10.2.0.2"] and addresses(b) == ["10.2.0.2"], timeout=8)
-    gone_after = time.monotonic() - t0
+    gone_after = time.monotonic() - last
+    assert 1.5 < gone_after < 8, gone_after  # not before the lease ran out
+    print(f"\nlease expiry: gone from both nodes {gone_after:.2f} s after the last heartbeat")
     assert 1.0 < gone_after < 8, gone_after  # not before the lease ran out
     for n in (a, b):
         assert n.http("GET", "/v1/services/web/instances/leased").status == 404
@@ -184,7 +196,9 @@ def test_checks_move_to_the_other_node_when_the_checker_stops(
     wait_for(lambda: metric(a, "dnsdisc_health_checker") + metric(b, "dnsdisc_health_checker"))
     checker, other = (a, b) if metric(a, "dnsdisc_health_checker") else (b, a)
     checker.kill()  # no lease revocation: the election lease has to run out
+    t0 = time.monotonic()
     wait_for(lambda: metric(other, "dnsdisc_health_checker") == 1, timeout=10)
+    print(f"\nchecker failover after SIGKILL: {time.monotonic() - t0:.2f} s")
 
 
 def test_killing_the_etcd_leader_keeps_registrations_and_answers_going(
@@ -194,6 +208,7 @@ def test_killing_the_etcd_leader_keeps_registrations_and_answers_going(
     a.register("web", "before", address="10.4.0.1", port=80)
     wait_for(lambda: addresses(b) == ["10.4.0.1"])
     etcd.kill(etcd.leader())
+    t0 = time.monotonic()
     assert addresses(a) == addresses(b) == ["10.4.0.1"]  # DNS does not wait on etcd
     # A new etcd leader takes a moment: a write in between may be refused (503), never lost.
     for i, n in enumerate((a, b, a, b)):
@@ -207,6 +222,8 @@ def test_killing_the_etcd_leader_keeps_registrations_and_answers_going(
             )
         )
         assert reply.status == 201
+        if i == 0:
+            print(f"\netcd leader killed: first write accepted after {time.monotonic() - t0:.2f} s")
     want = ["10.4.0.1", "10.4.1.0", "10.4.1.1", "10.4.1.2", "10.4.1.3"]
     wait_for(lambda: addresses(a) == addresses(b) == want)
     for n in (a, b):
@@ -321,3 +338,73 @@ def test_bad_etcd_settings_are_named_and_an_unreachable_etcd_stops_the_start(
     )  # fmt: skip
     with pytest.raises(RuntimeError, match=r"cannot open the etcd store at http://127.0.0.1:"):
         down.start(timeout=20)
+
+
+def test_readme_cluster_commands_run_as_written(tmp_path: Path) -> None:
+    """The README's 3-node section, run as written: only ports and data dirs are changed."""
+    etcd_bin = require_tool("etcd")
+    require_tool("dig")
+    require_tool("curl")
+    heading = "Running several nodes on etcd"
+    cfg = from_mapping(yaml.safe_load(readme_block(heading, "yaml")), "README.md")
+    assert cfg.storage == "etcd" and len(cfg.etcd.endpoints) == 3
+    steps = console_steps(readme_block(heading))
+    assert sum(c.startswith("etcd ") for c, _ in steps) == 3
+    assert sum(c.startswith("dnsdisc serve") for c, _ in steps) == 3
+    ports: dict[str, str] = {}
+
+    def local(command: str) -> str:
+        command = re.sub(
+            r"(?<=:)\d{4}\b|(?<=-p )\d{4}\b",
+            lambda m: ports.setdefault(m.group(0), str(free_port())),
+            command,
+        )
+        return command.replace("/tmp/etcd-", f"{tmp_path}/etcd-")
+
+    started: list[subprocess.Popen[bytes]] = []
+    log = open(tmp_path / "readme.log", "ab")  # noqa: SIM115 - closed below
+    try:
+        for command, expected in steps:
+            cmd = local(command)
+            if cmd.endswith("&"):
+                argv = shlex.split(cmd[:-1])
+                if argv[0] == "etcd":
+                    argv[0] = etcd_bin
+                else:
+                    assert argv[0] == "dnsdisc"
+                    argv[:1] = [sys.executable, "-m", "dnsdisc"]
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+                started.append(proc)
+                if argv[0] != etcd_bin:
+                    http_port = argv[argv.index("--http") + 1].rsplit(":", 1)[1]
+                    wait_for(
+                        lambda p=http_port: _get(f"http://127.0.0.1:{p}/readyz") == 200,
+                        timeout=30,
+                        step=0.1,
+                    )
+                continue
+            result = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=20)
+            assert result.returncode == 0, (command, result.stderr)
+            assert result.stdout.splitlines() == expected, (command, result.stdout)
+    finally:
+        for proc in reversed(started):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        log.close()
+        for i in range(3):
+            shutil.rmtree(tmp_path / f"etcd-m{i}", ignore_errors=True)
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+    except OSError:
+        return 0
