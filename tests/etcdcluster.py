@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.error
@@ -122,6 +124,13 @@ class EtcdCluster:
         if m.proc is not None and m.proc.poll() is None:
             m.proc.kill()
             m.proc.wait(10)
+
+    def freeze(self, m: Member, frozen: bool = True) -> None:
+        """SIGSTOP (or SIGCONT): the member's connections stay open and say nothing, as when
+        its host vanishes without closing them."""
+        if self.running(m):
+            assert m.proc is not None
+            os.kill(m.proc.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def restart(self, m: Member) -> None:
         if not self.running(m):

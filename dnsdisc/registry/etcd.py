@@ -117,6 +117,8 @@ class EtcdStore:
         self._leases: dict[tuple[str, str], tuple[int, float | None]] = {}
         self._leader_lease = 0
         self._on_leader: Callable[[bool], None] | None = None
+        self._watch_response: aiohttp.ClientResponse | None = None
+        self._lagging = 0  # probes in a row that found changes the watch had not delivered
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -194,14 +196,18 @@ class EtcdStore:
             if remaining <= 0:
                 break
             endpoint = endpoints[self._endpoint % len(endpoints)]
+            # Half the budget at most per attempt while there is time for another: a member
+            # that lost its leader holds a request until it times out, and another member (or
+            # this one's new leader) usually answers within a second.
+            attempt = remaining / 2 if remaining > 1.0 and len(endpoints) > 1 else remaining
             try:
                 if self.cfg.username is not None and self._token is None:
-                    await self._authenticate(endpoint, remaining)
+                    await self._authenticate(endpoint, attempt)
                 async with self._session.post(
                     endpoint + path,
                     json=body,
                     headers=self._headers(),
-                    timeout=aiohttp.ClientTimeout(total=remaining),
+                    timeout=aiohttp.ClientTimeout(total=attempt),
                 ) as resp:
                     data = await resp.json(content_type=None)
                 if not isinstance(data, dict):
@@ -463,6 +469,7 @@ class EtcdStore:
         ) as resp:
             if resp.status != 200:
                 raise StoreUnavailableError(f"{endpoint} refused the watch: HTTP {resp.status}")
+            self._watch_response = resp
             buf = b""
             async for chunk in resp.content.iter_any():
                 buf += chunk
@@ -546,6 +553,7 @@ class EtcdStore:
         while True:
             try:
                 self._set_leader(await self._campaign_step())
+                await self._check_watch()
                 if not self.reachable:
                     log.info("etcd: reachable again")
                 self.reachable = True
@@ -560,6 +568,29 @@ class EtcdStore:
             except Exception:
                 log.exception("etcd: election step failed")
             await asyncio.sleep(_PROBE)
+
+    async def _check_watch(self) -> None:
+        """Restart a watch that has silently stopped delivering (a member that vanished without
+        closing the connection looks exactly like a quiet registry): keys changed after our
+        revision, still undelivered three probes in a row, mean the stream is dead."""
+        rev = self._rev
+        found = await self._call(
+            "/v3/kv/range",
+            {
+                "key": _b64(self.prefix),
+                "range_end": _b64(_range_end(self.prefix)),
+                "keys_only": True,
+                "min_mod_revision": str(rev + 1),
+            },
+        )
+        if not found.get("kvs") or self._rev != rev or not self.watching:
+            self._lagging = 0
+            return
+        self._lagging += 1
+        if self._lagging >= 3 and self._watch_response is not None:
+            log.warning("etcd: the watch delivers nothing although keys changed; reconnecting")
+            self._lagging = 0
+            self._watch_response.close()
 
     async def _campaign_step(self) -> bool:
         key = f"{self.prefix}leader"

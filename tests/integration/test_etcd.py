@@ -322,6 +322,30 @@ def test_a_node_started_later_loads_the_registry_and_a_compacted_watch_reloads(
         a.stop()
 
 
+def test_a_watch_on_a_frozen_member_is_noticed_and_moved(
+    etcd: EtcdCluster, pair: tuple[DnsdiscProcess, DnsdiscProcess]
+) -> None:
+    a, b = pair
+    # Both nodes watch through the first endpoint; freeze that member (SIGSTOP): its
+    # connections stay open and silent, so only the nodes' own lag check can notice.
+    frozen = etcd.members[0]
+    etcd.freeze(frozen)
+    try:
+        t0 = time.monotonic()
+        body = {"address": "10.8.0.1", "port": 80}
+        wait_for(
+            lambda: a.http("PUT", "/v1/services/web/instances/one", body).status in (200, 201),
+            timeout=20,
+        )
+        wait_for(lambda: addresses(b) == ["10.8.0.1"], timeout=20)
+        print(
+            f"\nfrozen etcd member: B answered A's registration after {time.monotonic() - t0:.1f} s"
+        )
+        assert "the watch delivers nothing" in b.log()
+    finally:
+        etcd.freeze(frozen, False)
+
+
 def test_bad_etcd_settings_are_named_and_an_unreachable_etcd_stops_the_start(
     tmp_path: Path,
 ) -> None:
