@@ -445,6 +445,8 @@ class EtcdStore:
                 log.exception("etcd: watch failed")
             if self.watching:
                 pause = 0.1
+            if self.cfg.username is not None:
+                self._token = None  # an expired token breaks the watch too: fetch a fresh one
             self.watching = False
             self._watch_endpoint += 1
             await asyncio.sleep(pause)

@@ -235,6 +235,7 @@ def test_without_etcd_nodes_answer_from_their_view_refuse_writes_and_converge_af
 ) -> None:
     a, b = pair
     a.register("web", "one", address="10.5.0.1", port=80)
+    a.register("api", "leased", address="10.5.1.1", port=80, ttl=30)
     wait_for(lambda: addresses(b) == ["10.5.0.1"])
     for m in etcd.members:
         etcd.kill(m)
@@ -251,6 +252,13 @@ def test_without_etcd_nodes_answer_from_their_view_refuse_writes_and_converge_af
         assert time.monotonic() - t0 < 5
         assert n.http("DELETE", "/v1/services/web/instances/one").status == 503
         assert n.http("GET", "/v1/services/web/instances/two").status == 404
+        beat = n.http("POST", "/v1/services/api/instances/leased/heartbeat", {})
+        assert beat.status == 503 and "etcd" in beat.body["error"]
+        path = "/v1/services/web/instances/one/maintenance"
+        assert n.http("PUT", path, {"enabled": True}).status == 503
+        assert n.http("PUT", "/v1/services/web", {"ttl": 9}).status == 503
+        assert n.http("GET", "/v1/services/web").body["ttl"] == 5  # nothing changed
+        assert n.addresses("api.svc.internal") == ["10.5.1.1"]
     assert addresses(a) == addresses(b) == ["10.5.0.1"]
     for m in etcd.members:
         etcd.restart(m)
@@ -262,6 +270,9 @@ def test_without_etcd_nodes_answer_from_their_view_refuse_writes_and_converge_af
     a.register("web", "three", address="10.5.0.3", port=80)
     want = ["10.5.0.1", "10.5.0.2", "10.5.0.3"]
     wait_for(lambda: addresses(a) == addresses(b) == want)
+    # The lease survived the outage (etcd renews leases when it elects a leader).
+    assert b.http("POST", "/v1/services/api/instances/leased/heartbeat", {}).status == 200
+    assert a.addresses("api.svc.internal") == ["10.5.1.1"]
 
 
 def test_when_node_a_dies_node_b_answers_everything_including_as_registrations(
@@ -344,6 +355,38 @@ def test_a_watch_on_a_frozen_member_is_noticed_and_moved(
         assert "the watch delivers nothing" in b.log()
     finally:
         etcd.freeze(frozen, False)
+
+
+def test_etcd_with_auth(tmp_path: Path, etcd: EtcdCluster) -> None:
+    etcdctl = require_tool("etcdctl")
+    url = etcd.members[0].client_url
+
+    def ctl(*args: str) -> None:
+        subprocess.run(
+            [etcdctl, "--endpoints", url, *args], check=True, capture_output=True, timeout=20
+        )
+
+    ctl("user", "add", "root:rootpw")
+    ctl("auth", "enable")
+    try:
+        config = tmp_path / "auth.yaml"
+        config.write_text(
+            "storage: etcd\n"
+            f"etcd: {{endpoints: [{etcd.members[0].client_url}, {etcd.members[1].client_url}],"
+            " username: root, password: rootpw}\n"
+        )
+        n = DnsdiscProcess(tmp_path / "n", extra_args=["--config", str(config)]).start()
+        try:
+            n.register("web", "one", address="10.9.0.1", port=80)
+            assert addresses(n) == ["10.9.0.1"]
+        finally:
+            n.stop()
+        config.write_text(config.read_text().replace("rootpw", "wrong"))
+        bad = DnsdiscProcess(tmp_path / "bad", extra_args=["--config", str(config)])
+        with pytest.raises(RuntimeError, match="etcd refused the username/password"):
+            bad.start()
+    finally:
+        ctl("--user", "root:rootpw", "auth", "disable")
 
 
 def test_bad_etcd_settings_are_named_and_an_unreachable_etcd_stops_the_start(
