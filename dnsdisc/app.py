@@ -113,7 +113,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     zone_data = _load_zones(config)
     index = build_index(config, zone_data)
     registry = Registry(
-        open_store(config.storage, config.data_dir),
+        open_store(config.storage, config.data_dir, config.etcd),
         defaults=config.defaults,
         configured=dict(config.services),
         reserved=_reserved(config, zone_data),
@@ -145,6 +145,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         raise
     server.state.listeners_up = True
     health.start()
+    _join_cluster(server)
     if config.token is None and not is_loopback(config.http_listen.host):
         log.warning(
             "the HTTP API listens on %s without a token: anyone who reaches it can change "
@@ -159,7 +160,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         f"{config.workers} worker processes" if config.workers else "in this process",
         "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio",
         config.http_listen,
-        config.storage if config.storage == "memory" else f"sqlite in {config.data_dir}",
+        _storage_text(config),
         len(registry),
     )
     return server
@@ -167,6 +168,27 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
 
 def _snapshot(server: Server) -> list[tuple[str, ServiceSettings, Sequence[Live]]]:
     return [(s.settings.name, s.settings, server.health.view(s)) for s in server.registry]
+
+
+def _storage_text(config: Config) -> str:
+    if config.storage == "sqlite":
+        return f"sqlite in {config.data_dir}"
+    if config.storage == "etcd":
+        return f"etcd at {', '.join(config.etcd.endpoints)} under {config.etcd.prefix}"
+    return config.storage
+
+
+def _join_cluster(server: Server) -> None:
+    """With a shared store: report its staleness, and take part in electing the node that
+    runs the active checks (until elected, this node runs none)."""
+    store = server.registry.store
+    if not server.registry.shared:
+        return
+    from dnsdisc.registry.etcd import EtcdStore
+
+    assert isinstance(store, EtcdStore)
+    server.state.store_stale = lambda: store.stale
+    store.campaign(server.health.set_checking)
 
 
 async def _listen(server: Server) -> None:
@@ -238,6 +260,7 @@ _RESTART_ONLY = (
     "http_listen",
     "storage",
     "data_dir",
+    "etcd",
     "recursors",
     "rate_limit",
     "tcp_idle_timeout",

@@ -20,10 +20,12 @@ from dnsdisc import __version__, logs
 from dnsdisc.config import (
     DEFAULT_DNS,
     DEFAULT_DOMAIN,
+    DEFAULT_ETCD,
     DEFAULT_HTTP,
     EVENT_LOOPS,
     LOG_FORMATS,
     LOG_LEVELS,
+    STORAGES,
     Config,
     build,
 )
@@ -61,7 +63,9 @@ def parser() -> argparse.ArgumentParser:
         "--zones", metavar="DIR", help="directory of zone files (default ./zones, if present)"
     )
     s.add_argument(
-        "--storage", choices=("sqlite", "memory"), help="sqlite (durable, default) or memory"
+        "--storage",
+        metavar="{" + ",".join(STORAGES) + "}",
+        help="sqlite (durable, default), memory, or etcd (a registry shared by several nodes)",
     )
     s.add_argument(
         "--workers",
@@ -72,6 +76,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--event-loop", choices=EVENT_LOOPS, help="auto (uvloop where installed, the default)"
     )
+    s.add_argument(
+        "--etcd-endpoints",
+        metavar="URL,...",
+        help=f"etcd client URLs, comma-separated (storage etcd; default {DEFAULT_ETCD})",
+    )
+    s.add_argument("--etcd-prefix", metavar="PREFIX", help="key prefix in etcd (default /dnsdisc)")
     s.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     s.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json, a line each")
     s.add_argument("--query-log", action="store_true", help="log one line per DNS query")
@@ -99,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             storage=args.storage,
             workers=args.workers,
             event_loop=args.event_loop,
+            etcd_endpoints=args.etcd_endpoints,
+            etcd_prefix=args.etcd_prefix,
         )
 
     try:

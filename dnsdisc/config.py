@@ -25,7 +25,8 @@ DEFAULT_DOMAIN = "svc.internal."
 MAX_DOMAIN_WIRE = 125
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
-STORAGES = ("sqlite", "memory")
+DEFAULT_ETCD = "http://127.0.0.1:2379"
+STORAGES = ("sqlite", "memory", "etcd")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 MAX_WORKERS = 64
 
@@ -60,6 +61,21 @@ class HealthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EtcdConfig:
+    """Where the shared registry lives when ``storage: etcd`` (see docs/etcd.md)."""
+
+    endpoints: tuple[str, ...] = (DEFAULT_ETCD,)
+    prefix: str = "/dnsdisc"
+    # Bounds every etcd request a write waits on: past it the write is a 503, not a hang.
+    timeout: float = 2.0
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimit:
     responses_per_second: int
     slip: int = 2
@@ -75,6 +91,7 @@ class Config:
     token: str | None = None
     storage: str = "sqlite"
     data_dir: Path = Path("dnsdisc-data")
+    etcd: EtcdConfig = field(default_factory=EtcdConfig)
     zones_dir: Path = Path("zones")
     zones_dir_required: bool = False
     log_level: str = "info"
@@ -166,6 +183,7 @@ _KEYS = {
     "http",
     "storage",
     "data_dir",
+    "etcd",
     "zones_dir",
     "log_level",
     "log_format",
@@ -185,6 +203,16 @@ _DNS_KEYS = {"listen", "tcp_idle_timeout", "tcp_max_connections", "workers"}
 _HTTP_KEYS = {"listen", "token"}
 _NS_KEYS = {"label", "addresses", "hostmaster"}
 _RRL_KEYS = {"responses_per_second", "slip", "ipv4_prefix", "ipv6_prefix"}
+_ETCD_KEYS = {
+    "endpoints",
+    "prefix",
+    "timeout",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "username",
+    "password",
+}
 _HEALTH_KEYS = {"warning_weight", "flap_window", "flap_threshold", "flap_stable", "flap_hold"}
 
 
@@ -242,6 +270,70 @@ def _health(data: Mapping[str, Any], source: str) -> HealthConfig:
         flap_stable=durations["flap_stable"],
         flap_hold=hold,
     )
+
+
+def etcd_endpoint(value: object, source: str, key: str) -> str:
+    """An etcd client URL, http(s)://HOST:PORT, without a path (the v3 API paths are added)."""
+    if not isinstance(value, str):
+        raise ConfigError(source, key, "expected URLs like http://127.0.0.1:2379")
+    scheme, sep, rest = value.partition("://")
+    rest = rest.rstrip("/")
+    if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+        raise ConfigError(source, key, f"{value!r} is not a URL like http://127.0.0.1:2379")
+    hp = parse_hostport(rest, source, key)
+    return f"{scheme}://{hp}"
+
+
+def parse_etcd_prefix(value: object, source: str, key: str) -> str:
+    if (
+        not isinstance(value, str)
+        or not value.startswith("/")
+        or len(value) > 200
+        or not value.isprintable()
+        or " " in value
+    ):
+        raise ConfigError(source, key, "expected a key prefix like /dnsdisc (starts with /)")
+    # One spelling: "/dnsdisc/" and "/dnsdisc" must name the same keys on every node.
+    return value.rstrip("/") or "/"
+
+
+def _etcd(
+    data: Mapping[str, Any], source: str, base: EtcdConfig, base_dir: Path | None
+) -> EtcdConfig:
+    changes: dict[str, Any] = {}
+    if "endpoints" in data:
+        items = data["endpoints"]
+        items = items if isinstance(items, list) else [items]
+        if not items:
+            raise ConfigError(source, "etcd.endpoints", "expected at least one URL")
+        changes["endpoints"] = tuple(
+            dict.fromkeys(etcd_endpoint(x, source, "etcd.endpoints") for x in items)
+        )
+    if "prefix" in data:
+        changes["prefix"] = parse_etcd_prefix(data["prefix"], source, "etcd.prefix")
+    if "timeout" in data:
+        try:
+            changes["timeout"] = seconds(data["timeout"], "etcd.timeout", 0.1, 60)
+        except ValidationError as exc:
+            raise ConfigError(source, "etcd.timeout", exc.message) from None
+    for key in ("ca_file", "cert_file", "key_file"):
+        if key in data:
+            value = data[key]
+            if not isinstance(value, str) or not value:
+                raise ConfigError(source, f"etcd.{key}", "expected a file path")
+            p = Path(value).expanduser()
+            changes[key] = p if p.is_absolute() or base_dir is None else base_dir / p
+    for key in ("username", "password"):
+        if key in data:
+            if not isinstance(data[key], str) or not data[key]:
+                raise ConfigError(source, f"etcd.{key}", "expected a non-empty string")
+            changes[key] = data[key]
+    cfg = replace(base, **changes)
+    if (cfg.cert_file is None) != (cfg.key_file is None):
+        raise ConfigError(source, "etcd.cert_file", "cert_file and key_file go together")
+    if (cfg.username is None) != (cfg.password is None):
+        raise ConfigError(source, "etcd.username", "username and password go together")
+    return cfg
 
 
 def _choice(value: object, choices: tuple[str, ...], source: str, key: str) -> str:
@@ -331,6 +423,10 @@ def from_mapping(data: object, source: str = "", base_dir: Path | None = None) -
         changes["storage"] = _choice(data["storage"], STORAGES, source, "storage")
     if "data_dir" in data:
         changes["data_dir"] = path_of("data_dir")
+    etcd = _mapping(data.get("etcd"), source, "etcd")
+    check_keys(etcd, _ETCD_KEYS, source, "etcd.")
+    if etcd:
+        changes["etcd"] = _etcd(etcd, source, cfg.etcd, base_dir)
     if "zones_dir" in data:
         changes["zones_dir"] = path_of("zones_dir")
         changes["zones_dir_required"] = True
@@ -432,6 +528,8 @@ def build(
     storage: str | None = None,
     workers: str | None = None,
     event_loop: str | None = None,
+    etcd_endpoints: str | None = None,
+    etcd_prefix: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """The effective config: the file (if any), then the environment, then the flags."""
@@ -463,4 +561,16 @@ def build(
         changes["workers"] = workers_count(workers, "", "--workers")
     if event_loop is not None:
         changes["event_loop"] = _choice(event_loop, EVENT_LOOPS, "", "--event-loop")
+    etcd: dict[str, Any] = {}
+    if etcd_endpoints is not None:
+        urls = [u for u in etcd_endpoints.split(",") if u.strip()]
+        if not urls:
+            raise ConfigError("", "--etcd-endpoints", "expected URLs like http://127.0.0.1:2379")
+        etcd["endpoints"] = tuple(
+            dict.fromkeys(etcd_endpoint(u.strip(), "", "--etcd-endpoints") for u in urls)
+        )
+    if etcd_prefix is not None:
+        etcd["prefix"] = parse_etcd_prefix(etcd_prefix, "", "--etcd-prefix")
+    if etcd:
+        changes["etcd"] = replace(cfg.etcd, **etcd)
     return replace(cfg, **changes)

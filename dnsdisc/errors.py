@@ -43,6 +43,11 @@ class StoreError(DnsdiscError):
     """The durable store could not commit; nothing was acknowledged."""
 
 
+class StoreUnavailableError(StoreError):
+    """A shared store (etcd) cannot be reached within its timeout: the write was not taken and
+    may be retried; reads go on from this node's last view."""
+
+
 class ConfigError(DnsdiscError):
     """A config or zone file is wrong. The message names the file, the key and what was expected."""
 

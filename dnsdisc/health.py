@@ -7,6 +7,12 @@ the DNS answer path: it expires TTL leases, runs active HTTP/TCP checks with ris
 deregisters instances that stayed critical too long, and re-evaluates services whose hand-out
 changes with time alone (a flapping instance being released, a slow-start ramp). It writes only
 through the registry, which rebuilds the affected pre-encoded answers.
+
+With a shared store (etcd) leases are etcd's (an expired lease deletes the instance on every
+node), and only one node, elected through etcd (``checking``), runs the active checks and the
+deregistration of long-critical instances; its verdicts reach the others through the store.
+One checker rather than every node checking and merging: one probe per instance per interval
+whatever the cluster size, and one verdict, so every node hands out the same instances.
 """
 
 from __future__ import annotations
@@ -132,6 +138,10 @@ class HealthMonitor:
         self._checks: dict[tuple[str, str], tuple[Instance, asyncio.Task[None]]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._stopped = False
+        # A shared store keeps the leases itself, and elects the node that checks.
+        self.local_leases = not registry.shared
+        self.checking = not registry.shared
         registry.on_status(self._count)
 
     # -- the view the answer index is built from ---------------------------------------------
@@ -164,6 +174,7 @@ class HealthMonitor:
         self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
 
     async def stop(self) -> None:
+        self._stopped = True  # an election won during shutdown starts nothing
         tasks = [t for _, t in self._checks.values()]
         if self._ticker is not None:
             tasks.append(self._ticker)
@@ -176,6 +187,19 @@ class HealthMonitor:
         if self._session is not None:
             await self._session.close()
 
+    def set_checking(self, on: bool) -> None:
+        """Start or stop running active checks (this node won or lost the election)."""
+        if on == self.checking or (on and self._session is None) or self._stopped:
+            return
+        self.checking = on
+        if on:
+            for svc in list(self.registry):
+                self.reconcile(svc.settings.name)
+        else:
+            for _, task in self._checks.values():
+                task.cancel()
+            self._checks.clear()
+
     def reconcile(self, service: str) -> None:
         """Start leases and checks of new instances, stop checks of gone or changed ones."""
         svc = self.registry.get(service)
@@ -187,10 +211,10 @@ class HealthMonitor:
         for iid, state in current.items():
             inst = state.instance
             key = (service, iid)
-            if inst.ttl is not None and key not in self._leased:
+            if inst.ttl is not None and self.local_leases and key not in self._leased:
                 self._leased.add(key)
                 heapq.heappush(self._leases, (state.last_heartbeat + inst.ttl, service, iid))
-            if inst.check is not None and key not in self._checks:
+            if inst.check is not None and self.checking and key not in self._checks:
                 task = asyncio.get_running_loop().create_task(self._check_loop(key, inst))
                 self._checks[key] = (inst, task)
 
@@ -226,7 +250,7 @@ class HealthMonitor:
             if wake <= now:
                 del self._wake[service]
                 self.registry.touch(service)
-        for service, iid in self._expired(now):
+        for service, iid in self._expired(now) if self.checking else ():
             log.info("deregistering %s/%s: critical for longer than deregister_after", service, iid)
             try:
                 await self.registry.delete_instance(service, iid)

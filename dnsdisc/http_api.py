@@ -11,7 +11,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from dnsdisc.errors import (
     DnsdiscError,
     NotFoundError,
     StoreError,
+    StoreUnavailableError,
     ValidationError,
 )
 from dnsdisc.registry.model import (
@@ -46,6 +47,7 @@ STATUS: dict[type[DnsdiscError], int] = {
     NotFoundError: 404,
     ConflictError: 409,
     StoreError: 503,
+    StoreUnavailableError: 503,
 }
 _WRITE_METHODS = {"PUT", "POST", "DELETE", "PATCH"}
 
@@ -87,6 +89,8 @@ class ServerState:
 
     listeners_up: bool = False
     store_open: bool = False
+    # True while a shared store (etcd) is out of reach: answers come from the last view.
+    store_stale: Callable[[], bool] = field(default=lambda: False)
 
 
 def error_response(status: int, message: str, fld: str = "") -> web.Response:
@@ -236,8 +240,19 @@ class Api:
 
     async def readyz(self, request: web.Request) -> web.Response:
         s = self.state
-        ready = s.listeners_up and s.store_open
-        body = {"ready": ready, "listeners": s.listeners_up, "store": s.store_open}
+        stale = s.store_stale()
+        ready = s.listeners_up and s.store_open and not stale
+        body: dict[str, Any] = {
+            "ready": ready,
+            "listeners": s.listeners_up,
+            "store": s.store_open,
+            "stale": stale,
+        }
+        if stale:
+            body["reason"] = (
+                "the shared store is unreachable: DNS answers from this node's last view and "
+                "writes are refused"
+            )
         return web.json_response(body, status=200 if ready else 503)
 
     async def reload_config(self, request: web.Request) -> web.Response:
@@ -331,6 +346,7 @@ class Api:
     async def heartbeat(self, request: web.Request) -> web.Response:
         service, iid = self._ids(request)
         report = HeartbeatReport.from_json(await read_json(request, optional=True))
+        await self.registry.renew(service, iid)
         state = self.registry.heartbeat(service, iid, report)
         await self.registry.settled()
         return web.json_response(_instance_json(state))
@@ -352,7 +368,7 @@ class Api:
             raise ValidationError(
                 "reason", "reason must be printable text of at most 256 characters"
             )
-        state = self.registry.set_maintenance(
+        state = await self.registry.maintenance(
             service, iid, (reason or "maintenance") if enabled else None
         )
         await self.registry.settled()

@@ -113,6 +113,16 @@ class DnsdiscCollector(Collector):
             yield GaugeMetricFamily(
                 "dnsdisc_store_up", "1 while the store is open", value=int(self.state.store_open)
             )
+            yield GaugeMetricFamily(
+                "dnsdisc_store_stale",
+                "1 while a shared store (etcd) is unreachable and answers come from the last view",
+                value=int(self.state.store_stale()),
+            )
+        yield GaugeMetricFamily(
+            "dnsdisc_health_checker",
+            "1 while this node runs the active health checks (always, unless storage is etcd)",
+            value=int(self.health.checking),
+        )
         yield CounterMetricFamily(
             "dnsdisc_dns_internal_errors",
             "Queries answered SERVFAIL because answering raised (a bug)",

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # tool -> Debian package that provides it
 declare -A PACKAGES=(
   [dig]=dnsutils [kdig]=knot-dnsutils [unbound]=unbound [dnsmasq]=dnsmasq-base
-  [ip]=iproute2 [getent]=libc-bin [curl]=curl [chromium]=chromium
+  [ip]=iproute2 [getent]=libc-bin [curl]=curl [chromium]=chromium [etcd]=etcd-server
 )
 missing=()
 for tool in "${!PACKAGES[@]}"; do
@@ -26,7 +26,7 @@ fi
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,etcd]'
 .venv/bin/ruff check dnsdisc tests bench fuzz
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -81,6 +81,16 @@ def test_bad_hostport(text: str) -> None:
         ({"nameserver": {"addresses": ["x"]}}, "nameserver.addresses", "not an IPv4"),
         ({"http": {"token": 5}}, "http.token", "string"),
         ([1, 2], "(top level)", "mapping"),
+        ({"storage": "etc"}, "storage", "sqlite, memory, etcd"),
+        ({"etcd": {"endpoint": "x"}}, "etcd.endpoint", "unknown key"),
+        ({"etcd": {"endpoints": ["127.0.0.1:2379"]}}, "etcd.endpoints", "not a URL"),
+        ({"etcd": {"endpoints": ["http://h:2379/v3"]}}, "etcd.endpoints", "not a URL"),
+        ({"etcd": {"endpoints": []}}, "etcd.endpoints", "at least one"),
+        ({"etcd": {"prefix": "dnsdisc"}}, "etcd.prefix", "starts with /"),
+        ({"etcd": {"timeout": 0}}, "etcd.timeout", "more than 0.1"),
+        ({"etcd": {"cert_file": "c.pem"}}, "etcd.cert_file", "go together"),
+        ({"etcd": {"username": "u"}}, "etcd.username", "go together"),
+        ({"etcd": {"password": 5, "username": "u"}}, "etcd.password", "string"),
     ],
 )
 def test_errors_name_file_key_and_expectation(data: object, key: str, fragment: str) -> None:
@@ -89,6 +99,42 @@ def test_errors_name_file_key_and_expectation(data: object, key: str, fragment: 
     message = str(info.value)
     assert message.startswith(f"conf.yaml: {key}:"), message
     assert fragment in message
+
+
+def test_etcd_settings_from_the_file_and_the_flags(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "storage: etcd\n"
+        "etcd:\n"
+        "  endpoints: [http://10.0.0.1:2379, 'https://[fd00::1]:2379/', http://10.0.0.1:2379]\n"
+        "  prefix: /dnsdisc/prod/\n"
+        "  timeout: 1.5\n"
+        "  ca_file: ca.pem\n"
+        "  cert_file: /etc/dnsdisc/client.pem\n"
+        "  key_file: /etc/dnsdisc/client.key\n"
+        "  username: dnsdisc\n"
+        "  password: secret\n"
+    )
+    cfg = build(path, environ={})
+    assert cfg.storage == "etcd"
+    assert cfg.etcd.endpoints == ("http://10.0.0.1:2379", "https://[fd00::1]:2379")
+    assert cfg.etcd.prefix == "/dnsdisc/prod" and cfg.etcd.timeout == 1.5
+    assert cfg.etcd.ca_file == tmp_path / "ca.pem"  # relative to the file, like data_dir
+    assert cfg.etcd.key_file == Path("/etc/dnsdisc/client.key")
+    assert (cfg.etcd.username, cfg.etcd.password) == ("dnsdisc", "secret")
+    flags = build(
+        path,
+        storage="etcd",
+        etcd_endpoints="http://127.0.0.1:2379,http://127.0.0.1:2381",
+        etcd_prefix="/other",
+        environ={},
+    )
+    assert flags.etcd.endpoints == ("http://127.0.0.1:2379", "http://127.0.0.1:2381")
+    assert flags.etcd.prefix == "/other" and flags.etcd.username == "dnsdisc"
+    with pytest.raises(ConfigError, match=r"^--etcd-endpoints: "):
+        build(None, etcd_endpoints="localhost:2379", environ={})
+    with pytest.raises(ConfigError, match=r"^--storage: expected one of: sqlite, memory, etcd"):
+        build(None, storage="redis", environ={})
 
 
 def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:

@@ -3,6 +3,11 @@
 Every change goes to the store first and into memory only after the store has committed it; then
 the listeners (the DNS answer index) are told which service changed, synchronously, so by the
 time an HTTP handler returns its 2xx the DNS face already answers from the new state.
+
+With a shared store (etcd) memory changes only through ``apply_change``/``resync``, which the
+store calls in its revision order for this node's writes and every other node's alike; its
+``commit`` returns after that, so the rule above still holds. Health verdicts and maintenance
+are then published through the store too, so every node hands out the same instances.
 """
 
 from __future__ import annotations
@@ -14,17 +19,19 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from dnsdisc.errors import ConflictError, NotFoundError, StoreError, ValidationError
 from dnsdisc.registry.model import (
     CRITICAL,
     MAINTENANCE,
     PASSING,
+    WARNING,
     HeartbeatReport,
     Instance,
     ServiceSettings,
 )
-from dnsdisc.registry.store import MemoryStore, Op, Store
+from dnsdisc.registry.store import MemoryStore, Op, SharedStore, Snapshot, Store
 
 Listener = Callable[[str], None]
 # (service, instance id, old effective status, new effective status)
@@ -116,6 +123,13 @@ class Registry:
         self.settle: Callable[[], Awaitable[None]] | None = None
         # Acknowledged writes by kind (put_instance, del_instance, ...), for the metrics.
         self.writes: Counter[str] = Counter()
+        # Verdicts on their way to a shared store (kept so the tasks are not collected early).
+        self._publishing: set[asyncio.Task[None]] = set()
+
+    @property
+    def shared(self) -> bool:
+        """True when other nodes write the same store (etcd)."""
+        return bool(getattr(self.store, "shared", False))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -184,10 +198,14 @@ class Registry:
             # After a restart each lease starts afresh and checks start from passing: the
             # restart must not expire or hide anything; the checks resume at once.
             svc.instances[iid] = InstanceState(inst, now, now, since=now)
+        for (service, iid), data in snap.statuses.items():
+            self._apply_status(service, iid, data)
         for name, settings in self.configured.items():
             self._services.setdefault(name, Service(settings))
         for name in list(self._services):
             self._notify(name)
+        if self.shared:
+            cast(SharedStore, self.store).follow(self)
 
     def add_static(self, settings: ServiceSettings, instances: Iterable[Instance]) -> None:
         """A service from a zone file: never stored, never changed over HTTP."""
@@ -243,28 +261,33 @@ class Registry:
 
         def apply() -> None:
             nonlocal created
-            svc = self._services.setdefault(inst.service, Service(self.settings_for(inst.service)))
-            now = self.clock()
-            prev = svc.instances.get(inst.id)
-            created = prev is None
-            state = InstanceState(inst, prev.registered_at if prev else now, now, since=now)
-            if prev is not None:
-                state.carry_health(prev)
-            elif inst.check is not None:
-                # Not handed out before its check has passed once: it may not be listening yet.
-                state.status, state.output = CRITICAL, "awaiting the first check"
-            svc.instances[inst.id] = state
-            log.info(
-                "%s instance %s/%s at %s port %d",
-                "registered" if created else "replaced",
-                inst.service,
-                inst.id,
-                inst.address,
-                inst.port,
-            )
-            self._notify(inst.service)
+            created = self._apply_instance(inst)
 
         await self._write(ops, apply)
+        return created
+
+    def _apply_instance(self, inst: Instance) -> bool:
+        """Put ``inst`` in memory, keeping what was learnt about its health; True when new."""
+        svc = self._services.setdefault(inst.service, Service(self.settings_for(inst.service)))
+        now = self.clock()
+        prev = svc.instances.get(inst.id)
+        created = prev is None
+        state = InstanceState(inst, prev.registered_at if prev else now, now, since=now)
+        if prev is not None:
+            state.carry_health(prev)
+        elif inst.check is not None:
+            # Not handed out before its check has passed once: it may not be listening yet.
+            state.status, state.output = CRITICAL, "awaiting the first check"
+        svc.instances[inst.id] = state
+        log.info(
+            "%s instance %s/%s at %s port %d",
+            "registered" if created else "replaced",
+            inst.service,
+            inst.id,
+            inst.address,
+            inst.port,
+        )
+        self._notify(inst.service)
         return created
 
     async def delete_instance(self, service: str, instance_id: str) -> None:
@@ -281,6 +304,13 @@ class Registry:
                 self._notify(service)
 
         await self._write([Op("del_instance", service, instance_id)], apply)
+
+    async def renew(self, service: str, instance_id: str) -> None:
+        """A heartbeat's part in a shared store: refresh the instance's lease there (etcd
+        deletes the instance on every node when nobody renews it)."""
+        self.instance(service, instance_id)
+        if self.shared:
+            await cast(SharedStore, self.store).renew(service, instance_id)
 
     def heartbeat(
         self, service: str, instance_id: str, report: HeartbeatReport | None = None
@@ -305,7 +335,37 @@ class Registry:
         return state
 
     def set_status(self, service: str, instance_id: str, status: str, output: str) -> bool:
-        """Record a check, lease or heartbeat verdict; True when the status changed."""
+        """Record a check, lease or heartbeat verdict; True when the status changed. With a
+        shared store the verdict is published, and memory changes when it comes back (on every
+        node at once, in order)."""
+        if not self.shared:
+            return self._set_status(service, instance_id, status, output)
+        svc = self._services.get(service)
+        state = svc.instances.get(instance_id) if svc else None
+        if state is None:
+            return False
+        if status == state.status:
+            state.output = output
+            return False
+        self._publish(
+            service,
+            instance_id,
+            {"status": status, "output": output, "maintenance": state.maintenance},
+        )
+        return True
+
+    def _publish(self, service: str, instance_id: str, data: dict[str, Any]) -> None:
+        async def put() -> None:
+            try:
+                await cast(SharedStore, self.store).put_status(service, instance_id, data)
+            except StoreError as exc:
+                log.warning("could not publish the status of %s/%s: %s", service, instance_id, exc)
+
+        task = asyncio.get_running_loop().create_task(put())
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    def _set_status(self, service: str, instance_id: str, status: str, output: str) -> bool:
         svc = self._services.get(service)
         state = svc.instances.get(instance_id) if svc else None
         if state is None:
@@ -367,6 +427,20 @@ class Registry:
         self._status_changed(service, instance_id, before, state.effective_status)
         return state
 
+    async def maintenance(
+        self, service: str, instance_id: str, reason: str | None
+    ) -> InstanceState:
+        """``set_maintenance`` for the HTTP API: with a shared store it is a write (every node
+        takes the instance out), acknowledged once this node's memory has it."""
+        state = self.instance(service, instance_id)
+        if not self.shared:
+            return self.set_maintenance(service, instance_id, reason)
+        if state.maintenance != reason:
+            data = {"status": state.status, "output": state.output, "maintenance": reason}
+            await cast(SharedStore, self.store).put_status(service, instance_id, data)
+            self.writes["maintenance"] += 1
+        return self.instance(service, instance_id)
+
     def _status_changed(self, service: str, instance_id: str, before: str, after: str) -> None:
         for listener in self._status_listeners:
             listener(service, instance_id, before, after)
@@ -387,15 +461,18 @@ class Registry:
         created = svc is None
 
         def apply() -> None:
-            svc = self._services.get(settings.name)
-            if svc is None:
-                svc = self._services[settings.name] = Service(settings)
-            svc.settings = settings
-            log.info("service %s settings: %s", settings.name, _settings_data(settings))
-            self._notify(settings.name)
+            self._apply_service(settings)
 
         await self._write([Op("put_service", settings.name, data=_settings_data(settings))], apply)
         return created
+
+    def _apply_service(self, settings: ServiceSettings) -> None:
+        svc = self._services.get(settings.name)
+        if svc is None:
+            svc = self._services[settings.name] = Service(settings)
+        svc.settings = settings
+        log.info("service %s settings: %s", settings.name, _settings_data(settings))
+        self._notify(settings.name)
 
     async def delete_service(self, name: str) -> None:
         svc = self.service(name)
@@ -410,6 +487,9 @@ class Registry:
         await self._write([Op("del_service", name)], apply)
 
     async def close(self) -> None:
+        for task in list(self._publishing):
+            task.cancel()  # a verdict not yet published: the next checker will publish its own
+        await asyncio.gather(*self._publishing, return_exceptions=True)
         await self.store.close()
 
     # -- internals ---------------------------------------------------------------------------
@@ -430,7 +510,8 @@ class Registry:
         # the store and memory disagreeing, so commit and apply finish together or not at all.
         async def commit_then_apply() -> None:
             await self.store.commit(ops)  # one transaction: all of a write or none of it
-            apply()
+            if not self.shared:  # a shared store has applied it through apply_change already
+                apply()
             self.writes[ops[-1].kind] += 1
             await self.settled()
 
@@ -439,6 +520,105 @@ class Registry:
     def _figures(self, service: str, state: InstanceState) -> None:
         for listener in self._figures_listeners:
             listener(service, state.instance.id, state.load, state.latency_ms)
+
+    # -- changes from a shared store ---------------------------------------------------------
+
+    def apply_change(self, op: Op) -> None:
+        """One change from the shared store (made by this node or another), in store order.
+        Values come from outside this process: an invalid one is logged and skipped."""
+        try:
+            if op.kind == "put_instance":
+                inst = Instance.from_json(op.service, op.instance, op.data)
+                svc = self._services.get(op.service)
+                prev = svc.instances.get(op.instance) if svc else None
+                if prev is not None and prev.instance.static:
+                    return  # a zone file owns this name on this node
+                self._apply_instance(inst)
+            elif op.kind == "del_instance":
+                svc = self._services.get(op.service)
+                state = svc.instances.get(op.instance) if svc else None
+                if svc is not None and state is not None and not state.instance.static:
+                    del svc.instances[op.instance]
+                    log.info("deregistered instance %s/%s", op.service, op.instance)
+                    self._notify(op.service)
+            elif op.kind in ("put_service", "ensure_service"):
+                svc = self._services.get(op.service)
+                if svc is not None and (svc.static or op.kind == "ensure_service"):
+                    return
+                base = self.settings_for(op.service)
+                self._apply_service(ServiceSettings.from_json(op.service, op.data or {}, base))
+            elif op.kind == "del_service":
+                svc = self._services.get(op.service)
+                if svc is not None and not svc.static:
+                    del self._services[op.service]
+                    log.info("deleted service %s", op.service)
+                    self._notify(op.service)
+            elif op.kind == "put_status":
+                self._apply_status(op.service, op.instance, op.data or {})
+        except ValidationError as exc:
+            log.warning(
+                "ignoring stored %s %s/%s: %s: %s",
+                op.kind,
+                op.service,
+                op.instance,
+                exc.field,
+                exc.message,
+            )
+
+    def _apply_status(self, service: str, instance_id: str, data: dict[str, Any]) -> None:
+        status, output, reason = data.get("status"), data.get("output", ""), data.get("maintenance")
+        if status not in (PASSING, WARNING, CRITICAL) or not isinstance(output, str):
+            log.warning("ignoring the stored status of %s/%s: %r", service, instance_id, data)
+            return
+        if reason is not None and not isinstance(reason, str):
+            reason = "maintenance"
+        self._set_status(service, instance_id, status, output)
+        svc = self._services.get(service)
+        if svc is not None and instance_id in svc.instances:
+            self.set_maintenance(service, instance_id, reason)
+
+    def resync(self, snap: Snapshot) -> None:
+        """Make memory what a freshly loaded store holds (after the watch lost its place):
+        drop what is gone, apply what is new or changed, keep what is the same (and its
+        health). Static and configured services stay."""
+        touched: set[str] = set()
+        with_instances = {service for service, _ in snap.instances}
+        for name, svc in list(self._services.items()):
+            for iid, state in list(svc.instances.items()):
+                if not state.instance.static and (name, iid) not in snap.instances:
+                    del svc.instances[iid]
+                    touched.add(name)
+            if (
+                not svc.static
+                and name not in snap.services
+                and name not in self.configured
+                and not svc.instances
+                and name not in with_instances
+            ):
+                del self._services[name]
+                touched.add(name)
+        for name in touched:
+            self._notify(name)
+        for name, data in snap.services.items():
+            current = self._services.get(name)
+            try:
+                settings = ServiceSettings.from_json(name, data, self.settings_for(name))
+            except ValidationError:
+                continue
+            if current is None or (not current.static and current.settings != settings):
+                self._apply_service(settings)
+        for (service, iid), data in snap.instances.items():
+            owner = self._services.get(service)
+            known = owner.instances.get(iid) if owner else None
+            try:
+                inst = Instance.from_json(service, iid, data)
+            except ValidationError:
+                continue
+            if known is None or known.instance != inst:
+                self.apply_change(Op("put_instance", service, iid, data))
+        for (service, iid), data in snap.statuses.items():
+            self._apply_status(service, iid, data)
+        log.info("resynchronised with the store: %d services", len(self._services))
 
     def _notify(self, service: str) -> None:
         for listener in self._listeners:

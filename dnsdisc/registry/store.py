@@ -11,13 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from dnsdisc.config import EtcdConfig
 
 
 @dataclass(frozen=True, slots=True)
 class Op:
     """One change: kind is put_service, ensure_service (create with these settings unless it
-    exists), del_service, put_instance or del_instance."""
+    exists), del_service, put_instance or del_instance. A shared store also hands the registry
+    put_status (a health verdict or maintenance state every node adopts)."""
 
     kind: str
     service: str
@@ -31,6 +35,8 @@ class Snapshot:
 
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Health verdicts shared through the store (etcd only): {"status", "output", "maintenance"}.
+    statuses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 class Store(Protocol):
@@ -43,6 +49,34 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class ChangeSink(Protocol):
+    """What a shared store feeds (the registry): every change, in the store's order."""
+
+    def apply_change(self, op: Op) -> None: ...
+
+    def resync(self, snap: Snapshot) -> None: ...
+
+
+class SharedStore(Store, Protocol):
+    """A store several nodes write (etcd). Memory changes only through ``follow``'s sink, in the
+    store's revision order, and ``commit`` returns once this node's sink has seen the change:
+    one path for local and remote writes, and a 2xx is still visible at once on this node."""
+
+    shared: bool
+    stale: bool
+
+    def follow(self, sink: ChangeSink) -> None: ...
+
+    async def renew(self, service: str, instance: str) -> None:
+        """Refresh the instance's lease (a heartbeat)."""
+        ...
+
+    async def put_status(self, service: str, instance: str, data: dict[str, Any]) -> None:
+        """Publish a health verdict/maintenance state for every node (no-op if the instance
+        is gone)."""
+        ...
 
 
 class MemoryStore:
@@ -60,11 +94,17 @@ class MemoryStore:
         return None
 
 
-def open_store(kind: str, data_dir: Path) -> Store:
+def open_store(kind: str, data_dir: Path, etcd: EtcdConfig | None = None) -> Store:
     if kind == "memory":
         return MemoryStore()
     if kind == "sqlite":
         from dnsdisc.registry.sqlite import SqliteStore
 
         return SqliteStore(data_dir / "registry.sqlite3")
+    if kind == "etcd":
+        # Imported only here: nodes on SQLite never load the etcd client code.
+        from dnsdisc.config import EtcdConfig
+        from dnsdisc.registry.etcd import EtcdStore
+
+        return EtcdStore(etcd or EtcdConfig())
     raise ValueError(f"unknown storage {kind!r}")

@@ -1,0 +1,140 @@
+"""The registry over a shared store (etcd's contract, without etcd): memory changes only through
+``apply_change``/``resync``, every change notifies, verdicts are published rather than applied."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from dnsdisc.registry.model import CRITICAL, PASSING, Instance, ServiceSettings
+from dnsdisc.registry.registry import Registry
+from dnsdisc.registry.store import ChangeSink, Op, Snapshot
+
+
+class FakeShared:
+    """Applies each commit through the sink, as the etcd store's watch does."""
+
+    name = "fake"
+    shared = True
+    stale = False
+
+    def __init__(self, snap: Snapshot | None = None) -> None:
+        self.snap = snap or Snapshot()
+        self.sink: ChangeSink | None = None
+        self.statuses: list[tuple[str, str, dict[str, Any]]] = []
+        self.renewed: list[tuple[str, str]] = []
+
+    async def open(self) -> Snapshot:
+        return self.snap
+
+    async def commit(self, ops: Sequence[Op]) -> None:
+        assert self.sink is not None
+        for op in ops:
+            self.sink.apply_change(
+                Op("put_service", op.service, data=op.data) if op.kind == "ensure_service" else op
+            )
+
+    async def close(self) -> None:
+        return None
+
+    def follow(self, sink: ChangeSink) -> None:
+        self.sink = sink
+
+    async def renew(self, service: str, instance: str) -> None:
+        self.renewed.append((service, instance))
+
+    async def put_status(self, service: str, instance: str, data: dict[str, Any]) -> None:
+        self.statuses.append((service, instance, data))
+
+
+def definition(address: str = "10.0.0.1", **kw: Any) -> dict[str, Any]:
+    return Instance.from_json("web", "x", {"address": address, "port": 80, **kw}).definition()
+
+
+def test_remote_changes_reach_memory_and_listeners() -> None:
+    async def run() -> None:
+        store = FakeShared(
+            Snapshot(
+                services={"web": {"ttl": 30}},
+                instances={("web", "a"): definition()},
+                statuses={("web", "a"): {"status": "critical", "output": "down"}},
+            )
+        )
+        reg = Registry(store)
+        changed: list[str] = []
+        reg.subscribe(changed.append)
+        await reg.load()
+        assert store.sink is reg  # the registry follows the store after loading it
+        assert reg.instance("web", "a").status == CRITICAL
+        assert reg.service("web").settings.ttl == 30
+        changed.clear()
+        reg.apply_change(Op("put_instance", "web", "b", definition("10.0.0.2")))
+        assert changed == ["web"] and reg.instance("web", "b").instance.address == "10.0.0.2"
+        reg.apply_change(Op("put_status", "web", "b", {"status": "critical", "output": "x"}))
+        assert reg.instance("web", "b").status == CRITICAL
+        reg.apply_change(Op("put_status", "web", "b", {"status": "bogus"}))  # skipped, logged
+        reg.apply_change(Op("put_instance", "web", "c", {"address": "nope", "port": 80}))
+        assert reg.instance("web", "b").status == CRITICAL
+        assert "c" not in reg.service("web").instances
+        reg.apply_change(Op("del_instance", "web", "b"))
+        assert "b" not in reg.service("web").instances
+        reg.apply_change(Op("del_service", "web"))
+        assert reg.get("web") is None and changed[-1] == "web"
+
+    asyncio.run(run())
+
+
+def test_local_writes_go_through_the_store_and_verdicts_are_published() -> None:
+    async def run() -> None:
+        store = FakeShared()
+        reg = Registry(store)
+        await reg.load()
+        inst = Instance.from_json("web", "a", {"address": "10.0.0.1", "port": 80, "ttl": 5})
+        assert await reg.put_instance(inst) is True
+        assert reg.instance("web", "a").status == PASSING
+        await reg.renew("web", "a")
+        assert store.renewed == [("web", "a")]
+        # A verdict is published, and memory changes only when it comes back.
+        assert reg.set_status("web", "a", CRITICAL, "no answer") is True
+        await asyncio.sleep(0)
+        assert store.statuses == [
+            ("web", "a", {"status": CRITICAL, "output": "no answer", "maintenance": None})
+        ]
+        assert reg.instance("web", "a").status == PASSING
+        await reg.maintenance("web", "a", "patching")
+        assert store.statuses[-1][2]["maintenance"] == "patching"
+        await reg.put_service(ServiceSettings.from_json("web", {"ttl": 9}))
+        assert reg.service("web").settings.ttl == 9
+
+    asyncio.run(run())
+
+
+def test_resync_drops_the_gone_applies_the_new_and_keeps_the_same() -> None:
+    async def run() -> None:
+        store = FakeShared(
+            Snapshot(
+                services={"web": {}, "old": {}},
+                instances={("web", "a"): definition(), ("web", "b"): definition("10.0.0.2")},
+            )
+        )
+        reg = Registry(store, configured={"kept": ServiceSettings("kept")})
+        await reg.load()
+        reg.apply_change(Op("put_status", "web", "a", {"status": "critical", "output": "x"}))
+        before = reg.instance("web", "a")
+        changed: list[str] = []
+        reg.subscribe(changed.append)
+        reg.resync(
+            Snapshot(
+                services={"web": {}, "new": {"ttl": 7}},
+                instances={("web", "a"): definition(), ("web", "c"): definition("10.0.0.3")},
+            )
+        )
+        assert sorted(reg.service("web").instances) == ["a", "c"]
+        assert reg.instance("web", "a") is before  # unchanged: same state, health kept
+        assert reg.instance("web", "a").status == CRITICAL
+        assert reg.get("old") is None and reg.get("kept") is not None
+        assert reg.service("new").settings.ttl == 7
+        assert {"web", "old", "new"} <= set(changed)
+
+    asyncio.run(run())
