@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import random
 import struct
+from bisect import bisect_left
 from collections.abc import Sequence
 from time import perf_counter
 
 from dnsdisc.dns import wire
 from dnsdisc.dns.index import MAX_CACHED_REPLIES, AnswerIndex, Item, Node, RRSet
-from dnsdisc.dns.stats import QueryStats
+from dnsdisc.dns.stats import LATENCY_BUCKETS, QueryStats
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,11 @@ class Responder:
                 stats.by_type_rcode[stat] += 1
                 if truncated:
                     stats.truncated += 1
-                stats.observe(perf_counter() - started)
+                # QueryStats.observe, inline: this is the path nearly every query takes.
+                took = perf_counter() - started
+                stats.latency_buckets[bisect_left(LATENCY_BUCKETS, took)] += 1
+                stats.latency_sum += took
+                stats.latency_count += 1
                 return data[:2] + body
             if rrset is not None:
                 rrset.forced = order  # encode this order now (it was drawn and counted above)

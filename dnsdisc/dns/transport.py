@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections.abc import Callable
 from typing import cast
 
 from dnsdisc.dns import ratelimit, wire
@@ -51,13 +52,21 @@ class UDPProtocol(asyncio.DatagramProtocol):
         self.limiter = limiter
         self.log_queries = log_queries
         self.transport: asyncio.DatagramTransport | None = None
+        # The common case (no rate limit, no query log) skips every check per query.
+        self.plain = limiter is None and not log_queries
+        self._sendto: Callable[..., None] = lambda reply, addr: None
+        self._respond = responder.respond
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio's, so this is a cast, not a check.
         self.transport = cast(asyncio.DatagramTransport, transport)
+        self._sendto = self.transport.sendto
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        reply = self.responder.respond(data, False)
+        reply = self._respond(data, False)
+        if self.plain and reply.__class__ is bytes:
+            self._sendto(reply, addr)
+            return
         if self.log_queries:
             log_query(addr[0], data, reply if isinstance(reply, bytes) else None, False)
         if reply is None:

@@ -1,0 +1,100 @@
+"""DNS over TCP with pipelined queries on persistent connections, beside UDP, with dnsperf.
+
+    .venv/bin/python bench/tcp.py [--workers auto] [--seconds 10] [--clients 32] [--inflight 100]
+
+Starts dnsdisc on loopback ports, registers the shared data set (service ``web``, instances
+web-1..web-5 at 10.0.0.1-5, weights 10..50, priority 10, weighted policy with max_answers 5),
+and runs dnsperf on the same query mix (50% A, 40% SRV, 10% NXDOMAIN) twice: over UDP, and over
+TCP (``-m tcp``: each of ``--clients`` connections stays open and keeps ``--inflight`` queries
+outstanding, so queries are pipelined). Prints QPS, loss and latency for each. The server is
+stopped by PID and its data directory removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from helpers import DnsdiscProcess  # noqa: E402
+
+
+def queries(path: Path) -> Path:
+    lines = []
+    for i in range(100):
+        if i % 10 < 5:
+            lines.append("web.svc.internal A")
+        elif i % 10 < 9:
+            lines.append("_web._tcp.svc.internal SRV")
+        else:
+            lines.append(f"missing-{i % 7}.svc.internal A")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def dnsperf(port: int, qfile: Path, args: argparse.Namespace, tcp: bool) -> dict[str, str]:
+    cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), "-t", "2",
+           "-l", str(args.seconds), "-c", str(args.clients), "-q", str(args.inflight)]  # fmt: skip
+    if tcp:
+        cmd += ["-m", "tcp"]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=args.seconds + 30, check=True
+    ).stdout
+    found = {}
+    for key, pattern in {
+        "qps": r"Queries per second:\s+([\d.]+)",
+        "lost": r"Queries lost:\s+\d+ \(([\d.]+)%\)",
+        "avg_ms": r"Average Latency \(s\):\s+([\d.]+)",
+        "max_ms": r"Average Latency \(s\):.*max ([\d.]+)",
+    }.items():
+        m = re.search(pattern, out)
+        value = m.group(1) if m else "?"
+        if key.endswith("_ms") and m:
+            value = f"{float(value) * 1000:.3f}"
+        found[key] = value
+    return found
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--workers", default="auto")
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--inflight", type=int, default=100)
+    args = p.parse_args()
+    if shutil.which("dnsperf") is None:
+        raise SystemExit("dnsperf is needed (apt-get install dnsperf)")
+    tmp = Path(tempfile.mkdtemp())
+    server = DnsdiscProcess(tmp / "node", extra_args=["--workers", args.workers])
+    try:
+        server.start()
+        for n in range(1, 6):
+            server.register(
+                "web", f"web-{n}", address=f"10.0.0.{n}", port=8080, priority=10, weight=n * 10
+            )
+        server.http("PUT", "/v1/services/web", {"policy": "weighted", "max_answers": 5, "ttl": 5})
+        qfile = queries(tmp / "queries.txt")
+        rows = [("udp", dnsperf(server.dns_port, qfile, args, False))]
+        rows.append(("tcp", dnsperf(server.dns_port, qfile, args, True)))
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"\ndnsdisc, workers {args.workers}, {args.clients} clients x {args.inflight} in flight, "
+        f"{args.seconds} s\n"
+    )
+    print("| transport | QPS | lost % | avg ms | max ms |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in rows:
+        print(f"| {name} | {r['qps']} | {r['lost']} | {r['avg_ms']} | {r['max_ms']} |")
+
+
+if __name__ == "__main__":
+    main()
