@@ -82,7 +82,7 @@ def test_text_and_labels_to_wire_agree_with_dnspython() -> None:
     )
     assert wire.wire_to_text(expected) == "a-1.web.svc.internal."
     with pytest.raises(ValueError):
-        wire.labels_to_wire(["a" * 63] * 5)
+        wire.labels_to_wire(("a" * 63,) * 5)
 
 
 def test_subdomain_and_parents() -> None:

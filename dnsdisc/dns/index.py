@@ -347,14 +347,20 @@ class AnswerIndex:
         """Replace every name of ``service``; ``settings`` None means the service is gone."""
         # Built before anything is removed: if building fails, the old answers stay.
         names = self._service_nodes(settings, members) if settings is not None else {}
-        for name in self._service_names.pop(service, ()):
+        self.replies.clear()
+        self.replies_tcp.clear()
+        before = set(self._service_names.pop(service, ()))
+        for name in before - names.keys():
             self._uninstall(name)
         if settings is not None:
             installed = []
             for name, node in names.items():
                 if name in self._static:
                     continue  # the registry refuses such names; a zone file loaded later wins
-                self._install(name, node)
+                if name in before:
+                    self.nodes[name] = node  # its ancestors are counted already
+                else:
+                    self._install(name, node)
                 installed.append(name)
             self._service_names[service] = installed
         instances = [m.instance for m in members] if settings else []
@@ -451,25 +457,24 @@ class AnswerIndex:
         return nodes
 
     def _rebuild_ptrs(self, service: str, ttl: int, instances: Sequence[Instance]) -> None:
-        touched = self._service_ptrs.pop(service, set())
-        for name in touched:
-            entries = self._ptr.get(name)
-            if entries:
-                for key in [k for k in entries if k[0] == service]:
-                    del entries[key]
-        mine = set()
+        wanted: dict[bytes, dict[tuple[str, str], tuple[int, bytes]]] = defaultdict(dict)
         for inst in instances:
-            name = self.naming.reverse(inst.address)
             host = self.naming.instance(service, inst.id)
-            self._ptr[name][(service, inst.id)] = (ttl, host)
-            mine.add(name)
-        self._service_ptrs[service] = mine
-        for name in touched | mine:
+            wanted[self.naming.reverse(inst.address)][(service, inst.id)] = (ttl, host)
+        before = self._service_ptrs.pop(service, set())
+        self._service_ptrs[service] = set(wanted)
+        for name in before | wanted.keys():
+            entries = self._ptr[name]
+            mine = {k: v for k, v in entries.items() if k[0] == service}
+            if mine == wanted.get(name, {}):
+                continue  # unchanged: most names, when one instance of many changes
+            for key in mine:
+                del entries[key]
+            entries.update(wanted.get(name, {}))
             if name in self._static:
                 continue
             if name in self.nodes:
                 self._uninstall(name)
-            entries = self._ptr.get(name)
             if entries:
                 # One RRset has one TTL (RFC 2181 5.2): the shortest of the services sharing it.
                 ptr_ttl = min(t for t, _ in entries.values())

@@ -11,6 +11,7 @@ put a two-byte compression pointer to the question in front of them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass
@@ -150,7 +151,8 @@ def parse_query(data: bytes) -> Query:
 # -- encoding ------------------------------------------------------------------------------
 
 
-def labels_to_wire(labels: tuple[str, ...] | list[str], suffix: bytes = b"\x00") -> bytes:
+@functools.lru_cache(maxsize=1 << 17)
+def labels_to_wire(labels: tuple[str, ...], suffix: bytes = b"\x00") -> bytes:
     """Wire form of already-validated ASCII labels followed by ``suffix`` (a wire name)."""
     out = bytearray()
     for lab in labels:
@@ -231,6 +233,9 @@ def rr_body(rtype: int, ttl: int, rdata: bytes) -> bytes:
     return _RR_FIXED.pack(rtype, CLASS_IN, ttl, len(rdata)) + rdata
 
 
+# Cached: the answer index encodes the same names and addresses again on every rebuild of a
+# service, and these are pure functions of their (hashable) arguments.
+@functools.lru_cache(maxsize=1 << 17)
 def address_rdata(address: str) -> tuple[int, bytes]:
     """(A or AAAA, rdata) for an address string."""
     ip = ipaddress.ip_address(address)
@@ -268,6 +273,7 @@ def opt_record(payload: int, ext_rcode: int = 0, do: bool = False) -> bytes:
     return b"\x00" + _RR_FIXED.pack(OPT, payload, ttl, 0)
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def reverse_pointer(address: str) -> bytes:
     """The in-addr.arpa / ip6.arpa wire name of an address."""
     return text_to_wire(ipaddress.ip_address(address).reverse_pointer + ".")
