@@ -107,9 +107,59 @@ class WorkerPool:
 
     async def start(self) -> None:
         await _check_free(self.config.dns_listen)
-        await asyncio.gather(*(self._start_worker(n) for n in range(self.count)))
+        await self._start(range(self.count))
 
-    async def _start_worker(self, number: int) -> None:
+    async def _start(self, numbers: Iterable[int]) -> None:
+        spawned = await asyncio.gather(*(self._spawn(n) for n in numbers))
+        # No await from here until every worker is in ``workers``: the snapshot they start
+        # from and the changes broadcast after it form one ordered feed, nothing in between.
+        # It is encoded once for all of them.
+        state = self._state()
+        self.seq += 1
+        listen = feed.frame(feed.LISTEN, self.seq)
+        waits = []
+        for worker in spawned:
+            worker.send(state)
+            waits.append(worker.wait_for(self.seq))
+            worker.send(listen)
+            self.workers[worker.number] = worker
+            worker.task = asyncio.ensure_future(self._follow(worker))
+        for worker, listening in zip(spawned, waits, strict=True):
+            try:
+                await asyncio.wait_for(asyncio.shield(listening), START_TIMEOUT)
+            except TimeoutError:
+                self._kill(worker, "did not start in time")
+                raise RuntimeError(f"DNS worker {worker.number} did not start") from None
+            failure = listening.result()
+            if failure is None:
+                raise RuntimeError(
+                    f"DNS worker {worker.number} exited while starting (see the log above)"
+                )
+            if failure:
+                self._kill(worker, "could not listen")
+                raise OSError(failure)
+            worker.ready = True
+            log.debug("DNS worker %d (pid %d) is answering", worker.number, worker.process.pid)
+
+    def _state(self) -> bytes:
+        """INIT and every service as health hands it out: all a new worker needs."""
+        self.seq += 1
+        parts = [
+            feed.frame(
+                feed.INIT,
+                self.seq,
+                self.config,
+                self.index.settings,
+                self.index.static_records,
+                self.count,
+            )
+        ]
+        for name, settings, members in self.snapshot():
+            self.seq += 1
+            parts.append(feed.frame(feed.SERVICE, self.seq, name, settings, _views(members)))
+        return b"".join(parts)
+
+    async def _spawn(self, number: int) -> Worker:
         ours, theirs = socket.socketpair()
         try:
             process = await asyncio.create_subprocess_exec(
@@ -124,41 +174,7 @@ class WorkerPool:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_connection(sock=ours)
-        worker = Worker(number, process, reader, writer)
-        # Everything it needs, in order, before any later change is sent: the feed is ordered,
-        # so nothing that happens meanwhile can be missed.
-        self.seq += 1
-        worker.send(
-            feed.frame(
-                feed.INIT,
-                self.seq,
-                self.config,
-                self.index.settings,
-                self.index.static_records,
-                self.count,
-            )
-        )
-        for name, settings, members in self.snapshot():
-            self.seq += 1
-            worker.send(feed.frame(feed.SERVICE, self.seq, name, settings, _views(members)))
-        self.seq += 1
-        listening = worker.wait_for(self.seq)
-        worker.send(feed.frame(feed.LISTEN, self.seq))
-        self.workers[number] = worker
-        worker.task = asyncio.ensure_future(self._follow(worker))
-        try:
-            await asyncio.wait_for(asyncio.shield(listening), START_TIMEOUT)
-        except TimeoutError:
-            self._kill(worker, "did not start in time")
-            raise RuntimeError(f"DNS worker {number} did not start") from None
-        failure = listening.result()
-        if failure is None:
-            raise RuntimeError(f"DNS worker {number} exited while starting (see the log above)")
-        if failure:
-            self._kill(worker, "could not listen")
-            raise OSError(failure)
-        worker.ready = True
-        log.debug("DNS worker %d (pid %d) is answering", number, process.pid)
+        return Worker(number, process, reader, writer)
 
     async def _follow(self, worker: Worker) -> None:
         """Read the worker's acknowledgements until it goes away; then replace it."""
@@ -197,7 +213,7 @@ class WorkerPool:
         if self.stopping:
             return
         try:
-            await self._start_worker(number)
+            await self._start([number])
             self.restarts += 1
         except Exception as exc:  # retried when this one, too, goes away
             log.error("could not start DNS worker %d: %s", number, exc)
@@ -234,6 +250,8 @@ class WorkerPool:
 
     def _broadcast(self, *message: Any) -> None:
         self.seq += 1
+        if not self.workers:
+            return  # none started yet (they start from a snapshot) or all gone (likewise)
         data = feed.frame(message[0], self.seq, *message[1:])
         for w in self.workers.values():
             w.send(data)
@@ -262,10 +280,15 @@ class WorkerPool:
         if not pending:
             return
         _, late = await asyncio.wait([f for _, f in pending], timeout=CONFIRM_TIMEOUT)
+        killed = []
         for w, fut in pending:
             if fut in late:
-                # A worker that cannot confirm must not answer from an old view: it goes.
+                # A worker that cannot confirm must not answer from an old view: it goes, and
+                # the write is acknowledged once it is gone (its socket closes with it).
                 self._kill(w, f"did not confirm change {seq} in {CONFIRM_TIMEOUT:g} s")
+                killed.append(w.process.wait())
+        if killed:
+            await asyncio.wait_for(asyncio.gather(*killed), 30)
 
     async def counters(self, service: str | None) -> tuple[DnsCounters, Counter[tuple[str, str]]]:
         """The DNS counters summed over the workers, and the answers each instance led (of

@@ -3,6 +3,8 @@ Each of damping, slow start and fail-open has a case a naive implementation gets
 
 from __future__ import annotations
 
+from collections import deque
+
 from dnsdisc.config import HealthConfig
 from dnsdisc.health import handout
 from dnsdisc.registry.model import (
@@ -55,7 +57,7 @@ def test_states() -> None:
 
 def test_flapping_instance_is_held_out_until_stable() -> None:
     st = state("f")
-    st.changes.extend([950.0, 960.0, 970.0, 990.0])  # 4 changes within 60 s; now passing
+    st.changes = deque([950.0, 960.0, 970.0, 990.0])  # 4 changes within 60 s; now passing
     svc = service(st, state("ok"))
     members, wake = handout(svc, 1000.0, CFG)
     assert {m.instance.id: m.role for m in members} == {"f": OUT, "ok": IN}  # naive: IN
@@ -68,7 +70,7 @@ def test_flapping_instance_is_held_out_until_stable() -> None:
 
 def test_few_changes_are_not_flapping() -> None:
     st = state("f")
-    st.changes.extend([500.0, 990.0])
+    st.changes = deque([500.0, 990.0])
     assert roles(service(st))["f"][0] == IN
 
 

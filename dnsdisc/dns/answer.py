@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from time import perf_counter
 
 from dnsdisc.dns import wire
-from dnsdisc.dns.index import MAX_CACHED_REPLIES, AnswerIndex, Item, Node, RRSet
+from dnsdisc.dns.index import MAX_CACHED_ORDERS, MAX_CACHED_REPLIES, AnswerIndex, Item, Node, RRSet
 from dnsdisc.dns.stats import LATENCY_BUCKETS, QueryStats
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ class Responder:
                     cache.clear()  # a flood of distinct queries: start over, stay bounded
                 entry = cache[key] = _Cached(drawn)
             order = () if drawn is None else drawn.last if rrset is None else order
+            if len(entry.replies) >= MAX_CACHED_ORDERS:
+                entry.replies.clear()  # many instances: orders beyond count; stay bounded
             entry.replies[order] = (reply[2:], made, bool(reply[2] & 0x02))
         return reply
 

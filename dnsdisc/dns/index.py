@@ -20,7 +20,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dnsdisc.balance import LIVE_POLICIES, POLICIES, Policy, order_table, srv_order, tiers
+from dnsdisc.balance import (
+    LIVE_POLICIES,
+    POLICIES,
+    Policy,
+    order_table,
+    priority,
+    shuffle,
+    srv_order,
+    tiers,
+    weighted,
+)
 from dnsdisc.dns import wire
 from dnsdisc.dns.names import PROTOCOLS, Naming
 from dnsdisc.registry.model import FALLBACK, IN, Instance, ServiceSettings
@@ -31,8 +41,12 @@ log = logging.getLogger(__name__)
 # 6 bytes of SRV priority/weight/port before the target, none before an NS or CNAME target.
 _SRV_TARGET = 16
 _NAME_TARGET = 10
-# Orders drawn ahead per RRset (see RRSet); replies cached per index (see Responder).
-POOL = 64
+# Orders kept per RRset and how often each is handed out before it is drawn again, on
+# average, for policies with too many orders for a table (see RRSet.next_order).
+POOL = 256
+REUSE = 8
+# Replies cached per index and, per query, per order (see Responder).
+MAX_CACHED_ORDERS = 1024
 MAX_CACHED_REPLIES = 10000
 
 
@@ -99,14 +113,18 @@ class Item:
         return self.live.latency_ms if self.live is not None else None
 
 
+# Policies whose orders are independent random draws (see RRSet.next_order).
+RESAMPLED = frozenset({weighted, priority, shuffle, srv_order})
+
+
 class RRSet:
     """The records of one (name, type), and how to order them for each answer.
 
-    Orders are drawn from the policy ahead of time, ``POOL`` at a time, and handed out in turn:
-    the sequence of answers is the same sequence of independent draws the policy would make
-    query by query, but each draw is a small tuple of indices that the responder can use as a
-    key to a reply it has already encoded. Policies that read figures reported after the index
-    was built (load, latency) draw one at a time, when asked."""
+    An order is a small tuple of indices, which the responder also uses as the key to a reply
+    it has already encoded. Where a policy's orders are few enough, they are drawn from a table
+    of every order with its exact chance (one random number per answer); else from a standing
+    pool (see ``next_order``). Round robin and the policies that read reported load and latency
+    draw for every answer."""
 
     __slots__ = (
         "counted",
@@ -120,7 +138,6 @@ class RRSet:
         "pool",
         "pos",
         "rtype",
-        "size",
         "table",
         "tabled",
         "tail",
@@ -142,10 +159,9 @@ class RRSet:
         self.tail = tuple(tail)
         self.members = self.items + self.tail
         self.counter = 0
-        self.size = 1 if policy in LIVE_POLICIES else POOL
         self.table: tuple[list[float], list[tuple[int, ...]]] | None = None  # see _table
         self.tabled = False  # made at the first draw
-        self.pool: list[tuple[int, ...]] = []
+        self.pool: list[tuple[int, ...]] = []  # see next_order
         self.pos = 0
         self.last: tuple[int, ...] = ()  # the order drawn last
         self.forced: tuple[int, ...] | None = None  # set by the responder to re-encode an order
@@ -160,14 +176,25 @@ class RRSet:
         if table is not None:
             cum, orders = table
             order = self.last = orders[bisect_right(cum, rng.random())]
-        else:
-            pos = self.pos
+        elif self.policy in RESAMPLED:
+            # Too many orders for a table (more than 720): a standing pool of orders drawn from
+            # the policy, read in turn, each slot redrawn with chance 1/REUSE when read. Every
+            # slot always holds an independent draw and which slot is read does not depend on
+            # what it holds, so each answer's order has exactly the policy's distribution;
+            # only neighbouring answers are no longer independent.
             pool = self.pool
-            if pos >= len(pool):
-                pool = self.pool = [self._draw(rng) for _ in range(self.size)]
-                pos = 0
-            self.pos = pos + 1
-            order = self.last = pool[pos]
+            if len(pool) < POOL:
+                order = self._draw(rng)
+                pool.append(order)
+            else:
+                pos = self.pos
+                self.pos = (pos + 1) % POOL
+                if rng.random() < 1 / REUSE:
+                    pool[pos] = self._draw(rng)
+                order = pool[pos]
+            self.last = order
+        else:  # round robin counts queries; load and latency change between queries
+            order = self.last = self._draw(rng)
         if self.counted and order:
             live = self.members[order[0]].live
             if live is not None:
@@ -225,12 +252,18 @@ class Zone:
 
 
 class Node:
-    __slots__ = ("rrsets", "soa")
+    __slots__ = ("name", "rrsets", "zone")
 
     def __init__(self, zone: Zone, rrsets: dict[int, RRSet], name: bytes) -> None:
         self.rrsets = rrsets
-        # The zone's SOA with its owner encoded relative to this name, for NODATA answers.
-        self.soa = wire.owner_pointer(zone.apex, name) + zone.soa
+        self.zone = zone
+        self.name = name
+
+    @property
+    def soa(self) -> bytes:
+        """The zone's SOA with its owner encoded relative to this name, for NODATA answers.
+        Made when asked (NODATA replies are cached) rather than kept for every name."""
+        return wire.owner_pointer(self.zone.apex, self.name) + self.zone.soa
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,13 +61,14 @@ class InstanceState:
     output: str = ""
     maintenance: str | None = None  # the reason, while in maintenance
     # When the status last changed (for flap damping) and when it last left critical (slow start).
-    changes: deque[float] = field(default_factory=lambda: deque(maxlen=32))
+    # Made at the first change (most instances never change: an empty deque is 600 bytes).
+    changes: deque[float] | tuple[float, ...] = ()
     recovered_at: float | None = None
     # How often the DNS answers handed this instance out first in its service's balanced A/AAAA
     # answers (counted by the answer index), and the latest effective status changes as
     # (wall time ISO 8601, status), for people (the dashboard).
     answers: int = 0
-    history: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=HISTORY_LEN))
+    history: deque[tuple[str, str]] | tuple[tuple[str, str], ...] = ()
 
     @property
     def effective_status(self) -> str:
@@ -84,6 +85,8 @@ class InstanceState:
     def record(self, wall: float) -> None:
         """Note the effective status in ``history`` (after it changed at ``wall``)."""
         when = datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds")
+        if not isinstance(self.history, deque):
+            self.history = deque(maxlen=HISTORY_LEN)
         self.history.append((when, self.effective_status))
 
 
@@ -379,6 +382,8 @@ class Registry:
             state.recovered_at = now
         wall = time.time()
         state.status, state.since, state.wall_since = status, now, wall
+        if not isinstance(state.changes, deque):
+            state.changes = deque(maxlen=32)
         state.changes.append(now)
         if state.effective_status != before:
             state.record(wall)

@@ -41,6 +41,13 @@ def spread_answers(server: DnsdiscProcess, name: str) -> list[set[str]]:
             s.close()
 
 
+def answered_all(server: DnsdiscProcess, name: str, expected: set[str]) -> bool:
+    try:
+        return spread_answers(server, name) == [expected] * SPREAD
+    except TimeoutError:
+        return False
+
+
 def metric(server: DnsdiscProcess, name: str) -> float:
     text = server.http("GET", "/metrics").raw.decode()
     return sum(
@@ -94,9 +101,11 @@ def test_a_killed_worker_is_replaced(workers: DnsdiscProcess) -> None:
     workers.register("web", "web-1", address="10.0.0.1", port=80)
     victim = workers.children()[0]
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: gone(victim), 5)
-    # Once its socket is closed the survivor takes the whole port: nothing goes unanswered.
-    assert spread_answers(workers, "web.svc.internal") == [{"10.0.0.1"}] * SPREAD
+    # Once the kernel has closed its socket the survivor takes the whole port: nothing goes
+    # unanswered. (Tearing a killed process down occasionally takes this VM seconds; its socket
+    # lives until then, so the test waits for that rather than for a fixed time.)
+    wait_until(lambda: gone(victim), 15)
+    wait_until(lambda: answered_all(workers, "web.svc.internal", {"10.0.0.1"}), 15)
     wait_until(lambda: metric(workers, "dnsdisc_dns_worker_restarts_total") == 1, 10)
     assert len(workers.children()) == 2 and victim not in workers.children()
     # The replacement started from a full snapshot and follows new writes.
@@ -119,10 +128,11 @@ def test_a_hung_worker_is_killed_before_the_write_is_acknowledged(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(hung, signal.SIGCONT)
-    # It was given its time to confirm (5 s), then killed, and only then was the write
-    # acknowledged: no client can get the old address from it after the 2xx.
-    assert 4.5 <= waited <= 8, waited
-    wait_until(lambda: gone(hung), 2)
+    # It was given its time to confirm (5 s), then killed, and the write was acknowledged only
+    # once it had exited: no client can get the old address from it after the 2xx, and its
+    # socket is closed, so the survivor answers everything at once.
+    assert 4.5 <= waited <= 20, waited
+    assert gone(hung)
     assert spread_answers(workers, "web.svc.internal") == [{"10.0.0.2"}] * SPREAD
     assert "did not confirm change" in workers.log()
 
