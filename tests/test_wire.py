@@ -148,3 +148,20 @@ def test_opt_record_parses() -> None:
     assert msg.edns == 0 and msg.payload == 1232
     assert msg.ednsflags & dns.flags.DO
     assert msg.rcode() == 16  # BADVERS: ext rcode 1 << 4
+
+
+def test_fast_address_encodings_agree_with_ipaddress_and_dnspython() -> None:
+    """address_rdata and reverse_pointer build from inet_pton bytes; check them against the
+    standard library's parser and dnspython's reverse names on many addresses."""
+    import ipaddress
+    import random
+
+    rng = random.Random(5)
+    addrs = ["0.0.0.0", "255.255.255.255", "::", "::1", "::ffff:1.2.3.4", "fe80::abcd:12"]
+    addrs += [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(500)]
+    addrs += [str(ipaddress.IPv6Address(rng.getrandbits(128))) for _ in range(500)]
+    for a in addrs:
+        ip = ipaddress.ip_address(a)
+        expected = dns.name.from_text(ip.reverse_pointer + ".").canonicalize().to_wire()
+        assert wire.reverse_pointer(a) == expected, a
+        assert wire.address_rdata(a) == (wire.AAAA if ip.version == 6 else wire.A, ip.packed)
