@@ -132,6 +132,12 @@ class DnsdiscCollector(Collector):
             yield GaugeMetricFamily(
                 "dnsdisc_dns_workers", "DNS worker processes running", value=len(self.pool.workers)
             )
+            yield HistogramMetricFamily(
+                "dnsdisc_worker_confirm_seconds",
+                "How long a write waited for every DNS worker to confirm it",
+                buckets=self.pool.confirm.cumulative(),
+                sum_value=self.pool.confirm.total,
+            )
             yield CounterMetricFamily(
                 "dnsdisc_dns_worker_restarts",
                 "DNS worker processes started again after one exited or hung",

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import socket
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any
 from dnsdisc import feed
 from dnsdisc.config import Config, HostPort
 from dnsdisc.dns.index import AnswerIndex, Live
-from dnsdisc.dns.stats import DnsCounters
+from dnsdisc.dns.stats import DnsCounters, Histogram
 from dnsdisc.registry.model import ServiceSettings
 
 log = logging.getLogger("dnsdisc.workers")
@@ -36,6 +37,8 @@ Snapshot = Callable[[], Iterable[tuple[str, ServiceSettings, Sequence[Live]]]]
 # How long a worker may take to confirm a change, to start, or to send its counters.
 CONFIRM_TIMEOUT = 5.0
 START_TIMEOUT = 30.0
+# Upper bounds (seconds) of the histogram of confirmation waits.
+CONFIRM_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
 # A worker that keeps dying is restarted at most this often.
 RESTART_DELAY = 1.0
 
@@ -101,6 +104,8 @@ class WorkerPool:
         self.seq = 0
         self.stopping = False
         self.restarts = 0
+        # How long writes waited for the workers' confirmation (what workers add to a write).
+        self.confirm = Histogram(CONFIRM_BUCKETS)
         self._restart_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -279,7 +284,9 @@ class WorkerPool:
         pending = [(w, w.wait_for(seq)) for w in self.workers.values() if w.acked < seq]
         if not pending:
             return
+        started = time.perf_counter()
         _, late = await asyncio.wait([f for _, f in pending], timeout=CONFIRM_TIMEOUT)
+        self.confirm.observe(time.perf_counter() - started)
         killed = []
         for w, fut in pending:
             if fut in late:

@@ -79,3 +79,28 @@ class DnsCounters:
     def __setstate__(self, state: tuple[object, ...]) -> None:
         for k, v in zip(self.__slots__, state, strict=True):
             setattr(self, k, v)
+
+
+class Histogram:
+    """Counts of observations under fixed upper bounds (the last bucket is +Inf)."""
+
+    __slots__ = ("bounds", "buckets", "count", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.buckets = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.buckets[bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(upper bound, observations at or below it), the Prometheus way."""
+        out, running = [], 0
+        for bound, n in zip([*map(str, self.bounds), "+Inf"], self.buckets, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
