@@ -557,13 +557,13 @@ def test_many_instances_draw_from_a_resampled_pool_with_the_weight_shares() -> N
         msg = dns.message.from_wire(reply)
         assert len(msg.answer[0]) == 8
         firsts[msg.answer[0][0].to_text()] += 1
-    # Each pooled order serves about REUSE answers, so the counts are not independent and a
-    # plain chi-square would overstate the evidence: check the shares instead. Uniform or
-    # first-listed orders would be off by 0.09 or more for the heaviest instance.
+    # A pooled order serves a geometric number of answers (mean REUSE), so counts vary about
+    # E[K^2]/E[K] = 2*REUSE - 1 times as much as independent draws would: scale the chi-square
+    # by that. Uniform or first-listed orders would still be far outside (0.09 or more off for
+    # the heaviest instance; the share check allows 0.03, about 4 standard deviations).
     total = sum(weights.values())
     for address, weight in weights.items():
-        assert abs(firsts[address] / 20000 - weight / total) < 0.015, (address, firsts)
-    # With REUSE answers per draw the chi-square is about REUSE times a plain one's.
-    assert chi_square(firsts, weights) / REUSE < 24.32, firsts  # 7 df, alpha 0.001
+        assert abs(firsts[address] / 20000 - weight / total) < 0.03, (address, firsts)
+    assert chi_square(firsts, weights) / (2 * REUSE - 1) < 24.32, firsts  # 7 df, alpha 0.001
     entry = next(iter(w.index.replies.values()))
     assert 0 < len(entry.replies) <= 1024

@@ -113,13 +113,19 @@ class Responder:
         made = self._stat
         if made is not None and len(self._drawn) <= 1 and isinstance(reply, bytes):
             drawn = self._drawn[0] if self._drawn else None
+            index = self.index
+            index.reply_count += 1
+            if index.reply_count > MAX_CACHED_REPLIES:
+                # A flood of distinct queries, or many large services asked at once: start
+                # over, so memory stays bounded whatever the clients ask.
+                index.forget_replies()
+                index.reply_count = 1
+                entry = None
             if entry is None or entry.rrset is not drawn:
-                if len(cache) >= MAX_CACHED_REPLIES:
-                    cache.clear()  # a flood of distinct queries: start over, stay bounded
                 entry = cache[key] = _Cached(drawn)
             order = () if drawn is None else drawn.last if rrset is None else order
             if len(entry.replies) >= MAX_CACHED_ORDERS:
-                entry.replies.clear()  # many instances: orders beyond count; stay bounded
+                entry.replies.clear()  # orders beyond count (many instances): stay bounded
             entry.replies[order] = (reply[2:], made, bool(reply[2] & 0x02))
         return reply
 

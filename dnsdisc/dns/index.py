@@ -43,11 +43,12 @@ _SRV_TARGET = 16
 _NAME_TARGET = 10
 # Orders kept per RRset and how often each is handed out before it is drawn again, on
 # average, for policies with too many orders for a table (see RRSet.next_order).
-POOL = 256
+POOL = 32
 REUSE = 8
-# Replies cached per index and, per query, per order (see Responder).
-MAX_CACHED_ORDERS = 1024
-MAX_CACHED_REPLIES = 10000
+# Replies cached per index (all queries and orders together: about 30 MB at most) and per query
+# (orders of one RRset), see Responder.
+MAX_CACHED_REPLIES = 50000
+MAX_CACHED_ORDERS = 2 * POOL
 
 
 class Live(Protocol):
@@ -296,6 +297,7 @@ class AnswerIndex:
         # change of a name: UDP and TCP apart, as their size limits differ.
         self.replies: dict[bytes, Any] = {}
         self.replies_tcp: dict[bytes, Any] = {}
+        self.reply_count = 0  # replies held in both, against MAX_CACHED_REPLIES
         self.naming = Naming(settings.domain, settings.ns_label)
         self.nodes: dict[bytes, Node] = {}
         self.zones: dict[bytes, Zone] = {}
@@ -308,6 +310,11 @@ class AnswerIndex:
         self._build_static(list(self.static_records))
 
     # -- lookup helpers used by the responder ------------------------------------------------
+
+    def forget_replies(self) -> None:
+        self.replies.clear()
+        self.replies_tcp.clear()
+        self.reply_count = 0
 
     def find_zone(self, name: bytes) -> Zone | None:
         zones = self.zones
@@ -380,8 +387,7 @@ class AnswerIndex:
         """Replace every name of ``service``; ``settings`` None means the service is gone."""
         # Built before anything is removed: if building fails, the old answers stay.
         names = self._service_nodes(settings, members) if settings is not None else {}
-        self.replies.clear()
-        self.replies_tcp.clear()
+        self.forget_replies()
         before = set(self._service_names.pop(service, ()))
         for name in before - names.keys():
             self._uninstall(name)
@@ -521,8 +527,7 @@ class AnswerIndex:
                 self._ptr.pop(name, None)
 
     def _install(self, name: bytes, node: Node) -> None:
-        self.replies.clear()
-        self.replies_tcp.clear()
+        self.forget_replies()
         if name in self.nodes:
             self._uninstall(name)
         self.nodes[name] = node
@@ -532,8 +537,7 @@ class AnswerIndex:
     def _uninstall(self, name: bytes) -> None:
         if self.nodes.pop(name, None) is None:
             return
-        self.replies.clear()
-        self.replies_tcp.clear()
+        self.forget_replies()
         for parent in wire.parent_names(name):
             left = self.ents[parent] - 1
             if left:
