@@ -25,7 +25,7 @@ import dns.message
 import dns.query
 import pytest
 
-from helpers import IN_CI, ROOT, DnsdiscProcess, free_port, require_tool
+from helpers import IN_CI, ROOT, DnsdiscProcess, end_process, free_port, require_tool
 
 DOMAIN = "svc.internal"
 
@@ -63,13 +63,7 @@ class Resolver:
         raise RuntimeError(f"{self.name} did not answer within {timeout}s:\n{self.log()}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc)
 
 
 @contextlib.contextmanager
@@ -302,13 +296,7 @@ def dnsdisc_in(
         assert b"dnsdisc" in cmdline and b"netns" not in cmdline, cmdline
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        end_process(proc)
 
 
 def getaddrinfo_firsts(ns: Namespace, n: int, host: str = f"web.{DOMAIN}") -> Counter[str]:

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -150,14 +149,8 @@ class DnsdiscProcess:
         )
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            end_process(self.proc)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, like a crash."""
@@ -256,3 +249,15 @@ def wait_until(cond: Callable[[], bool], timeout: float) -> float:
             return time.monotonic() - start
         time.sleep(0.02)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def end_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM a process this test started (by its PID), SIGKILL it if it outlives 10 s."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

@@ -26,29 +26,14 @@ class QueryStats:
         self.latency_count += 1
 
 
-class DnsCounters:
+class DnsCounters(QueryStats):
     """A snapshot of one DNS face's counters (or the sum over worker processes): what the
     metrics read. Plain data, so a worker can send it to the main process."""
 
-    __slots__ = (
-        "by_type_rcode",
-        "dropped",
-        "errors",
-        "failures",
-        "forwarded",
-        "latency_buckets",
-        "latency_count",
-        "latency_sum",
-        "slipped",
-        "truncated",
-    )
+    __slots__ = ("dropped", "errors", "failures", "forwarded", "slipped")
 
     def __init__(self) -> None:
-        self.by_type_rcode: Counter[tuple[int, int]] = Counter()
-        self.truncated = 0
-        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.latency_sum = 0.0
-        self.latency_count = 0
+        super().__init__()
         self.errors = 0
         self.slipped = 0
         self.dropped = 0
@@ -74,11 +59,14 @@ class DnsCounters:
         return self
 
     def __getstate__(self) -> tuple[object, ...]:
-        return tuple(getattr(self, k) for k in self.__slots__)
+        return tuple(getattr(self, k) for k in _COUNTER_FIELDS)
 
     def __setstate__(self, state: tuple[object, ...]) -> None:
-        for k, v in zip(self.__slots__, state, strict=True):
+        for k, v in zip(_COUNTER_FIELDS, state, strict=True):
             setattr(self, k, v)
+
+
+_COUNTER_FIELDS = QueryStats.__slots__ + DnsCounters.__slots__
 
 
 class Histogram:
@@ -98,9 +86,13 @@ class Histogram:
         self.count += 1
 
     def cumulative(self) -> list[tuple[str, int]]:
-        """(upper bound, observations at or below it), the Prometheus way."""
-        out, running = [], 0
-        for bound, n in zip([*map(str, self.bounds), "+Inf"], self.buckets, strict=True):
-            running += n
-            out.append((bound, running))
-        return out
+        return cumulative(self.bounds, self.buckets)
+
+
+def cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, int]]:
+    """(upper bound, observations at or below it) per bucket, +Inf last: the Prometheus way."""
+    out, running = [], 0
+    for bound, n in zip([*map(str, bounds), "+Inf"], counts, strict=True):
+        running += n
+        out.append((bound, running))
+    return out
