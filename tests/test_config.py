@@ -212,3 +212,14 @@ def test_json_logs_are_one_object_per_line() -> None:
     assert event["level"] == "info" and event["message"] == "registered web/web-1"
     assert event["logger"] == "dnsdisc.test" and event["time"].endswith("+00:00")
     logs.setup("warning", "text")
+
+
+def test_auto_workers_respects_a_container_cpu_quota() -> None:
+    from dnsdisc.config import auto_workers, cgroup_cpus
+
+    assert cgroup_cpus("max 100000\n") is None
+    assert cgroup_cpus("200000 100000\n") == 2
+    assert cgroup_cpus("150000 100000") == 2  # 1.5 CPUs: round up
+    assert cgroup_cpus("50000 100000") == 1
+    assert cgroup_cpus("garbage") is None
+    assert 0 <= auto_workers() <= 64 and auto_workers() != 1  # one CPU answers in-process
