@@ -295,7 +295,10 @@ class WorkerPool:
                 self._kill(w, f"did not confirm change {seq} in {CONFIRM_TIMEOUT:g} s")
                 killed.append(w.process.wait())
         if killed:
-            await asyncio.wait_for(asyncio.gather(*killed), 30)
+            try:
+                await asyncio.wait_for(asyncio.gather(*killed), 30)
+            except TimeoutError:  # SIGKILLed but not gone: the kernel is slow; it answers nobody
+                log.error("a killed DNS worker has not exited after 30 s")
 
     async def counters(self, service: str | None) -> tuple[DnsCounters, Counter[tuple[str, str]]]:
         """The DNS counters summed over the workers, and the answers each instance led (of
