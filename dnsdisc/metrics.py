@@ -21,7 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from dnsdisc.dns.stats import LATENCY_BUCKETS, DnsCounters, cumulative
+from dnsdisc.dns.stats import DnsCounters
 from dnsdisc.health import HealthMonitor
 from dnsdisc.http_api import ServerState
 from dnsdisc.registry.registry import Registry
@@ -85,12 +85,11 @@ class DnsdiscCollector(Collector):
         yield CounterMetricFamily(
             "dnsdisc_dns_truncated", "UDP replies sent with TC set", value=stats.truncated
         )
-        buckets = cumulative(LATENCY_BUCKETS, stats.latency_buckets)
         yield HistogramMetricFamily(
             "dnsdisc_dns_answer_seconds",
             "Time to build each reply inside the server (from bytes in to bytes out)",
-            buckets=buckets,
-            sum_value=stats.latency_sum,
+            buckets=stats.latency.cumulative(),
+            sum_value=stats.latency.total,
         )
         writes = CounterMetricFamily(
             "dnsdisc_registry_writes", "Acknowledged registry writes, by kind", labels=["kind"]

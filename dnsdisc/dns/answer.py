@@ -90,9 +90,10 @@ class Responder:
                     stats.truncated += 1
                 # QueryStats.observe, inline: this is the path nearly every query takes.
                 took = perf_counter() - started
-                stats.latency_buckets[bisect_left(LATENCY_BUCKETS, took)] += 1
-                stats.latency_sum += took
-                stats.latency_count += 1
+                latency = stats.latency
+                latency.buckets[bisect_left(LATENCY_BUCKETS, took)] += 1
+                latency.total += took
+                latency.count += 1
                 return data[:2] + body
             if rrset is not None:
                 rrset.forced = order  # encode this order now (it was drawn and counted above)
@@ -216,7 +217,7 @@ class Responder:
                     return self._finish(q, reply_flags | wire.FLAG_AA, body, 0, 1, 0)
                 break
             for rrset in rrsets:
-                if rrset.policy is not None or rrset.tail or rrset.limit is not None:
+                if not rrset.fixed:
                     self._drawn.append(rrset)
                 count, full = _add_records(body, owner, rrset.ordered(self.rng), limit, glue)
                 an += count

@@ -130,6 +130,7 @@ class RRSet:
     __slots__ = (
         "counted",
         "counter",
+        "fixed",
         "forced",
         "items",
         "last",
@@ -166,6 +167,8 @@ class RRSet:
         self.pos = 0
         self.last: tuple[int, ...] = ()  # the order drawn last
         self.forced: tuple[int, ...] | None = None  # set by the responder to re-encode an order
+        # Every answer lists the items as they are: nothing to draw.
+        self.fixed = policy is None and not self.tail and limit is None
         # Who a balanced address answer hands out first is counted (the dashboard's shares).
         self.counted = policy is not None and rtype in (wire.A, wire.AAAA)
 
@@ -239,7 +242,7 @@ class RRSet:
 
     def ordered(self, rng: random.Random) -> Sequence[Item]:
         """The items for one answer: in the policy's order, cut to ``limit``."""
-        if self.policy is None and not self.tail and self.limit is None:
+        if self.fixed:
             return self.items
         order = self.forced if self.forced is not None else self.next_order(rng)
         members = self.members
