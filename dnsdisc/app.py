@@ -16,7 +16,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from dnsdisc import zones
+from dnsdisc import heap, zones
 from dnsdisc.config import Config, is_loopback
 from dnsdisc.dns import wire
 from dnsdisc.dns.face import DnsFace
@@ -131,8 +131,13 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         server.face = DnsFace.create(config, index)
     attach(registry, server, health)
     try:
-        await registry.load()
+        if server.pool is not None:
+            await server.pool.spawn()  # they build from the feed while the store loads
+        with heap.bulk():
+            await registry.load()
     except BaseException:
+        if server.pool is not None:
+            await server.pool.stop()
         await registry.close()
         raise
     for settings, instances in zone_data.services:
@@ -194,7 +199,7 @@ def _join_cluster(server: Server) -> None:
 async def _listen(server: Server) -> None:
     config = server.config
     if server.pool is not None:
-        await server.pool.start()
+        await server.pool.listen()
     elif server.face is not None:
         await server.face.listen()
     collector = DnsdiscCollector(

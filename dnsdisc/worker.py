@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dnsdisc import feed, logs
+from dnsdisc import feed, heap, logs
 from dnsdisc.config import Config
 from dnsdisc.dns.face import DnsFace
 from dnsdisc.dns.index import AnswerIndex
@@ -47,6 +47,9 @@ class Replica:
 
     def __init__(self, index: AnswerIndex) -> None:
         self.building = index
+        # While a whole index is being built (from INIT until LISTEN, from INDEX until SWAP)
+        # the cyclic collector is paused: see ``heap``. None when it is not paused by us.
+        self.collector_was: bool | None = None
         self.members: dict[str, dict[str, RemoteMember]] = {}
         # Answers led per instance; they outlive rebuilds, and go when the instance goes.
         self.tallies: dict[str, dict[str, list[int]]] = {}
@@ -92,6 +95,7 @@ async def serve(fd: int) -> None:
     index = AnswerIndex(index_settings, records)
     face = DnsFace.create(config, index, processes)
     replica = Replica(index)
+    replica.collector_was = heap.pause()
     writer.write(feed.frame(feed.ACK, seq))
     stopping = asyncio.Event()
     # The main process handles ^C for the whole process group and then says STOP; a TERM sent
@@ -129,9 +133,13 @@ async def _apply(message: tuple[Any, ...], replica: Replica, face: DnsFace) -> b
         replica.figures(*message[2:6])
     elif kind == feed.INDEX:
         replica.building = AnswerIndex(message[2], message[3])
+        if replica.collector_was is None:
+            replica.collector_was = heap.pause()
     elif kind == feed.SWAP:
         face.responder.index = replica.building
+        _built(replica)
     elif kind == feed.LISTEN:
+        _built(replica)
         try:
             await face.listen(reuse_port=True)
         except OSError as exc:
@@ -142,6 +150,12 @@ async def _apply(message: tuple[Any, ...], replica: Replica, face: DnsFace) -> b
     else:
         raise ValueError(f"unknown feed message {kind!r}")
     return feed.frame(feed.ACK, seq)
+
+
+def _built(replica: Replica) -> None:
+    if replica.collector_was is not None:
+        heap.settle(replica.collector_was)
+        replica.collector_was = None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -110,26 +110,38 @@ class WorkerPool:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def spawn(self) -> None:
+        """Start the workers, before the registry loads: they build their indexes from the
+        feed while this process is still reading the store. ``listen`` then binds the port."""
         await _check_free(self.config.dns_listen)
-        await self._start(range(self.count))
+        self._enrol(await asyncio.gather(*(self._spawn(n) for n in range(self.count))))
+
+    async def listen(self) -> None:
+        """Have every worker bind the DNS port, once it has applied everything sent so far."""
+        await self._listen(list(self.workers.values()))
 
     async def _start(self, numbers: Iterable[int]) -> None:
         spawned = await asyncio.gather(*(self._spawn(n) for n in numbers))
-        # No await from here until every worker is in ``workers``: the snapshot they start
-        # from and the changes broadcast after it form one ordered feed, nothing in between.
-        # It is encoded once for all of them.
+        self._enrol(spawned)
+        await self._listen(spawned)
+
+    def _enrol(self, spawned: Sequence[Worker]) -> None:
+        # No await in here: the snapshot the workers start from and the changes broadcast
+        # after it form one ordered feed, nothing in between. It is encoded once for all.
         state = self._state()
+        for worker in spawned:
+            worker.send(state)
+            self.workers[worker.number] = worker
+            worker.task = asyncio.ensure_future(self._follow(worker))
+
+    async def _listen(self, workers: Sequence[Worker]) -> None:
         self.seq += 1
         listen = feed.frame(feed.LISTEN, self.seq)
         waits = []
-        for worker in spawned:
-            worker.send(state)
+        for worker in workers:
             waits.append(worker.wait_for(self.seq))
             worker.send(listen)
-            self.workers[worker.number] = worker
-            worker.task = asyncio.ensure_future(self._follow(worker))
-        for worker, listening in zip(spawned, waits, strict=True):
+        for worker, listening in zip(workers, waits, strict=True):
             try:
                 await asyncio.wait_for(asyncio.shield(listening), START_TIMEOUT)
             except TimeoutError:
@@ -317,7 +329,6 @@ class WorkerPool:
                 total += counters
                 answers.update(led)
         return total, answers
-
 
 
 async def _check_free(listen: Sequence[HostPort], patience: float = 3.0) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import pickle
 from typing import Any
 
 import pytest
 
 from dnsdisc.errors import ValidationError
-from dnsdisc.registry.model import Instance, ServiceSettings, label
+from dnsdisc.registry.model import CheckSpec, Instance, ServiceSettings, ip_address, label
 
 
 @pytest.mark.parametrize("good", ["a", "web", "web-1", "0", "a" * 63, "WEB"])
@@ -20,6 +22,42 @@ def test_bad_labels(bad: object) -> None:
     with pytest.raises(ValidationError) as info:
         label(bad, "f")
     assert info.value.field == "f"
+
+
+# IPv4 takes a fast path (inet_pton); it must take and refuse exactly what ipaddress does.
+@pytest.mark.parametrize(
+    "text",
+    ["1.2.3.4", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3.04", "00.0.0.0", "1.2.3",
+     "1.2.3.4.5", "256.1.1.1", " 1.2.3.4", "1.2.3.4 ", "1.2.3.4\n", "1.2.3.4\x00", "0x1.2.3.4",
+     "1..2.3", "1.2.3.", "+1.2.3.4", "1.2.3.-4", "\u0661.2.3.4", "::ffff:1.2.3.4", "2001:DB8::1"],
+)  # fmt: skip
+def test_address_check_agrees_with_ipaddress(text: str) -> None:
+    try:
+        expected: str | None = str(ipaddress.ip_address(text))
+    except ValueError:
+        expected = None
+    if expected is None:
+        with pytest.raises(ValidationError):
+            ip_address(text)
+    else:
+        assert ip_address(text) == expected
+
+
+def test_instance_pickles_every_field() -> None:
+    # Instances travel to the DNS workers pickled, by a hand-written __reduce__.
+    inst = Instance.from_json(
+        "web",
+        "a",
+        {
+            "address": "10.0.0.1", "port": 81, "weight": 7, "priority": 2, "protocol": "udp",
+            "tags": ["x"], "meta": {"k": "v"}, "ttl": 30, "deregister_after": 90,
+            "check": {"type": "http", "path": "/up", "interval": 5},
+        },
+        static=True,
+    )  # fmt: skip
+    assert isinstance(inst.check, CheckSpec)
+    copy = pickle.loads(pickle.dumps(inst, pickle.HIGHEST_PROTOCOL))
+    assert copy == inst and copy is not inst
 
 
 def test_instance_defaults_and_normalisation() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 from bisect import bisect_right
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -304,17 +304,19 @@ class AnswerIndex:
         self.naming = Naming(settings.domain, settings.ns_label)
         self.nodes: dict[bytes, Node] = {}
         self.zones: dict[bytes, Zone] = {}
-        self.ents: Counter[bytes] = Counter()
+        self.ents: dict[bytes, int] = {}  # name -> how many names lie below it
         self._static: set[bytes] = set()
         self._service_names: dict[str, list[bytes]] = {}
         # reverse name -> {(service, id): (TTL, target host name)}
-        self._ptr: dict[bytes, dict[tuple[str, str], tuple[int, bytes]]] = defaultdict(dict)
+        self._ptr: dict[bytes, dict[tuple[str, str], tuple[int, bytes]]] = {}
         self._service_ptrs: dict[str, set[bytes]] = {}
         self._build_static(list(self.static_records))
 
     # -- lookup helpers used by the responder ------------------------------------------------
 
     def forget_replies(self) -> None:
+        if not self.reply_count:
+            return  # nothing cached since the last time (a build installs many names)
         self.replies.clear()
         self.replies_tcp.clear()
         self.reply_count = 0
@@ -388,8 +390,10 @@ class AnswerIndex:
         self, service: str, settings: ServiceSettings | None, members: Sequence[Live]
     ) -> None:
         """Replace every name of ``service``; ``settings`` None means the service is gone."""
+        naming = self.naming
+        hosts = {m.instance.id: naming.instance(service, m.instance.id) for m in members}
         # Built before anything is removed: if building fails, the old answers stay.
-        names = self._service_nodes(settings, members) if settings is not None else {}
+        names = self._service_nodes(settings, members, hosts) if settings is not None else {}
         self.forget_replies()
         before = set(self._service_names.pop(service, ()))
         for name in before - names.keys():
@@ -406,9 +410,11 @@ class AnswerIndex:
                 installed.append(name)
             self._service_names[service] = installed
         instances = [m.instance for m in members] if settings else []
-        self._rebuild_ptrs(service, settings.ttl if settings else 0, instances)
+        self._rebuild_ptrs(service, settings.ttl if settings else 0, instances, hosts)
 
-    def _service_nodes(self, settings: ServiceSettings, live: Sequence[Live]) -> dict[bytes, Node]:
+    def _service_nodes(
+        self, settings: ServiceSettings, live: Sequence[Live], hosts: dict[str, bytes]
+    ) -> dict[bytes, Node]:
         naming = self.naming
         ttl = settings.ttl
         policy = POLICIES[settings.policy]
@@ -422,7 +428,7 @@ class AnswerIndex:
             weight, prio = member.weight, member.priority
             rtype, rdata = wire.address_rdata(inst.address)
             addr = Item(wire.rr_body(rtype, ttl, rdata), weight, prio, live=member)
-            host = naming.instance(svc, inst.id)
+            host = hosts[inst.id]
             addr_items[inst.id] = addr
             srv_items[inst.id] = Item(
                 wire.rr_body(wire.SRV, ttl, wire.srv_rdata(prio, weight, inst.port, host)),
@@ -495,24 +501,33 @@ class AnswerIndex:
             if inst.meta:
                 rrsets[wire.TXT] = RRSet(wire.TXT, [Item(_txt_body(inst.meta, ttl))])
             # Added after the tags: an instance id wins over a tag with the same label.
-            add(naming.instance(svc, inst.id), rrsets)
+            add(hosts[inst.id], rrsets)
         return nodes
 
-    def _rebuild_ptrs(self, service: str, ttl: int, instances: Sequence[Instance]) -> None:
-        wanted: dict[bytes, dict[tuple[str, str], tuple[int, bytes]]] = defaultdict(dict)
+    def _rebuild_ptrs(
+        self, service: str, ttl: int, instances: Sequence[Instance], hosts: dict[str, bytes]
+    ) -> None:
+        wanted: dict[bytes, dict[tuple[str, str], tuple[int, bytes]]] = {}
+        reverse = self.naming.reverse
         for inst in instances:
-            host = self.naming.instance(service, inst.id)
-            wanted[self.naming.reverse(inst.address)][(service, inst.id)] = (ttl, host)
-        before = self._service_ptrs.pop(service, set())
+            entry = (ttl, hosts[inst.id])
+            wanted.setdefault(reverse(inst.address), {})[(service, inst.id)] = entry
+        before = self._service_ptrs.pop(service, None)
         self._service_ptrs[service] = set(wanted)
-        for name in before | wanted.keys():
-            entries = self._ptr[name]
-            mine = {k: v for k, v in entries.items() if k[0] == service}
-            if mine == wanted.get(name, {}):
-                continue  # unchanged: most names, when one instance of many changes
-            for key in mine:
-                del entries[key]
-            entries.update(wanted.get(name, {}))
+        for name in before | wanted.keys() if before else wanted:
+            entries = self._ptr.get(name)
+            want = wanted.get(name, {})
+            if entries is None:
+                if not want:
+                    continue
+                entries = self._ptr[name] = want.copy()  # a new address (all, at start-up)
+            else:
+                mine = {k: v for k, v in entries.items() if k[0] == service}
+                if mine == want:
+                    continue  # unchanged: most names, when one instance of many changes
+                for key in mine:
+                    del entries[key]
+                entries.update(want)
             if name in self._static:
                 continue
             if name in self.nodes:
@@ -534,8 +549,9 @@ class AnswerIndex:
         if name in self.nodes:
             self._uninstall(name)
         self.nodes[name] = node
+        ents = self.ents
         for parent in wire.parent_names(name):
-            self.ents[parent] += 1
+            ents[parent] = ents.get(parent, 0) + 1
 
     def _uninstall(self, name: bytes) -> None:
         if self.nodes.pop(name, None) is None:

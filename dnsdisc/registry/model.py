@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -92,6 +93,13 @@ def ip_address(value: object, fld: str = "address") -> str:
         raise ValidationError(fld, f"{fld} must be a string holding an IPv4 or IPv6 address")
     if "%" in value:
         raise ValidationError(fld, f"{fld} {value!r}: scoped IPv6 addresses are not supported")
+    if ":" not in value:
+        # Fast path for IPv4 (every stored instance is checked again at start-up): inet_pton
+        # takes only the strict dotted quad, which ipaddress also takes and writes the same way.
+        try:
+            return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, value))
+        except (OSError, ValueError):
+            pass  # ipaddress decides, and words the error
     try:
         addr = ipaddress.ip_address(value)
     except ValueError:
@@ -279,6 +287,28 @@ class Instance:
     @property
     def is_ipv6(self) -> bool:
         return ":" in self.address
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent to every DNS worker, 100k at a time at start-up: positional arguments pickle and
+        # load in half the time of the dataclass default, which looks up the fields per object.
+        return (
+            Instance,
+            (
+                self.service,
+                self.id,
+                self.address,
+                self.port,
+                self.weight,
+                self.priority,
+                self.protocol,
+                self.tags,
+                self.meta,
+                self.ttl,
+                self.check,
+                self.deregister_after,
+                self.static,
+            ),
+        )
 
     @classmethod
     def from_json(

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # Status changes kept per instance for people (InstanceState.history).
 HISTORY_LEN = 20
+# Services announced to the listeners between two turns of the event loop while loading.
+LOAD_BATCH = 64
 
 
 @dataclass(slots=True)
@@ -197,7 +199,9 @@ class Registry:
                 raise StoreError(
                     f"stored instance {service}/{iid} is invalid ({exc.field}): {exc.message}"
                 ) from None
-            svc = self._services.setdefault(service, Service(self.settings_for(service)))
+            svc = self._services.get(service)
+            if svc is None:
+                svc = self._services[service] = Service(self.settings_for(service))
             # After a restart each lease starts afresh and checks start from passing: the
             # restart must not expire or hide anything; the checks resume at once.
             svc.instances[iid] = InstanceState(inst, now, now, since=now)
@@ -205,8 +209,12 @@ class Registry:
             self._apply_status(service, iid, data)
         for name, settings in self.configured.items():
             self._services.setdefault(name, Service(settings))
-        for name in list(self._services):
+        for n, name in enumerate(list(self._services), 1):
             self._notify(name)
+            if n % LOAD_BATCH == 0:
+                # Let the loop run: with DNS workers, the feed carrying these services flows
+                # to them meanwhile, so they build while this process goes on loading.
+                await asyncio.sleep(0)
         if self.shared:
             cast(SharedStore, self.store).follow(self)
 
@@ -271,7 +279,9 @@ class Registry:
 
     def _apply_instance(self, inst: Instance) -> bool:
         """Put ``inst`` in memory, keeping what was learnt about its health; True when new."""
-        svc = self._services.setdefault(inst.service, Service(self.settings_for(inst.service)))
+        svc = self._services.get(inst.service)
+        if svc is None:
+            svc = self._services[inst.service] = Service(self.settings_for(inst.service))
         now = self.clock()
         prev = svc.instances.get(inst.id)
         created = prev is None

@@ -33,7 +33,12 @@ def spread_answers(server: DnsdiscProcess, name: str) -> list[set[str]]:
         for s in socks:
             msg = dns.message.from_wire(s.recv(4096))
             seen.append(
-                {rr.to_text() for rrset in msg.answer for rr in rrset if rrset.rdtype == dns.rdatatype.A}
+                {
+                    rr.to_text()
+                    for rrset in msg.answer
+                    for rr in rrset
+                    if rrset.rdtype == dns.rdatatype.A
+                }
             )
         return seen
     finally:
