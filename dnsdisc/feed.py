@@ -8,7 +8,7 @@ state.
 
 main -> worker
     INIT      seq, config, index settings, zone records, processes sharing the port
-    SERVICE   seq, service, settings or None (gone), [member view, ...]
+    SERVICES  seq, [(service, settings or None (gone), [member view, ...]), ...]
     FIGURES   seq, service, instance id, load, latency_ms
     INDEX     seq, index settings, zone records   (a reload: build a new index beside the old)
     SWAP      seq                                 (answer from the new index from now on)
@@ -29,7 +29,7 @@ import struct
 from typing import Any
 
 INIT = "init"
-SERVICE = "service"
+SERVICES = "services"
 FIGURES = "figures"
 INDEX = "index"
 SWAP = "swap"

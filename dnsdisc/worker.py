@@ -127,8 +127,9 @@ async def serve(fd: int) -> None:
 
 async def _apply(message: tuple[Any, ...], replica: Replica, face: DnsFace) -> bytes:
     kind, seq = message[0], message[1]
-    if kind == feed.SERVICE:
-        replica.service(message[2], message[3], message[4])
+    if kind == feed.SERVICES:
+        for name, settings, views in message[2]:
+            replica.service(name, settings, views)
     elif kind == feed.FIGURES:
         replica.figures(*message[2:6])
     elif kind == feed.INDEX:

@@ -41,6 +41,8 @@ START_TIMEOUT = 30.0
 CONFIRM_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
 # A worker that keeps dying is restarted at most this often.
 RESTART_DELAY = 1.0
+# Services per feed message in the snapshot a new worker starts from.
+SNAPSHOT_CHUNK = 256
 
 
 def _views(members: Sequence[Live]) -> list[tuple[Any, ...]]:
@@ -107,6 +109,10 @@ class WorkerPool:
         # How long writes waited for the workers' confirmation (what workers add to a write).
         self.confirm = Histogram(CONFIRM_BUCKETS)
         self._restart_tasks: set[asyncio.Task[None]] = set()
+        # Services changed in this turn of the event loop, not sent yet (see ``rebuild``), and
+        # what ``settle`` waits on until they are.
+        self._dirty: dict[str, tuple[ServiceSettings | None, Sequence[Live]]] = {}
+        self._flushed: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -171,9 +177,11 @@ class WorkerPool:
                 self.count,
             )
         ]
-        for name, settings, members in self.snapshot():
+        services = [(name, s, _views(members)) for name, s, members in self.snapshot()]
+        for first in range(0, len(services), SNAPSHOT_CHUNK):
             self.seq += 1
-            parts.append(feed.frame(feed.SERVICE, self.seq, name, settings, _views(members)))
+            chunk = services[first : first + SNAPSHOT_CHUNK]
+            parts.append(feed.frame(feed.SERVICES, self.seq, chunk))
         return b"".join(parts)
 
     async def _spawn(self, number: int) -> Worker:
@@ -266,6 +274,7 @@ class WorkerPool:
     # -- the feed ----------------------------------------------------------------------------
 
     def _broadcast(self, *message: Any) -> None:
+        self._flush()  # what changed before this message goes before it
         self.seq += 1
         if not self.workers:
             return  # none started yet (they start from a snapshot) or all gone (likewise)
@@ -276,8 +285,34 @@ class WorkerPool:
     def rebuild(
         self, service: str, settings: ServiceSettings | None, members: Sequence[Live]
     ) -> None:
-        """Like ``AnswerIndex.rebuild``, in every worker."""
-        self._broadcast(feed.SERVICE, service, settings, _views(members))
+        """Like ``AnswerIndex.rebuild``, in every worker. Sent at the end of this turn of the
+        event loop, in one message with the other services changed in it; a service changed
+        several times meanwhile is sent once, as it is last. The writes of one group commit
+        complete together, often to the same service, and each would otherwise have every worker
+        rebuild that service again."""
+        if self._flushed is None:
+            loop = asyncio.get_running_loop()
+            self._flushed = loop.create_future()
+            loop.call_soon(self._flush)
+        self._dirty[service] = (settings, members)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        flushed, self._flushed = self._flushed, None
+        try:
+            if dirty:
+                self.seq += 1
+                if self.workers:
+                    data = feed.frame(
+                        feed.SERVICES,
+                        self.seq,
+                        [(name, s, _views(members)) for name, (s, members) in dirty.items()],
+                    )
+                    for w in self.workers.values():
+                        w.send(data)
+        finally:
+            if flushed is not None and not flushed.done():
+                flushed.set_result(None)
 
     def figures(self, service: str, iid: str, load: float | None, latency: float | None) -> None:
         self._broadcast(feed.FIGURES, service, iid, load, latency)
@@ -291,12 +326,14 @@ class WorkerPool:
         self._broadcast(feed.SWAP)
 
     async def settle(self) -> None:
-        """Return once every worker has applied everything sent so far."""
+        """Return once every worker has applied every change made so far."""
+        started = time.perf_counter()
+        if self._flushed is not None:
+            await asyncio.shield(self._flushed)  # sent at the end of this turn
         seq = self.seq
         pending = [(w, w.wait_for(seq)) for w in self.workers.values() if w.acked < seq]
         if not pending:
             return
-        started = time.perf_counter()
         _, late = await asyncio.wait([f for _, f in pending], timeout=CONFIRM_TIMEOUT)
         self.confirm.observe(time.perf_counter() - started)
         killed = []

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dns.message
@@ -88,6 +89,25 @@ def test_every_worker_answers_from_the_acknowledged_write(workers: DnsdiscProces
     assert msg_sets == [set()] * SPREAD
     assert workers.http("DELETE", "/v1/services/web/instances/web-1").status == 204
     assert spread_answers(workers, "web.svc.internal") == [set()] * SPREAD
+
+
+def test_concurrent_writes_to_one_service_are_all_answered_once_acknowledged(
+    workers: DnsdiscProcess,
+) -> None:
+    # Changes made in one turn of the main process's event loop go to the workers together,
+    # one message per turn with each service once: concurrent writes to one service must each
+    # still be answered by every worker as soon as their own 2xx is out.
+    def write_then_ask(n: int) -> list[set[str]]:
+        address = f"10.2.{n // 250}.{n % 250 + 1}"
+        workers.register("burst", f"i{n}", address=address, port=80)
+        seen = spread_answers(workers, f"i{n}.burst.svc.internal")
+        return [s ^ {address} for s in seen]  # empty sets when every worker answered it
+
+    with ThreadPoolExecutor(16) as pool:
+        misses = list(pool.map(write_then_ask, range(64)))
+    assert misses == [[set()] * SPREAD] * 64
+    body = workers.http("GET", "/v1/services/burst").body
+    assert len(body["instances"]) == 64
 
 
 def test_counters_are_summed_over_the_workers(workers: DnsdiscProcess) -> None:
