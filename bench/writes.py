@@ -1,6 +1,7 @@
 """Registration throughput and latency over HTTP, with and without DNS query load.
 
     .venv/bin/python bench/writes.py [--count 6000] [--clients 32] [--workers 2] [--qps 20000]
+                                     [--client python|wrk] [--wrk-seconds 10]
 
 Starts dnsdisc (SQLite store, durable commits) on loopback ports, registers ``--count``
 instances (10 per service) with ``--clients`` concurrent keep-alive HTTP clients, and prints
@@ -9,8 +10,10 @@ in the main process (``--workers 0``: a write waits for nothing but the store) a
 ``--workers`` processes (a write also waits for every worker to confirm), each idle and under
 dnsperf at ``--qps`` queries/s. What the workers' confirmation adds to each write is read from the
 server's own ``dnsdisc_worker_confirm_seconds`` histogram. Use ``--clients 1`` for latency without
-queueing, the default 32 for throughput. Every server is stopped by PID; data goes to a
-temporary directory.
+queueing, the default 32 for throughput. ``--client wrk`` loads the server with wrk (C, one
+thread, ``bench/reg.lua``: a new instance per PUT) for ``--wrk-seconds`` instead of the Python
+client, which takes about as much CPU as the server. Every server is stopped by PID; data goes
+to a temporary directory.
 """
 
 from __future__ import annotations
@@ -102,14 +105,47 @@ def dns_load(server: DnsdiscProcess, qps: int, seconds: int, directory: Path):  
             proc.wait()
 
 
+def register_wrk(port: int, clients: int, seconds: int) -> tuple[float, float, float, float]:
+    """Registrations/s and the p50, p99 and max latency (s) of wrk's PUTs over ``seconds``."""
+    out = subprocess.run(
+        ["wrk", "-t", "1", "-c", str(clients), "-d", f"{seconds}s", "--latency",
+         "-s", str(ROOT / "bench" / "reg.lua"), f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=seconds + 30, check=True,
+    ).stdout  # fmt: skip
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw failed registrations:\n{out}")
+    rate = float(next(ln.split()[-1] for ln in out.splitlines() if "Requests/sec" in ln))
+    dist = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].endswith("%"):
+            dist[parts[0]] = _wrk_seconds(parts[1])
+    stats = next(ln.split() for ln in out.splitlines() if ln.strip().startswith("Latency "))
+    return rate, dist["50%"], dist["99%"], _wrk_seconds(stats[3])
+
+
+def _wrk_seconds(text: str) -> float:
+    for unit, scale in (("us", 1e-6), ("ms", 1e-3), ("s", 1.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    raise ValueError(f"unexpected wrk duration {text!r}")
+
+
 def measure(args: argparse.Namespace, workers: int, qps: int, base: Path) -> dict[str, float]:
     directory = Path(tempfile.mkdtemp(dir=base))
     server = DnsdiscProcess(directory / "node", extra_args=["--workers", str(workers)]).start()
     try:
         with dns_load(server, qps, args.load_seconds, directory) as load:
-            elapsed, lat = asyncio.run(
-                register_all(server.http_port, args.count, args.clients, "svc")
-            )
+            if args.client == "wrk":
+                rate, p50, p99, worst = register_wrk(
+                    server.http_port, args.clients, args.wrk_seconds
+                )
+            else:
+                elapsed, lat = asyncio.run(
+                    register_all(server.http_port, args.count, args.clients, "svc")
+                )
+                rate, p50, p99 = args.count / elapsed, percentile(lat, 50), percentile(lat, 99)
+                worst = max(lat)
             answered = ""
             if load is not None:
                 out, _ = load.communicate(timeout=args.load_seconds + 10)
@@ -124,10 +160,10 @@ def measure(args: argparse.Namespace, workers: int, qps: int, base: Path) -> dic
         "workers": workers,
         "qps": qps,
         "answered_qps": float(answered) if answered not in ("", "?") else 0.0,
-        "regs_per_s": args.count / elapsed,
-        "p50_ms": percentile(lat, 50) * 1000,
-        "p99_ms": percentile(lat, 99) * 1000,
-        "max_ms": max(lat) * 1000,
+        "regs_per_s": rate,
+        "p50_ms": p50 * 1000,
+        "p99_ms": p99 * 1000,
+        "max_ms": worst * 1000,
         "confirm_p99_ms": confirm[0],
         "confirm_under_5ms": confirm[1],
     }
@@ -158,9 +194,12 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--qps", type=int, default=20000)
     p.add_argument("--load-seconds", type=int, default=15)
+    p.add_argument("--client", choices=("python", "wrk"), default="python")
+    p.add_argument("--wrk-seconds", type=int, default=10)
     args = p.parse_args()
-    if shutil.which("dnsperf") is None:
-        raise SystemExit("dnsperf is needed (apt-get install dnsperf)")
+    for tool in ("dnsperf", "wrk") if args.client == "wrk" else ("dnsperf",):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed (apt-get install {tool})")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for workers in (0, args.workers):
@@ -173,7 +212,9 @@ def main() -> None:
                     f"p99 {r['p99_ms']:.2f} ms",
                     file=sys.stderr,
                 )
-    print(f"\n{args.count} registrations, {args.clients} clients, SQLite store\n")
+    wrk = args.client == "wrk"
+    what = f"wrk for {args.wrk_seconds} s" if wrk else f"{args.count} registrations"
+    print(f"\n{what}, {args.clients} clients, SQLite store\n")
     print(
         "| DNS workers | DNS load offered | DNS answered/s | registrations/s "
         "| p50 ms | p99 ms | max ms | confirm p99 ms (bucket) | confirmed in 5 ms |"

@@ -163,6 +163,24 @@ def test_ptr_for_registered_addresses(world: World) -> None:
     assert world.ask("9.0.0.10.in-addr.arpa.", "PTR").rcode() == dns.rcode.REFUSED
 
 
+def test_ptr_shared_by_two_services_follows_each_of_them() -> None:
+    w = World(reverse_zones=("10.in-addr.arpa.",))
+    w.settings("api", ttl=30)
+    w.settings("db", ttl=10)
+    w.add("api", "a-1", address="10.9.9.9", port=80)
+    w.add("db", "d-1", address="10.9.9.9", port=5432)
+    msg = w.ask("9.9.9.10.in-addr.arpa.", "PTR")
+    assert texts(msg) == ["a-1.api.svc.internal.", "d-1.db.svc.internal."]
+    assert msg.answer[0].ttl == 10  # one RRset, one TTL: the shorter
+    w.add("db", "d-1", address="10.9.9.8", port=5432)  # moves: the old name keeps api only
+    msg = w.ask("9.9.9.10.in-addr.arpa.", "PTR")
+    assert texts(msg) == ["a-1.api.svc.internal."] and msg.answer[0].ttl == 30
+    assert texts(w.ask("8.9.9.10.in-addr.arpa.", "PTR")) == ["d-1.db.svc.internal."]
+    asyncio.run(w.registry.delete_instance("api", "a-1"))
+    assert w.ask("9.9.9.10.in-addr.arpa.", "PTR").rcode() == dns.rcode.NXDOMAIN
+    assert texts(w.ask("8.9.9.10.in-addr.arpa.", "PTR")) == ["d-1.db.svc.internal."]
+
+
 def test_reverse_zone_gives_nxdomain_for_unknown_addresses() -> None:
     w = World(reverse_zones=("10.in-addr.arpa.",))
     w.add("db", "db-1", address="10.1.2.3", port=5432)

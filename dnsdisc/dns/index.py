@@ -163,7 +163,7 @@ class RRSet:
         self.counter = 0
         self.table: tuple[list[float], list[tuple[int, ...]]] | None = None  # see _table
         self.tabled = False  # made at the first draw
-        self.pool: list[tuple[int, ...]] = []  # see next_order
+        self.pool: list[tuple[int, ...]] | None = None  # see next_order; made when first used
         self.pos = 0
         self.last: tuple[int, ...] = ()  # the order drawn last
         self.forced: tuple[int, ...] | None = None  # set by the responder to re-encode an order
@@ -187,6 +187,8 @@ class RRSet:
             # what it holds, so each answer's order has exactly the policy's distribution;
             # only neighbouring answers are no longer independent.
             pool = self.pool
+            if pool is None:
+                pool = self.pool = []
             if len(pool) < POOL:
                 order = self._draw(rng)
                 pool.append(order)
@@ -249,6 +251,10 @@ class RRSet:
         return [members[i] for i in order]
 
 
+# (service, instance id, TTL, the instance's host name): one PTR target of a reverse name.
+PtrEntry = tuple[str, str, int, bytes]
+
+
 @dataclass(slots=True)
 class Zone:
     apex: bytes
@@ -307,9 +313,10 @@ class AnswerIndex:
         self.ents: dict[bytes, int] = {}  # name -> how many names lie below it
         self._static: set[bytes] = set()
         self._service_names: dict[str, list[bytes]] = {}
-        # reverse name -> {(service, id): (TTL, target host name)}
-        self._ptr: dict[bytes, dict[tuple[str, str], tuple[int, bytes]]] = {}
-        self._service_ptrs: dict[str, set[bytes]] = {}
+        # reverse name -> who points there, from every service, sorted; tuples, not dicts:
+        # there is one per registered address.
+        self._ptr: dict[bytes, tuple[PtrEntry, ...]] = {}
+        self._service_ptrs: dict[str, tuple[bytes, ...]] = {}  # the reverse names of a service
         self._build_static(list(self.static_records))
 
     # -- lookup helpers used by the responder ------------------------------------------------
@@ -507,42 +514,35 @@ class AnswerIndex:
     def _rebuild_ptrs(
         self, service: str, ttl: int, instances: Sequence[Instance], hosts: dict[str, bytes]
     ) -> None:
-        wanted: dict[bytes, dict[tuple[str, str], tuple[int, bytes]]] = {}
+        wanted: dict[bytes, list[PtrEntry]] = {}
         reverse = self.naming.reverse
         for inst in instances:
-            entry = (ttl, hosts[inst.id])
-            wanted.setdefault(reverse(inst.address), {})[(service, inst.id)] = entry
-        before = self._service_ptrs.pop(service, None)
-        self._service_ptrs[service] = set(wanted)
-        for name in before | wanted.keys() if before else wanted:
-            entries = self._ptr.get(name)
-            want = wanted.get(name, {})
-            if entries is None:
-                if not want:
-                    continue
-                entries = self._ptr[name] = want.copy()  # a new address (all, at start-up)
+            entry = (service, inst.id, ttl, hosts[inst.id])
+            wanted.setdefault(reverse(inst.address), []).append(entry)
+        before = self._service_ptrs.pop(service, ())
+        if wanted:
+            self._service_ptrs[service] = tuple(wanted)
+        for name in wanted.keys() | before if before else wanted:
+            old = self._ptr.get(name, ())
+            mine = wanted.get(name, [])
+            entries = tuple(sorted([e for e in old if e[0] != service] + mine))
+            if entries == old:
+                continue  # unchanged: most names, when one instance of many changes
+            if entries:
+                self._ptr[name] = entries
             else:
-                mine = {k: v for k, v in entries.items() if k[0] == service}
-                if mine == want:
-                    continue  # unchanged: most names, when one instance of many changes
-                for key in mine:
-                    del entries[key]
-                entries.update(want)
+                del self._ptr[name]
             if name in self._static:
                 continue
             if name in self.nodes:
                 self._uninstall(name)
             if entries:
                 # One RRset has one TTL (RFC 2181 5.2): the shortest of the services sharing it.
-                ptr_ttl = min(t for t, _ in entries.values())
-                items = [
-                    Item(wire.rr_body(wire.PTR, ptr_ttl, entries[k][1])) for k in sorted(entries)
-                ]
+                ptr_ttl = min(e[2] for e in entries)
+                items = [Item(wire.rr_body(wire.PTR, ptr_ttl, e[3])) for e in entries]
                 self._install(
                     name, Node(self._zone_for(name), {wire.PTR: RRSet(wire.PTR, items)}, name)
                 )
-            else:
-                self._ptr.pop(name, None)
 
     def _install(self, name: bytes, node: Node) -> None:
         self.forget_replies()

@@ -150,8 +150,13 @@ def parse_query(data: bytes) -> Query:
 
 # -- encoding ------------------------------------------------------------------------------
 
+# Entries in each cache of encodings below: enough for the services being changed now (a
+# service is re-encoded whole on every change), not for the whole registry, whose names the
+# answer index holds already; at 100k instances a cache of everything cost ~35 MiB per process.
+ENCODING_CACHE = 1 << 12
 
-@functools.lru_cache(maxsize=1 << 17)
+
+@functools.lru_cache(maxsize=ENCODING_CACHE)
 def labels_to_wire(labels: tuple[str, ...], suffix: bytes = b"\x00") -> bytes:
     """Wire form of already-validated ASCII labels followed by ``suffix`` (a wire name)."""
     out = bytearray()
@@ -235,7 +240,7 @@ def rr_body(rtype: int, ttl: int, rdata: bytes) -> bytes:
 
 # Cached: the answer index encodes the same names and addresses again on every rebuild of a
 # service, and these are pure functions of their (hashable) arguments.
-@functools.lru_cache(maxsize=1 << 17)
+@functools.lru_cache(maxsize=ENCODING_CACHE)
 def address_rdata(address: str) -> tuple[int, bytes]:
     """(A or AAAA, rdata) for a valid address string. inet_pton, not ipaddress: a registry of
     100k instances is encoded at start, and this is 30 times faster."""
@@ -275,7 +280,7 @@ def opt_record(payload: int, ext_rcode: int = 0, do: bool = False) -> bytes:
     return b"\x00" + _RR_FIXED.pack(OPT, payload, ttl, 0)
 
 
-@functools.lru_cache(maxsize=1 << 17)
+@functools.lru_cache(maxsize=ENCODING_CACHE)
 def reverse_pointer(address: str) -> bytes:
     """The in-addr.arpa / ip6.arpa wire name of a valid address, built from its bytes."""
     rtype, packed = address_rdata(address)
