@@ -216,7 +216,9 @@ class WorkerPool:
                 else:
                     worker.settle(seq, True)
         except (ConnectionError, ValueError) as exc:
-            log.error("DNS worker %d: broken feed: %s", worker.number, exc)
+            # While stopping, a worker that exits first breaks the feed under a late write.
+            report = log.debug if self.stopping else log.error
+            report("DNS worker %d: broken feed: %s", worker.number, exc)
         finally:
             worker.fail()
             self.workers.pop(worker.number, None)

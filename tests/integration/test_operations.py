@@ -79,6 +79,7 @@ def test_sigterm_is_graceful(tmp_path: Path) -> None:
         while chunk := conn.recv(4096):
             rest += chunk
     assert "shutting down" in node.log() and "Traceback" not in node.log()
+    assert " ERROR " not in node.log()  # a clean stop reports nothing as broken
     node.start()  # and everything acknowledged is there after the restart
     try:
         assert node.addresses("web.svc.internal") == ["10.0.0.1"]
