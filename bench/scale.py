@@ -3,7 +3,8 @@
     .venv/bin/python bench/scale.py [--services 10000] [--per-service 10] [--workers 2]
 
 1. Starts dnsdisc (SQLite store) with 1 service of ``--per-service`` instances and measures
-   queries/s with dnsperf (max mode, ``--seconds``) on a mix of A, SRV and NXDOMAIN queries.
+   queries/s with dnsperf (max mode, ``--seconds``) on a mix of A, SRV and NXDOMAIN queries,
+   and the server's CPU time per query (user + system of all its processes).
 2. Registers the rest over HTTP (32 keep-alive clients) up to ``--services`` services, prints
    the rate, the memory of the server's processes (RSS of the main process and each worker)
    and measures queries/s again: the same queries, plus queries spread over every service.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import shutil
 import subprocess
@@ -41,19 +43,37 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def dnsperf_qps(port: int, queries: Path, seconds: int) -> float:
-    """Median of three runs: single runs on a shared VM differ by 30% or more."""
-    runs = sorted(_dnsperf_once(port, queries, seconds) for _ in range(3))
-    return runs[1]
+def cpu_seconds(server: DnsdiscProcess) -> float:
+    """User + system CPU time of the server's processes so far (steal excluded)."""
+    assert server.proc is not None
+    total = 0
+    for pid in [server.proc.pid, *server.children()]:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-def _dnsperf_once(port: int, queries: Path, seconds: int) -> float:
+def dnsperf_qps(server: DnsdiscProcess, queries: Path, seconds: int) -> tuple[float, float]:
+    """Queries/s and the server's CPU microseconds per query, each the median of three runs:
+    single runs on a shared VM differ by 30% or more in queries/s; CPU per query, which leaves
+    out the time the hypervisor takes away, varies less."""
+    runs = []
+    for _ in range(3):
+        before = cpu_seconds(server)
+        qps, completed = _dnsperf_once(server.dns_port, queries, seconds)
+        runs.append((qps, (cpu_seconds(server) - before) / completed * 1e6))
+    return sorted(r[0] for r in runs)[1], sorted(r[1] for r in runs)[1]
+
+
+def _dnsperf_once(port: int, queries: Path, seconds: int) -> tuple[float, int]:
     out = subprocess.run(
         ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", str(seconds),
          "-c", "32", "-q", "100", "-t", "1"],
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout  # fmt: skip
-    return float(next(ln.split()[-1] for ln in out.splitlines() if "Queries per second" in ln))
+    qps = float(next(ln.split()[-1] for ln in out.splitlines() if "Queries per second" in ln))
+    completed = int(next(ln.split()[2] for ln in out.splitlines() if "Queries completed" in ln))
+    return qps, completed
 
 
 def query_file(path: Path, services: list[str], rng: random.Random) -> Path:
@@ -81,8 +101,12 @@ def main() -> None:
         per = args.per_service
         asyncio.run(register_all(server.http_port, per, 8, "svc"))
         one = query_file(tmp / "one.txt", ["svc0"], rng)
-        small_qps = dnsperf_qps(server.dns_port, one, args.seconds)
-        print(f"1 service x {per} instances: {small_qps:.0f} queries/s", flush=True)
+        small_qps, small_cpu = dnsperf_qps(server, one, args.seconds)
+        print(
+            f"1 service x {per} instances: {small_qps:.0f} queries/s, "
+            f"{small_cpu:.1f} CPU µs per query",
+            flush=True,
+        )
 
         total = args.services * per
         elapsed, _ = asyncio.run(register_all(server.http_port, total, 32, "svc"))
@@ -94,9 +118,9 @@ def main() -> None:
             f"memory (RSS): main {main_rss:.0f} MiB, workers "
             f"{', '.join(f'{w:.0f}' for w in workers)} MiB, total {main_rss + sum(workers):.0f} MiB"
         )
-        big_qps = dnsperf_qps(server.dns_port, one, args.seconds)
+        big_qps, big_cpu = dnsperf_qps(server, one, args.seconds)
         spread = query_file(tmp / "all.txt", [f"svc{n}" for n in range(args.services)], rng)
-        spread_qps = dnsperf_qps(server.dns_port, spread, args.seconds)
+        spread_qps, spread_cpu = dnsperf_qps(server, spread, args.seconds)
         after = [rss_mib(pid) for pid in server.children()]
         print(
             f"memory after the queries: workers {', '.join(f'{w:.0f}' for w in after)} MiB, "
@@ -106,6 +130,10 @@ def main() -> None:
             f"{args.services} services x {per}: {big_qps:.0f} queries/s on the same queries "
             f"({big_qps / small_qps:.2f}x), {spread_qps:.0f} queries/s spread over all services "
             f"({spread_qps / small_qps:.2f}x)"
+        )
+        print(
+            f"CPU µs per query: {big_cpu:.1f} on the same queries ({big_cpu / small_cpu:.2f}x), "
+            f"{spread_cpu:.1f} spread over all services ({spread_cpu / small_cpu:.2f}x)"
         )
 
         server.stop()
