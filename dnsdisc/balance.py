@@ -183,8 +183,12 @@ def tiers(policy: Policy, cands: Sequence[Candidate]) -> list[Tier] | None:
     return None
 
 
+# The most orders a table lists (6! = 720): beyond that, drawing is cheaper than listing.
+MAX_TABLE_ORDERS = 720
+
+
 def order_table(
-    groups: Sequence[Tier], limit: int | None, max_orders: int = 720
+    groups: Sequence[Tier], limit: int | None, max_orders: int = MAX_TABLE_ORDERS
 ) -> tuple[list[float], list[tuple[int, ...]]] | None:
     """Every order the tiers can give, cut to ``limit``, with cumulative probabilities: one
     uniform number and a bisection then draw an order with exactly the policy's distribution.

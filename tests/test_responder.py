@@ -25,7 +25,7 @@ from dnsdisc.app import attach, build_index
 from dnsdisc.config import Config
 from dnsdisc.dns import wire
 from dnsdisc.dns.answer import Responder
-from dnsdisc.dns.index import REUSE
+from dnsdisc.dns.index import POOL, REUSE
 from dnsdisc.health import HealthMonitor
 from dnsdisc.registry.model import Instance, ServiceSettings
 from dnsdisc.registry.registry import Registry
@@ -584,4 +584,27 @@ def test_many_instances_draw_from_a_resampled_pool_with_the_weight_shares() -> N
         assert abs(firsts[address] / 20000 - weight / total) < 0.03, (address, firsts)
     assert chi_square(firsts, weights) / (2 * REUSE - 1) < 24.32, firsts  # 7 df, alpha 0.001
     entry = next(iter(w.index.replies.values()))
-    assert 0 < len(entry.replies) <= 1024
+    # An order the pool replaces is dropped from the cache: it holds at most the pool's orders.
+    assert 0 < len(entry.replies) <= POOL
+    assert w.index.reply_count == len(entry.replies)
+
+
+def test_every_order_of_a_table_stays_cached() -> None:
+    """5 weighted instances with max_answers 5 have 120 orders (the benchmark's data set): once
+    each has been drawn, every answer comes from the cache."""
+    w = World()
+    for n in range(1, 6):
+        w.add("web", f"w{n}", address=f"10.0.0.{n}", port=80, weight=10 * n)
+    w.settings("web", max_answers=5)
+    queries = [dns.message.make_query(name, kind).to_wire() for name, kind in
+               [("web.svc.internal.", "A"), ("_web._tcp.svc.internal.", "SRV")]]  # fmt: skip
+    # The rarest order has a chance of about 1/1000: 20000 draws see every one (odds e**-21).
+    for _ in range(20000):
+        for query in queries:
+            w.raw(query)
+    assert sorted(len(e.replies) for e in w.index.replies.values()) == [120, 120]
+    assert w.index.reply_count == 240
+    for _ in range(1000):
+        for query in queries:
+            w.raw(query)
+    assert w.index.reply_count == 240  # nothing encoded again

@@ -80,7 +80,14 @@ class Responder:
         rrset: RRSet | None = None
         if entry is not None:
             rrset = entry.rrset
-            order = rrset.next_order(self.rng) if rrset is not None else ()
+            order: tuple[int, ...] = ()
+            if rrset is not None:
+                order = rrset.next_order(self.rng)
+                dropped = rrset.dropped
+                if dropped is not None:  # out of the pool: its replies would never be used
+                    rrset.dropped = None
+                    if entry.replies.pop(dropped, None) is not None:
+                        self.index.reply_count -= 1
             hit = entry.replies.get(order)
             if hit is not None:
                 body, stat, truncated = hit
@@ -115,19 +122,23 @@ class Responder:
         if made is not None and len(self._drawn) <= 1 and isinstance(reply, bytes):
             drawn = self._drawn[0] if self._drawn else None
             index = self.index
-            index.reply_count += 1
-            if index.reply_count > MAX_CACHED_REPLIES:
+            if index.reply_count >= MAX_CACHED_REPLIES:
                 # A flood of distinct queries, or many large services asked at once: start
                 # over, so memory stays bounded whatever the clients ask.
                 index.forget_replies()
-                index.reply_count = 1
                 entry = None
             if entry is None or entry.rrset is not drawn:
+                if entry is not None:
+                    index.reply_count -= len(entry.replies)
                 entry = cache[key] = _Cached(drawn)
             order = () if drawn is None else drawn.last if rrset is None else order
-            if len(entry.replies) >= MAX_CACHED_ORDERS:
-                entry.replies.clear()  # orders beyond count (many instances): stay bounded
-            entry.replies[order] = (reply[2:], made, bool(reply[2] & 0x02))
+            replies = entry.replies
+            if len(replies) >= MAX_CACHED_ORDERS:
+                index.reply_count -= len(replies)
+                replies.clear()  # orders beyond count (round robin of many): stay bounded
+            if order not in replies:
+                index.reply_count += 1
+            replies[order] = (reply[2:], made, bool(reply[2] & 0x02))
         return reply
 
     def _respond(self, data: bytes, tcp: bool) -> bytes | _Forward | None:

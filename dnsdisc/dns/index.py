@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from dnsdisc.balance import (
     LIVE_POLICIES,
+    MAX_TABLE_ORDERS,
     POLICIES,
     Policy,
     order_table,
@@ -48,7 +49,9 @@ REUSE = 8
 # Replies cached per index (all queries and orders together: about 30 MB at most) and per query
 # (orders of one RRset), see Responder.
 MAX_CACHED_REPLIES = 50000
-MAX_CACHED_ORDERS = 2 * POOL
+# Enough for every order of a table: a weighted RRset of 5 with max_answers 5 has 120, and with a
+# smaller cap its cache emptied itself over and over (39% of queries missed it).
+MAX_CACHED_ORDERS = MAX_TABLE_ORDERS
 
 
 class Live(Protocol):
@@ -130,6 +133,7 @@ class RRSet:
     __slots__ = (
         "counted",
         "counter",
+        "dropped",
         "fixed",
         "forced",
         "items",
@@ -166,6 +170,8 @@ class RRSet:
         self.pool: list[tuple[int, ...]] | None = None  # see next_order; made when first used
         self.pos = 0
         self.last: tuple[int, ...] = ()  # the order drawn last
+        # An order the standing pool has just replaced: its cached replies can go.
+        self.dropped: tuple[int, ...] | None = None
         self.forced: tuple[int, ...] | None = None  # set by the responder to re-encode an order
         # Every answer lists the items as they are: nothing to draw.
         self.fixed = policy is None and not self.tail and limit is None
@@ -196,6 +202,7 @@ class RRSet:
                 pos = self.pos
                 self.pos = (pos + 1) % POOL
                 if rng.random() < 1 / REUSE:
+                    self.dropped = pool[pos]
                     pool[pos] = self._draw(rng)
                 order = pool[pos]
             self.last = order
@@ -322,7 +329,7 @@ class AnswerIndex:
     # -- lookup helpers used by the responder ------------------------------------------------
 
     def forget_replies(self) -> None:
-        if not self.reply_count:
+        if not self.replies and not self.replies_tcp:
             return  # nothing cached since the last time (a build installs many names)
         self.replies.clear()
         self.replies_tcp.clear()
