@@ -56,13 +56,18 @@ class Worker:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     acked: int = 0
+    sent: int = 0  # the number of the last message sent to it
+    # Told to bind the DNS port: from then on it may be answering, and writes wait for it.
+    answering: bool = False
     ready: bool = False
     waiters: list[tuple[int, asyncio.Future[Any]]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, seq: int) -> None:
+        """``data``: messages up to number ``seq``."""
         if not self.writer.is_closing():
             self.writer.write(data)
+            self.sent = seq
 
     def wait_for(self, seq: int) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -113,6 +118,9 @@ class WorkerPool:
         # what ``settle`` waits on until they are.
         self._dirty: dict[str, tuple[ServiceSettings | None, Sequence[Live]]] = {}
         self._flushed: asyncio.Future[None] | None = None
+        # Set once the workers started with the server have been told to listen: a worker
+        # restarted before that (while the store loads) must wait for the same word.
+        self.listening = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -124,29 +132,33 @@ class WorkerPool:
 
     async def listen(self) -> None:
         """Have every worker bind the DNS port, once it has applied everything sent so far."""
+        self.listening = True
         await self._listen(list(self.workers.values()))
 
     async def _start(self, numbers: Iterable[int]) -> None:
         spawned = await asyncio.gather(*(self._spawn(n) for n in numbers))
         self._enrol(spawned)
-        await self._listen(spawned)
+        if self.listening:  # else ``listen`` will tell it, with the others
+            await self._listen(spawned)
 
     def _enrol(self, spawned: Sequence[Worker]) -> None:
         # No await in here: the snapshot the workers start from and the changes broadcast
         # after it form one ordered feed, nothing in between. It is encoded once for all.
         state = self._state()
         for worker in spawned:
-            worker.send(state)
+            worker.send(state, self.seq)
             self.workers[worker.number] = worker
             worker.task = asyncio.ensure_future(self._follow(worker))
 
     async def _listen(self, workers: Sequence[Worker]) -> None:
-        self.seq += 1
-        listen = feed.frame(feed.LISTEN, self.seq)
+        self._flush()  # the services changed in this turn go before the word to listen
+        seq = self.seq = self.seq + 1
+        listen = feed.frame(feed.LISTEN, seq)
         waits = []
         for worker in workers:
-            waits.append(worker.wait_for(self.seq))
-            worker.send(listen)
+            waits.append(worker.wait_for(seq))
+            worker.send(listen, seq)
+            worker.answering = True
         for worker, listening in zip(workers, waits, strict=True):
             try:
                 await asyncio.wait_for(asyncio.shield(listening), START_TIMEOUT)
@@ -258,7 +270,7 @@ class WorkerPool:
         workers = list(self.workers.values())
         self.seq += 1
         for w in workers:
-            w.send(feed.frame(feed.STOP, self.seq))
+            w.send(feed.frame(feed.STOP, self.seq), self.seq)
         for w in workers:
             try:
                 await asyncio.wait_for(w.process.wait(), CONFIRM_TIMEOUT)
@@ -277,12 +289,11 @@ class WorkerPool:
 
     def _broadcast(self, *message: Any) -> None:
         self._flush()  # what changed before this message goes before it
-        self.seq += 1
-        if not self.workers:
-            return  # none started yet (they start from a snapshot) or all gone (likewise)
-        data = feed.frame(message[0], self.seq, *message[1:])
+        seq = self.seq + 1
+        data = feed.frame(message[0], seq, *message[1:])
+        self.seq = seq  # numbered once it can be sent: a settle waits for what was sent
         for w in self.workers.values():
-            w.send(data)
+            w.send(data, seq)
 
     def rebuild(
         self, service: str, settings: ServiceSettings | None, members: Sequence[Live]
@@ -302,16 +313,16 @@ class WorkerPool:
         dirty, self._dirty = self._dirty, {}
         flushed, self._flushed = self._flushed, None
         try:
-            if dirty:
-                self.seq += 1
-                if self.workers:
-                    data = feed.frame(
-                        feed.SERVICES,
-                        self.seq,
-                        [(name, s, _views(members)) for name, (s, members) in dirty.items()],
-                    )
-                    for w in self.workers.values():
-                        w.send(data)
+            if dirty and self.workers:  # else new workers start from a snapshot
+                seq = self.seq + 1
+                data = feed.frame(
+                    feed.SERVICES,
+                    seq,
+                    [(name, s, _views(members)) for name, (s, members) in dirty.items()],
+                )
+                self.seq = seq
+                for w in self.workers.values():
+                    w.send(data, seq)
         finally:
             if flushed is not None and not flushed.done():
                 flushed.set_result(None)
@@ -332,8 +343,16 @@ class WorkerPool:
         started = time.perf_counter()
         if self._flushed is not None:
             await asyncio.shield(self._flushed)  # sent at the end of this turn
-        seq = self.seq
-        pending = [(w, w.wait_for(seq)) for w in self.workers.values() if w.acked < seq]
+        # Each worker was sent every change (or a snapshot holding it), and perhaps more since:
+        # wait for what was sent to it, not for the pool's last number, which may belong to a
+        # replacement worker's snapshot that the others never get. A worker not yet told to
+        # listen answers nobody, and applies all this before it does: no need to wait for it
+        # (a replacement building a large snapshot would be killed for being slow).
+        pending = [
+            (w, w.wait_for(w.sent))
+            for w in self.workers.values()
+            if w.answering and w.acked < w.sent
+        ]
         if not pending:
             return
         _, late = await asyncio.wait([f for _, f in pending], timeout=CONFIRM_TIMEOUT)
@@ -343,7 +362,7 @@ class WorkerPool:
             if fut in late:
                 # A worker that cannot confirm must not answer from an old view: it goes, and
                 # the write is acknowledged once it is gone (its socket closes with it).
-                self._kill(w, f"did not confirm change {seq} in {CONFIRM_TIMEOUT:g} s")
+                self._kill(w, f"did not confirm change {w.sent} in {CONFIRM_TIMEOUT:g} s")
                 killed.append(w.process.wait())
         if killed:
             try:

@@ -589,6 +589,24 @@ def test_many_instances_draw_from_a_resampled_pool_with_the_weight_shares() -> N
     assert w.index.reply_count == len(entry.replies)
 
 
+def test_a_drawn_rrset_keeps_few_replies_whatever_asks_for_it() -> None:
+    """Orders a pool replaces are dropped only from the entry being read; the same RRset asked
+    over UDP, with EDNS and over TCP has three entries, each bounded by twice the pool."""
+    w = World()
+    for n in range(1, 13):
+        w.add("web", f"w{n}", address=f"10.0.0.{n}", port=80, weight=n)
+    plain = dns.message.make_query("web.svc.internal.", "A").to_wire()
+    edns = dns.message.make_query("web.svc.internal.", "A", use_edns=0).to_wire()
+    for _ in range(6000):
+        w.raw(plain)
+        w.raw(edns)
+        w.raw(plain, tcp=True)
+    entries = [*w.index.replies.values(), *w.index.replies_tcp.values()]
+    assert len(entries) == 3
+    assert all(0 < len(e.replies) <= 2 * POOL for e in entries), [len(e.replies) for e in entries]
+    assert w.index.reply_count == sum(len(e.replies) for e in entries)
+
+
 def test_every_order_of_a_table_stays_cached() -> None:
     """5 weighted instances with max_answers 5 have 120 orders (the benchmark's data set): once
     each has been drawn, every answer comes from the cache."""

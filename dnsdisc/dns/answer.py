@@ -17,7 +17,15 @@ from collections.abc import Sequence
 from time import perf_counter
 
 from dnsdisc.dns import wire
-from dnsdisc.dns.index import MAX_CACHED_ORDERS, MAX_CACHED_REPLIES, AnswerIndex, Item, Node, RRSet
+from dnsdisc.dns.index import (
+    MAX_CACHED_DRAWN,
+    MAX_CACHED_ORDERS,
+    MAX_CACHED_REPLIES,
+    AnswerIndex,
+    Item,
+    Node,
+    RRSet,
+)
 from dnsdisc.dns.stats import LATENCY_BUCKETS, QueryStats
 
 log = logging.getLogger(__name__)
@@ -133,7 +141,8 @@ class Responder:
                 entry = cache[key] = _Cached(drawn)
             order = () if drawn is None else drawn.last if rrset is None else order
             replies = entry.replies
-            if len(replies) >= MAX_CACHED_ORDERS:
+            tabled = drawn is None or drawn.table is not None
+            if len(replies) >= (MAX_CACHED_ORDERS if tabled else MAX_CACHED_DRAWN):
                 index.reply_count -= len(replies)
                 replies.clear()  # orders beyond count (round robin of many): stay bounded
             if order not in replies:

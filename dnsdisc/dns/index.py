@@ -46,12 +46,15 @@ _NAME_TARGET = 10
 # average, for policies with too many orders for a table (see RRSet.next_order).
 POOL = 32
 REUSE = 8
-# Replies cached per index (all queries and orders together: about 30 MB at most) and per query
-# (orders of one RRset), see Responder.
+# Replies cached per index (all queries and orders together; 10-30 MB for answers of a few
+# hundred bytes), see Responder.
 MAX_CACHED_REPLIES = 50000
-# Enough for every order of a table: a weighted RRset of 5 with max_answers 5 has 120, and with a
-# smaller cap its cache emptied itself over and over (39% of queries missed it).
+# Replies cached per query: for an RRset whose orders come from a table, all of them (a weighted
+# RRset of 5 with max_answers 5 has 120: with a smaller cap its entry emptied itself over and
+# over and 39% of queries missed); for one that draws its orders (pool, round robin, load),
+# twice the pool: the pool's orders, and room for what it replaces.
 MAX_CACHED_ORDERS = MAX_TABLE_ORDERS
+MAX_CACHED_DRAWN = 2 * POOL
 
 
 class Live(Protocol):
