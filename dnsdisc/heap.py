@@ -3,7 +3,7 @@
 Loading 100k instances creates millions of objects that live as long as the process. Each of
 CPython's full collections walks every tracked object, and the collector starts one whenever
 the survivors have grown by a quarter, so a cold build spent more than half its time there
-(8 s of 13 s for 10k services in a worker). Around such a build the collector is paused, and
+(4.7 s of 7.9 s for 10k services in a worker). Around such a build the collector is paused, and
 what was built is then moved to the permanent generation (``gc.freeze``), so later collections
 no longer walk it. The index and registry hold no reference cycles; a build leaves a handful of
 cyclic objects (10 at 10k services), which freezing keeps for good.
