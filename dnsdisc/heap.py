@@ -18,14 +18,11 @@ from collections.abc import Iterator
 
 @contextlib.contextmanager
 def bulk() -> Iterator[None]:
-    was_enabled = gc.isenabled()
-    gc.disable()
+    was_enabled = pause()
     try:
         yield
     finally:
-        gc.freeze()
-        if was_enabled:
-            gc.enable()
+        settle(was_enabled)
 
 
 def pause() -> bool:

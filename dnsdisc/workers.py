@@ -59,7 +59,6 @@ class Worker:
     sent: int = 0  # the number of the last message sent to it
     # Told to bind the DNS port: from then on it may be answering, and writes wait for it.
     answering: bool = False
-    ready: bool = False
     waiters: list[tuple[int, asyncio.Future[Any]]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
@@ -173,7 +172,6 @@ class WorkerPool:
             if failure:
                 self._kill(worker, "could not listen")
                 raise OSError(failure)
-            worker.ready = True
             log.debug("DNS worker %d (pid %d) is answering", worker.number, worker.process.pid)
 
     def _state(self) -> bytes:

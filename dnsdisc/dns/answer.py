@@ -18,13 +18,12 @@ from time import perf_counter
 
 from dnsdisc.dns import wire
 from dnsdisc.dns.index import (
-    MAX_CACHED_DRAWN,
-    MAX_CACHED_ORDERS,
     MAX_CACHED_REPLIES,
     AnswerIndex,
     Item,
     Node,
     RRSet,
+    cached_orders,
 )
 from dnsdisc.dns.stats import LATENCY_BUCKETS, QueryStats
 
@@ -141,8 +140,7 @@ class Responder:
                 entry = cache[key] = _Cached(drawn)
             order = () if drawn is None else drawn.last if rrset is None else order
             replies = entry.replies
-            tabled = drawn is None or drawn.table is not None
-            if len(replies) >= (MAX_CACHED_ORDERS if tabled else MAX_CACHED_DRAWN):
+            if len(replies) >= cached_orders(drawn):
                 index.reply_count -= len(replies)
                 replies.clear()  # orders beyond count (round robin of many): stay bounded
             if order not in replies:

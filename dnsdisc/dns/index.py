@@ -49,12 +49,6 @@ REUSE = 8
 # Replies cached per index (all queries and orders together; 10-30 MB for answers of a few
 # hundred bytes), see Responder.
 MAX_CACHED_REPLIES = 50000
-# Replies cached per query: for an RRset whose orders come from a table, all of them (a weighted
-# RRset of 5 with max_answers 5 has 120: with a smaller cap its entry emptied itself over and
-# over and 39% of queries missed); for one that draws its orders (pool, round robin, load),
-# twice the pool: the pool's orders, and room for what it replaces.
-MAX_CACHED_ORDERS = MAX_TABLE_ORDERS
-MAX_CACHED_DRAWN = 2 * POOL
 
 
 class Live(Protocol):
@@ -259,6 +253,17 @@ class RRSet:
         order = self.forced if self.forced is not None else self.next_order(rng)
         members = self.members
         return [members[i] for i in order]
+
+
+def cached_orders(rrset: RRSet | None) -> int:
+    """How many replies (one per order) the responder keeps for a query whose answer ``rrset``
+    orders (None: nothing is ordered). For an RRset whose orders come from a table, all of them:
+    a weighted RRset of 5 with max_answers 5 has 120, and with a smaller cap its entry emptied
+    itself over and over (39% of queries missed). For one that draws its orders (pool, round
+    robin, load), twice the pool: the pool's orders, and room for what it replaces."""
+    if rrset is None or rrset.table is not None:
+        return MAX_TABLE_ORDERS
+    return 2 * POOL
 
 
 # (service, instance id, TTL, the instance's host name): one PTR target of a reverse name.
