@@ -39,11 +39,16 @@ def queries(path: Path) -> Path:
     return path
 
 
-def dnsperf(port: int, qfile: Path, args: argparse.Namespace, tcp: bool) -> dict[str, str]:
+def dnsperf(
+    port: int, qfile: Path, args: argparse.Namespace, tcp: bool, rate: int | None = None
+) -> dict[str, str]:
+    """dnsperf's figures; ``rate``: queries/s offered (-Q), else as fast as answers come."""
     cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), "-t", "2",
            "-l", str(args.seconds), "-c", str(args.clients), "-q", str(args.inflight)]  # fmt: skip
     if tcp:
         cmd += ["-m", "tcp"]
+    if rate:
+        cmd += ["-Q", str(rate)]
     out = subprocess.run(
         cmd, capture_output=True, text=True, timeout=args.seconds + 30, check=True
     ).stdout

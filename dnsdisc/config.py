@@ -123,6 +123,8 @@ class Config:
     reverse_zones: tuple[str, ...] = ()
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    # UDP read and answered in batches (recvmmsg/sendmmsg) where the platform has them.
+    udp_batch: bool = True
     # DNS worker processes sharing the DNS port; 0: DNS is answered in the main process.
     workers: int = field(default_factory=auto_workers)
     event_loop: str = "auto"
@@ -218,7 +220,7 @@ _KEYS = {
     "health",
     "event_loop",
 }
-_DNS_KEYS = {"listen", "tcp_idle_timeout", "tcp_max_connections", "workers"}
+_DNS_KEYS = {"listen", "tcp_idle_timeout", "tcp_max_connections", "udp_batch", "workers"}
 _HTTP_KEYS = {"listen", "token"}
 _NS_KEYS = {"label", "addresses", "hostmaster"}
 _RRL_KEYS = {"responses_per_second", "slip", "ipv4_prefix", "ipv6_prefix"}
@@ -426,6 +428,10 @@ def from_mapping(data: object, source: str = "", base_dir: Path | None = None) -
         changes["tcp_max_connections"] = config_int(
             dns["tcp_max_connections"], source, "dns.tcp_max_connections", 1, 100000
         )
+    if "udp_batch" in dns:
+        if not isinstance(dns["udp_batch"], bool):
+            raise ConfigError(source, "dns.udp_batch", "expected true or false")
+        changes["udp_batch"] = dns["udp_batch"]
     if "workers" in dns:
         changes["workers"] = workers_count(dns["workers"], source, "dns.workers")
     if "event_loop" in data:

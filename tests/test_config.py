@@ -223,3 +223,10 @@ def test_auto_workers_respects_a_container_cpu_quota() -> None:
     assert cgroup_cpus("50000 100000") == 1
     assert cgroup_cpus("garbage") is None
     assert 0 <= auto_workers() <= 64 and auto_workers() != 1  # one CPU answers in-process
+
+
+def test_udp_batch_is_on_by_default_and_must_be_a_boolean() -> None:
+    assert Config().udp_batch is True
+    assert from_mapping({"dns": {"udp_batch": False}}, "conf.yaml").udp_batch is False
+    with pytest.raises(ConfigError, match=r"dns\.udp_batch: expected true or false"):
+        from_mapping({"dns": {"udp_batch": "no"}}, "conf.yaml")

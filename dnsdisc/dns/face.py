@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass, field
 
 from dnsdisc.config import Config, HostPort
+from dnsdisc.dns import udpbatch
 from dnsdisc.dns.answer import Responder
 from dnsdisc.dns.forward import Forwarder
 from dnsdisc.dns.index import AnswerIndex
@@ -61,14 +62,23 @@ class DnsFace:
         loop = asyncio.get_running_loop()
         cfg = self.config
         responder, forwarder, limiter = self.responder, self.forwarder, self.limiter
+
+        def udp() -> UDPProtocol:
+            return UDPProtocol(responder, forwarder, limiter, cfg.query_log)
+
         for hp in cfg.dns_listen:
             family = _family(hp)
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: UDPProtocol(responder, forwarder, limiter, cfg.query_log),
-                local_addr=(hp.host, hp.port),
-                family=family,
-                reuse_port=reuse_port or None,
-            )
+            if cfg.udp_batch and udpbatch.AVAILABLE:
+                transport: asyncio.BaseTransport = await udpbatch.create_endpoint(
+                    udp(), hp.host, hp.port, family, reuse_port
+                )
+            else:
+                transport, _ = await loop.create_datagram_endpoint(
+                    udp,
+                    local_addr=(hp.host, hp.port),
+                    family=family,
+                    reuse_port=reuse_port or None,
+                )
             self.transports.append(transport)
             tcp = await loop.create_server(
                 lambda: TCPProtocol(responder, self.tcp_state, forwarder),

@@ -55,7 +55,7 @@ class UDPProtocol(asyncio.DatagramProtocol):
         # The common case (no rate limit, no query log) skips every check per query.
         self.plain = limiter is None and not log_queries
         self._sendto: Callable[..., None] = lambda reply, addr: None
-        self._respond = responder.respond
+        self.respond = responder.respond
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio's, so this is a cast, not a check.
@@ -63,10 +63,14 @@ class UDPProtocol(asyncio.DatagramProtocol):
         self._sendto = self.transport.sendto
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        reply = self._respond(data, False)
+        reply = self.respond(data, False)
         if self.plain and reply.__class__ is bytes:
             self._sendto(reply, addr)
             return
+        self.reply_to(data, reply, addr)
+
+    def reply_to(self, data: bytes, reply: object, addr: tuple[str | object, ...]) -> None:
+        """Everything after the answer: the query log, forwarding, the rate limit, sending."""
         if self.log_queries:
             log_query(addr[0], data, reply if isinstance(reply, bytes) else None, False)
         if reply is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.flags
@@ -29,7 +30,18 @@ def dig(server: DnsdiscProcess, *args: str) -> str:
     return result.stdout
 
 
-def test_dig_a_srv_nxdomain_and_tcp(server: DnsdiscProcess) -> None:
+@pytest.fixture(params=["batched", "unbatched"])
+def udp_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DnsdiscProcess]:
+    """A server reading UDP in batches (recvmmsg, the default on Linux), or through the event
+    loop's datagram transport (``dns.udp_batch: false``)."""
+    config = tmp_path / "dnsdisc.yaml"
+    config.write_text(f"dns:\n  udp_batch: {'true' if request.param == 'batched' else 'false'}\n")
+    with running(tmp_path, extra_args=["--config", str(config)]) as srv:
+        yield srv
+
+
+def test_dig_a_srv_nxdomain_and_tcp(udp_server: DnsdiscProcess) -> None:
+    server = udp_server
     server.register("web", "web-1", address="10.0.0.1", port=8080)
     server.register("web", "web-2", address="10.0.0.2", port=8080, weight=50)
     assert sorted(dig(server, "+short", "web.svc.internal").split()) == ["10.0.0.1", "10.0.0.2"]
@@ -120,7 +132,8 @@ def test_tcp_several_queries_on_one_connection(server: DnsdiscProcess) -> None:
     ]
 
 
-def test_garbage_never_stops_the_server(server: DnsdiscProcess) -> None:
+def test_garbage_never_stops_the_server(udp_server: DnsdiscProcess) -> None:
+    server = udp_server
     server.register("web", "web-1", address="10.0.0.1", port=80)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(2)

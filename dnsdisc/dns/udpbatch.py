@@ -1,0 +1,243 @@
+"""A UDP transport that reads and answers datagrams in batches: up to ``BATCH`` queries per
+``recvmmsg(2)`` and their replies in one ``sendmmsg(2)`` (Linux), called through ctypes.
+
+Why: with uvloop's datagram transport every query costs a ``recvmsg`` and a ``sendmsg`` system
+call, a Python callback, and the client address turned into a ``(host, port)`` tuple (through
+``inet_ntop``) and back. Under load most of a worker's time was spent there rather than in the
+answer (docs/benchmarks.md). Here the client's address stays the kernel's ``sockaddr`` bytes,
+which the reply is sent back to as they are.
+
+Only a reply that needs nothing but sending takes the batch. Everything else (rate limiting, the
+query log, forwarding, an oversized reply) goes through ``UDPProtocol.reply_to`` with the address
+decoded as asyncio would give it, and this transport's ``sendto``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import logging
+import socket
+import sys
+from typing import Any
+
+from dnsdisc.dns.transport import UDPProtocol
+
+log = logging.getLogger(__name__)
+
+BATCH = 32  # datagrams per system call
+ROUNDS = 4  # batches per wake-up, so that TCP and the change feed wait at most this long
+RECV_SLOT = 65536  # any UDP datagram fits (the memory is touched only as far as queries go)
+SEND_SLOT = 4096  # our UDP replies stay within EDNS_SIZE; a larger one is sent on its own
+NAME_SLOT = 32  # room for a sockaddr_in6 (28 bytes)
+MSG_DONTWAIT = 0x40
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class _Msghdr(ctypes.Structure):
+    _fields_ = [
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.c_void_p),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    ]
+
+
+class _Mmsghdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint)]
+
+
+def _bind_libc() -> tuple[Any, Any] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        recv, send = libc.recvmmsg, libc.sendmmsg
+    except (OSError, AttributeError):
+        return None
+    recv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+    recv.restype = ctypes.c_int
+    send.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+    send.restype = ctypes.c_int
+    return recv, send
+
+
+_calls = _bind_libc()
+AVAILABLE = _calls is not None
+
+_HDR = ctypes.sizeof(_Mmsghdr)
+# Where the fields read and written per datagram sit, in units of the memoryview they go through.
+_LEN_AT = (_Mmsghdr.msg_len.offset // 4, _HDR // 4)  # (offset, stride) in uint32
+_NAME_AT = (_Msghdr.msg_name.offset // 8, _HDR // 8)  # in uint64
+_IOVLEN_AT = (_Iovec.iov_len.offset // 8, ctypes.sizeof(_Iovec) // 8)  # in uint64
+
+
+def _address(name: bytes, family: int) -> tuple[Any, ...]:
+    """A sockaddr as asyncio hands it to ``datagram_received``."""
+    port = int.from_bytes(name[2:4], "big")
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, name[4:8]), port
+    return (
+        socket.inet_ntop(socket.AF_INET6, name[8:24]),
+        port,
+        int.from_bytes(name[4:8], "big"),
+        int.from_bytes(name[24:28], sys.byteorder),
+    )
+
+
+class BatchedUDPTransport(asyncio.DatagramTransport):
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: UDPProtocol
+    ) -> None:
+        super().__init__({"socket": sock, "sockname": sock.getsockname()})
+        assert _calls is not None
+        self._recvmmsg, self._sendmmsg = _calls
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._family = sock.family
+        self._protocol = protocol
+        self._closing = False
+        self.reads = 0  # recvmmsg calls that returned datagrams, and the datagrams (for tests)
+        self.datagrams = 0
+
+        self._recv_buf = bytearray(BATCH * RECV_SLOT)
+        self._send_buf = bytearray(BATCH * SEND_SLOT)
+        self._names = bytearray(BATCH * NAME_SLOT)
+        self._recv_hdrs = (_Mmsghdr * BATCH)()
+        self._send_hdrs = (_Mmsghdr * BATCH)()
+        self._recv_iov = (_Iovec * BATCH)()
+        self._send_iov = (_Iovec * BATCH)()
+        recv_base = ctypes.addressof(ctypes.c_char.from_buffer(self._recv_buf))
+        send_base = ctypes.addressof(ctypes.c_char.from_buffer(self._send_buf))
+        self._names_base = ctypes.addressof(ctypes.c_char.from_buffer(self._names))
+        namelen = 16 if sock.family == socket.AF_INET else 28
+        for i in range(BATCH):
+            self._recv_iov[i].iov_base = recv_base + i * RECV_SLOT
+            self._recv_iov[i].iov_len = RECV_SLOT
+            self._send_iov[i].iov_base = send_base + i * SEND_SLOT
+            for hdrs, iov in ((self._recv_hdrs, self._recv_iov), (self._send_hdrs, self._send_iov)):
+                hdr = hdrs[i].msg_hdr
+                # A reply goes to the name its query came from (send slot j may carry query i's).
+                hdr.msg_name = self._names_base + i * NAME_SLOT
+                hdr.msg_namelen = namelen  # one family per socket: the kernel keeps this length
+                hdr.msg_iov = ctypes.addressof(iov[i])
+                hdr.msg_iovlen = 1
+        self._recv_view = memoryview(self._recv_buf)
+        self._send_view = memoryview(self._send_buf)
+        self._lengths = memoryview(self._recv_hdrs).cast("B").cast("I")
+        self._send_names = memoryview(self._send_hdrs).cast("B").cast("Q")
+        self._send_lengths = memoryview(self._send_iov).cast("B").cast("Q")
+        self._recv_ptr = ctypes.addressof(self._recv_hdrs)
+        self._send_ptr = ctypes.addressof(self._send_hdrs)
+
+        protocol.connection_made(self)
+        loop.add_reader(self._fd, self._readable)
+
+    def _readable(self) -> None:
+        fd, recvmmsg = self._fd, self._recvmmsg
+        respond, protocol = self._protocol.respond, self._protocol
+        fast = protocol.plain
+        recv_view, send_view = self._recv_view, self._send_view
+        lengths, send_names, send_lengths = self._lengths, self._send_names, self._send_lengths
+        len_off, len_step = _LEN_AT
+        name_off, name_step = _NAME_AT
+        iov_off, iov_step = _IOVLEN_AT
+        names_base = self._names_base
+        for _ in range(ROUNDS):
+            count = recvmmsg(fd, self._recv_ptr, BATCH, MSG_DONTWAIT, None)
+            if count <= 0:
+                if count < 0 and ctypes.get_errno() not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    err = ctypes.get_errno()
+                    protocol.error_received(OSError(err, f"recvmmsg: {errno.errorcode.get(err)}"))
+                return  # nothing left (or another worker took it)
+            self.reads += 1
+            self.datagrams += count
+            out = 0
+            for i in range(count):
+                at = i * RECV_SLOT
+                data = bytes(recv_view[at : at + lengths[len_off + i * len_step]])
+                reply = respond(data, False)
+                if fast and reply.__class__ is bytes:
+                    size = len(reply)
+                    if size <= SEND_SLOT:
+                        slot = out * SEND_SLOT
+                        send_view[slot : slot + size] = reply
+                        send_lengths[iov_off + out * iov_step] = size
+                        send_names[name_off + out * name_step] = names_base + i * NAME_SLOT
+                        out += 1
+                        continue
+                elif fast and reply is None:
+                    continue
+                name = bytes(self._names[i * NAME_SLOT : (i + 1) * NAME_SLOT])
+                protocol.reply_to(data, reply, _address(name, self._family))
+            if out:
+                self._send_batch(out)
+            if count < BATCH:
+                return
+
+    def _send_batch(self, count: int) -> None:
+        done = 0
+        while done < count:
+            sent = self._sendmmsg(self._fd, self._send_ptr + done * _HDR, count - done, 0)
+            if sent > 0:
+                done += sent
+                continue
+            # The reply at ``done`` could not go (its client unreachable, the socket buffer full):
+            # like a datagram the network lost, it is dropped and the rest still go.
+            err = ctypes.get_errno()
+            if err not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                self._protocol.error_received(OSError(err, f"sendmmsg: {errno.errorcode.get(err)}"))
+            done += 1
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        try:
+            self._sock.sendto(data, addr)
+        except BlockingIOError:
+            pass  # the socket buffer is full: dropped, as the network may drop it
+        except OSError as exc:
+            self._protocol.error_received(exc)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._loop.remove_reader(self._fd)
+        self._sock.close()
+        self._loop.call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+
+async def create_endpoint(
+    protocol: UDPProtocol, host: str, port: int, family: int, reuse_port: bool
+) -> BatchedUDPTransport:
+    """Bind ``host:port`` as ``loop.create_datagram_endpoint(local_addr=...)`` does, read by a
+    ``BatchedUDPTransport``."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+    error: OSError | None = None
+    for fam, kind, proto, _, address in infos:
+        sock = socket.socket(fam, kind, proto)
+        try:
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return BatchedUDPTransport(loop, sock, protocol)
+    raise error or OSError(f"cannot resolve {host!r}")
