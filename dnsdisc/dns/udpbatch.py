@@ -17,14 +17,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
-import logging
 import socket
 import sys
 from typing import Any
 
 from dnsdisc.dns.transport import UDPProtocol
-
-log = logging.getLogger(__name__)
 
 BATCH = 32  # datagrams per system call
 ROUNDS = 4  # batches per wake-up, so that TCP and the change feed wait at most this long
@@ -55,7 +52,8 @@ class _Mmsghdr(ctypes.Structure):
 
 
 def _bind_libc() -> tuple[Any, Any] | None:
-    if not sys.platform.startswith("linux"):
+    # The headers are read and written through 64-bit views (pointers, size_t): 64-bit Linux only.
+    if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_void_p) != 8:
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
