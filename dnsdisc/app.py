@@ -270,6 +270,7 @@ _RESTART_ONLY = (
     "rate_limit",
     "tcp_idle_timeout",
     "tcp_max_connections",
+    "udp_batch",
     "workers",
     "event_loop",
 )

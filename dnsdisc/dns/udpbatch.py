@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import mmap
 import socket
 import sys
 from typing import Any
@@ -25,9 +26,10 @@ from dnsdisc.dns.transport import UDPProtocol
 
 BATCH = 32  # datagrams per system call
 ROUNDS = 4  # batches per wake-up, so that TCP and the change feed wait at most this long
-RECV_SLOT = 65536  # any UDP datagram fits (the memory is touched only as far as queries go)
+RECV_SLOT = 65536  # any UDP datagram fits (mapped memory: only the pages queries reach are used)
 SEND_SLOT = 4096  # our UDP replies stay within EDNS_SIZE; a larger one is sent on its own
-NAME_SLOT = 32  # room for a sockaddr_in6 (28 bytes)
+SOCKADDR_IN, SOCKADDR_IN6 = 16, 28  # bytes
+NAME_SLOT = 32  # room for either
 MSG_DONTWAIT = 0x40
 
 
@@ -73,7 +75,7 @@ _HDR = ctypes.sizeof(_Mmsghdr)
 # Where the fields read and written per datagram sit, in units of the memoryview they go through.
 _LEN_AT = (_Mmsghdr.msg_len.offset // 4, _HDR // 4)  # (offset, stride) in uint32
 _NAME_AT = (_Msghdr.msg_name.offset // 8, _HDR // 8)  # in uint64
-_IOVLEN_AT = (_Iovec.iov_len.offset // 8, ctypes.sizeof(_Iovec) // 8)  # in uint64
+_IOV_LEN_AT = (_Iovec.iov_len.offset // 8, ctypes.sizeof(_Iovec) // 8)  # in uint64
 
 
 def _address(name: bytes, family: int) -> tuple[Any, ...]:
@@ -105,7 +107,10 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
         self.reads = 0  # recvmmsg calls that returned datagrams, and the datagrams (for tests)
         self.datagrams = 0
 
-        self._recv_buf = bytearray(BATCH * RECV_SLOT)
+        # The buffers, headers and iovecs the kernel reads and writes: they live as long as this
+        # transport. The receive buffer is an anonymous mapping, not a bytearray, which would
+        # write 2 MB of zeros up front.
+        self._recv_buf = mmap.mmap(-1, BATCH * RECV_SLOT)
         self._send_buf = bytearray(BATCH * SEND_SLOT)
         self._names = bytearray(BATCH * NAME_SLOT)
         self._recv_hdrs = (_Mmsghdr * BATCH)()
@@ -114,41 +119,33 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
         self._send_iov = (_Iovec * BATCH)()
         recv_base = ctypes.addressof(ctypes.c_char.from_buffer(self._recv_buf))
         send_base = ctypes.addressof(ctypes.c_char.from_buffer(self._send_buf))
-        self._names_base = ctypes.addressof(ctypes.c_char.from_buffer(self._names))
-        namelen = 16 if sock.family == socket.AF_INET else 28
+        names_base = ctypes.addressof(ctypes.c_char.from_buffer(self._names))
+        namelen = SOCKADDR_IN if sock.family == socket.AF_INET else SOCKADDR_IN6
         for i in range(BATCH):
             self._recv_iov[i].iov_base = recv_base + i * RECV_SLOT
             self._recv_iov[i].iov_len = RECV_SLOT
             self._send_iov[i].iov_base = send_base + i * SEND_SLOT
             for hdrs, iov in ((self._recv_hdrs, self._recv_iov), (self._send_hdrs, self._send_iov)):
                 hdr = hdrs[i].msg_hdr
-                # A reply goes to the name its query came from (send slot j may carry query i's).
-                hdr.msg_name = self._names_base + i * NAME_SLOT
+                hdr.msg_name = names_base + i * NAME_SLOT  # a reply's is reset to its query's
                 hdr.msg_namelen = namelen  # one family per socket: the kernel keeps this length
                 hdr.msg_iov = ctypes.addressof(iov[i])
                 hdr.msg_iovlen = 1
-        self._recv_view = memoryview(self._recv_buf)
-        self._send_view = memoryview(self._send_buf)
-        self._lengths = memoryview(self._recv_hdrs).cast("B").cast("I")
-        self._send_names = memoryview(self._send_hdrs).cast("B").cast("Q")
-        self._send_lengths = memoryview(self._send_iov).cast("B").cast("Q")
-        self._recv_ptr = ctypes.c_void_p(ctypes.addressof(self._recv_hdrs))
         # Where sending resumes after a reply that could not go: at each header.
-        hdrs_base = ctypes.addressof(self._send_hdrs)
-        self._send_from = [ctypes.c_void_p(hdrs_base + k * _HDR) for k in range(BATCH)]
-
+        send_hdrs = ctypes.addressof(self._send_hdrs)
+        self._send_from = [ctypes.c_void_p(send_hdrs + k * _HDR) for k in range(BATCH)]
         # What each wake-up reads, in one tuple: unpacking it is cheaper than a dozen lookups.
         self._hot = (
             self._fd,
             self._recvmmsg,
-            self._recv_ptr,
+            ctypes.c_void_p(ctypes.addressof(self._recv_hdrs)),
             protocol,
-            self._recv_view,
-            self._send_view,
-            self._lengths,
-            self._send_names,
-            self._send_lengths,
-            self._names_base,
+            memoryview(self._recv_buf),
+            memoryview(self._send_buf),
+            memoryview(self._recv_hdrs).cast("B").cast("I"),  # msg_len of each query
+            memoryview(self._send_hdrs).cast("B").cast("Q"),  # msg_name of each reply
+            memoryview(self._send_iov).cast("B").cast("Q"),  # iov_len of each reply
+            names_base,
         )
         protocol.connection_made(self)
         loop.add_reader(self._fd, self._readable)
@@ -159,34 +156,39 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
         respond, fast = protocol.respond, protocol.plain
         len_off, len_step = _LEN_AT
         name_off, name_step = _NAME_AT
-        iov_off, iov_step = _IOVLEN_AT
+        iov_off, iov_step = _IOV_LEN_AT
         for _ in range(ROUNDS):
             count = recvmmsg(fd, recv_ptr, BATCH, MSG_DONTWAIT, None)
             if count <= 0:
-                if count < 0 and ctypes.get_errno() not in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    err = ctypes.get_errno()
+                err = ctypes.get_errno()
+                if count < 0 and err not in (errno.EAGAIN, errno.EWOULDBLOCK):
                     protocol.error_received(OSError(err, f"recvmmsg: {errno.errorcode.get(err)}"))
-                return  # nothing left (or another worker took it)
+                return  # nothing left
             self.reads += 1
             self.datagrams += count
             out = 0
             for i in range(count):
                 at = i * RECV_SLOT
                 data = bytes(recv_view[at : at + lengths[len_off + i * len_step]])
-                reply = respond(data, False)
-                if fast and reply.__class__ is bytes:
-                    size = len(reply)
-                    if size <= SEND_SLOT:
-                        slot = out * SEND_SLOT
-                        send_view[slot : slot + size] = reply
-                        send_lengths[iov_off + out * iov_step] = size
-                        send_names[name_off + out * name_step] = names_base + i * NAME_SLOT
-                        out += 1
+                try:
+                    reply = respond(data, False)
+                    if fast and reply.__class__ is bytes:
+                        size = len(reply)
+                        if size <= SEND_SLOT:
+                            slot = out * SEND_SLOT
+                            send_view[slot : slot + size] = reply
+                            send_lengths[iov_off + out * iov_step] = size
+                            send_names[name_off + out * name_step] = names_base + i * NAME_SLOT
+                            out += 1
+                            continue
+                    elif fast and reply is None:
                         continue
-                elif fast and reply is None:
-                    continue
-                name = bytes(self._names[i * NAME_SLOT : (i + 1) * NAME_SLOT])
-                protocol.reply_to(data, reply, _address(name, self._family))
+                    name = bytes(self._names[i * NAME_SLOT : (i + 1) * NAME_SLOT])
+                    protocol.reply_to(data, reply, _address(name, self._family))
+                except Exception as exc:  # one bad datagram must not cost the rest of the batch
+                    self._loop.call_exception_handler(
+                        {"message": "answering a UDP query failed", "exception": exc}
+                    )
             if out:
                 self._send_batch(out)
             if count < BATCH:
@@ -199,11 +201,11 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
             if sent > 0:
                 done += sent
                 continue
-            # The reply at ``done`` could not go (its client unreachable, the socket buffer full):
-            # like a datagram the network lost, it is dropped and the rest still go.
             err = ctypes.get_errno()
-            if err not in (errno.EAGAIN, errno.EWOULDBLOCK):
-                self._protocol.error_received(OSError(err, f"sendmmsg: {errno.errorcode.get(err)}"))
+            if err in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return  # the socket buffer is full: the rest is dropped, as a network may drop it
+            # This reply could not go (e.g. its client's address is unreachable): the rest can.
+            self._protocol.error_received(OSError(err, f"sendmmsg: {errno.errorcode.get(err)}"))
             done += 1
 
     def sendto(self, data: Any, addr: Any = None) -> None:
