@@ -214,6 +214,10 @@ class HealthMonitor:
             if inst.ttl is not None and self.local_leases and key not in self._leased:
                 self._leased.add(key)
                 heapq.heappush(self._leases, (state.last_heartbeat + inst.ttl, service, iid))
+            if state.status == CRITICAL:
+                # Critical from the start (a check not passed yet, or so when loaded): no change of
+                # state will report it, and deregister_after counts from registration (as Consul).
+                self._critical.add(key)
             if inst.check is not None and self.checking and key not in self._checks:
                 task = asyncio.get_running_loop().create_task(self._check_loop(key, inst))
                 self._checks[key] = (inst, task)

@@ -155,6 +155,18 @@ def test_deregister_after(server: DnsdiscProcess) -> None:
     assert server.http("GET", "/v1/services/api").body["instance_count"] == 0
 
 
+def test_deregister_after_removes_an_instance_whose_check_never_passed(
+    server: DnsdiscProcess,
+) -> None:
+    check = {"type": "tcp", "interval": INTERVAL, "timeout": 0.5, "fall": 1, "rise": 1}
+    port = free_port()  # nothing ever listens there
+    registered = time.monotonic()
+    server.register("db", "db-1", address="127.0.0.1", port=port, check=check, deregister_after=1)
+    assert server.http("GET", "/v1/services/db/instances/db-1").status == 200
+    wait_until(lambda: server.http("GET", "/v1/services/db/instances/db-1").status == 404, 5)
+    assert time.monotonic() - registered >= 0.9
+
+
 def test_restart_gives_leases_a_full_ttl_of_grace(tmp_path: Path) -> None:
     node = DnsdiscProcess(tmp_path / "node").start()
     try:
