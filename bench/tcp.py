@@ -39,6 +39,15 @@ def queries(path: Path) -> Path:
     return path
 
 
+def fill(server: DnsdiscProcess) -> None:
+    """The shared data set: service ``web``, weighted, 5 instances with weights 10..50."""
+    for n in range(1, 6):
+        server.register(
+            "web", f"web-{n}", address=f"10.0.0.{n}", port=8080, priority=10, weight=n * 10
+        )
+    server.http("PUT", "/v1/services/web", {"policy": "weighted", "max_answers": 5, "ttl": 5})
+
+
 def dnsperf(
     port: int, qfile: Path, args: argparse.Namespace, tcp: bool, rate: int | None = None
 ) -> dict[str, str]:
@@ -80,11 +89,7 @@ def main() -> None:
     server = DnsdiscProcess(tmp / "node", extra_args=["--workers", args.workers])
     try:
         server.start()
-        for n in range(1, 6):
-            server.register(
-                "web", f"web-{n}", address=f"10.0.0.{n}", port=8080, priority=10, weight=n * 10
-            )
-        server.http("PUT", "/v1/services/web", {"policy": "weighted", "max_answers": 5, "ttl": 5})
+        fill(server)
         qfile = queries(tmp / "queries.txt")
         rows = [("udp", dnsperf(server.dns_port, qfile, args, False))]
         rows.append(("tcp", dnsperf(server.dns_port, qfile, args, True)))

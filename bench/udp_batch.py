@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from tcp import dnsperf, queries  # noqa: E402
+from tcp import dnsperf, fill, queries  # noqa: E402
 
 from helpers import DnsdiscProcess  # noqa: E402
 
@@ -53,11 +53,7 @@ def run(batched: bool, args: argparse.Namespace, tmp: Path) -> dict[str, tuple[f
     out = {}
     try:
         server.start()
-        for n in range(1, 6):
-            server.register(
-                "web", f"web-{n}", address=f"10.0.0.{n}", port=8080, priority=10, weight=n * 10
-            )
-        server.http("PUT", "/v1/services/web", {"policy": "weighted", "max_answers": 5, "ttl": 5})
+        fill(server)
         qfile = queries(tmp / "queries.txt")
         assert server.proc is not None
         pid = server.proc.pid
