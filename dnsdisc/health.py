@@ -215,8 +215,9 @@ class HealthMonitor:
                 self._leased.add(key)
                 heapq.heappush(self._leases, (state.last_heartbeat + inst.ttl, service, iid))
             if state.status == CRITICAL:
-                # Critical from the start (a check not passed yet, or so when loaded): no change of
-                # state will report it, and deregister_after counts from registration (as Consul).
+                # Critical with no change of state to report it (a check that has not passed yet,
+                # or a status read from a shared store): deregister_after counts from then on,
+                # as Consul's does from registration.
                 self._critical.add(key)
             if inst.check is not None and self.checking and key not in self._checks:
                 task = asyncio.get_running_loop().create_task(self._check_loop(key, inst))

@@ -287,6 +287,9 @@ class WorkerPool:
 
     def _broadcast(self, *message: Any) -> None:
         self._flush()  # what changed before this message goes before it
+        self._send_all(*message)
+
+    def _send_all(self, *message: Any) -> None:
         seq = self.seq + 1
         data = feed.frame(message[0], seq, *message[1:])
         self.seq = seq  # numbered once it can be sent: a settle waits for what was sent
@@ -312,15 +315,8 @@ class WorkerPool:
         flushed, self._flushed = self._flushed, None
         try:
             if dirty and self.workers:  # else new workers start from a snapshot
-                seq = self.seq + 1
-                data = feed.frame(
-                    feed.SERVICES,
-                    seq,
-                    [(name, s, _views(members)) for name, (s, members) in dirty.items()],
-                )
-                self.seq = seq
-                for w in self.workers.values():
-                    w.send(data, seq)
+                changed = [(name, s, _views(members)) for name, (s, members) in dirty.items()]
+                self._send_all(feed.SERVICES, changed)
         finally:
             if flushed is not None and not flushed.done():
                 flushed.set_result(None)

@@ -199,9 +199,7 @@ class Registry:
                 raise StoreError(
                     f"stored instance {service}/{iid} is invalid ({exc.field}): {exc.message}"
                 ) from None
-            svc = self._services.get(service)
-            if svc is None:
-                svc = self._services[service] = Service(self.settings_for(service))
+            svc = self._service_or_new(service)
             # After a restart each lease starts afresh and checks start from passing: the
             # restart must not expire or hide anything; the checks resume at once.
             svc.instances[iid] = InstanceState(inst, now, now, since=now)
@@ -277,11 +275,16 @@ class Registry:
         await self._write(ops, apply)
         return created
 
+    def _service_or_new(self, name: str) -> Service:
+        # Not setdefault: that would build default settings for every instance loaded.
+        svc = self._services.get(name)
+        if svc is None:
+            svc = self._services[name] = Service(self.settings_for(name))
+        return svc
+
     def _apply_instance(self, inst: Instance) -> bool:
         """Put ``inst`` in memory, keeping what was learnt about its health; True when new."""
-        svc = self._services.get(inst.service)
-        if svc is None:
-            svc = self._services[inst.service] = Service(self.settings_for(inst.service))
+        svc = self._service_or_new(inst.service)
         now = self.clock()
         prev = svc.instances.get(inst.id)
         created = prev is None
