@@ -128,7 +128,7 @@ class DnsdiscCollector(Collector):
             )
             yield HistogramMetricFamily(
                 "dnsdisc_worker_confirm_seconds",
-                "How long a write waited for every DNS worker to confirm it",
+                "How long a write waited until no DNS worker could answer from an older state",
                 buckets=self.pool.confirm.cumulative(),
                 sum_value=self.pool.confirm.total,
             )

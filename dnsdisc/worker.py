@@ -1,9 +1,10 @@
-"""A DNS worker process: ``python -m dnsdisc.worker FD``.
+"""A DNS worker process: ``python -m dnsdisc.worker FEED_FD FENCE_FD asyncio|uvloop``.
 
 It answers DNS on the shared port (SO_REUSEPORT) from its own answer index, which it keeps
-current from the change feed on the socket FD (see ``feed``). It owns no store, no HTTP and no
-health checks: the main process does, and sends it every service as health hands it out. It
-exits when the main process says STOP or goes away (the feed ends).
+current from the change feed on the socket FEED_FD and the fence in the memfd FENCE_FD ("-": none;
+see ``feed``). It owns no store, no HTTP and no health checks: the main process does, and sends it
+every service as health hands it out. It exits when the main process says STOP or goes away (the
+feed ends).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import signal
 import socket
 import sys
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,49 +85,145 @@ class Replica:
         }
 
 
-async def serve(fd: int) -> None:
+class Follower:
+    """The worker's end of the feed: applies each message as it arrives, and at once, from the
+    DNS path, when the fence shows the main process has sent more than was applied (see
+    ``feed``)."""
+
+    def __init__(
+        self,
+        channel: feed.Channel,
+        fence: feed.Fence | None,
+        replica: Replica,
+        face: DnsFace,
+        done: asyncio.Future[None],
+    ) -> None:
+        self.channel = channel
+        self.fence = fence.view if fence is not None else None
+        self.replica = replica
+        self.face = face
+        self.done = done
+        self.applied = 0
+        self.queue: deque[tuple[Any, ...]] = deque()
+        # While LISTEN is being carried out (it awaits the bind) nothing after it is applied, so
+        # that LISTENING is sent before their ACKs. The main process does not count on the fence
+        # until it has LISTENING.
+        self.paused = False
+        self._loop = asyncio.get_running_loop()
+
+    def start(self, messages: list[tuple[Any, ...]]) -> None:
+        self.queue.extend(messages)
+        self._loop.add_reader(self.channel.fd, self.pump)
+        self.pump()
+
+    def catch_up(self) -> None:
+        """Called before answering what was just read: a few loads when nothing is new."""
+        fence = self.fence
+        if fence is not None and fence[0] > self.applied and not self.paused:
+            self.pump()
+
+    def pump(self) -> None:
+        if self.done.done():
+            return
+        try:
+            self.queue.extend(self.channel.receive())
+            self._apply_queued()
+        except Exception as exc:
+            self._fail(exc)
+            return
+        if self.channel.eof and not self.queue and not self.paused:
+            self.finish()  # the main process is gone
+
+    def _apply_queued(self) -> None:
+        queue, replica, face = self.queue, self.replica, self.face
+        while queue and not self.paused:
+            message = queue.popleft()
+            kind, seq = message[0], message[1]
+            if kind == feed.STOP:
+                self.finish()
+                return
+            if kind == feed.LISTEN:
+                self.paused = True
+                self._loop.remove_reader(self.channel.fd)
+                listening = asyncio.ensure_future(self._listen(seq))
+                listening.add_done_callback(self._listened)
+                return
+            reply = _apply(message, replica, face)
+            self.applied = seq
+            self.channel.write(reply)
+
+    async def _listen(self, seq: int) -> None:
+        _built(self.replica)
+        try:
+            await self.face.listen(reuse_port=True)
+        except OSError as exc:
+            self.channel.write(feed.frame(feed.LISTENING, seq, f"cannot listen for DNS: {exc}"))
+        else:
+            self.channel.write(feed.frame(feed.LISTENING, seq, ""))
+        self.applied = seq
+
+    def _listened(self, task: asyncio.Future[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._fail(exc)
+            return
+        self.paused = False
+        self._loop.add_reader(self.channel.fd, self.pump)
+        self.pump()
+
+    def _fail(self, exc: BaseException) -> None:
+        # A worker that cannot apply the feed would answer from a view the main process believes
+        # replaced: it stops answering at once, and exits with the error (it is replaced).
+        self.face.stop_answering()
+        self.finish(exc)
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        if self.done.done():
+            return
+        self._loop.remove_reader(self.channel.fd)
+        if exc is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(exc)
+
+
+async def serve(fd: int, fence_fd: int | None) -> None:
     loop = asyncio.get_running_loop()
-    reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
-    first = await feed.read(reader)
-    if first is None or first[0] != feed.INIT:
+    channel = feed.Channel(socket.socket(fileno=fd))
+    messages = channel.wait()
+    if not messages or messages[0][0] != feed.INIT:
         raise SystemExit("dnsdisc worker: expected the feed to start with INIT")
-    _, seq, config, index_settings, records, processes = first
+    _, seq, config, index_settings, records, processes = messages.pop(0)
     assert isinstance(config, Config)
     logs.setup(config.log_level, config.log_format)
     index = AnswerIndex(index_settings, records)
     face = DnsFace.create(config, index, processes)
     replica = Replica(index)
     replica.collector_was = heap.pause()
-    writer.write(feed.frame(feed.ACK, seq))
-    stopping = asyncio.Event()
+    done: asyncio.Future[None] = loop.create_future()
+    follower = Follower(
+        channel, feed.Fence(fence_fd) if fence_fd is not None else None, replica, face, done
+    )
+    face.catch_up = follower.catch_up
+    follower.applied = seq
+    channel.write(feed.frame(feed.ACK, seq))
     # The main process handles ^C for the whole process group and then says STOP; a TERM sent
     # to a worker alone ends it gracefully (the main process starts a new one).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    loop.add_signal_handler(signal.SIGTERM, stopping.set)
-
-    async def follow() -> None:
-        while True:
-            message = await feed.read(reader)
-            if message is None or message[0] == feed.STOP:
-                return
-            reply = await _apply(message, replica, face)
-            writer.write(reply)
-
-    follower = asyncio.ensure_future(follow())
-    stopper = asyncio.ensure_future(stopping.wait())
+    loop.add_signal_handler(signal.SIGTERM, follower.finish)
+    follower.start(messages)
     try:
-        await asyncio.wait({follower, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if follower.done():
-            follower.result()  # a broken feed is raised, not ignored
+        await done  # a broken feed is raised, not ignored
     finally:
-        follower.cancel()
-        stopper.cancel()
         await face.drain()
-        writer.close()
+        channel.close()
 
 
-async def _apply(message: tuple[Any, ...], replica: Replica, face: DnsFace) -> bytes:
+def _apply(message: tuple[Any, ...], replica: Replica, face: DnsFace) -> bytes:
+    """Apply one message other than LISTEN and STOP; the reply to send."""
     kind, seq = message[0], message[1]
     if kind == feed.SERVICES:
         for name, settings, views in message[2]:
@@ -139,13 +237,6 @@ async def _apply(message: tuple[Any, ...], replica: Replica, face: DnsFace) -> b
     elif kind == feed.SWAP:
         face.responder.index = replica.building
         _built(replica)
-    elif kind == feed.LISTEN:
-        _built(replica)
-        try:
-            await face.listen(reuse_port=True)
-        except OSError as exc:
-            return feed.frame(feed.LISTENING, seq, f"cannot listen for DNS: {exc}")
-        return feed.frame(feed.LISTENING, seq, "")
     elif kind == feed.STATS:
         return feed.frame(feed.STATS, seq, face.counters(), replica.answers(message[2]))
     else:
@@ -161,15 +252,22 @@ def _built(replica: Replica) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or not args[0].isdigit() or args[1] not in ("asyncio", "uvloop"):
-        raise SystemExit("usage: python -m dnsdisc.worker FD asyncio|uvloop (started by dnsdisc)")
-    fd = int(args[0])
-    if args[1] == "uvloop":
+    if (
+        len(args) != 3
+        or not args[0].isdigit()
+        or not (args[1].isdigit() or args[1] == "-")
+        or args[2] not in ("asyncio", "uvloop")
+    ):
+        raise SystemExit(
+            "usage: python -m dnsdisc.worker FEED_FD FENCE_FD|- asyncio|uvloop (started by dnsdisc)"
+        )
+    fd, fence = int(args[0]), int(args[1]) if args[1] != "-" else None
+    if args[2] == "uvloop":
         import uvloop
 
-        uvloop.run(serve(fd))
+        uvloop.run(serve(fd, fence))
     else:
-        asyncio.run(serve(fd))
+        asyncio.run(serve(fd, fence))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ The main process owns the store, the HTTP API and the health checks; it starts N
 answer index. ``WorkerPool`` stands where the answer index stands in a single process: the
 registry's listener calls ``rebuild`` and the pool sends that service, as health hands it out,
 to every worker. A write is acknowledged to its client only after ``settle``: every worker has
-applied every change sent so far, so no worker answers from a view older than the last
+applied every change sent so far, or has it in its socket buffer and will apply it before
+answering (the fence, see ``feed``), so no worker answers from a view older than the last
 acknowledged write. A worker that does not confirm in time is killed (its socket closes with
 it, so it answers nobody) and replaced from a full snapshot; so is one that dies.
 """
@@ -37,6 +38,8 @@ Snapshot = Callable[[], Iterable[tuple[str, ServiceSettings, Sequence[Live]]]]
 # How long a worker may take to confirm a change, to start, or to send its counters.
 CONFIRM_TIMEOUT = 5.0
 START_TIMEOUT = 30.0
+# How often to look for a worker that has stopped acknowledging its feed.
+WATCH_INTERVAL = 1.0
 # Upper bounds (seconds) of the histogram of confirmation waits.
 CONFIRM_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
 # A worker that keeps dying is restarted at most this often.
@@ -53,20 +56,42 @@ def _views(members: Sequence[Live]) -> list[tuple[Any, ...]]:
 class Worker:
     number: int
     process: asyncio.subprocess.Process
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    channel: feed.Channel
+    fence: feed.Fence | None = None
     acked: int = 0
     sent: int = 0  # the number of the last message sent to it
+    fenced: int = 0  # the number of the last message in its socket buffer, shown in its fence
     # Told to bind the DNS port: from then on it may be answering, and writes wait for it.
     answering: bool = False
+    # It has bound the port and reads its feed again: from then on it checks the fence.
+    ready: bool = False
+    # Since when it has had a message to acknowledge and acknowledged none (monotonic seconds).
+    owing_since: float | None = None
     waiters: list[tuple[int, asyncio.Future[Any]]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
+    def __post_init__(self) -> None:
+        self.channel.on_drained = self._publish
+
     def send(self, data: bytes, seq: int) -> None:
         """``data``: messages up to number ``seq``."""
-        if not self.writer.is_closing():
-            self.writer.write(data)
-            self.sent = seq
+        if not self.channel.writable:
+            return
+        if self.owing_since is None:
+            self.owing_since = time.monotonic()
+        self.sent = seq
+        if self.channel.write(data):
+            self._publish()
+
+    def _publish(self) -> None:
+        """Everything sent is in the worker's socket buffer: let its fence say so."""
+        if self.fence is not None:
+            self.fence.view[0] = self.sent
+            self.fenced = self.sent
+
+    def covered(self) -> bool:
+        """Whether the worker answers nothing from a view older than what it was sent."""
+        return self.acked >= self.sent or (self.ready and self.fenced >= self.sent)
 
     def wait_for(self, seq: int) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -76,6 +101,8 @@ class Worker:
     def settle(self, seq: int, reply: Any = None) -> None:
         """Everything up to ``seq`` is applied; wake whoever waited for that."""
         self.acked = max(self.acked, seq)
+        # Any acknowledgement shows it is reading; it owes nothing more, or owes from now.
+        self.owing_since = None if self.acked >= self.sent else time.monotonic()
         keep = []
         for want, fut in self.waiters:
             if want <= seq:
@@ -90,6 +117,51 @@ class Worker:
             if not fut.done():
                 fut.set_result(None)
         self.waiters = []
+
+    def follow(self) -> asyncio.Future[None]:
+        """Read the worker's replies as they come; the future ends with the feed."""
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+        channel = self.channel
+
+        def readable() -> None:
+            try:
+                for message in channel.receive():
+                    kind, seq = message[0], message[1]
+                    if kind == feed.STATS:
+                        self.settle(seq, message[2:])
+                    elif kind == feed.LISTENING:
+                        self.ready = not message[2]
+                        self.settle(seq, message[2])  # "" or why it could not listen
+                    else:
+                        self.settle(seq, True)
+            except (OSError, ValueError) as exc:
+                self._stop_reading(loop, ended, exc)
+                return
+            if channel.eof:
+                self._stop_reading(loop, ended, None)
+
+        loop.add_reader(channel.fd, readable)
+        return ended
+
+    def _stop_reading(
+        self, loop: asyncio.AbstractEventLoop, ended: asyncio.Future[None], exc: Exception | None
+    ) -> None:
+        loop.remove_reader(self.channel.fd)
+        if ended.done():
+            return
+        if exc is None:
+            ended.set_result(None)
+        else:
+            ended.set_exception(exc)
+
+    def close(self) -> None:
+        if self.channel.sock.fileno() >= 0:
+            asyncio.get_running_loop().remove_reader(self.channel.fd)
+            self.channel.close()
+        if self.fence is not None:
+            self.fence.close()
+            self.fence = None
 
 
 class WorkerPool:
@@ -120,6 +192,7 @@ class WorkerPool:
         # Set once the workers started with the server have been told to listen: a worker
         # restarted before that (while the store loads) must wait for the same word.
         self.listening = False
+        self._watcher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -133,6 +206,8 @@ class WorkerPool:
         """Have every worker bind the DNS port, once it has applied everything sent so far."""
         self.listening = True
         await self._listen(list(self.workers.values()))
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch())
 
     async def _start(self, numbers: Iterable[int]) -> None:
         spawned = await asyncio.gather(*(self._spawn(n) for n in numbers))
@@ -196,43 +271,40 @@ class WorkerPool:
 
     async def _spawn(self, number: int) -> Worker:
         ours, theirs = socket.socketpair()
+        fence = feed.Fence.create()
+        fds = (theirs.fileno(),) if fence is None else (theirs.fileno(), fence.fd)
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "dnsdisc.worker",
                 str(theirs.fileno()),
+                "-" if fence is None else str(fence.fd),
                 self.loop_kind,
-                pass_fds=(theirs.fileno(),),
+                pass_fds=fds,
                 stdin=asyncio.subprocess.DEVNULL,
             )
+        except BaseException:
+            ours.close()
+            if fence is not None:
+                fence.close()
+            raise
         finally:
             theirs.close()
-        reader, writer = await asyncio.open_connection(sock=ours)
-        return Worker(number, process, reader, writer)
+        return Worker(number, process, feed.Channel(ours), fence)
 
     async def _follow(self, worker: Worker) -> None:
-        """Read the worker's acknowledgements until it goes away; then replace it."""
+        """Read the worker's replies until it goes away; then replace it."""
         try:
-            while True:
-                message = await feed.read(worker.reader)
-                if message is None:
-                    break
-                kind, seq = message[0], message[1]
-                if kind == feed.STATS:
-                    worker.settle(seq, message[2:])
-                elif kind == feed.LISTENING:
-                    worker.settle(seq, message[2])  # "" or why it could not listen
-                else:
-                    worker.settle(seq, True)
-        except (ConnectionError, ValueError) as exc:
+            await worker.follow()
+        except (OSError, ValueError) as exc:
             # While stopping, a worker that exits first breaks the feed under a late write.
             report = log.debug if self.stopping else log.error
             report("DNS worker %d: broken feed: %s", worker.number, exc)
         finally:
             worker.fail()
             self.workers.pop(worker.number, None)
-            worker.writer.close()
+            worker.close()
             code = await worker.process.wait()
             if not self.stopping:
                 log.error(
@@ -265,6 +337,8 @@ class WorkerPool:
         self.stopping = True
         for task in list(self._restart_tasks):
             task.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
         workers = list(self.workers.values())
         self.seq += 1
         for w in workers:
@@ -333,7 +407,9 @@ class WorkerPool:
         self._broadcast(feed.SWAP)
 
     async def settle(self) -> None:
-        """Return once every worker has applied every change made so far."""
+        """Return once no worker can answer from a view older than every change made so far:
+        each has applied them, or holds them in its socket buffer with its fence saying so (it
+        applies them before answering anything it reads after this; see ``feed``)."""
         started = time.perf_counter()
         if self._flushed is not None:
             await asyncio.shield(self._flushed)  # sent at the end of this turn
@@ -342,15 +418,16 @@ class WorkerPool:
         # replacement worker's snapshot that the others never get. A worker not yet told to
         # listen answers nobody, and applies all this before it does: no need to wait for it
         # (a replacement building a large snapshot would be killed for being slow).
-        pending = [
-            (w, w.wait_for(w.sent))
-            for w in self.workers.values()
-            if w.answering and w.acked < w.sent
-        ]
-        if not pending:
-            return
+        answering = [w for w in self.workers.values() if w.answering]
+        pending = [(w, w.wait_for(w.sent)) for w in answering if not w.covered()]
+        if pending:
+            await self._confirm(pending)
+        if answering:
+            self.confirm.observe(time.perf_counter() - started)
+
+    async def _confirm(self, pending: list[tuple[Worker, asyncio.Future[Any]]]) -> None:
+        """Wait for these acknowledgements; kill the workers that do not send them in time."""
         _, late = await asyncio.wait([f for _, f in pending], timeout=CONFIRM_TIMEOUT)
-        self.confirm.observe(time.perf_counter() - started)
         killed = []
         for w, fut in pending:
             if fut in late:
@@ -363,6 +440,20 @@ class WorkerPool:
                 await asyncio.wait_for(asyncio.gather(*killed), 30)
             except TimeoutError:  # SIGKILLed but not gone: the kernel is slow; it answers nobody
                 log.error("a killed DNS worker has not exited after 30 s")
+
+    async def _watch(self) -> None:
+        """Kill a worker that has owed an acknowledgement for CONFIRM_TIMEOUT. Writes covered by
+        the fence do not wait for acknowledgements, so a worker that stopped reading its feed
+        (hung, or stopped) is found here; it answers nothing stale meanwhile, since it would catch
+        up before answering, but its share of the queries goes unanswered until it is gone."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            now = time.monotonic()
+            for w in list(self.workers.values()):
+                owing = w.owing_since
+                if w.ready and owing is not None and now - owing > CONFIRM_TIMEOUT:
+                    w.owing_since = None  # killed once; its exit is handled by ``_follow``
+                    self._kill(w, f"did not confirm change {w.acked + 1} in {CONFIRM_TIMEOUT:g} s")
 
     async def counters(self, service: str | None) -> tuple[DnsCounters, Counter[tuple[str, str]]]:
         """The DNS counters summed over the workers, and the answers each instance led (of

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import socket
 import struct
 from types import SimpleNamespace
 from typing import Any
@@ -20,27 +21,33 @@ from dnsdisc.workers import Worker, WorkerPool
 class Recorder:
     """The main process's end of a worker's feed: keeps every message written to it."""
 
+    writable = True
+
     def __init__(self) -> None:
         self.messages: list[tuple[Any, ...]] = []
+        self.in_kernel = True  # False: as if each write had to be queued in this process
 
-    def is_closing(self) -> bool:
-        return False
-
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> bool:
         pos = 0
         while pos < len(data):
             (length,) = struct.unpack_from("!I", data, pos)
             self.messages.append(pickle.loads(data[pos + 4 : pos + 4 + length]))
             pos += 4 + length
+        return self.in_kernel
 
     def kinds(self) -> list[str]:
         return [m[0] for m in self.messages]
 
 
-def fake_worker(number: int) -> tuple[Worker, Recorder]:
+def fake_worker(number: int, fence: bool = False) -> tuple[Worker, Recorder]:
     recorder = Recorder()
     process = SimpleNamespace(pid=0)
-    worker = Worker(number, process, reader=None, writer=recorder)  # type: ignore[arg-type]
+    worker = Worker(
+        number,
+        process,  # type: ignore[arg-type]
+        channel=recorder,  # type: ignore[arg-type]
+        fence=feed.Fence.create() if fence else None,
+    )
     return worker, recorder
 
 
@@ -131,3 +138,58 @@ def test_a_worker_replaced_while_the_store_loads_waits_for_the_word_to_listen() 
     before, after = asyncio.run(scenario())
     assert feed.LISTEN not in before
     assert after.count(feed.LISTEN) == 1
+
+
+def test_a_write_waits_only_for_the_workers_its_fence_does_not_cover() -> None:
+    async def scenario() -> tuple[bool, bool, bool, bool]:
+        pool = make_pool()
+        follow_nothing(pool)
+        covered, _ = fake_worker(0, fence=True)  # ready; its socket took every byte
+        queued, queued_rec = fake_worker(1, fence=True)  # ready; its bytes wait in this process
+        starting, _ = fake_worker(2, fence=True)  # told to listen, no LISTENING yet
+        queued_rec.in_kernel = False
+        pool._enrol([covered, queued, starting])
+        for w in (covered, queued, starting):
+            w.answering = True
+        covered.ready = queued.ready = True
+        pool.rebuild("web", SETTINGS, [])
+        settling = asyncio.ensure_future(pool.settle())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        waited_for_both = not settling.done()
+        queued.settle(queued.sent)
+        await asyncio.sleep(0)
+        waited_for_starting = not settling.done()
+        starting.settle(starting.sent)
+        await asyncio.wait_for(settling, 1.0)
+        assert covered.fence is not None and queued.fence is not None
+        shown = covered.fence.view[0] == covered.sent and covered.acked == 0
+        return waited_for_both, waited_for_starting, shown, queued.fence.view[0] == 0
+
+    assert asyncio.run(scenario()) == (True, True, True, True)
+
+
+def test_queued_bytes_reach_the_fence_once_they_are_sent() -> None:
+    # A snapshot larger than the socket buffer is queued; the fence shows it once it has gone.
+    async def scenario() -> tuple[bool, int, int]:
+        ours, theirs = socket.socketpair()
+        channel = feed.Channel(ours)
+        worker = Worker(0, SimpleNamespace(pid=0), channel, feed.Fence.create())  # type: ignore[arg-type]
+        big = feed.frame(feed.SERVICES, 1, [(f"{n:0100d}", None, []) for n in range(50_000)])
+        worker.send(big, 1)
+        assert worker.fence is not None
+        queued = worker.fence.view[0] == 0
+        reader = feed.Channel(theirs)
+        got: list[tuple[Any, ...]] = []
+        while not got:
+            await asyncio.sleep(0.001)
+            got = reader.receive()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        try:
+            return queued, len(got[0][2]), worker.fence.view[0]
+        finally:
+            worker.close()
+            reader.close()
+
+    assert asyncio.run(scenario()) == (True, 50_000, 1)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import math
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dnsdisc.config import Config, HostPort
@@ -29,6 +30,8 @@ class DnsFace:
     tcp_state: TCPState
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
     tcp_servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    # Called before answering queries just read (a worker brings its index up to the fence).
+    catch_up: Callable[[], None] | None = None
 
     @classmethod
     def create(cls, config: Config, index: AnswerIndex, processes: int = 1) -> DnsFace:
@@ -63,8 +66,10 @@ class DnsFace:
         cfg = self.config
         responder, forwarder, limiter = self.responder, self.forwarder, self.limiter
 
+        catch_up = self.catch_up
+
         def udp() -> UDPProtocol:
-            return UDPProtocol(responder, forwarder, limiter, cfg.query_log)
+            return UDPProtocol(responder, forwarder, limiter, cfg.query_log, catch_up)
 
         for hp in cfg.dns_listen:
             family = _family(hp)
@@ -81,7 +86,7 @@ class DnsFace:
                 )
             self.transports.append(transport)
             tcp = await loop.create_server(
-                lambda: TCPProtocol(responder, self.tcp_state, forwarder),
+                lambda: TCPProtocol(responder, self.tcp_state, forwarder, catch_up),
                 hp.host,
                 hp.port,
                 family=family,
@@ -89,6 +94,15 @@ class DnsFace:
                 reuse_port=reuse_port or None,
             )
             self.tcp_servers.append(tcp)
+
+    def stop_answering(self) -> None:
+        """Stop at once: close every listener and connection without waiting for anything."""
+        self.stop_accepting()
+        for transport in self.transports:
+            transport.close()
+        for conn in list(self.tcp_state.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
 
     def stop_accepting(self) -> None:
         for tcp in self.tcp_servers:

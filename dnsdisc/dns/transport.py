@@ -46,6 +46,7 @@ class UDPProtocol(asyncio.DatagramProtocol):
         forwarder: Forwarder | None = None,
         limiter: ratelimit.RateLimiter | None = None,
         log_queries: bool = False,
+        catch_up: Callable[[], None] | None = None,
     ) -> None:
         self.responder = responder
         self.forwarder = forwarder
@@ -56,6 +57,8 @@ class UDPProtocol(asyncio.DatagramProtocol):
         self.plain = limiter is None and not log_queries
         self._sendto: Callable[..., None] = lambda reply, addr: None
         self.respond = responder.respond
+        # A worker's hook to apply what its feed already holds before answering (see ``feed``).
+        self.catch_up = catch_up
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio's, so this is a cast, not a check.
@@ -63,6 +66,8 @@ class UDPProtocol(asyncio.DatagramProtocol):
         self._sendto = self.transport.sendto
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        if self.catch_up is not None:
+            self.catch_up()
         reply = self.respond(data, False)
         if self.plain and reply.__class__ is bytes:
             self._sendto(reply, addr)
@@ -116,11 +121,16 @@ class TCPProtocol(asyncio.Protocol):
     only when a whole message arrived, so a trickle of partial frames cannot hold a slot."""
 
     def __init__(
-        self, responder: Responder, state: TCPState, forwarder: Forwarder | None = None
+        self,
+        responder: Responder,
+        state: TCPState,
+        forwarder: Forwarder | None = None,
+        catch_up: Callable[[], None] | None = None,
     ) -> None:
         self.responder = responder
         self.state = state
         self.forwarder = forwarder
+        self.catch_up = catch_up
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.idle: asyncio.TimerHandle | None = None
@@ -153,6 +163,8 @@ class TCPProtocol(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         answered = False
+        if self.catch_up is not None:
+            self.catch_up()  # once for every query buffered now: all arrived before this
         while len(buf) >= 2 and not self.paused:
             (length,) = _LEN.unpack_from(buf)
             if len(buf) < 2 + length:

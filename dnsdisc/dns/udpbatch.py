@@ -153,7 +153,7 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
     def _readable(self) -> None:
         (fd, recvmmsg, recv_ptr, protocol, recv_view, send_view, lengths, send_names,
          send_lengths, names_base) = self._hot  # fmt: skip
-        respond, fast = protocol.respond, protocol.plain
+        respond, fast, catch_up = protocol.respond, protocol.plain, protocol.catch_up
         len_off, len_step = _LEN_AT
         name_off, name_step = _NAME_AT
         iov_off, iov_step = _IOV_LEN_AT
@@ -166,6 +166,8 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
                 return  # nothing left
             self.reads += 1
             self.datagrams += count
+            if catch_up is not None:
+                catch_up()  # read after the queries: a write acknowledged before them is applied
             out = 0
             for i in range(count):
                 at = i * RECV_SLOT

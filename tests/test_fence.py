@@ -1,0 +1,149 @@
+"""A DNS worker's fence, in process, on real sockets: once the main process has put a change in
+the worker's feed socket and advanced the fence, the worker answers a query it reads afterwards
+from the new state, even though it has not read its feed yet (nothing here lets the event loop
+call the feed's reader). Without the fence advanced, the same bytes wait, unapplied: that is what
+makes these tests show the fence at work rather than the feed's reader."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import Any
+
+import dns.message
+import dns.rcode
+import pytest
+from test_responder import texts
+
+from dnsdisc import feed, zones
+from dnsdisc.app import build_index
+from dnsdisc.config import Config, HostPort
+from dnsdisc.dns.face import DnsFace
+from dnsdisc.dns.index import IN
+from dnsdisc.registry.model import Instance, ServiceSettings
+from dnsdisc.worker import Follower, Replica
+
+NAME = "web.svc.internal."
+
+
+def services(seq: int, address: str) -> bytes:
+    instance = Instance.from_json("web", "web-1", {"address": address, "port": 80})
+    view = (instance, instance.weight, instance.priority, IN, None, None)
+    return feed.frame(feed.SERVICES, seq, [("web", ServiceSettings.from_json("web", {}), [view])])
+
+
+async def ask_udp(port: int) -> dns.message.Message:
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.sendto(dns.message.make_query(NAME, "A").to_wire(), ("127.0.0.1", port))
+        data = await asyncio.wait_for(loop.sock_recv(sock, 4096), 2)
+    return dns.message.from_wire(data)
+
+
+async def ask_tcp(port: int) -> dns.message.Message:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        query = dns.message.make_query(NAME, "A").to_wire()
+        writer.write(len(query).to_bytes(2, "big") + query)
+        length = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), 2), "big")
+        return dns.message.from_wire(await reader.readexactly(length))
+    finally:
+        writer.close()
+
+
+class Worker:
+    """One worker's DNS face and follower, with the main process's ends of its feed and fence."""
+
+    def __init__(self, udp_batch: bool) -> None:
+        config = Config(dns_listen=(HostPort("127.0.0.1", 0),), udp_batch=udp_batch)
+        index = build_index(config, zones.ZoneData())
+        self.face = DnsFace.create(config, index)
+        self.main_sock, theirs = socket.socketpair()
+        main_fence = feed.Fence.create()
+        assert main_fence is not None, "memfd_create is available on Linux"
+        self.fence = main_fence
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.follower = Follower(
+            feed.Channel(theirs),
+            feed.Fence(os.dup(main_fence.fd)),  # a second mapping, as in the worker process
+            Replica(index),
+            self.face,
+            self.done,
+        )
+        self.face.catch_up = self.follower.catch_up
+
+    async def listen(self) -> tuple[int, int]:
+        await self.face.listen()
+        udp = self.face.transports[0].get_extra_info("sockname")[1]
+        tcp = self.face.tcp_servers[0].sockets[0].getsockname()[1]
+        return udp, tcp
+
+    def send(self, data: bytes, fence: int | None) -> None:
+        self.main_sock.sendall(data)  # in the worker's socket buffer once this returns
+        if fence is not None:
+            self.fence.view[0] = fence
+
+    def replies(self) -> list[tuple[Any, ...]]:
+        channel = feed.Channel(self.main_sock.dup())
+        try:
+            return channel.receive()
+        finally:
+            channel.close()
+
+    async def close(self) -> None:
+        self.follower.finish()
+        await self.face.drain()
+        self.main_sock.close()
+        self.fence.close()
+
+
+@pytest.mark.parametrize("udp_batch", [True, False], ids=["batched", "unbatched"])
+def test_a_query_read_after_the_fence_is_answered_from_the_change(udp_batch: bool) -> None:
+    async def scenario() -> list[Any]:
+        worker = Worker(udp_batch)
+        udp, tcp = await worker.listen()
+        try:
+            seen: list[Any] = []
+            worker.send(services(1, "10.0.0.1"), fence=None)  # sent, but not fenced yet
+            seen.append(dns.rcode.to_text((await ask_udp(udp)).rcode()))
+            worker.send(b"", fence=1)
+            seen.append(texts(await ask_udp(udp)))
+            worker.send(services(2, "10.0.0.2"), fence=2)
+            seen.append(texts(await ask_tcp(tcp)))
+            seen.append([m[:2] for m in worker.replies()])
+            return seen
+        finally:
+            await worker.close()
+
+    assert asyncio.run(scenario()) == [
+        "NXDOMAIN",  # the change waits in the socket: only the fence makes it urgent
+        ["10.0.0.1"],
+        ["10.0.0.2"],
+        [(feed.ACK, 1), (feed.ACK, 2)],
+    ]
+
+
+def test_a_feed_it_cannot_apply_stops_the_worker_answering() -> None:
+    async def scenario() -> tuple[str, BaseException | None, bool]:
+        worker = Worker(udp_batch=True)
+        udp, _ = await worker.listen()
+        try:
+            worker.send(services(1, "10.0.0.1"), fence=1)
+            first = texts(await ask_udp(udp))[0]
+            worker.send(feed.frame("no-such-kind", 2), fence=2)
+            try:
+                await ask_udp(udp)
+                answered = True
+            except TimeoutError:
+                answered = False
+            await asyncio.sleep(0)
+            return first, worker.done.exception(), answered
+        finally:
+            await worker.close()
+
+    first, error, answered = asyncio.run(scenario())
+    assert first == "10.0.0.1"
+    assert isinstance(error, ValueError) and "no-such-kind" in str(error)
+    assert not answered  # it closed its sockets rather than answer from a view it cannot keep
