@@ -7,13 +7,14 @@ Starts dnsdisc (SQLite store, durable commits) on loopback ports, registers ``--
 instances (10 per service) with ``--clients`` concurrent keep-alive HTTP clients, and prints
 registrations/s and the latency percentiles of the PUTs. It does so for four setups: DNS answered
 in the main process (``--workers 0``: a write waits for nothing but the store) and by
-``--workers`` processes (a write also waits for every worker to confirm), each idle and under
-dnsperf at ``--qps`` queries/s. What the workers' confirmation adds to each write is read from the
-server's own ``dnsdisc_worker_confirm_seconds`` histogram. Use ``--clients 1`` for latency without
-queueing, the default 32 for throughput. ``--client wrk`` loads the server with wrk (C, one
-thread, ``bench/reg.lua``: a new instance per PUT) for ``--wrk-seconds`` instead of the Python
-client, which takes about as much CPU as the server. Every server is stopped by PID; data goes
-to a temporary directory.
+``--workers`` processes (a write also waits until no worker can answer from an older state),
+each idle and under dnsperf at ``--qps`` queries/s. What the workers add to each write is read
+from the server's own ``dnsdisc_worker_confirm_seconds`` histogram, and how many writes the
+workers' fences did not cover (they waited for an acknowledgement) from
+``dnsdisc_worker_ack_waits_total``. Use ``--clients 1`` for latency without queueing, the default
+32 for throughput. ``--client wrk`` loads the server with wrk (C, one thread, ``bench/reg.lua``: a
+new instance per PUT) for ``--wrk-seconds`` instead of the Python client, which takes about as
+much CPU as the server. Every server is stopped by PID; data goes to a temporary directory.
 """
 
 from __future__ import annotations
@@ -152,7 +153,13 @@ def measure(args: argparse.Namespace, workers: int, qps: int, base: Path) -> dic
                 answered = next(
                     (ln.split()[-1] for ln in out.splitlines() if "Queries per second" in ln), "?"
                 )
-        confirm = confirm_p99(server.http("GET", "/metrics").raw.decode())
+        metrics = server.http("GET", "/metrics").raw.decode()
+        confirm = confirm_p99(metrics)
+        ack_waits = sum(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("dnsdisc_worker_ack_waits_total")
+        )
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
@@ -166,6 +173,7 @@ def measure(args: argparse.Namespace, workers: int, qps: int, base: Path) -> dic
         "max_ms": worst * 1000,
         "confirm_p99_ms": confirm[0],
         "confirm_under_5ms": confirm[1],
+        "ack_waits": int(ack_waits),
     }
 
 
@@ -217,16 +225,17 @@ def main() -> None:
     print(f"\n{what}, {args.clients} clients, SQLite store\n")
     print(
         "| DNS workers | DNS load offered | DNS answered/s | registrations/s "
-        "| p50 ms | p99 ms | max ms | confirm p99 ms (bucket) | confirmed in 5 ms |"
+        "| p50 ms | p99 ms | max ms | confirm p99 ms (bucket) | confirmed in 5 ms "
+        "| waited for an ACK |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         confirm = f"≤ {r['confirm_p99_ms']:g}" if r["workers"] else "-"
         print(
             f"| {r['workers']:.0f} | {r['qps']:.0f} | {r['answered_qps']:.0f} | "
             f"{r['regs_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} "
             f"| {confirm} "
-            f"| {r['confirm_under_5ms'] * 100:.1f}% |"
+            f"| {r['confirm_under_5ms'] * 100:.1f}% | {r['ack_waits']} |"
         )
 
 

@@ -133,6 +133,12 @@ class DnsdiscCollector(Collector):
                 sum_value=self.pool.confirm.total,
             )
             yield CounterMetricFamily(
+                "dnsdisc_worker_ack_waits",
+                "Writes that waited for a DNS worker's acknowledgement (its fence did not cover "
+                "the change: a message queued in this process, or a worker not answering yet)",
+                value=self.pool.ack_waits,
+            )
+            yield CounterMetricFamily(
                 "dnsdisc_dns_worker_restarts",
                 "DNS worker processes started again after one exited or hung",
                 value=self.pool.restarts,

@@ -41,7 +41,9 @@ START_TIMEOUT = 30.0
 # How often to look for a worker that has stopped acknowledging its feed.
 WATCH_INTERVAL = 1.0
 # Upper bounds (seconds) of the histogram of confirmation waits.
-CONFIRM_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
+CONFIRM_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
+)  # fmt: skip
 # A worker that keeps dying is restarted at most this often.
 RESTART_DELAY = 1.0
 # Services per feed message in the snapshot a new worker starts from.
@@ -184,6 +186,8 @@ class WorkerPool:
         self.restarts = 0
         # How long writes waited for the workers' confirmation (what workers add to a write).
         self.confirm = Histogram(CONFIRM_BUCKETS)
+        # Writes that waited for a worker's acknowledgement because its fence did not cover them.
+        self.ack_waits = 0
         self._restart_tasks: set[asyncio.Task[None]] = set()
         # Services changed in this turn of the event loop, not sent yet (see ``rebuild``), and
         # what ``settle`` waits on until they are.
@@ -421,6 +425,7 @@ class WorkerPool:
         answering = [w for w in self.workers.values() if w.answering]
         pending = [(w, w.wait_for(w.sent)) for w in answering if not w.covered()]
         if pending:
+            self.ack_waits += 1
             await self._confirm(pending)
         if answering:
             self.confirm.observe(time.perf_counter() - started)

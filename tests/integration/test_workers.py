@@ -89,6 +89,9 @@ def test_every_worker_answers_from_the_acknowledged_write(workers: DnsdiscProces
     assert msg_sets == [set()] * SPREAD
     assert workers.http("DELETE", "/v1/services/web/instances/web-1").status == 204
     assert spread_answers(workers, "web.svc.internal") == [set()] * SPREAD
+    # Every one of those writes was covered by the workers' fences: none waited for an ACK.
+    assert metric(workers, "dnsdisc_worker_confirm_seconds_count") >= 32
+    assert metric(workers, "dnsdisc_worker_ack_waits_total") == 0
 
 
 def test_concurrent_writes_to_one_service_are_all_answered_once_acknowledged(
@@ -177,6 +180,7 @@ def test_a_stopped_worker_applies_the_acknowledged_write_before_answering(
             s.close()
     assert seen == [{"10.0.0.2"}] * SPREAD
     assert not gone(stopped) and "did not confirm" not in workers.log()
+    assert metric(workers, "dnsdisc_worker_ack_waits_total") == 0  # the write did not wait
 
 
 def test_a_hung_worker_is_killed_and_replaced(workers: DnsdiscProcess) -> None:
