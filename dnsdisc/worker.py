@@ -156,22 +156,21 @@ class Follower:
         _built(self.replica)
         try:
             await self.face.listen(reuse_port=True)
+            failure = ""
         except OSError as exc:
-            self.channel.write(feed.frame(feed.LISTENING, seq, f"cannot listen for DNS: {exc}"))
-        else:
-            self.channel.write(feed.frame(feed.LISTENING, seq, ""))
+            failure = f"cannot listen for DNS: {exc}"
+        # Reading resumes before LISTENING goes: once the main process has it, a write may count
+        # on this worker's fence, so catch_up must not be paused by then.
+        self.paused = False
         self.applied = seq
+        self._loop.add_reader(self.channel.fd, self.pump)
+        self.channel.write(feed.frame(feed.LISTENING, seq, failure))
+        self.pump()
 
     def _listened(self, task: asyncio.Future[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
+        exc = None if task.cancelled() else task.exception()
         if exc is not None:
             self._fail(exc)
-            return
-        self.paused = False
-        self._loop.add_reader(self.channel.fd, self.pump)
-        self.pump()
 
     def _fail(self, exc: BaseException) -> None:
         # A worker that cannot apply the feed would answer from a view the main process believes

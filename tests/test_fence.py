@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import socket
 from typing import Any
 
@@ -147,3 +148,37 @@ def test_a_feed_it_cannot_apply_stops_the_worker_answering() -> None:
     assert first == "10.0.0.1"
     assert isinstance(error, ValueError) and "no-such-kind" in str(error)
     assert not answered  # it closed its sockets rather than answer from a view it cannot keep
+
+
+def test_a_worker_reads_its_feed_again_before_it_says_it_listens() -> None:
+    # Once the main process has LISTENING it counts on this worker's fence: had the worker still
+    # been paused (reading nothing while it binds), a query then would be answered from before.
+    async def scenario() -> tuple[list[bool], list[tuple[Any, ...]], list[str]]:
+        worker = Worker(udp_batch=True)
+        paused_when_said: list[bool] = []
+        write = worker.follower.channel.write
+
+        def spy(data: bytes) -> bool:
+            if pickle.loads(data[4:])[0] == feed.LISTENING:
+                paused_when_said.append(worker.follower.paused)
+            return write(data)
+
+        worker.follower.channel.write = spy  # type: ignore[method-assign]
+        try:
+            worker.send(feed.frame(feed.LISTEN, 1) + services(2, "10.0.0.1"), fence=2)
+            worker.follower.start([])
+            replies: list[tuple[Any, ...]] = []
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                replies += worker.replies()
+                if len(replies) >= 2:
+                    break
+            udp = worker.face.transports[0].get_extra_info("sockname")[1]
+            return paused_when_said, replies, texts(await ask_udp(udp))
+        finally:
+            await worker.close()
+
+    paused, replies, answer = asyncio.run(scenario())
+    assert paused == [False]
+    assert replies == [(feed.LISTENING, 1, ""), (feed.ACK, 2)]  # in order, nothing lost
+    assert answer == ["10.0.0.1"]
