@@ -83,8 +83,8 @@ class Channel:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def receive(self) -> list[tuple[Any, ...]]:
-        """Every whole message that has arrived, in order (none at the end of the stream: see
-        ``eof``). Raises ValueError on a malformed message, OSError if the socket broke."""
+        """Every whole message that has arrived, in order; ``eof`` says whether the other end
+        has closed. Raises ValueError on a malformed message, OSError if the socket broke."""
         while not self.eof:
             try:
                 chunk = self.sock.recv(_READ)
@@ -103,7 +103,9 @@ class Channel:
             messages = self.receive()
             if messages or self.eof:
                 return messages
-            select.select([self.fd], [], [])
+            poller = select.poll()  # not select(): the descriptor may be above 1023
+            poller.register(self.fd, select.POLLIN)
+            poller.poll()
 
     def _parse(self) -> list[tuple[Any, ...]]:
         buf, pos, out = self._in, 0, []
@@ -163,6 +165,10 @@ class Channel:
         if self._out and self._loop is not None:
             self._loop.remove_writer(self.fd)
         self._out.clear()
+
+    @property
+    def closed(self) -> bool:
+        return self.sock.fileno() < 0
 
     def close(self) -> None:
         """Close the socket; whoever watches it for reading stops first."""

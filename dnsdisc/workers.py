@@ -158,7 +158,7 @@ class Worker:
             ended.set_exception(exc)
 
     def close(self) -> None:
-        if self.channel.sock.fileno() >= 0:
+        if not self.channel.closed:
             asyncio.get_running_loop().remove_reader(self.channel.fd)
             self.channel.close()
         if self.fence is not None:
@@ -184,7 +184,7 @@ class WorkerPool:
         self.seq = 0
         self.stopping = False
         self.restarts = 0
-        # How long writes waited for the workers' confirmation (what workers add to a write).
+        # How long writes waited for the workers (their fences, or their confirmation).
         self.confirm = Histogram(CONFIRM_BUCKETS)
         # Writes that waited for a worker's acknowledgement because its fence did not cover them.
         self.ack_waits = 0

@@ -65,7 +65,6 @@ class DnsFace:
         loop = asyncio.get_running_loop()
         cfg = self.config
         responder, forwarder, limiter = self.responder, self.forwarder, self.limiter
-
         catch_up = self.catch_up
 
         def udp() -> UDPProtocol:
