@@ -271,6 +271,7 @@ _RESTART_ONLY = (
     "tcp_idle_timeout",
     "tcp_max_connections",
     "udp_batch",
+    "udp_receive_buffer",
     "workers",
     "event_loop",
 )

@@ -225,6 +225,14 @@ def test_auto_workers_respects_a_container_cpu_quota() -> None:
     assert 0 <= auto_workers() <= 64 and auto_workers() != 1  # one CPU answers in-process
 
 
+def test_udp_receive_buffer_defaults_to_a_mebibyte_and_must_be_a_size() -> None:
+    assert Config().udp_receive_buffer == 1 << 20
+    assert from_mapping({"dns": {"udp_receive_buffer": 0}}, "c.yaml").udp_receive_buffer == 0
+    for bad in (-1, "big", 2**31, 1.5):
+        with pytest.raises(ConfigError, match=r"dns\.udp_receive_buffer: "):
+            from_mapping({"dns": {"udp_receive_buffer": bad}}, "conf.yaml")
+
+
 def test_udp_batch_is_on_by_default_and_must_be_a_boolean() -> None:
     assert Config().udp_batch is True
     assert from_mapping({"dns": {"udp_batch": False}}, "conf.yaml").udp_batch is False

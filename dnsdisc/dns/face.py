@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
+import platform
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +22,18 @@ from dnsdisc.dns.index import AnswerIndex
 from dnsdisc.dns.ratelimit import RateLimiter
 from dnsdisc.dns.stats import DnsCounters
 from dnsdisc.dns.transport import TCPProtocol, TCPState, UDPProtocol
+
+log = logging.getLogger(__name__)
+
+# Python's socket module does not name it; 33 on Linux where the generic socket constants apply.
+SO_RCVBUFFORCE: int | None = getattr(
+    socket,
+    "SO_RCVBUFFORCE",
+    33
+    if sys.platform.startswith("linux")
+    and platform.machine() in ("x86_64", "aarch64", "i686", "armv7l", "riscv64", "s390x", "ppc64le")
+    else None,
+)
 
 
 @dataclass
@@ -84,6 +99,8 @@ class DnsFace:
                     reuse_port=reuse_port or None,
                 )
             self.transports.append(transport)
+            if cfg.udp_receive_buffer:
+                _receive_buffer(transport.get_extra_info("socket"), cfg.udp_receive_buffer)
             tcp = await loop.create_server(
                 lambda: TCPProtocol(responder, self.tcp_state, forwarder, catch_up),
                 hp.host,
@@ -131,6 +148,20 @@ class DnsFace:
         if self.forwarder is not None:
             out.forwarded, out.failures = self.forwarder.forwarded, self.forwarder.failures
         return out
+
+
+def _receive_buffer(sock: socket.socket, size: int) -> None:
+    """Ask for ``size`` bytes of receive buffer: a burst of queries, or a moment when this process
+    is not scheduled, then waits in the socket instead of being dropped. SO_RCVBUFFORCE (root or
+    CAP_NET_ADMIN) may exceed net.core.rmem_max; SO_RCVBUF is capped by it."""
+    try:
+        if SO_RCVBUFFORCE is None:
+            raise PermissionError
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    log.debug("UDP receive buffer on %s: asked %d bytes, have %d", sock.getsockname(), size, got)
 
 
 def _family(hp: HostPort) -> int:

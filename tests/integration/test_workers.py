@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +18,8 @@ import dns.message
 import dns.rdatatype
 import pytest
 
-from helpers import DnsdiscProcess, running, wait_until
+from dnsdisc.dns.face import SO_RCVBUFFORCE
+from helpers import DnsdiscProcess, require_tool, running, wait_until
 
 SPREAD = 16  # source ports per check: all on one worker of two has odds of 2**-15
 
@@ -251,3 +254,34 @@ def test_both_event_loops_answer_udp_and_tcp(tmp_path: Path, loop: str, count: i
         server.register("web", "web-1", address="10.0.0.1", port=80)
         assert spread_answers(server, "web.svc.internal") == [{"10.0.0.1"}] * SPREAD
         assert server.addresses("web.svc.internal", tcp=True) == ["10.0.0.1"]
+
+
+@pytest.mark.parametrize("ask", ["none", "1 MiB", "above rmem_max"])
+def test_every_udp_socket_gets_the_receive_buffer_asked_for(tmp_path: Path, ask: str) -> None:
+    ss = require_tool("ss")
+    default = int(Path("/proc/sys/net/core/rmem_default").read_text())
+    cap = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    asked = {"none": 0, "1 MiB": 1 << 20, "above rmem_max": 2 * cap}[ask]
+    config = tmp_path / "dnsdisc.yaml"
+    config.write_text(f"dns:\n  udp_receive_buffer: {asked}\n")
+    args = ["--workers", "2", "--storage", "memory", "--config", str(config)]
+    with running(tmp_path, extra_args=args) as server:
+        wait_until(lambda: len(server.children()) == 2, 5)
+        out = subprocess.run(
+            [ss, "-uanm", "sport", "=", str(server.dns_port)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    sizes = [int(n) for n in re.findall(r"\brb(\d+)", out)]
+    # The kernel doubles what it is asked for (room for its bookkeeping). Without privilege
+    # (root or CAP_NET_ADMIN, which CI has) it caps the request at rmem_max.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            assert SO_RCVBUFFORCE is not None
+            probe.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, asked)
+            privileged = True
+        except (AssertionError, PermissionError):
+            privileged = False
+    expected = default if not asked else 2 * (asked if privileged else min(asked, cap))
+    assert sizes == [expected, expected], out  # one UDP socket per worker
