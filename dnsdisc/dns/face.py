@@ -25,13 +25,14 @@ from dnsdisc.dns.transport import TCPProtocol, TCPState, UDPProtocol
 
 log = logging.getLogger(__name__)
 
-# Python's socket module does not name it; 33 on Linux where the generic socket constants apply.
+# Python's socket module does not name it: 33 on Linux where the generic socket numbers apply
+# (not everywhere: alpha, MIPS, PA-RISC and SPARC number it otherwise). Elsewhere: SO_RCVBUF only.
 SO_RCVBUFFORCE: int | None = getattr(
     socket,
     "SO_RCVBUFFORCE",
     33
     if sys.platform.startswith("linux")
-    and platform.machine() in ("x86_64", "aarch64", "i686", "armv7l", "riscv64", "s390x", "ppc64le")
+    and platform.machine() in ("x86_64", "aarch64", "i686", "armv7l", "riscv64")
     else None,
 )
 
