@@ -195,8 +195,12 @@ class Fence:
         if memfd_create is None:
             return None
         fd = memfd_create("dnsdisc-fence", os.MFD_CLOEXEC)
-        os.ftruncate(fd, cls.SIZE)
-        return cls(fd)
+        try:
+            os.ftruncate(fd, cls.SIZE)
+            return cls(fd)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def close(self) -> None:
         self.view.release()

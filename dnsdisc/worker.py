@@ -109,12 +109,27 @@ class Follower:
         # that LISTENING is sent before their ACKs. The main process does not count on the fence
         # until it has LISTENING.
         self.paused = False
+        # The feed can no longer be applied: nothing is read from it, nothing is answered.
+        self.failed = False
+        self.reading = False  # the event loop watches the feed socket
         self._loop = asyncio.get_running_loop()
 
     def start(self, messages: list[tuple[Any, ...]]) -> None:
         self.queue.extend(messages)
-        self._loop.add_reader(self.channel.fd, self.pump)
+        self._watch(True)
         self.pump()
+
+    def close(self) -> None:
+        """Stop reading the feed (before its socket is closed)."""
+        self._watch(False)
+
+    def _watch(self, on: bool) -> None:
+        if on and not self.reading and not self.failed and not self.channel.eof:
+            self._loop.add_reader(self.channel.fd, self.pump)
+            self.reading = True
+        elif not on and self.reading:
+            self._loop.remove_reader(self.channel.fd)
+            self.reading = False
 
     def catch_up(self) -> None:
         """Called before answering what was just read: a few loads when nothing is new."""
@@ -123,7 +138,7 @@ class Follower:
             self.pump()
 
     def pump(self) -> None:
-        if self.done.done():
+        if self.failed:
             return
         try:
             self.queue.extend(self.channel.receive())
@@ -132,7 +147,8 @@ class Follower:
             self._fail(exc)
             return
         if self.channel.eof and not self.queue and not self.paused:
-            self.finish()  # the main process is gone
+            self._watch(False)  # the main process is gone: nothing more will come
+            self.finish()
 
     def _apply_queued(self) -> None:
         queue, replica, face = self.queue, self.replica, self.face
@@ -144,7 +160,7 @@ class Follower:
                 return
             if kind == feed.LISTEN:
                 self.paused = True
-                self._loop.remove_reader(self.channel.fd)
+                self._watch(False)
                 listening = asyncio.ensure_future(self._listen(seq))
                 listening.add_done_callback(self._listened)
                 return
@@ -163,7 +179,7 @@ class Follower:
         # on this worker's fence, so catch_up must not be paused by then.
         self.paused = False
         self.applied = seq
-        self._loop.add_reader(self.channel.fd, self.pump)
+        self._watch(True)
         self.channel.write(feed.frame(feed.LISTENING, seq, failure))
         self.pump()
 
@@ -175,13 +191,16 @@ class Follower:
     def _fail(self, exc: BaseException) -> None:
         # A worker that cannot apply the feed would answer from a view the main process believes
         # replaced: it stops answering at once, and exits with the error (it is replaced).
+        self.failed = True
+        self._watch(False)
         self.face.stop_answering()
         self.finish(exc)
 
     def finish(self, exc: BaseException | None = None) -> None:
+        """End ``serve``: it drains and exits. Until then the feed is still read and applied, as
+        a draining worker answers what it has read, and a write may count on its fence."""
         if self.done.done():
             return
-        self._loop.remove_reader(self.channel.fd)
         if exc is None:
             self.done.set_result(None)
         else:
@@ -218,6 +237,7 @@ async def serve(fd: int, fence_fd: int | None) -> None:
         await done  # a broken feed is raised, not ignored
     finally:
         await face.drain()
+        follower.close()
         channel.close()
 
 

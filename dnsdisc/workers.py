@@ -137,7 +137,7 @@ class Worker:
                         self.settle(seq, message[2])  # "" or why it could not listen
                     else:
                         self.settle(seq, True)
-            except (OSError, ValueError) as exc:
+            except Exception as exc:  # a broken or garbled feed: this worker is replaced
                 self._stop_reading(loop, ended, exc)
                 return
             if channel.eof:
@@ -275,9 +275,10 @@ class WorkerPool:
 
     async def _spawn(self, number: int) -> Worker:
         ours, theirs = socket.socketpair()
-        fence = feed.Fence.create()
-        fds = (theirs.fileno(),) if fence is None else (theirs.fileno(), fence.fd)
+        fence = None
         try:
+            fence = feed.Fence.create()
+            fds = (theirs.fileno(),) if fence is None else (theirs.fileno(), fence.fd)
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -301,7 +302,7 @@ class WorkerPool:
         """Read the worker's replies until it goes away; then replace it."""
         try:
             await worker.follow()
-        except (OSError, ValueError) as exc:
+        except Exception as exc:
             # While stopping, a worker that exits first breaks the feed under a late write.
             report = log.debug if self.stopping else log.error
             report("DNS worker %d: broken feed: %s", worker.number, exc)
@@ -432,13 +433,17 @@ class WorkerPool:
 
     async def _confirm(self, pending: list[tuple[Worker, asyncio.Future[Any]]]) -> None:
         """Wait for these acknowledgements; kill the workers that do not send them in time."""
-        _, late = await asyncio.wait([f for _, f in pending], timeout=CONFIRM_TIMEOUT)
+        # A worker that has not said LISTENING yet may still be building its index from a large
+        # snapshot (it answers nothing before the change is applied): it gets as long as a start.
+        # A ready worker that hangs is also found by ``_watch`` after CONFIRM_TIMEOUT.
+        timeout = CONFIRM_TIMEOUT if all(w.ready for w, _ in pending) else START_TIMEOUT
+        _, late = await asyncio.wait([f for _, f in pending], timeout=timeout)
         killed = []
         for w, fut in pending:
             if fut in late:
                 # A worker that cannot confirm must not answer from an old view: it goes, and
                 # the write is acknowledged once it is gone (its socket closes with it).
-                self._kill(w, f"did not confirm change {w.sent} in {CONFIRM_TIMEOUT:g} s")
+                self._kill(w, f"did not confirm change {w.sent} in {timeout:g} s")
                 killed.append(w.process.wait())
         if killed:
             try:
@@ -451,14 +456,26 @@ class WorkerPool:
         the fence do not wait for acknowledgements, so a worker that stopped reading its feed
         (hung, or stopped) is found here; it answers nothing stale meanwhile, since it would catch
         up before answering, but its share of the queries goes unanswered until it is gone."""
+        last = time.monotonic()
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
             now = time.monotonic()
-            for w in list(self.workers.values()):
-                owing = w.owing_since
-                if w.ready and owing is not None and now - owing > CONFIRM_TIMEOUT:
-                    w.owing_since = None  # killed once; its exit is handled by ``_follow``
-                    self._kill(w, f"did not confirm change {w.acked + 1} in {CONFIRM_TIMEOUT:g} s")
+            stalled, last = now - last > 2 * WATCH_INTERVAL, now
+            if stalled:
+                # This process was busy (a reload, a large snapshot): acknowledgements may be
+                # waiting unread (uvloop runs timers before it polls), so judge on the next round.
+                continue
+            for w in self.overdue(now):
+                w.owing_since = None  # killed once; its exit is handled by ``_follow``
+                self._kill(w, f"did not confirm change {w.acked + 1} in {CONFIRM_TIMEOUT:g} s")
+
+    def overdue(self, now: float) -> list[Worker]:
+        """The answering workers that have owed an acknowledgement for over CONFIRM_TIMEOUT."""
+        return [
+            w
+            for w in self.workers.values()
+            if w.ready and w.owing_since is not None and now - w.owing_since > CONFIRM_TIMEOUT
+        ]
 
     async def counters(self, service: str | None) -> tuple[DnsCounters, Counter[tuple[str, str]]]:
         """The DNS counters summed over the workers, and the answers each instance led (of

@@ -11,7 +11,10 @@ import struct
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from dnsdisc import feed
+from dnsdisc import workers as workers_module
 from dnsdisc.config import Config
 from dnsdisc.dns.index import AnswerIndex, IndexSettings
 from dnsdisc.registry.model import ServiceSettings
@@ -193,3 +196,53 @@ def test_queued_bytes_reach_the_fence_once_they_are_sent() -> None:
             reader.close()
 
     assert asyncio.run(scenario()) == (True, 50_000, 1)
+
+
+def test_only_answering_workers_long_in_debt_are_overdue() -> None:
+    pool = make_pool()
+    ready, _ = fake_worker(0)
+    starting, _ = fake_worker(1)
+    paid, _ = fake_worker(2)
+    for w in (ready, starting, paid):
+        pool.workers[w.number] = w
+        w.answering = True
+    ready.ready = paid.ready = True
+    ready.sent = starting.sent = 2
+    ready.owing_since = starting.owing_since = 100.0  # sent, never acknowledged
+    assert pool.overdue(now=104.0) == []
+    assert pool.overdue(now=106.0) == [ready]  # a starting worker is judged by its start
+    ready.settle(1)  # any acknowledgement shows it reads its feed: the clock starts again
+    assert pool.overdue(now=106.0) == [] and ready.owing_since is not None
+
+
+def test_a_starting_worker_gets_a_start_s_time_to_confirm(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Writes wait for the ACK of a worker told to listen but not yet LISTENING; one still building
+    # a large snapshot was killed after CONFIRM_TIMEOUT, again and again. A ready one still is.
+    monkeypatch.setattr(workers_module, "CONFIRM_TIMEOUT", 0.05)
+    monkeypatch.setattr(workers_module, "START_TIMEOUT", 2.0)
+
+    async def scenario(ready: bool) -> list[int]:
+        pool = make_pool()
+        follow_nothing(pool)
+        killed: list[int] = []
+        worker, _ = fake_worker(0)
+
+        async def wait() -> int:
+            return 0
+
+        def kill() -> None:
+            killed.append(0)
+            worker.fail()
+
+        worker.process = SimpleNamespace(pid=0, kill=kill, wait=wait)  # type: ignore[assignment]
+        pool._enrol([worker])
+        worker.answering, worker.ready = True, ready
+        pool.rebuild("web", SETTINGS, [])
+        settling = asyncio.ensure_future(pool.settle())
+        await asyncio.sleep(0.3)  # well past CONFIRM_TIMEOUT
+        worker.settle(worker.sent)
+        await asyncio.wait_for(settling, 3)
+        return killed
+
+    assert asyncio.run(scenario(ready=False)) == []
+    assert asyncio.run(scenario(ready=True)) == [0]

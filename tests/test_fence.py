@@ -96,6 +96,8 @@ class Worker:
     async def close(self) -> None:
         self.follower.finish()
         await self.face.drain()
+        self.follower.close()
+        self.follower.channel.close()
         self.main_sock.close()
         self.fence.close()
 
@@ -182,3 +184,20 @@ def test_a_worker_reads_its_feed_again_before_it_says_it_listens() -> None:
     assert paused == [False]
     assert replies == [(feed.LISTENING, 1, ""), (feed.ACK, 2)]  # in order, nothing lost
     assert answer == ["10.0.0.1"]
+
+
+def test_a_worker_told_to_stop_still_catches_up_while_it_drains() -> None:
+    # A TERM ends ``serve``, which drains (forwarded queries may take seconds) while the sockets
+    # still answer; the main process still counts on the fence meanwhile.
+    async def scenario() -> list[str]:
+        worker = Worker(udp_batch=True)
+        udp, _ = await worker.listen()
+        try:
+            worker.follower.finish()  # what SIGTERM does
+            assert worker.follower.done.done()
+            worker.send(services(1, "10.0.0.3"), fence=1)
+            return texts(await ask_udp(udp))
+        finally:
+            await worker.close()
+
+    assert asyncio.run(scenario()) == ["10.0.0.3"]

@@ -68,6 +68,8 @@ class UDPProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         if self.catch_up is not None:
             self.catch_up()
+            if self.transport is not None and self.transport.is_closing():
+                return  # the feed could not be applied: this worker stops answering
         reply = self.respond(data, False)
         if self.plain and reply.__class__ is bytes:
             self._sendto(reply, addr)

@@ -168,6 +168,8 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
             self.datagrams += count
             if catch_up is not None:
                 catch_up()  # read after the queries: a write acknowledged before them is applied
+                if self._closing:
+                    return  # the feed could not be applied: this worker stops answering
             out = 0
             for i in range(count):
                 at = i * RECV_SLOT
