@@ -374,6 +374,12 @@ def _choice(value: object, choices: tuple[str, ...], source: str, key: str) -> s
     return value
 
 
+def _flag(value: object, source: str, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(source, key, "expected true or false")
+    return value
+
+
 def workers_count(value: object, source: str, key: str) -> int:
     if value == "auto":
         return auto_workers()
@@ -439,9 +445,7 @@ def from_mapping(data: object, source: str = "", base_dir: Path | None = None) -
             dns["tcp_max_connections"], source, "dns.tcp_max_connections", 1, 100000
         )
     if "udp_batch" in dns:
-        if not isinstance(dns["udp_batch"], bool):
-            raise ConfigError(source, "dns.udp_batch", "expected true or false")
-        changes["udp_batch"] = dns["udp_batch"]
+        changes["udp_batch"] = _flag(dns["udp_batch"], source, "dns.udp_batch")
     if "udp_receive_buffer" in dns:
         changes["udp_receive_buffer"] = config_int(
             dns["udp_receive_buffer"], source, "dns.udp_receive_buffer", 0, 1 << 30
@@ -472,9 +476,7 @@ def from_mapping(data: object, source: str = "", base_dir: Path | None = None) -
     if "log_level" in data:
         changes["log_level"] = _choice(data["log_level"], LOG_LEVELS, source, "log_level")
     if "query_log" in data:
-        if not isinstance(data["query_log"], bool):
-            raise ConfigError(source, "query_log", "expected true or false")
-        changes["query_log"] = data["query_log"]
+        changes["query_log"] = _flag(data["query_log"], source, "query_log")
     if "log_format" in data:
         changes["log_format"] = _choice(data["log_format"], LOG_FORMATS, source, "log_format")
     ns = _mapping(data.get("nameserver"), source, "nameserver")

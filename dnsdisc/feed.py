@@ -81,6 +81,15 @@ class Channel:
         self._in = bytearray()
         self._out = bytearray()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reader: Callable[[], None] | None = None  # what the event loop calls when readable
+
+    def watch(self, readable: Callable[[], None] | None) -> None:
+        """Have the event loop call ``readable`` when data arrives; None: stop."""
+        if self._reader is not None:
+            asyncio.get_running_loop().remove_reader(self.fd)
+        self._reader = readable
+        if readable is not None:
+            asyncio.get_running_loop().add_reader(self.fd, readable)
 
     def receive(self) -> list[tuple[Any, ...]]:
         """Every whole message that has arrived, in order; ``eof`` says whether the other end
@@ -171,7 +180,9 @@ class Channel:
         return self.sock.fileno() < 0
 
     def close(self) -> None:
-        """Close the socket; whoever watches it for reading stops first."""
+        if self.closed:
+            return
+        self.watch(None)
         self._broken()
         self.sock.close()
 

@@ -111,25 +111,14 @@ class Follower:
         self.paused = False
         # The feed can no longer be applied: nothing is read from it, nothing is answered.
         self.failed = False
-        self.reading = False  # the event loop watches the feed socket
-        self._loop = asyncio.get_running_loop()
 
     def start(self, messages: list[tuple[Any, ...]]) -> None:
         self.queue.extend(messages)
         self._watch(True)
         self.pump()
 
-    def close(self) -> None:
-        """Stop reading the feed (before its socket is closed)."""
-        self._watch(False)
-
     def _watch(self, on: bool) -> None:
-        if on and not self.reading and not self.failed and not self.channel.eof:
-            self._loop.add_reader(self.channel.fd, self.pump)
-            self.reading = True
-        elif not on and self.reading:
-            self._loop.remove_reader(self.channel.fd)
-            self.reading = False
+        self.channel.watch(self.pump if on and not self.failed and not self.channel.eof else None)
 
     def catch_up(self) -> None:
         """Called before answering what was just read: a few loads when nothing is new."""
@@ -237,7 +226,6 @@ async def serve(fd: int, fence_fd: int | None) -> None:
         await done  # a broken feed is raised, not ignored
     finally:
         await face.drain()
-        follower.close()
         channel.close()
 
 

@@ -62,7 +62,6 @@ class Worker:
     fence: feed.Fence | None = None
     acked: int = 0
     sent: int = 0  # the number of the last message sent to it
-    fenced: int = 0  # the number of the last message in its socket buffer, shown in its fence
     # Told to bind the DNS port: from then on it may be answering, and writes wait for it.
     answering: bool = False
     # It has bound the port and reads its feed again: from then on it checks the fence.
@@ -89,11 +88,13 @@ class Worker:
         """Everything sent is in the worker's socket buffer: let its fence say so."""
         if self.fence is not None:
             self.fence.view[0] = self.sent
-            self.fenced = self.sent
 
     def covered(self) -> bool:
         """Whether the worker answers nothing from a view older than what it was sent."""
-        return self.acked >= self.sent or (self.ready and self.fenced >= self.sent)
+        if self.acked >= self.sent:
+            return True
+        # The fence holds the number of the last message wholly in its socket buffer.
+        return self.ready and self.fence is not None and self.fence.view[0] >= self.sent
 
     def wait_for(self, seq: int) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -122,9 +123,17 @@ class Worker:
 
     def follow(self) -> asyncio.Future[None]:
         """Read the worker's replies as they come; the future ends with the feed."""
-        loop = asyncio.get_running_loop()
-        ended: asyncio.Future[None] = loop.create_future()
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         channel = self.channel
+
+        def stop(exc: Exception | None) -> None:
+            channel.watch(None)
+            if ended.done():
+                return
+            if exc is None:
+                ended.set_result(None)
+            else:
+                ended.set_exception(exc)
 
         def readable() -> None:
             try:
@@ -138,29 +147,16 @@ class Worker:
                     else:
                         self.settle(seq, True)
             except Exception as exc:  # a broken or garbled feed: this worker is replaced
-                self._stop_reading(loop, ended, exc)
+                stop(exc)
                 return
             if channel.eof:
-                self._stop_reading(loop, ended, None)
+                stop(None)
 
-        loop.add_reader(channel.fd, readable)
+        channel.watch(readable)
         return ended
 
-    def _stop_reading(
-        self, loop: asyncio.AbstractEventLoop, ended: asyncio.Future[None], exc: Exception | None
-    ) -> None:
-        loop.remove_reader(self.channel.fd)
-        if ended.done():
-            return
-        if exc is None:
-            ended.set_result(None)
-        else:
-            ended.set_exception(exc)
-
     def close(self) -> None:
-        if not self.channel.closed:
-            asyncio.get_running_loop().remove_reader(self.channel.fd)
-            self.channel.close()
+        self.channel.close()
         if self.fence is not None:
             self.fence.close()
             self.fence = None

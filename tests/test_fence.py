@@ -96,7 +96,6 @@ class Worker:
     async def close(self) -> None:
         self.follower.finish()
         await self.face.drain()
-        self.follower.close()
         self.follower.channel.close()
         self.main_sock.close()
         self.fence.close()
