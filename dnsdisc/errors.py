@@ -1,18 +1,32 @@
 """Every error dnsdisc raises on purpose derives from DnsdiscError.
 
-The HTTP face maps these classes to statuses in one table (``http_api.STATUS``), the CLI maps
-ConfigError to an exit code, so callers raise by meaning and never pick a status themselves.
+Each class carries what it means on every face as class attributes: ``http_status`` for the
+HTTP API, ``rcode`` for a DNS reply, ``exit_status`` for the command line. A subclass inherits
+its parent's unless it says otherwise, so a new error (``EtcdRequestError(StoreError)``) maps by
+its ancestry, never by a table keyed on exact types; ``http_status_of`` and ``rcode_of`` are the
+one place that reads them. Callers raise by meaning and never pick a status themselves.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+# DNS response codes used here (RFC 1035 4.1.1); the DNS face imports these from its wire module.
+_SERVFAIL, _FORMERR = 2, 1
+
 
 class DnsdiscError(Exception):
-    """Base class of dnsdisc's own errors."""
+    """Base class of dnsdisc's own errors: a server-side fault unless a subclass says otherwise."""
+
+    http_status: ClassVar[int] = 500
+    rcode: ClassVar[int] = _SERVFAIL
+    exit_status: ClassVar[int] = 1
 
 
 class ValidationError(DnsdiscError, ValueError):
     """A value from a client or a file is not acceptable; ``field`` names the offending key."""
+
+    http_status = 400
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
@@ -22,6 +36,8 @@ class ValidationError(DnsdiscError, ValueError):
 
 class NotFoundError(DnsdiscError, LookupError):
     """The service or instance named does not exist."""
+
+    http_status = 404
 
     def __init__(self, message: str, field: str = "") -> None:
         super().__init__(message)
@@ -33,6 +49,8 @@ class ConflictError(DnsdiscError):
     """The change is well-formed but collides with something the server owns (a static instance,
     a reserved name)."""
 
+    http_status = 409
+
     def __init__(self, message: str, field: str = "") -> None:
         super().__init__(message)
         self.field = field
@@ -40,7 +58,10 @@ class ConflictError(DnsdiscError):
 
 
 class StoreError(DnsdiscError):
-    """The durable store could not commit; nothing was acknowledged."""
+    """The durable store could not commit; nothing was acknowledged. Every kind of it (a
+    refusal, a timeout, a lost quorum) is the server's trouble, not the client's: 503."""
+
+    http_status = 503
 
 
 class StoreUnavailableError(StoreError):
@@ -49,7 +70,11 @@ class StoreUnavailableError(StoreError):
 
 
 class ConfigError(DnsdiscError):
-    """A config or zone file is wrong. The message names the file, the key and what was expected."""
+    """A config or zone file is wrong. The message names the file, the key and what was expected.
+    The server stops with exit status 2; a reload that meets one is refused with a 400."""
+
+    http_status = 400
+    exit_status = 2
 
     def __init__(self, source: str, key: str, expected: str) -> None:
         where = f"{source}: " if source else ""
@@ -57,3 +82,20 @@ class ConfigError(DnsdiscError):
         self.source = source
         self.key = key
         self.expected = expected
+
+
+class MalformedQueryError(DnsdiscError):
+    """The DNS header is readable but the rest is not a well-formed query: FORMERR."""
+
+    http_status = 400
+    rcode = _FORMERR
+
+
+def http_status_of(exc: BaseException) -> int:
+    """The HTTP status for an error: its class's, inherited along the MRO; 500 for a foreign one."""
+    return exc.http_status if isinstance(exc, DnsdiscError) else 500
+
+
+def rcode_of(exc: BaseException) -> int:
+    """The DNS rcode for an error raised while answering: its class's; SERVFAIL for others."""
+    return exc.rcode if isinstance(exc, DnsdiscError) else _SERVFAIL

@@ -1,8 +1,8 @@
 """The registration side-port: JSON over HTTP, onto the registry.
 
 Errors are raised by meaning (ValidationError, NotFoundError, ...) and turned into statuses in
-one place, ``STATUS``; every error body is ``{"error": "...", "field": "..."}``. Nothing is stored
-unless the whole request is valid.
+one place, ``errors.http_status_of`` (by class hierarchy); every error body is
+``{"error": "...", "field": "..."}``. Nothing is stored unless the whole request is valid.
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ from prometheus_client.registry import CollectorRegistry
 
 from dnsdisc.errors import (
     ConfigError,
-    ConflictError,
     DnsdiscError,
     NotFoundError,
-    StoreError,
-    StoreUnavailableError,
     ValidationError,
+    http_status_of,
 )
 from dnsdisc.registry.model import (
     PASSING,
@@ -42,13 +40,6 @@ from dnsdisc.registry.registry import InstanceState, Registry, Service
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-STATUS: dict[type[DnsdiscError], int] = {
-    ValidationError: 400,
-    NotFoundError: 404,
-    ConflictError: 409,
-    StoreError: 503,
-    StoreUnavailableError: 503,
-}
 _WRITE_METHODS = {"PUT", "POST", "DELETE", "PATCH"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -199,7 +190,7 @@ class Api:
         try:
             return await handler(request)
         except DnsdiscError as exc:
-            status = STATUS.get(type(exc), 400)
+            status = http_status_of(exc)
             return error_response(
                 status, getattr(exc, "message", str(exc)), getattr(exc, "field", "")
             )
@@ -263,7 +254,7 @@ class Api:
             await self.reload()
         except ConfigError as exc:
             log.error("reload rejected, the old configuration keeps serving: %s", exc)
-            return error_response(400, f"reload rejected: {exc}", exc.key)
+            return error_response(http_status_of(exc), f"reload rejected: {exc}", exc.key)
         return web.json_response({"reloaded": True})
 
     async def metrics_text(self, request: web.Request) -> web.Response:

@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# tool -> Debian package that provides it
+# tool -> Debian package that provides it: every system tool a test asks for by name
+# (tests/meta/test_tools.py checks that each require_tool("...") is listed here).
 declare -A PACKAGES=(
-  [dig]=dnsutils [kdig]=knot-dnsutils [unbound]=unbound [dnsmasq]=dnsmasq-base
-  [ip]=iproute2 [getent]=libc-bin [curl]=curl [chromium]=chromium [etcd]=etcd-server
+  [dig]=bind9-dnsutils [kdig]=knot-dnsutils [unbound]=unbound [dnsmasq]=dnsmasq-base
+  [ip]=iproute2 [ss]=iproute2 [getent]=libc-bin [curl]=curl [chromium]=chromium
+  [etcd]=etcd-server [etcdctl]=etcd-client
 )
 missing=()
 for tool in "${!PACKAGES[@]}"; do
@@ -18,6 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${missing[*]}"
     apt-get update -qq
+    # sort -u: several tools may come from one package
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
     echo "missing system packages: ${missing[*]} (install them, or run as root to let this script)" >&2

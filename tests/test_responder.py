@@ -626,3 +626,21 @@ def test_every_order_of_a_table_stays_cached() -> None:
         for query in queries:
             w.raw(query)
     assert w.index.reply_count == 240  # nothing encoded again
+
+
+@pytest.mark.parametrize("opcode", [dns.opcode.NOTIFY, dns.opcode.UPDATE, 15])
+def test_other_opcodes_get_notimp_with_no_flag_of_a_query(world: World, opcode: int) -> None:
+    """ISC genreport's ``opcodeflg`` probe: opcode 15, header only, with TC, RD, RA, CD, AD, AA
+    and Z set. RD and CD are copied only for opcode QUERY; the reply carries QR, the opcode and
+    NOTIMP and nothing else."""
+    every_flag = 0x0200 | 0x0100 | 0x0080 | 0x0010 | 0x0020 | 0x0400 | 0x0040
+    data = struct.pack("!HHHHHH", 0x4242, (opcode << 11) | every_flag, 0, 0, 0, 0)
+    qid, flags = header_only(world.raw(data))
+    assert qid == 0x4242
+    assert flags == 0x8000 | (opcode << 11) | dns.rcode.NOTIMP
+
+
+def test_a_query_still_copies_rd_and_cd(world: World) -> None:
+    reply = world.ask("web.svc.internal.", "A", flags=dns.flags.RD | dns.flags.CD)
+    assert reply.flags & dns.flags.RD and reply.flags & dns.flags.CD
+    assert not reply.flags & (dns.flags.RA | dns.flags.AD)

@@ -26,6 +26,7 @@ from dnsdisc.dns.index import (
     cached_orders,
 )
 from dnsdisc.dns.stats import LATENCY_BUCKETS, QueryStats
+from dnsdisc.errors import rcode_of
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +118,10 @@ class Responder:
             reply = self._respond(data, tcp)
         except wire.ShortPacketError:
             return None
-        except Exception:
+        except Exception as exc:
             self.errors += 1
             log.debug("failed to answer a packet", exc_info=True)
-            return _bare(data, wire.SERVFAIL) if len(data) >= 12 else None
+            return _bare(data, rcode_of(exc)) if len(data) >= 12 else None
         finally:
             if rrset is not None:
                 rrset.forced = None
@@ -151,8 +152,8 @@ class Responder:
     def _respond(self, data: bytes, tcp: bool) -> bytes | _Forward | None:
         try:
             q = wire.parse_query(data)
-        except wire.FormatError:
-            return self._bare(data, wire.FORMERR)
+        except wire.FormatError as exc:
+            return self._bare(data, rcode_of(exc))
         flags = q.flags
         if flags & wire.FLAG_QR:
             return None  # a response sent to us: replying could start a loop
@@ -164,7 +165,10 @@ class Responder:
         if q.edns and q.edns_version > 0:
             out = bytearray(wire.header(q.id, reply_flags, 1, 0, 0, 1))
             out += q.question
-            out += wire.opt_record(wire.EDNS_SIZE, wire.BADVERS >> 4)
+            # DO is echoed here too (RFC 3225 3): genreport's edns1do expects it on BADVERS.
+            out += wire.opt_record(
+                wire.EDNS_SIZE, wire.BADVERS >> 4, bool(q.edns_flags & wire.DO_BIT)
+            )
             self.stats.by_type_rcode[(q.qtype, wire.BADVERS)] += 1
             return bytes(out)
         if q.qclass != wire.CLASS_IN:
@@ -316,5 +320,9 @@ def _add_records(
 def _bare(data: bytes, rcode: int) -> bytes:
     """A header-only reply: for queries whose question we cannot or will not read."""
     qid, flags = struct.unpack_from("!HH", data)
-    out_flags = wire.FLAG_QR | (flags & (wire.OPCODE_MASK | _COPY_FLAGS)) | rcode
+    out_flags = wire.FLAG_QR | (flags & wire.OPCODE_MASK) | rcode
+    # RD and CD are defined for opcode QUERY only (RFC 1035 4.1.1, RFC 6895 2): a reply to any
+    # other opcode leaves them clear, as ISC's genreport checks (opcodeflg).
+    if not flags & wire.OPCODE_MASK:
+        out_flags |= flags & _COPY_FLAGS
     return wire.header(qid, out_flags, 0, 0, 0, 0)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import dns.name
 
+from dnsdisc.errors import MalformedQueryError
+
 # Record types and classes used here (RFC 1035, 2782, 3596, 6891).
 A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, OPT, ANY = 1, 2, 5, 6, 12, 15, 16, 28, 33, 41, 255
 CLASS_IN = 1
@@ -48,7 +50,7 @@ class ShortPacketError(Exception):
     """Not even a DNS header: the packet is dropped without a reply."""
 
 
-class FormatError(Exception):
+class FormatError(MalformedQueryError):
     """The header is readable but the rest is not a well-formed query: answer FORMERR."""
 
 

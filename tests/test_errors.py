@@ -1,0 +1,78 @@
+"""Errors map to an HTTP status and a DNS rcode by class hierarchy, in one place."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import dns.rcode
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from dnsdisc.errors import (
+    ConfigError,
+    ConflictError,
+    DnsdiscError,
+    MalformedQueryError,
+    NotFoundError,
+    StoreError,
+    StoreUnavailableError,
+    ValidationError,
+    http_status_of,
+    rcode_of,
+)
+from dnsdisc.http_api import Api, ServerState
+from dnsdisc.registry.etcd import EtcdRequestError
+from dnsdisc.registry.registry import Registry
+from dnsdisc.registry.store import MemoryStore, Op
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (ValidationError("port", "bad"), 400),
+        (NotFoundError("no such service"), 404),
+        (ConflictError("static"), 409),
+        (StoreError("disk full"), 503),
+        (StoreUnavailableError("etcd unreachable"), 503),
+        # A subclass declared elsewhere maps by its ancestry (it was a 400 by exact type).
+        (EtcdRequestError("etcdserver: permission denied"), 503),
+        (ConfigError("f.yaml", "domain", "bad"), 400),
+        (DnsdiscError("unclassified"), 500),
+        (RuntimeError("not ours"), 500),
+    ],
+)
+def test_http_status_follows_the_class_hierarchy(exc: BaseException, status: int) -> None:
+    assert http_status_of(exc) == status
+
+
+def test_rcode_follows_the_class_hierarchy() -> None:
+    from dnsdisc.dns.wire import FormatError
+
+    assert rcode_of(FormatError("trailing garbage")) == dns.rcode.FORMERR
+    assert rcode_of(MalformedQueryError("x")) == dns.rcode.FORMERR
+    assert rcode_of(StoreError("x")) == dns.rcode.SERVFAIL
+    assert rcode_of(KeyError("x")) == dns.rcode.SERVFAIL
+
+
+class _RefusingStore(MemoryStore):
+    """A store whose every write is refused the way etcd refuses one (a StoreError subclass)."""
+
+    async def commit(self, ops: Sequence[Op]) -> None:
+        raise EtcdRequestError("etcdserver: permission denied")
+
+
+def test_a_refused_write_is_503_with_a_json_error_and_changes_nothing() -> None:
+    async def main() -> None:
+        registry = Registry(_RefusingStore())
+        api = Api(registry, ServerState(store_open=True, listeners_up=True))
+        async with TestClient(TestServer(api.app())) as client:
+            resp = await client.put(
+                "/v1/services/web/instances/web-1", json={"address": "10.0.0.1", "port": 80}
+            )
+            assert resp.status == 503
+            body = await resp.json()
+            assert "permission denied" in body["error"]
+            assert registry.get("web") is None
+
+    asyncio.run(main())
