@@ -17,19 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dnsdisc import __version__, logs
-from dnsdisc.config import (
-    DEFAULT_DNS,
-    DEFAULT_DOMAIN,
-    DEFAULT_ETCD,
-    DEFAULT_HTTP,
-    EVENT_LOOPS,
-    LOG_FORMATS,
-    LOG_LEVELS,
-    STORAGES,
-    Config,
-    build,
-)
+from dnsdisc.config.load import EVENT_LOOPS, LOG_FORMATS, LOG_LEVELS, STORAGES, Config, build
 from dnsdisc.errors import ConfigError, StoreError
+from dnsdisc.netaddr import DEFAULT_DNS, DEFAULT_DOMAIN, DEFAULT_ETCD, DEFAULT_HTTP
 
 if TYPE_CHECKING:
     from dnsdisc.client import Client
@@ -119,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dnsdisc: config error: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.log_level, config.log_format)
-    from dnsdisc import app  # imported late: aiohttp and the loop are not needed for --help
+    from dnsdisc.server import app  # imported late: aiohttp and the loop are not needed for --help
 
     try:
         app.run(config, load)

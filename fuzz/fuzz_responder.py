@@ -34,13 +34,13 @@ sys.path.insert(0, str(ROOT))
 
 # dnsdisc is imported under instrumentation so libFuzzer sees its branch coverage.
 with atheris.instrument_imports(include=["dnsdisc"]):
-    from dnsdisc import zones
-    from dnsdisc.app import attach, build_index
-    from dnsdisc.config import Config
-    from dnsdisc.dns.answer import FORWARD, Responder
-    from dnsdisc.health import HealthMonitor
+    from dnsdisc.config import zones
+    from dnsdisc.config.load import Config
+    from dnsdisc.dnsserver.answer import FORWARD, Responder
+    from dnsdisc.health.monitor import HealthMonitor
     from dnsdisc.registry.model import Instance, ServiceSettings
     from dnsdisc.registry.registry import Registry
+    from dnsdisc.server.app import attach, build_index
 
 DOMAIN = "svc.internal."
 UDP_LEGACY = 512

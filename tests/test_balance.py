@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from dnsdisc.balance import (
+from dnsdisc.policies.balance import (
     POLICIES,
     latency,
     least_loaded,

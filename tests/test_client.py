@@ -34,6 +34,7 @@ from dnsdisc.client import (
     resolve,
     split_hostport,
 )
+from dnsdisc.client import rest as client_impl
 from helpers import free_port
 from stats import assert_shares
 
@@ -191,7 +192,7 @@ def test_client_commands_stay_light() -> None:
         "from dnsdisc.cli import main\n"
         f"assert main(['services', '--http', '127.0.0.1:{closed}']) == 1\n"
         "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('aiohttp', 'asyncio', 'dns', 'uvloop') or m in ('dnsdisc.app', 'dnsdisc.http_api'))))\n"
+        "('aiohttp', 'asyncio', 'dns', 'uvloop') or m in ('dnsdisc.server.app', 'dnsdisc.api.http'))))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
@@ -308,7 +309,7 @@ def test_requests_carry_json_and_the_token(http_peer: tuple[type[Recorder], int]
     assert seen["headers"]["Content-Type"] == "application/json"
     assert json.loads(seen["body"]) == {"address": "10.0.0.1", "port": 80, "tags": ["a"]}
     # A name that is not a label reaches the server as one path segment, for it to refuse.
-    c.request("GET", client._path("../x", "a/b"))
+    c.request("GET", client_impl._path("../x", "a/b"))
     assert handler.seen[-1]["path"] == "/v1/services/..%2Fx/instances/a%2Fb"
     Client(f"127.0.0.1:{port}").heartbeat("web", "w")
     assert "Authorization" not in handler.seen[-1]["headers"]
@@ -638,7 +639,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> FakeDns:
             ("c.web.svc.internal.", "AAAA"): addr("c.web.svc.internal.", "AAAA", "2001:db8::3"),
         }
     )
-    monkeypatch.setattr(client, "_ask", fake)
+    monkeypatch.setattr(client_impl, "_ask", fake)
     return fake
 
 
@@ -679,7 +680,7 @@ def test_resolve_other_domain_and_proto(monkeypatch: pytest.MonkeyPatch) -> None
     fake.replies[("ns.example.org.", "A")].answer.append(
         dns.rrset.from_text("ns.example.org.", 5, "IN", "A", "192.0.2.53")
     )
-    monkeypatch.setattr(client, "_ask", fake)
+    monkeypatch.setattr(client_impl, "_ask", fake)
     assert resolve("dns", "10.0.0.53", domain="example.org.", proto="udp") == [("192.0.2.53", 53)]
     assert fake.asked[0] == (qname, "SRV", "10.0.0.53", 53)
 
@@ -687,18 +688,18 @@ def test_resolve_other_domain_and_proto(monkeypatch: pytest.MonkeyPatch) -> None
 def test_resolve_nxdomain_and_nodata_are_empty(monkeypatch: pytest.MonkeyPatch) -> None:
     nx = dns.message.make_response(dns.message.make_query(QNAME, "SRV"))
     nx.set_rcode(dns.rcode.NXDOMAIN)
-    monkeypatch.setattr(client, "_ask", FakeDns({(QNAME, "SRV"): nx}))
+    monkeypatch.setattr(client_impl, "_ask", FakeDns({(QNAME, "SRV"): nx}))
     assert resolve("web") == []
     with pytest.raises(ResolveError, match="no instance of 'web' to pick"):
         pick("web")
-    monkeypatch.setattr(client, "_ask", FakeDns({}))
+    monkeypatch.setattr(client_impl, "_ask", FakeDns({}))
     assert resolve("web") == []
 
 
 def test_resolve_error_rcodes_raise(monkeypatch: pytest.MonkeyPatch) -> None:
     refused = dns.message.make_response(dns.message.make_query(QNAME, "SRV"))
     refused.set_rcode(dns.rcode.REFUSED)
-    monkeypatch.setattr(client, "_ask", FakeDns({(QNAME, "SRV"): refused}))
+    monkeypatch.setattr(client_impl, "_ask", FakeDns({(QNAME, "SRV"): refused}))
     with pytest.raises(ResolveError, match="REFUSED"):
         resolve("web")
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dnsdisc.config import Config, HostPort, build, from_mapping, load_file, parse_hostport
+from dnsdisc.config.load import Config, build, from_mapping, load_file
 from dnsdisc.errors import ConfigError
+from dnsdisc.netaddr import HostPort, parse_hostport
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "dnsdisc.yaml"
@@ -215,7 +216,7 @@ def test_json_logs_are_one_object_per_line() -> None:
 
 
 def test_auto_workers_respects_a_container_cpu_quota() -> None:
-    from dnsdisc.config import auto_workers, cgroup_cpus
+    from dnsdisc.config.load import auto_workers, cgroup_cpus
 
     assert cgroup_cpus("max 100000\n") is None
     assert cgroup_cpus("200000 100000\n") == 2

@@ -9,6 +9,7 @@ import dns.rcode
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from dnsdisc.api.http import Api, ServerState
 from dnsdisc.errors import (
     ConfigError,
     ConflictError,
@@ -21,10 +22,9 @@ from dnsdisc.errors import (
     http_status_of,
     rcode_of,
 )
-from dnsdisc.http_api import Api, ServerState
-from dnsdisc.registry.etcd import EtcdRequestError
 from dnsdisc.registry.registry import Registry
-from dnsdisc.registry.store import MemoryStore, Op
+from dnsdisc.store.base import MemoryStore, Op
+from dnsdisc.store.etcd import EtcdRequestError
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_http_status_follows_the_class_hierarchy(exc: BaseException, status: int
 
 
 def test_rcode_follows_the_class_hierarchy() -> None:
-    from dnsdisc.dns.wire import FormatError
+    from dnsdisc.dnsserver.wire import FormatError
 
     assert rcode_of(FormatError("trailing garbage")) == dns.rcode.FORMERR
     assert rcode_of(MalformedQueryError("x")) == dns.rcode.FORMERR

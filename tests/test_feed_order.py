@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from dnsdisc import feed
-from dnsdisc import workers as workers_module
-from dnsdisc.config import Config
-from dnsdisc.dns.index import AnswerIndex, IndexSettings
+from dnsdisc.config.load import Config
+from dnsdisc.dnsserver.index import AnswerIndex, IndexSettings
 from dnsdisc.registry.model import ServiceSettings
-from dnsdisc.workers import Worker, WorkerPool
+from dnsdisc.workers import feed
+from dnsdisc.workers import pool as workers_module
+from dnsdisc.workers.pool import Worker, WorkerPool
 
 
 class Recorder:
@@ -56,7 +56,7 @@ def fake_worker(number: int, fence: bool = False) -> tuple[Worker, Recorder]:
 
 def make_pool() -> WorkerPool:
     index = AnswerIndex(IndexSettings(domain=b"\x03svc\x08internal\x00"))
-    return WorkerPool(Config(), 2, index, lambda: [], "asyncio")
+    return WorkerPool(Config().dns_settings(), 2, index, lambda: [], "asyncio")
 
 
 def follow_nothing(pool: WorkerPool) -> None:

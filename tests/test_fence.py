@@ -17,13 +17,15 @@ import dns.rcode
 import pytest
 from test_responder import texts
 
-from dnsdisc import feed, zones
-from dnsdisc.app import build_index
-from dnsdisc.config import Config, HostPort
-from dnsdisc.dns.face import DnsFace
-from dnsdisc.dns.index import IN
+from dnsdisc.config import zones
+from dnsdisc.config.load import Config
+from dnsdisc.dnsserver.face import DnsFace
+from dnsdisc.dnsserver.index import IN
+from dnsdisc.netaddr import HostPort
 from dnsdisc.registry.model import Instance, ServiceSettings
-from dnsdisc.worker import Follower, Replica
+from dnsdisc.server.app import build_index
+from dnsdisc.workers import feed
+from dnsdisc.workers.replica import Follower, Replica
 
 NAME = "web.svc.internal."
 
@@ -60,7 +62,7 @@ class Worker:
     def __init__(self, udp_batch: bool) -> None:
         config = Config(dns_listen=(HostPort("127.0.0.1", 0),), udp_batch=udp_batch)
         index = build_index(config, zones.ZoneData())
-        self.face = DnsFace.create(config, index)
+        self.face = DnsFace.create(config.dns_settings(), index)
         self.main_sock, theirs = socket.socketpair()
         main_fence = feed.Fence.create()
         assert main_fence is not None, "memfd_create is available on Linux"

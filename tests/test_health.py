@@ -5,21 +5,13 @@ from __future__ import annotations
 
 from collections import deque
 
-from dnsdisc.config import HealthConfig
-from dnsdisc.health import handout
-from dnsdisc.registry.model import (
-    CRITICAL,
-    FALLBACK,
-    IN,
-    OUT,
-    PASSING,
-    WARNING,
-    Instance,
-    ServiceSettings,
-)
+from dnsdisc.health.monitor import handout
+from dnsdisc.health.settings import HealthSettings
+from dnsdisc.policies.roles import FALLBACK, IN, OUT
+from dnsdisc.registry.model import CRITICAL, PASSING, WARNING, Instance, ServiceSettings
 from dnsdisc.registry.registry import InstanceState, Service
 
-CFG = HealthConfig(warning_weight=0.25, flap_window=60, flap_threshold=4, flap_stable=30)
+CFG = HealthSettings(warning_weight=0.25, flap_window=60, flap_threshold=4, flap_stable=30)
 
 
 def state(iid: str, status: str = PASSING, weight: int = 100, priority: int = 0) -> InstanceState:
@@ -63,7 +55,7 @@ def test_flapping_instance_is_held_out_until_stable() -> None:
     assert {m.instance.id: m.role for m in members} == {"f": OUT, "ok": IN}  # naive: IN
     assert wake == 990.0 + 30
     assert roles(svc, now=1020.0)["f"][0] == IN  # stable for 30 s: released
-    held_in = HealthConfig(flap_threshold=4, flap_stable=30, flap_hold="in")
+    held_in = HealthSettings(flap_threshold=4, flap_stable=30, flap_hold="in")
     st.status = CRITICAL
     assert {m.instance.id: m.role for m in handout(svc, 1000.0, held_in)[0]}["f"] == IN
 

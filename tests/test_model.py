@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from dnsdisc.errors import ValidationError
-from dnsdisc.registry.model import CheckSpec, Instance, ServiceSettings, ip_address, label
+from dnsdisc.registry.model import CheckSpec, Instance, ServiceSettings
+from dnsdisc.values import ip_address, label
 
 
 @pytest.mark.parametrize("good", ["a", "web", "web-1", "0", "a" * 63, "WEB"])

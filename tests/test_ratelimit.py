@@ -6,7 +6,7 @@ import dns.flags
 import dns.message
 import dns.rcode
 
-from dnsdisc.dns.ratelimit import ALLOW, DROP, SLIP, RateLimiter, truncated
+from dnsdisc.dnsserver.ratelimit import ALLOW, DROP, SLIP, RateLimiter, truncated
 
 
 class Clock:

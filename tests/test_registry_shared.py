@@ -9,7 +9,7 @@ from typing import Any
 
 from dnsdisc.registry.model import CRITICAL, PASSING, Instance, ServiceSettings
 from dnsdisc.registry.registry import Registry
-from dnsdisc.registry.store import ChangeSink, Op, Snapshot
+from dnsdisc.store.base import ChangeSink, Op, Snapshot
 
 
 class FakeShared:

@@ -20,15 +20,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnsdisc import zones
-from dnsdisc.app import attach, build_index
-from dnsdisc.config import Config
-from dnsdisc.dns import wire
-from dnsdisc.dns.answer import Responder
-from dnsdisc.dns.index import POOL, REUSE
-from dnsdisc.health import HealthMonitor
+from dnsdisc.config import zones
+from dnsdisc.config.load import Config
+from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.answer import Responder
+from dnsdisc.dnsserver.index import POOL, REUSE
+from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.registry.model import Instance, ServiceSettings
 from dnsdisc.registry.registry import Registry
+from dnsdisc.server.app import attach, build_index
 from stats import assert_shares, chi_square
 
 ROOT = Path(__file__).resolve().parent.parent

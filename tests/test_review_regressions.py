@@ -14,14 +14,14 @@ from test_balance import C
 from test_ratelimit import Clock, reply
 from test_responder import World, texts
 
-from dnsdisc import zones
-from dnsdisc.balance import latency, weighted
-from dnsdisc.config import from_mapping
-from dnsdisc.dns.ratelimit import ALLOW, RateLimiter
+from dnsdisc.config import zones
+from dnsdisc.config.load import from_mapping
+from dnsdisc.dnsserver.ratelimit import ALLOW, RateLimiter
 from dnsdisc.errors import ConfigError, ConflictError, StoreError, ValidationError
+from dnsdisc.policies.balance import latency, weighted
 from dnsdisc.registry.model import HeartbeatReport, Instance, ServiceSettings
 from dnsdisc.registry.registry import Registry
-from dnsdisc.registry.store import Snapshot
+from dnsdisc.store.base import Snapshot
 
 
 def test_small_weights_do_not_underflow_into_ties() -> None:

@@ -11,7 +11,7 @@ import pytest
 from dnsdisc.errors import ConflictError, NotFoundError
 from dnsdisc.registry.model import HeartbeatReport, Instance, ServiceSettings
 from dnsdisc.registry.registry import Registry
-from dnsdisc.registry.sqlite import SqliteStore
+from dnsdisc.store.sqlite import SqliteStore
 
 
 def inst(iid: str, **kw: object) -> Instance:

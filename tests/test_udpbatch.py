@@ -23,9 +23,9 @@ import dns.rdatatype
 import pytest
 from test_responder import World, texts
 
-from dnsdisc.dns import udpbatch
-from dnsdisc.dns.answer import Responder
-from dnsdisc.dns.transport import UDPProtocol
+from dnsdisc.dnsserver import udpbatch
+from dnsdisc.dnsserver.answer import Responder
+from dnsdisc.dnsserver.transport import UDPProtocol
 
 # CI runs on 64-bit Linux, where batching must work: there these tests run (and fail) anyway.
 pytestmark = pytest.mark.skipif(

@@ -11,7 +11,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from dnsdisc.dns import wire
+from dnsdisc.dnsserver import wire
 
 
 def make(name: str = "web.svc.internal.", rdtype: str = "A", **kw: object) -> bytes:

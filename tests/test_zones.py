@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dnsdisc import zones
-from dnsdisc.dns import wire
+from dnsdisc.config import zones
+from dnsdisc.dnsserver import wire
 from dnsdisc.errors import ConfigError
 from dnsdisc.registry.model import ServiceSettings
 

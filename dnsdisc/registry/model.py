@@ -7,24 +7,20 @@ purpose: ``"80"``, ``true`` and ``NaN`` are not ports.
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import re
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dnsdisc.balance import DEFAULT_POLICY, POLICIES
 from dnsdisc.errors import ValidationError
-
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+from dnsdisc.policies.balance import DEFAULT_POLICY, POLICIES
+from dnsdisc.values import MAX_SECONDS, as_float, bounded_int, ip_address, is_int, label, seconds
 
 MAX_TAGS = 32
 MAX_META = 64
 # A TXT character-string holds at most 255 bytes; each `key=value` pair must fit one.
 MAX_META_PAIR = 255
-MAX_LEASE = 86400.0
+MAX_LEASE = MAX_SECONDS
 MAX_DNS_TTL = 86400
 
 HEARTBEAT_FIELDS = ("status", "load", "latency_ms")
@@ -53,58 +49,6 @@ CHECK_FIELDS = ("type", "path", "port", "interval", "timeout", "rise", "fall", "
 # Health states. maintenance is set over HTTP, the others by leases, checks and heartbeats.
 PASSING, WARNING, CRITICAL, MAINTENANCE = "passing", "warning", "critical", "maintenance"
 REPORTABLE = (PASSING, WARNING, CRITICAL)
-# An instance's role in its service's answers, as health decides it: left out, handed out, or
-# handed out only behind the healthy ones (a service failing open).
-OUT, IN, FALLBACK = 0, 1, 2
-
-
-def is_int(value: object) -> bool:
-    # bool is a subclass of int in Python, but `true` is not a port.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def label(value: object, fld: str) -> str:
-    """A DNS label as dnsdisc accepts it for names it owns: 1-63 of a-z, 0-9 and '-', not starting
-    or ending with '-'. Case-insensitive; returned lower-case."""
-    if not isinstance(value, str):
-        raise ValidationError(fld, f"{fld} must be a string (a DNS label)")
-    # ASCII first: str.lower() maps some non-ASCII letters (the Kelvin sign) onto ASCII ones.
-    low = value.lower() if value.isascii() else ""
-    if not _LABEL.fullmatch(low):
-        raise ValidationError(
-            fld,
-            f"{fld} {value!r} is not a DNS label: 1-63 characters of a-z, 0-9 and '-', "
-            "not starting or ending with '-'",
-        )
-    return low
-
-
-def bounded_int(value: object, fld: str, lo: int, hi: int) -> int:
-    if not is_int(value):
-        raise ValidationError(fld, f"{fld} must be an integer from {lo} to {hi}")
-    assert isinstance(value, int)
-    if not lo <= value <= hi:
-        raise ValidationError(fld, f"{fld} must be from {lo} to {hi}, got {value}")
-    return value
-
-
-def ip_address(value: object, fld: str = "address") -> str:
-    if not isinstance(value, str):
-        raise ValidationError(fld, f"{fld} must be a string holding an IPv4 or IPv6 address")
-    if "%" in value:
-        raise ValidationError(fld, f"{fld} {value!r}: scoped IPv6 addresses are not supported")
-    if ":" not in value:
-        # Fast path for IPv4 (every stored instance is checked again at start-up): inet_pton
-        # takes only the strict dotted quad, which ipaddress also takes and writes the same way.
-        try:
-            return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, value))
-        except (OSError, ValueError):
-            pass  # ipaddress decides, and words the error
-    try:
-        addr = ipaddress.ip_address(value)
-    except ValueError:
-        raise ValidationError(fld, f"{fld} {value!r} is not an IPv4 or IPv6 address") from None
-    return str(addr)
 
 
 def meta_map(value: object, fld: str = "meta") -> tuple[tuple[str, str], ...]:
@@ -128,24 +72,6 @@ def meta_map(value: object, fld: str = "meta") -> tuple[tuple[str, str], ...]:
             )
         pairs.append((key, val))
     return tuple(sorted(pairs))
-
-
-def seconds(value: object, fld: str, lo: float = 0.0, hi: float = MAX_LEASE) -> float:
-    """A duration in seconds: a finite number, more than ``lo`` and at most ``hi``."""
-    if not (is_int(value) or isinstance(value, float)):
-        raise ValidationError(fld, f"{fld} must be a number of seconds")
-    number = _as_float(value, fld)
-    if not math.isfinite(number) or not lo < number <= hi:
-        raise ValidationError(fld, f"{fld} must be more than {lo:g} and at most {hi:g} seconds")
-    return number
-
-
-def _as_float(value: object, fld: str) -> float:
-    assert isinstance(value, (int, float))  # callers checked the type
-    try:
-        return float(value)
-    except OverflowError:  # a 400-digit integer is valid JSON, but no float
-        raise ValidationError(fld, f"{fld} is out of range") from None
 
 
 def _lease(value: object, fld: str) -> float | None:
@@ -229,7 +155,7 @@ def _non_negative(value: object, fld: str) -> float | None:
         return None
     if not (is_int(value) or isinstance(value, float)):
         raise ValidationError(fld, f"{fld} must be a non-negative number")
-    number = _as_float(value, fld)
+    number = as_float(value, fld)
     if not math.isfinite(number) or number < 0:
         raise ValidationError(fld, f"{fld} must be a non-negative number")
     return number

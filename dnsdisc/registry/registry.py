@@ -31,7 +31,7 @@ from dnsdisc.registry.model import (
     Instance,
     ServiceSettings,
 )
-from dnsdisc.registry.store import MemoryStore, Op, SharedStore, Snapshot, Store
+from dnsdisc.store.base import MemoryStore, Op, SharedStore, Snapshot, Store
 
 Listener = Callable[[str], None]
 # (service, instance id, old effective status, new effective status)

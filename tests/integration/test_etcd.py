@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dnsdisc.config import from_mapping
+from dnsdisc.config.load import from_mapping
 from etcdcluster import EtcdCluster, etcd_post
 from helpers import (
     DnsdiscProcess,

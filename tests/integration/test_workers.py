@@ -18,7 +18,7 @@ import dns.message
 import dns.rdatatype
 import pytest
 
-from dnsdisc.dns.face import SO_RCVBUFFORCE
+from dnsdisc.dnsserver.face import SO_RCVBUFFORCE
 from helpers import DnsdiscProcess, require_tool, running, wait_until
 
 SPREAD = 16  # source ports per check: all on one worker of two has odds of 2**-15

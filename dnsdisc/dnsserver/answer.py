@@ -16,8 +16,8 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from time import perf_counter
 
-from dnsdisc.dns import wire
-from dnsdisc.dns.index import (
+from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.index import (
     MAX_CACHED_REPLIES,
     AnswerIndex,
     Item,
@@ -25,7 +25,7 @@ from dnsdisc.dns.index import (
     RRSet,
     cached_orders,
 )
-from dnsdisc.dns.stats import LATENCY_BUCKETS, QueryStats
+from dnsdisc.dnsserver.stats import LATENCY_BUCKETS, QueryStats
 from dnsdisc.errors import rcode_of
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""A DNS worker process: ``python -m dnsdisc.worker FEED_FD FENCE_FD asyncio|uvloop``.
+"""A DNS worker process: ``python -m dnsdisc.workers.replica FEED_FD FENCE_FD asyncio|uvloop``.
 
 It answers DNS on the shared port (SO_REUSEPORT) from its own answer index, which it keeps
 current from the change feed on the socket FEED_FD and the fence in the memfd FENCE_FD ("-": none;
@@ -18,24 +18,25 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from dnsdisc import feed, heap, logs
-from dnsdisc.config import Config
-from dnsdisc.dns.face import DnsFace
-from dnsdisc.dns.index import AnswerIndex
+from dnsdisc import heap, logs
+from dnsdisc.dnsserver.face import DnsFace
+from dnsdisc.dnsserver.index import AnswerIndex
+from dnsdisc.dnsserver.settings import DnsSettings
 from dnsdisc.registry.model import Instance, ServiceSettings
+from dnsdisc.workers import feed
 
-log = logging.getLogger("dnsdisc.worker")
+log = logging.getLogger("dnsdisc.workers.replica")
 
 # What the main process sends per instance: (instance, weight, priority, role, load, latency).
-MemberView = tuple[Instance, int, int, int, float | None, float | None]
+MemberFrame = tuple[Instance, int, int, int, float | None, float | None]
 
 
 class RemoteMember:
-    """An instance as the main process's health view hands it out (the index's ``Live``)."""
+    """An instance as the main process's health view hands it out (a ``MemberView``)."""
 
     __slots__ = ("instance", "latency_ms", "load", "priority", "role", "tally", "weight")
 
-    def __init__(self, view: MemberView, tally: list[int]) -> None:
+    def __init__(self, view: MemberFrame, tally: list[int]) -> None:
         self.instance, self.weight, self.priority, self.role, self.load, self.latency_ms = view
         self.tally = tally
 
@@ -57,7 +58,7 @@ class Replica:
         self.tallies: dict[str, dict[str, list[int]]] = {}
 
     def service(
-        self, name: str, settings: ServiceSettings | None, views: Sequence[MemberView]
+        self, name: str, settings: ServiceSettings | None, views: Sequence[MemberFrame]
     ) -> None:
         old = self.tallies.get(name, {})
         tallies = {v[0].id: old.get(v[0].id) or [0] for v in views}
@@ -202,11 +203,11 @@ async def serve(fd: int, fence_fd: int | None) -> None:
     messages = channel.wait()
     if not messages or messages[0][0] != feed.INIT:
         raise SystemExit("dnsdisc worker: expected the feed to start with INIT")
-    _, seq, config, index_settings, records, processes = messages.pop(0)
-    assert isinstance(config, Config)
-    logs.setup(config.log_level, config.log_format)
+    _, seq, settings, index_settings, records, processes = messages.pop(0)
+    assert isinstance(settings, DnsSettings)
+    logs.setup(settings.log_level, settings.log_format)
     index = AnswerIndex(index_settings, records)
-    face = DnsFace.create(config, index, processes)
+    face = DnsFace.create(settings, index, processes)
     replica = Replica(index)
     replica.collector_was = heap.pause()
     done: asyncio.Future[None] = loop.create_future()
@@ -266,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
         or args[2] not in ("asyncio", "uvloop")
     ):
         raise SystemExit(
-            "usage: python -m dnsdisc.worker FEED_FD FENCE_FD|- asyncio|uvloop (started by dnsdisc)"
+            "usage: python -m dnsdisc.workers.replica FEED_FD FENCE_FD|- asyncio|uvloop "
+            "(started by dnsdisc)"
         )
     fd, fence = int(args[0]), int(args[1]) if args[1] != "-" else None
     if args[2] == "uvloop":

@@ -16,16 +16,17 @@ from typing import Any
 
 import yaml
 
+from dnsdisc.dnsserver.settings import DnsSettings, RateLimit
 from dnsdisc.errors import ConfigError, ValidationError
-from dnsdisc.registry.model import ServiceSettings, bounded_int, ip_address, label, seconds
+from dnsdisc.health.settings import HealthSettings
+from dnsdisc.netaddr import DEFAULT_DOMAIN, HostPort, parse_hostport
+from dnsdisc.registry.model import ServiceSettings
+from dnsdisc.store.settings import EtcdSettings
+from dnsdisc.values import bounded_int, ip_address, label, seconds
 
-DEFAULT_DNS = "127.0.0.1:8053"
-DEFAULT_HTTP = "127.0.0.1:8054"
-DEFAULT_DOMAIN = "svc.internal."
 MAX_DOMAIN_WIRE = 125
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
-DEFAULT_ETCD = "http://127.0.0.1:2379"
 STORAGES = ("sqlite", "memory", "etcd")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 MAX_WORKERS = 64
@@ -60,57 +61,18 @@ def cgroup_cpus(cpu_max: str) -> int | None:
     return max(1, -(-quota // period)) if period > 0 else None
 
 
-@dataclass(frozen=True, slots=True)
-class HostPort:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class HealthConfig:
-    warning_weight: float = 0.25  # weight factor for instances in warning
-    flap_window: float = 60.0  # seconds in which status changes are counted
-    flap_threshold: int = 4  # that many changes in the window make an instance flapping
-    flap_stable: float = 30.0  # a flapping instance is released after this long without change
-    flap_hold: str = "out"  # a flapping instance is held out of the answers, or "in" them
-    tick: float = 0.1  # how often leases, deregistration and timed changes are looked at
-
-
-@dataclass(frozen=True, slots=True)
-class EtcdConfig:
-    """Where the shared registry lives when ``storage: etcd`` (see docs/etcd.md)."""
-
-    endpoints: tuple[str, ...] = (DEFAULT_ETCD,)
-    prefix: str = "/dnsdisc"
-    # Bounds every etcd request a write waits on: past it the write is a 503, not a hang.
-    timeout: float = 2.0
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    username: str | None = None
-    password: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    responses_per_second: int
-    slip: int = 2
-    ipv4_prefix: int = 24
-    ipv6_prefix: int = 56
+_HTTP_LISTEN = HostPort("127.0.0.1", 8054)
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     domain: str = DEFAULT_DOMAIN
     dns_listen: tuple[HostPort, ...] = (HostPort("127.0.0.1", 8053),)
-    http_listen: HostPort = HostPort("127.0.0.1", 8054)
+    http_listen: HostPort = _HTTP_LISTEN
     token: str | None = None
     storage: str = "sqlite"
     data_dir: Path = Path("dnsdisc-data")
-    etcd: EtcdConfig = field(default_factory=EtcdConfig)
+    etcd: EtcdSettings = field(default_factory=EtcdSettings)
     zones_dir: Path = Path("zones")
     zones_dir_required: bool = False
     log_level: str = "info"
@@ -134,10 +96,26 @@ class Config:
     recursors: tuple[HostPort, ...] = ()
     recursor_timeout: float = 2.0
     rate_limit: RateLimit | None = None
-    health: HealthConfig = field(default_factory=HealthConfig)
+    health: HealthSettings = field(default_factory=HealthSettings)
     defaults: ServiceSettings = field(default_factory=lambda: ServiceSettings("default"))
     services: Mapping[str, ServiceSettings] = field(default_factory=dict)
     source: str = ""
+
+    def dns_settings(self) -> DnsSettings:
+        """What the DNS face needs of this config, and all that a worker process is sent."""
+        return DnsSettings(
+            listen=self.dns_listen,
+            tcp_idle_timeout=self.tcp_idle_timeout,
+            tcp_max_connections=self.tcp_max_connections,
+            udp_batch=self.udp_batch,
+            udp_receive_buffer=self.udp_receive_buffer,
+            recursors=self.recursors,
+            recursor_timeout=self.recursor_timeout,
+            rate_limit=self.rate_limit,
+            query_log=self.query_log,
+            log_level=self.log_level,
+            log_format=self.log_format,
+        )
 
     def nameserver_addresses(self) -> tuple[str, ...]:
         """NS glue: configured, else the specific DNS listen addresses, else loopback."""
@@ -152,32 +130,6 @@ class Config:
             if not ip.is_unspecified:
                 found.append(str(ip))
         return tuple(dict.fromkeys(found)) or ("127.0.0.1",)
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def parse_hostport(text: object, source: str, key: str) -> HostPort:
-    expected = "HOST:PORT, e.g. 127.0.0.1:8053 or [::1]:8053, with a port from 1 to 65535"
-    if not isinstance(text, str):
-        raise ConfigError(source, key, f"expected {expected}")
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(source, key, f"expected {expected}, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ConfigError(source, key, f"IPv6 hosts need brackets: [{host}]:{port}")
-    if not 1 <= int(port) <= 65535:
-        raise ConfigError(source, key, f"expected {expected}, got port {port}")
-    return HostPort(host, int(port))
 
 
 def normalize_domain(text: object, source: str, key: str) -> str:
@@ -274,8 +226,8 @@ def _settings(
         raise ConfigError(source, f"{key}.{exc.field}", exc.message) from None
 
 
-def _health(data: Mapping[str, Any], source: str) -> HealthConfig:
-    base = HealthConfig()
+def _health(data: Mapping[str, Any], source: str) -> HealthSettings:
+    base = HealthSettings()
     factor = data.get("warning_weight", base.warning_weight)
     if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 0 < factor <= 1:
         raise ConfigError(source, "health.warning_weight", "expected a number above 0, at most 1")
@@ -288,7 +240,7 @@ def _health(data: Mapping[str, Any], source: str) -> HealthConfig:
             durations[key] = seconds(data.get(key, getattr(base, key)), f"health.{key}", 0, 86400)
         except ValidationError as exc:
             raise ConfigError(source, f"health.{key}", exc.message) from None
-    return HealthConfig(
+    return HealthSettings(
         warning_weight=float(factor),
         flap_window=durations["flap_window"],
         flap_threshold=config_int(
@@ -329,8 +281,8 @@ def parse_etcd_prefix(value: object, source: str, key: str) -> str:
 
 
 def _etcd(
-    data: Mapping[str, Any], source: str, base: EtcdConfig, base_dir: Path | None
-) -> EtcdConfig:
+    data: Mapping[str, Any], source: str, base: EtcdSettings, base_dir: Path | None
+) -> EtcdSettings:
     changes: dict[str, Any] = {}
     if "endpoints" in data:
         items = data["endpoints"]

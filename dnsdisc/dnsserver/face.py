@@ -1,6 +1,6 @@
 """One process's DNS face: the UDP and TCP listeners over a responder, with their rate limiter,
 forwarder and counters, opened and drained together. The main process runs one when it answers
-DNS itself; each worker process (``dnsdisc.worker``) runs one on the shared port."""
+DNS itself; each worker process (``dnsdisc.workers.replica``) runs one on the shared port."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dnsdisc.config import Config, HostPort
-from dnsdisc.dns import udpbatch
-from dnsdisc.dns.answer import Responder
-from dnsdisc.dns.forward import Forwarder
-from dnsdisc.dns.index import AnswerIndex
-from dnsdisc.dns.ratelimit import RateLimiter
-from dnsdisc.dns.stats import DnsCounters
-from dnsdisc.dns.transport import TCPProtocol, TCPState, UDPProtocol
+from dnsdisc.dnsserver import udpbatch
+from dnsdisc.dnsserver.answer import Responder
+from dnsdisc.dnsserver.forward import Forwarder
+from dnsdisc.dnsserver.index import AnswerIndex
+from dnsdisc.dnsserver.ratelimit import RateLimiter
+from dnsdisc.dnsserver.settings import DnsSettings
+from dnsdisc.dnsserver.stats import DnsCounters
+from dnsdisc.dnsserver.transport import TCPProtocol, TCPState, UDPProtocol
+from dnsdisc.netaddr import HostPort
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ SO_RCVBUFFORCE: int | None = getattr(
 
 @dataclass
 class DnsFace:
-    config: Config
+    settings: DnsSettings
     responder: Responder
     forwarder: Forwarder | None
     limiter: RateLimiter | None
@@ -50,13 +51,13 @@ class DnsFace:
     catch_up: Callable[[], None] | None = None
 
     @classmethod
-    def create(cls, config: Config, index: AnswerIndex, processes: int = 1) -> DnsFace:
+    def create(cls, settings: DnsSettings, index: AnswerIndex, processes: int = 1) -> DnsFace:
         """``processes``: how many faces share the port. The kernel spreads a client's queries
         over them by source port, so each enforces its share of the rate limit."""
         forwarder = (
-            Forwarder(config.recursors, config.recursor_timeout) if config.recursors else None
+            Forwarder(settings.recursors, settings.recursor_timeout) if settings.recursors else None
         )
-        rrl = config.rate_limit
+        rrl = settings.rate_limit
         limiter = (
             RateLimiter(
                 math.ceil(rrl.responses_per_second / processes),
@@ -68,25 +69,25 @@ class DnsFace:
             else None
         )
         return cls(
-            config,
+            settings,
             Responder(index, forwarding=forwarder is not None),
             forwarder,
             limiter,
-            TCPState(config.tcp_max_connections, config.tcp_idle_timeout, config.query_log),
+            TCPState(settings.tcp_max_connections, settings.tcp_idle_timeout, settings.query_log),
         )
 
     async def listen(self, reuse_port: bool = False) -> None:
         """Bind every DNS listen address, UDP and TCP. With ``reuse_port`` several processes
         bind the same port (SO_REUSEPORT) and the kernel spreads the queries over them."""
         loop = asyncio.get_running_loop()
-        cfg = self.config
+        cfg = self.settings
         responder, forwarder, limiter = self.responder, self.forwarder, self.limiter
         catch_up = self.catch_up
 
         def udp() -> UDPProtocol:
             return UDPProtocol(responder, forwarder, limiter, cfg.query_log, catch_up)
 
-        for hp in cfg.dns_listen:
+        for hp in cfg.listen:
             family = _family(hp)
             if cfg.udp_batch and udpbatch.AVAILABLE:
                 transport: asyncio.BaseTransport = await udpbatch.create_endpoint(

@@ -18,9 +18,12 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from dnsdisc.balance import (
+from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.names import PROTOCOLS, Naming
+from dnsdisc.dnsserver.view import InstanceView, MemberView, ServiceView
+from dnsdisc.policies.balance import (
     LIVE_POLICIES,
     MAX_TABLE_ORDERS,
     POLICIES,
@@ -32,9 +35,7 @@ from dnsdisc.balance import (
     tiers,
     weighted,
 )
-from dnsdisc.dns import wire
-from dnsdisc.dns.names import PROTOCOLS, Naming
-from dnsdisc.registry.model import FALLBACK, IN, Instance, ServiceSettings
+from dnsdisc.policies.roles import FALLBACK, IN
 
 log = logging.getLogger(__name__)
 
@@ -51,35 +52,6 @@ REUSE = 8
 MAX_CACHED_REPLIES = 50000
 
 
-class Live(Protocol):
-    """One instance as the answers should show it: its registration, the weight and priority
-    health leaves it (warning, slow start, fail-open), its role, and its latest reported load
-    and latency. The index keeps these objects, so a heartbeat's new load reaches the policies
-    without a rebuild."""
-
-    @property
-    def instance(self) -> Instance: ...
-
-    @property
-    def weight(self) -> int: ...
-
-    @property
-    def priority(self) -> int: ...
-
-    @property
-    def role(self) -> int: ...
-
-    @property
-    def load(self) -> float | None: ...
-
-    @property
-    def latency_ms(self) -> float | None: ...
-
-    def handed_out(self) -> None:
-        """Called when a balanced address answer lists this instance first."""
-        ...
-
-
 class Item:
     """One record body (no owner) plus what balancing and glue need to know about it."""
 
@@ -93,7 +65,7 @@ class Item:
         target_off: int = -1,
         target: bytes = b"",
         glue: tuple[bytes, ...] = (),
-        live: Live | None = None,
+        live: MemberView | None = None,
     ) -> None:
         self.body = body
         self.weight = weight
@@ -409,7 +381,7 @@ class AnswerIndex:
             self._static.add(name)
 
     def rebuild(
-        self, service: str, settings: ServiceSettings | None, members: Sequence[Live]
+        self, service: str, settings: ServiceView | None, members: Sequence[MemberView]
     ) -> None:
         """Replace every name of ``service``; ``settings`` None means the service is gone."""
         naming = self.naming
@@ -435,7 +407,7 @@ class AnswerIndex:
         self._rebuild_ptrs(service, settings.ttl if settings else 0, instances, hosts)
 
     def _service_nodes(
-        self, settings: ServiceSettings, live: Sequence[Live], hosts: dict[str, bytes]
+        self, settings: ServiceView, live: Sequence[MemberView], hosts: dict[str, bytes]
     ) -> dict[bytes, Node]:
         naming = self.naming
         ttl = settings.ttl
@@ -463,7 +435,7 @@ class AnswerIndex:
             )
 
         def balanced(
-            group: Sequence[Live], with_srv: bool = True, with_addr: bool = True
+            group: Sequence[MemberView], with_srv: bool = True, with_addr: bool = True
         ) -> dict[int, RRSet]:
             # Drained instances (weight 0) are handed out only when no active one is left, so
             # each RRset keeps the active members, or the drained ones if that is all there is.
@@ -527,7 +499,7 @@ class AnswerIndex:
         return nodes
 
     def _rebuild_ptrs(
-        self, service: str, ttl: int, instances: Sequence[Instance], hosts: dict[str, bytes]
+        self, service: str, ttl: int, instances: Sequence[InstanceView], hosts: dict[str, bytes]
     ) -> None:
         wanted: dict[bytes, list[PtrEntry]] = {}
         reverse = self.naming.reverse
@@ -580,7 +552,7 @@ class AnswerIndex:
                 del self.ents[parent]
 
 
-def _eligible(members: Sequence[Live]) -> list[Live]:
+def _eligible(members: Sequence[MemberView]) -> list[MemberView]:
     active = [m for m in members if m.weight > 0]
     return active or list(members)
 

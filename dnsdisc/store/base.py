@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from dnsdisc.config import EtcdConfig
+    from dnsdisc.store.settings import EtcdSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,17 +94,17 @@ class MemoryStore:
         return None
 
 
-def open_store(kind: str, data_dir: Path, etcd: EtcdConfig | None = None) -> Store:
+def open_store(kind: str, data_dir: Path, etcd: EtcdSettings | None = None) -> Store:
     if kind == "memory":
         return MemoryStore()
     if kind == "sqlite":
-        from dnsdisc.registry.sqlite import SqliteStore
+        from dnsdisc.store.sqlite import SqliteStore
 
         return SqliteStore(data_dir / "registry.sqlite3")
     if kind == "etcd":
         # Imported only here: nodes on SQLite never load the etcd client code.
-        from dnsdisc.config import EtcdConfig
-        from dnsdisc.registry.etcd import EtcdStore
+        from dnsdisc.store.etcd import EtcdStore
+        from dnsdisc.store.settings import EtcdSettings
 
-        return EtcdStore(etcd or EtcdConfig())
+        return EtcdStore(etcd or EtcdSettings())
     raise ValueError(f"unknown storage {kind!r}")

@@ -16,20 +16,23 @@ from typing import Protocol
 
 from aiohttp import web
 
-from dnsdisc import heap, zones
-from dnsdisc.config import Config, is_loopback
-from dnsdisc.dns import wire
-from dnsdisc.dns.face import DnsFace
-from dnsdisc.dns.index import AnswerIndex, IndexSettings, Live
-from dnsdisc.dns.stats import DnsCounters
+from dnsdisc import heap
+from dnsdisc.api.http import Api, ServerState
+from dnsdisc.config import zones
+from dnsdisc.config.load import Config
+from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.face import DnsFace
+from dnsdisc.dnsserver.index import AnswerIndex, IndexSettings
+from dnsdisc.dnsserver.stats import DnsCounters
+from dnsdisc.dnsserver.view import MemberView
 from dnsdisc.errors import ConfigError
-from dnsdisc.health import HealthMonitor
-from dnsdisc.http_api import Api, ServerState
-from dnsdisc.metrics import DnsdiscCollector, metrics_registry
+from dnsdisc.health.monitor import HealthMonitor
+from dnsdisc.netaddr import is_loopback
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry
-from dnsdisc.registry.store import open_store
-from dnsdisc.workers import WorkerPool
+from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry
+from dnsdisc.store.base import open_store
+from dnsdisc.workers.pool import WorkerPool
 
 log = logging.getLogger("dnsdisc")
 
@@ -72,7 +75,7 @@ def build_index(config: Config, zone_data: zones.ZoneData) -> AnswerIndex:
 
 class _Sink(Protocol):
     def rebuild(
-        self, service: str, settings: ServiceSettings | None, members: Sequence[Live]
+        self, service: str, settings: ServiceSettings | None, members: Sequence[MemberView]
     ) -> None: ...
 
 
@@ -122,13 +125,17 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     server = Server(config, registry, health, index, loader=loader)
     if config.workers:
         pool = WorkerPool(
-            config, config.workers, index, lambda: _snapshot(server), loop_kind(config.event_loop)
+            config.dns_settings(),
+            config.workers,
+            index,
+            lambda: _snapshot(server),
+            loop_kind(config.event_loop),
         )
         server.pool = server.index = pool
         registry.settle = pool.settle
         registry.on_figures(pool.figures)
     else:
-        server.face = DnsFace.create(config, index)
+        server.face = DnsFace.create(config.dns_settings(), index)
     attach(registry, server, health)
     try:
         if server.pool is not None:
@@ -171,7 +178,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     return server
 
 
-def _snapshot(server: Server) -> list[tuple[str, ServiceSettings, Sequence[Live]]]:
+def _snapshot(server: Server) -> list[tuple[str, ServiceSettings, Sequence[MemberView]]]:
     return [(s.settings.name, s.settings, server.health.view(s)) for s in server.registry]
 
 
@@ -189,7 +196,7 @@ def _join_cluster(server: Server) -> None:
     store = server.registry.store
     if not server.registry.shared:
         return
-    from dnsdisc.registry.etcd import EtcdStore
+    from dnsdisc.store.etcd import EtcdStore
 
     assert isinstance(store, EtcdStore)
     server.state.store_stale = lambda: store.stale

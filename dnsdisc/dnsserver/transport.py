@@ -11,9 +11,9 @@ import struct
 from collections.abc import Callable
 from typing import cast
 
-from dnsdisc.dns import ratelimit, wire
-from dnsdisc.dns.answer import FORWARD, Responder
-from dnsdisc.dns.forward import Forwarder
+from dnsdisc.dnsserver import ratelimit, wire
+from dnsdisc.dnsserver.answer import FORWARD, Responder
+from dnsdisc.dnsserver.forward import Forwarder
 
 log = logging.getLogger(__name__)
 query_log = logging.getLogger("dnsdisc.query")

@@ -19,11 +19,12 @@ import dns.rdataclass
 import dns.rdatatype
 import yaml
 
-from dnsdisc.config import check_keys, config_int
-from dnsdisc.dns import wire
-from dnsdisc.dns.index import StaticRecord
+from dnsdisc.config.load import check_keys, config_int
+from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.index import StaticRecord
 from dnsdisc.errors import ConfigError, ValidationError
-from dnsdisc.registry.model import Instance, ServiceSettings, label
+from dnsdisc.registry.model import Instance, ServiceSettings
+from dnsdisc.values import label
 
 _FILE_KEYS = {"origin", "ttl", "records", "services"}
 _RECORD_KEYS = {"name", "type", "value", "ttl"}

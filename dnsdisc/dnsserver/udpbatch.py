@@ -22,7 +22,7 @@ import socket
 import sys
 from typing import Any
 
-from dnsdisc.dns.transport import UDPProtocol
+from dnsdisc.dnsserver.transport import UDPProtocol
 
 BATCH = 32  # datagrams per system call
 ROUNDS = 4  # batches per wake-up, so that TCP and the change feed wait at most this long

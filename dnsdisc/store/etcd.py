@@ -37,10 +37,10 @@ from typing import Any
 
 import aiohttp
 
-from dnsdisc.config import EtcdConfig
 from dnsdisc.errors import NotFoundError, StoreError, StoreUnavailableError, ValidationError
-from dnsdisc.registry.model import label
-from dnsdisc.registry.store import ChangeSink, Op, Snapshot
+from dnsdisc.store.base import ChangeSink, Op, Snapshot
+from dnsdisc.store.settings import EtcdSettings
+from dnsdisc.values import label
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class EtcdStore:
     name = "etcd"
     shared = True
 
-    def __init__(self, cfg: EtcdConfig, node: str | None = None) -> None:
+    def __init__(self, cfg: EtcdSettings, node: str | None = None) -> None:
         self.cfg = cfg
         self.prefix = cfg.prefix.rstrip("/") + "/"
         self.node = node or f"{socket.gethostname()}:{os.getpid()}"

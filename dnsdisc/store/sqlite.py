@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dnsdisc.errors import StoreError
-from dnsdisc.registry.store import Op, Snapshot
+from dnsdisc.store.base import Op, Snapshot
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (

@@ -13,7 +13,7 @@ import ipaddress
 import time
 from collections.abc import Callable
 
-from dnsdisc.dns import wire
+from dnsdisc.dnsserver import wire
 
 ALLOW, SLIP, DROP = 0, 1, 2
 # Bound on tracked (prefix, response) buckets; past it, idle buckets are forgotten.

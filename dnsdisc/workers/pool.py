@@ -1,8 +1,8 @@
 """The DNS worker processes, seen from the main process.
 
 The main process owns the store, the HTTP API and the health checks; it starts N workers
-(``dnsdisc.worker``) that each bind the DNS port with SO_REUSEPORT and answer from their own
-answer index. ``WorkerPool`` stands where the answer index stands in a single process: the
+(``dnsdisc.workers.replica``) that each bind the DNS port with SO_REUSEPORT and answer from their
+own answer index. ``WorkerPool`` stands where the answer index stands in a single process: the
 registry's listener calls ``rebuild`` and the pool sends that service, as health hands it out,
 to every worker. A write is acknowledged to its client only after ``settle``: every worker has
 applied every change sent so far, or has it in its socket buffer and will apply it before
@@ -24,16 +24,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dnsdisc import feed
-from dnsdisc.config import Config, HostPort
-from dnsdisc.dns.index import AnswerIndex, Live
-from dnsdisc.dns.stats import DnsCounters, Histogram
+from dnsdisc.dnsserver.index import AnswerIndex
+from dnsdisc.dnsserver.settings import DnsSettings
+from dnsdisc.dnsserver.stats import DnsCounters, Histogram
+from dnsdisc.dnsserver.view import MemberView
+from dnsdisc.netaddr import HostPort
 from dnsdisc.registry.model import ServiceSettings
+from dnsdisc.workers import feed
 
-log = logging.getLogger("dnsdisc.workers")
+log = logging.getLogger("dnsdisc.workers.pool")
 
 # (service, settings, members): every service as health hands it out, for a new worker.
-Snapshot = Callable[[], Iterable[tuple[str, ServiceSettings, Sequence[Live]]]]
+Snapshot = Callable[[], Iterable[tuple[str, ServiceSettings, Sequence[MemberView]]]]
 
 # How long a worker may take to confirm a change, to start, or to send its counters.
 CONFIRM_TIMEOUT = 5.0
@@ -50,7 +52,7 @@ RESTART_DELAY = 1.0
 SNAPSHOT_CHUNK = 256
 
 
-def _views(members: Sequence[Live]) -> list[tuple[Any, ...]]:
+def _views(members: Sequence[MemberView]) -> list[tuple[Any, ...]]:
     return [(m.instance, m.weight, m.priority, m.role, m.load, m.latency_ms) for m in members]
 
 
@@ -165,13 +167,14 @@ class Worker:
 class WorkerPool:
     def __init__(
         self,
-        config: Config,
+        settings: DnsSettings,
         count: int,
         index: AnswerIndex,
         snapshot: Snapshot,
         loop_kind: str,
     ) -> None:
-        self.config = config
+        # All of the config a worker gets: no API token, no store credentials.
+        self.settings = settings
         self.count = count
         self.index = index  # zone data and settings a new worker builds its index from
         self.snapshot = snapshot
@@ -187,7 +190,7 @@ class WorkerPool:
         self._restart_tasks: set[asyncio.Task[None]] = set()
         # Services changed in this turn of the event loop, not sent yet (see ``rebuild``), and
         # what ``settle`` waits on until they are.
-        self._dirty: dict[str, tuple[ServiceSettings | None, Sequence[Live]]] = {}
+        self._dirty: dict[str, tuple[ServiceSettings | None, Sequence[MemberView]]] = {}
         self._flushed: asyncio.Future[None] | None = None
         # Set once the workers started with the server have been told to listen: a worker
         # restarted before that (while the store loads) must wait for the same word.
@@ -199,7 +202,7 @@ class WorkerPool:
     async def spawn(self) -> None:
         """Start the workers, before the registry loads: they build their indexes from the
         feed while this process is still reading the store. ``listen`` then binds the port."""
-        await _check_free(self.config.dns_listen)
+        await _check_free(self.settings.listen)
         self._enrol(await asyncio.gather(*(self._spawn(n) for n in range(self.count))))
 
     async def listen(self) -> None:
@@ -256,7 +259,7 @@ class WorkerPool:
             feed.frame(
                 feed.INIT,
                 self.seq,
-                self.config,
+                self.settings,
                 self.index.settings,
                 self.index.static_records,
                 self.count,
@@ -278,7 +281,7 @@ class WorkerPool:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "dnsdisc.worker",
+                "dnsdisc.workers.replica",
                 str(theirs.fileno()),
                 "-" if fence is None else str(fence.fd),
                 self.loop_kind,
@@ -372,7 +375,7 @@ class WorkerPool:
             w.send(data, seq)
 
     def rebuild(
-        self, service: str, settings: ServiceSettings | None, members: Sequence[Live]
+        self, service: str, settings: ServiceSettings | None, members: Sequence[MemberView]
     ) -> None:
         """Like ``AnswerIndex.rebuild``, in every worker. Sent at the end of this turn of the
         event loop, in one message with the other services changed in it; a service changed

@@ -15,7 +15,7 @@ Under the domain D:
 
 from __future__ import annotations
 
-from dnsdisc.dns.wire import labels_to_wire, reverse_pointer
+from dnsdisc.dnsserver.wire import labels_to_wire, reverse_pointer
 
 PROTOCOLS = ("tcp", "udp")
 

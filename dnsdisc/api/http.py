@@ -27,15 +27,9 @@ from dnsdisc.errors import (
     ValidationError,
     http_status_of,
 )
-from dnsdisc.registry.model import (
-    PASSING,
-    WARNING,
-    HeartbeatReport,
-    Instance,
-    ServiceSettings,
-    label,
-)
+from dnsdisc.registry.model import PASSING, WARNING, HeartbeatReport, Instance, ServiceSettings
 from dnsdisc.registry.registry import InstanceState, Registry, Service
+from dnsdisc.values import label
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +38,7 @@ _WRITE_METHODS = {"PUT", "POST", "DELETE", "PATCH"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# The dashboard: the files shipped in dnsdisc/ui/, read once, by name (nothing else is served).
+# The dashboard: the files shipped in dnsdisc/api/ui/, read once, by name (nothing else is served).
 _UI_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -271,7 +265,7 @@ class Api:
         raise web.HTTPFound("/ui/")
 
     async def ui_file(self, request: web.Request) -> web.Response:
-        """The dashboard's static files (dnsdisc/ui/), read-only and open like every GET."""
+        """The dashboard's static files (dnsdisc/api/ui/), read-only and open like every GET."""
         found = UI_FILES.get(request.match_info.get("name") or "index.html")
         if found is None:
             raise web.HTTPNotFound()

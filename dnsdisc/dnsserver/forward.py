@@ -13,8 +13,8 @@ import logging
 import struct
 from collections.abc import Callable, Sequence
 
-from dnsdisc.config import HostPort
-from dnsdisc.dns import wire
+from dnsdisc.dnsserver import wire
+from dnsdisc.netaddr import HostPort
 
 log = logging.getLogger(__name__)
 

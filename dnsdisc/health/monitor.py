@@ -27,18 +27,9 @@ from collections.abc import Iterable
 
 import aiohttp
 
-from dnsdisc.config import HealthConfig
-from dnsdisc.registry.model import (
-    CRITICAL,
-    FALLBACK,
-    IN,
-    MAINTENANCE,
-    OUT,
-    PASSING,
-    WARNING,
-    CheckSpec,
-    Instance,
-)
+from dnsdisc.health.settings import HealthSettings
+from dnsdisc.policies.roles import FALLBACK, IN, OUT
+from dnsdisc.registry.model import CRITICAL, MAINTENANCE, PASSING, WARNING, CheckSpec, Instance
 from dnsdisc.registry.registry import InstanceState, Registry, Service
 
 log = logging.getLogger(__name__)
@@ -49,7 +40,7 @@ _RAMP_STEPS = 20
 
 
 class Member:
-    """One instance as the answers show it (the index's ``Live``)."""
+    """One instance as the answers show it (a ``dnsserver.view.MemberView``)."""
 
     __slots__ = ("instance", "priority", "role", "state", "weight")
 
@@ -72,7 +63,7 @@ class Member:
         self.state.answers += 1
 
 
-def is_flapping(state: InstanceState, now: float, cfg: HealthConfig) -> bool:
+def is_flapping(state: InstanceState, now: float, cfg: HealthSettings) -> bool:
     changes = state.changes
     if not changes or now - changes[-1] >= cfg.flap_stable:
         return False
@@ -80,7 +71,7 @@ def is_flapping(state: InstanceState, now: float, cfg: HealthConfig) -> bool:
     return recent >= cfg.flap_threshold
 
 
-def handout(svc: Service, now: float, cfg: HealthConfig) -> tuple[list[Member], float | None]:
+def handout(svc: Service, now: float, cfg: HealthSettings) -> tuple[list[Member], float | None]:
     """Every instance of ``svc`` with its role, weight and priority; and the time at which this
     would change with no new event (None: not before something happens)."""
     settings = svc.settings
@@ -125,9 +116,9 @@ def handout(svc: Service, now: float, cfg: HealthConfig) -> tuple[list[Member], 
 
 
 class HealthMonitor:
-    def __init__(self, registry: Registry, cfg: HealthConfig | None = None) -> None:
+    def __init__(self, registry: Registry, cfg: HealthSettings | None = None) -> None:
         self.registry = registry
-        self.cfg = cfg or HealthConfig()
+        self.cfg = cfg or HealthSettings()
         self.clock = registry.clock
         self.transitions: Counter[str] = Counter()
         self.check_results: Counter[tuple[str, bool]] = Counter()  # (http|tcp, success)

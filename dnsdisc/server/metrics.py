@@ -21,13 +21,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from dnsdisc.dns.stats import DnsCounters
-from dnsdisc.health import HealthMonitor
-from dnsdisc.http_api import ServerState
+from dnsdisc.api.http import ServerState
+from dnsdisc.dnsserver.stats import DnsCounters
+from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.registry.registry import Registry
 
 if TYPE_CHECKING:
-    from dnsdisc.workers import WorkerPool
+    from dnsdisc.workers.pool import WorkerPool
 
 
 class DnsdiscCollector(Collector):

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from dnsdisc.balance import srv_order
-from dnsdisc.config import DEFAULT_DNS, DEFAULT_DOMAIN, DEFAULT_HTTP, is_loopback
 from dnsdisc.errors import DnsdiscError
+from dnsdisc.netaddr import DEFAULT_DNS, DEFAULT_DOMAIN, DEFAULT_HTTP, is_loopback
+from dnsdisc.policies.balance import srv_order
 
 if TYPE_CHECKING:  # imported lazily: the CLI needs neither dnspython nor asyncio
     import asyncio

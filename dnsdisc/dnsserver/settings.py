@@ -1,0 +1,37 @@
+"""What the DNS face is told: listeners, TCP limits, UDP batching, forwarding, rate limit and
+query log. Built from the config by the composition root and, with workers, sent to each worker
+process, which gets nothing else of the config (no API token, no store credentials).
+
+The log level and format ride along because a worker process sets up its own logging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dnsdisc.netaddr import HostPort
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    responses_per_second: int
+    slip: int = 2
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 56
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSettings:
+    listen: tuple[HostPort, ...] = (HostPort("127.0.0.1", 8053),)
+    tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = 1000
+    # UDP read and answered in batches (recvmmsg/sendmmsg) where the platform has them.
+    udp_batch: bool = True
+    # Bytes of queries each UDP socket may hold while its process is busy or not scheduled; 0: the
+    # system's default (often 208 KiB: a few hundred queries, a few tens of ms at 10k/s).
+    udp_receive_buffer: int = 1 << 20
+    recursors: tuple[HostPort, ...] = ()
+    recursor_timeout: float = 2.0
+    rate_limit: RateLimit | None = None
+    query_log: bool = False
+    log_level: str = "info"
+    log_format: str = "text"

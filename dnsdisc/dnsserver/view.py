@@ -1,0 +1,85 @@
+"""What the DNS face knows of services: neutral, read-only shapes that the registry's values
+(and a worker's copies of them) satisfy structurally. The answer code is written against these
+alone, so it never imports the registry, the config or a store (CoreDNS's ``msg.Service``).
+
+Glossary: a *member* is one instance as the answers show it (``MemberView``); the main process's
+health monitor makes them (``health.monitor.Member``), a worker rebuilds them from the feed
+(``workers.replica.RemoteMember``, sent as a ``MemberFrame`` tuple).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class InstanceView(Protocol):
+    """A registered instance: what its records are built from."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def protocol(self) -> str: ...
+
+    @property
+    def tags(self) -> tuple[str, ...]: ...
+
+    @property
+    def meta(self) -> tuple[tuple[str, str], ...]: ...
+
+    @property
+    def is_ipv6(self) -> bool: ...
+
+
+class ServiceView(Protocol):
+    """A service's settings as its answers use them."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def policy(self) -> str: ...
+
+    @property
+    def max_answers(self) -> int | None: ...
+
+    @property
+    def ttl(self) -> int: ...
+
+    @property
+    def meta(self) -> tuple[tuple[str, str], ...]: ...
+
+
+class MemberView(Protocol):
+    """One instance as the answers should show it: its registration, the weight and priority
+    health leaves it (warning, slow start, fail-open), its role, and its latest reported load
+    and latency. The index keeps these objects, so a heartbeat's new load reaches the policies
+    without a rebuild."""
+
+    @property
+    def instance(self) -> InstanceView: ...
+
+    @property
+    def weight(self) -> int: ...
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def role(self) -> int: ...
+
+    @property
+    def load(self) -> float | None: ...
+
+    @property
+    def latency_ms(self) -> float | None: ...
+
+    def handed_out(self) -> None:
+        """Called when a balanced address answer lists this instance first."""
+        ...
