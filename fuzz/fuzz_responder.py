@@ -40,7 +40,7 @@ with atheris.instrument_imports(include=["dnsdisc"]):
     from dnsdisc.health.monitor import HealthMonitor
     from dnsdisc.registry.model import Instance, ServiceSettings
     from dnsdisc.registry.registry import Registry
-    from dnsdisc.server.app import attach, build_index
+    from dnsdisc.server.parts import attach, build_index
 
 DOMAIN = "svc.internal."
 UDP_LEGACY = 512

@@ -246,3 +246,27 @@ def test_a_starting_worker_gets_a_start_s_time_to_confirm(monkeypatch: pytest.Mo
 
     assert asyncio.run(scenario(ready=False)) == []
     assert asyncio.run(scenario(ready=True)) == [0]
+
+
+def test_a_new_worker_is_sent_dns_settings_and_no_secret() -> None:
+    """The whole Config (with the API token and the etcd password) used to be pickled into every
+    worker; now INIT carries the DNS face's settings alone."""
+    from dnsdisc.dnsserver.settings import DnsSettings
+    from dnsdisc.store.settings import EtcdSettings
+
+    config = Config(
+        token="api-s3cret",
+        etcd=EtcdSettings(username="dnsdisc", password="etcd-s3cret"),
+        query_log=True,
+    )
+    index = AnswerIndex(IndexSettings(domain=b"\x03svc\x08internal\x00"))
+    pool = WorkerPool(config.dns_settings(), 1, index, lambda: [], "asyncio")
+    state = pool._state()
+    assert b"s3cret" not in state
+    recorder = Recorder()
+    recorder.write(state)
+    init = recorder.messages[0]
+    assert init[0] == feed.INIT
+    settings = init[2]
+    assert type(settings) is DnsSettings
+    assert settings.query_log is True and settings.listen == config.dns_listen

@@ -23,7 +23,7 @@ from dnsdisc.dnsserver.face import DnsFace
 from dnsdisc.dnsserver.index import IN
 from dnsdisc.netaddr import HostPort
 from dnsdisc.registry.model import Instance, ServiceSettings
-from dnsdisc.server.app import build_index
+from dnsdisc.server.parts import build_index
 from dnsdisc.workers import feed
 from dnsdisc.workers.replica import Follower, Replica
 

@@ -28,7 +28,7 @@ from dnsdisc.dnsserver.index import POOL, REUSE
 from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.registry.model import Instance, ServiceSettings
 from dnsdisc.registry.registry import Registry
-from dnsdisc.server.app import attach, build_index
+from dnsdisc.server.parts import attach, build_index
 from stats import assert_shares, chi_square
 
 ROOT = Path(__file__).resolve().parent.parent

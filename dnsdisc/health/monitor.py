@@ -118,7 +118,7 @@ def handout(svc: Service, now: float, cfg: HealthSettings) -> tuple[list[Member]
 class HealthMonitor:
     def __init__(self, registry: Registry, cfg: HealthSettings | None = None) -> None:
         self.registry = registry
-        self.cfg = cfg or HealthSettings()
+        self.settings = cfg or HealthSettings()
         self.clock = registry.clock
         self.transitions: Counter[str] = Counter()
         self.check_results: Counter[tuple[str, bool]] = Counter()  # (http|tcp, success)
@@ -138,7 +138,7 @@ class HealthMonitor:
     # -- the view the answer index is built from ---------------------------------------------
 
     def view(self, svc: Service) -> list[Member]:
-        members, wake = handout(svc, self.clock(), self.cfg)
+        members, wake = handout(svc, self.clock(), self.settings)
         name = svc.settings.name
         if wake is None:
             self._wake.pop(name, None)
@@ -218,7 +218,7 @@ class HealthMonitor:
 
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.cfg.tick)
+            await asyncio.sleep(self.settings.tick)
             try:
                 await self._tick(self.clock())
             except Exception:

@@ -31,6 +31,7 @@ from dnsdisc.registry.model import (
     Instance,
     ServiceSettings,
 )
+from dnsdisc.registry.settings import NS_HOST, RegistrySettings
 from dnsdisc.store.base import MemoryStore, Op, SharedStore, Snapshot, Store
 
 Listener = Callable[[str], None]
@@ -110,13 +111,11 @@ class Registry:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store: Store = store or MemoryStore()
-        self.defaults = defaults or ServiceSettings("default")
-        self.configured = dict(configured or {})
-        # service name -> why it cannot be registered (the NS host, a zone file's record)
-        self.reserved: dict[str, str] = (
-            dict(reserved)
-            if isinstance(reserved, Mapping)
-            else {name: "it is the name server's host name" for name in reserved}
+        # Replaced whole on reload, never changed in place.
+        self.settings = RegistrySettings(
+            defaults or ServiceSettings("default"),
+            configured or {},
+            reserved if isinstance(reserved, Mapping) else dict.fromkeys(reserved, NS_HOST),
         )
         self.clock = clock
         self._services: dict[str, Service] = {}
@@ -130,6 +129,18 @@ class Registry:
         self.writes: Counter[str] = Counter()
         # Verdicts on their way to a shared store (kept so the tasks are not collected early).
         self._publishing: set[asyncio.Task[None]] = set()
+
+    @property
+    def defaults(self) -> ServiceSettings:
+        return self.settings.defaults
+
+    @property
+    def configured(self) -> Mapping[str, ServiceSettings]:
+        return self.settings.configured
+
+    @property
+    def reserved(self) -> Mapping[str, str]:
+        return self.settings.reserved
 
     @property
     def shared(self) -> bool:

@@ -9,21 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 from aiohttp import web
 
 from dnsdisc import heap
-from dnsdisc.api.http import Api, ServerState
-from dnsdisc.config import zones
+from dnsdisc.api.http import Api
 from dnsdisc.config.load import Config
-from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.face import DnsFace
-from dnsdisc.dnsserver.index import AnswerIndex, IndexSettings
-from dnsdisc.dnsserver.stats import DnsCounters
 from dnsdisc.dnsserver.view import MemberView
 from dnsdisc.errors import ConfigError
 from dnsdisc.health.monitor import HealthMonitor
@@ -31,95 +24,22 @@ from dnsdisc.netaddr import is_loopback
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry
 from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry
+from dnsdisc.server.parts import Server, attach, build_index, load_zones, reserved_names
+from dnsdisc.server.reload import reload
 from dnsdisc.store.base import open_store
 from dnsdisc.workers.pool import WorkerPool
 
 log = logging.getLogger("dnsdisc")
 
 
-@dataclass
-class Server:
-    """A running dnsdisc: what ``start`` opened and ``stop`` closes.
-
-    DNS is answered either here (``face``: workers 0) or by worker processes (``pool``); either
-    way ``index`` is what the registry's changes are rebuilt into."""
-
-    config: Config
-    registry: Registry
-    health: HealthMonitor
-    index: AnswerIndex | WorkerPool
-    face: DnsFace | None = None
-    pool: WorkerPool | None = None
-    # Re-reads the config file and applies the same flags again (for reload); None: no file.
-    loader: Callable[[], Config] | None = None
-    api: Api | None = None
-    state: ServerState = field(default_factory=ServerState)
-    http_runner: web.AppRunner | None = None
-    # The workers' DNS counters as last gathered (for /metrics).
-    dns_counters: DnsCounters = field(default_factory=DnsCounters)
-
-
-def build_index(config: Config, zone_data: zones.ZoneData) -> AnswerIndex:
-    settings = IndexSettings(
-        domain=wire.text_to_wire(config.domain),
-        ns_label=config.ns_label,
-        ns_addresses=config.nameserver_addresses(),
-        hostmaster=config.hostmaster,
-        serial=int(time.time()) & 0xFFFFFFFF,
-        negative_ttl=config.negative_ttl,
-        extra_zones=tuple(zone_data.apexes)
-        + tuple(wire.text_to_wire(z) for z in config.reverse_zones),
-    )
-    return AnswerIndex(settings, zone_data.records)
-
-
-class _Sink(Protocol):
-    def rebuild(
-        self, service: str, settings: ServiceSettings | None, members: Sequence[MemberView]
-    ) -> None: ...
-
-
-class _HasIndex(Protocol):
-    @property
-    def index(self) -> _Sink: ...
-
-
-def attach(registry: Registry, target: _HasIndex, health: HealthMonitor) -> None:
-    """Keep ``target.index`` current: every registry change rebuilds the changed service's names
-    from the instances health hands out (into whichever index is current: a reload swaps it;
-    with workers, the pool sends it to each of them)."""
-
-    def on_change(service: str) -> None:
-        svc = registry.get(service)
-        if svc is None:
-            target.index.rebuild(service, None, ())
-        else:
-            target.index.rebuild(service, svc.settings, health.view(svc))
-
-    registry.subscribe(on_change)
-
-
-def _load_zones(config: Config) -> zones.ZoneData:
-    return zones.load_dir(
-        config.zones_dir, config.domain, config.defaults, required=config.zones_dir_required
-    )
-
-
-def _reserved(config: Config, zone_data: zones.ZoneData) -> dict[str, str]:
-    return {
-        **zones.taken_service_names(zone_data.records, config.domain),
-        config.ns_label: "it is the name server's host name",
-    }
-
-
 async def start(config: Config, loader: Callable[[], Config] | None = None) -> Server:
-    zone_data = _load_zones(config)
+    zone_data = load_zones(config)
     index = build_index(config, zone_data)
     registry = Registry(
         open_store(config.storage, config.data_dir, config.etcd),
         defaults=config.defaults,
         configured=dict(config.services),
-        reserved=_reserved(config, zone_data),
+        reserved=reserved_names(config, zone_data),
     )
     health = HealthMonitor(registry, config.health)
     server = Server(config, registry, health, index, loader=loader)
@@ -263,67 +183,6 @@ async def stop(server: Server) -> None:
         await server.pool.stop()
     await server.registry.close()
     server.state.store_open = False
-
-
-# Settings a reload cannot change: they need the listeners or the store reopened.
-_RESTART_ONLY = (
-    "domain",
-    "dns_listen",
-    "http_listen",
-    "storage",
-    "data_dir",
-    "etcd",
-    "recursors",
-    "rate_limit",
-    "tcp_idle_timeout",
-    "tcp_max_connections",
-    "udp_batch",
-    "udp_receive_buffer",
-    "workers",
-    "event_loop",
-)
-
-
-async def reload(server: Server) -> None:
-    """Re-read the config file and the zone files and apply them without a restart. Anything
-    wrong raises ConfigError before a thing has changed: the old config keeps serving."""
-    old = server.config
-    new = server.loader() if server.loader is not None else old
-    kept = {
-        key: getattr(old, key) for key in _RESTART_ONLY if getattr(new, key) != getattr(old, key)
-    }
-    for key in kept:
-        log.warning("reload: %s changed; that takes effect after a restart", key)
-    new = replace(new, **kept)
-    zone_data = _load_zones(new)
-    index = build_index(new, zone_data)
-    # Nothing below can fail on bad input: everything was parsed and checked above.
-    registry = server.registry
-    registry.defaults = new.defaults
-    registry.configured = dict(new.services)
-    registry.reserved = _reserved(new, zone_data)
-    registry.replace_static([(s, list(i)) for s, i in zone_data.services])
-    server.health.cfg = new.health
-    if server.api is not None:
-        server.api.token = new.token
-    if server.pool is not None:
-        server.pool.new_index(index)
-    else:
-        server.index = index
-    for svc in list(registry):
-        registry.touch(svc.settings.name)  # rebuilds every service into the new index
-    # Queries switch over only now, to a complete index.
-    if server.pool is not None:
-        server.pool.swap()
-        await registry.settled()
-    elif server.face is not None:
-        server.face.responder.index = index
-    server.config = new
-    log.info(
-        "reloaded: %d zone records, %d static services",
-        len(zone_data.records),
-        len(zone_data.services),
-    )
 
 
 async def serve(config: Config, loader: Callable[[], Config] | None = None) -> None:

@@ -1,0 +1,100 @@
+"""What a running server is made of, and how the parts that a reload rebuilds are built from
+the config: the answer index, the zone data, the names nobody may register."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiohttp import web
+
+from dnsdisc.api.http import Api, ServerState
+from dnsdisc.config import zones
+from dnsdisc.config.load import Config
+from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.face import DnsFace
+from dnsdisc.dnsserver.index import AnswerIndex, IndexSettings
+from dnsdisc.dnsserver.stats import DnsCounters
+from dnsdisc.dnsserver.view import MemberView
+from dnsdisc.health.monitor import HealthMonitor
+from dnsdisc.registry.model import ServiceSettings
+from dnsdisc.registry.registry import Registry
+from dnsdisc.registry.settings import NS_HOST
+from dnsdisc.workers.pool import WorkerPool
+
+
+@dataclass
+class Server:
+    """A running dnsdisc: what ``start`` opened and ``stop`` closes.
+
+    DNS is answered either here (``face``: workers 0) or by worker processes (``pool``); either
+    way ``index`` is what the registry's changes are rebuilt into."""
+
+    config: Config
+    registry: Registry
+    health: HealthMonitor
+    index: AnswerIndex | WorkerPool
+    face: DnsFace | None = None
+    pool: WorkerPool | None = None
+    # Re-reads the config file and applies the same flags again (for reload); None: no file.
+    loader: Callable[[], Config] | None = None
+    api: Api | None = None
+    state: ServerState = field(default_factory=ServerState)
+    http_runner: web.AppRunner | None = None
+    # The workers' DNS counters as last gathered (for /metrics).
+    dns_counters: DnsCounters = field(default_factory=DnsCounters)
+
+
+def build_index(config: Config, zone_data: zones.ZoneData) -> AnswerIndex:
+    settings = IndexSettings(
+        domain=wire.text_to_wire(config.domain),
+        ns_label=config.ns_label,
+        ns_addresses=config.nameserver_addresses(),
+        hostmaster=config.hostmaster,
+        serial=int(time.time()) & 0xFFFFFFFF,
+        negative_ttl=config.negative_ttl,
+        extra_zones=tuple(zone_data.apexes)
+        + tuple(wire.text_to_wire(z) for z in config.reverse_zones),
+    )
+    return AnswerIndex(settings, zone_data.records)
+
+
+class _Sink(Protocol):
+    def rebuild(
+        self, service: str, settings: ServiceSettings | None, members: Sequence[MemberView]
+    ) -> None: ...
+
+
+class _HasIndex(Protocol):
+    @property
+    def index(self) -> _Sink: ...
+
+
+def attach(registry: Registry, target: _HasIndex, health: HealthMonitor) -> None:
+    """Keep ``target.index`` current: every registry change rebuilds the changed service's names
+    from the instances health hands out (into whichever index is current: a reload swaps it;
+    with workers, the pool sends it to each of them)."""
+
+    def on_change(service: str) -> None:
+        svc = registry.get(service)
+        if svc is None:
+            target.index.rebuild(service, None, ())
+        else:
+            target.index.rebuild(service, svc.settings, health.view(svc))
+
+    registry.subscribe(on_change)
+
+
+def load_zones(config: Config) -> zones.ZoneData:
+    return zones.load_dir(
+        config.zones_dir, config.domain, config.defaults, required=config.zones_dir_required
+    )
+
+
+def reserved_names(config: Config, zone_data: zones.ZoneData) -> dict[str, str]:
+    return {
+        **zones.taken_service_names(zone_data.records, config.domain),
+        config.ns_label: NS_HOST,
+    }
