@@ -24,7 +24,7 @@ from dnsdisc.errors import (
 )
 from dnsdisc.registry.registry import Registry
 from dnsdisc.store.base import MemoryStore, Op
-from dnsdisc.store.etcd import EtcdRequestError
+from dnsdisc.store.etcd.gateway import EtcdRequestError
 
 
 @pytest.mark.parametrize(

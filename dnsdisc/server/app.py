@@ -116,7 +116,7 @@ def _join_cluster(server: Server) -> None:
     store = server.registry.store
     if not server.registry.shared:
         return
-    from dnsdisc.store.etcd import EtcdStore
+    from dnsdisc.store.etcd.store import EtcdStore
 
     assert isinstance(store, EtcdStore)
     server.state.store_stale = lambda: store.stale

@@ -103,7 +103,7 @@ def open_store(kind: str, data_dir: Path, etcd: EtcdSettings | None = None) -> S
         return SqliteStore(data_dir / "registry.sqlite3")
     if kind == "etcd":
         # Imported only here: nodes on SQLite never load the etcd client code.
-        from dnsdisc.store.etcd import EtcdStore
+        from dnsdisc.store.etcd.store import EtcdStore
         from dnsdisc.store.settings import EtcdSettings
 
         return EtcdStore(etcd or EtcdSettings())
