@@ -34,7 +34,8 @@ from dnsdisc.client import (
     resolve,
     split_hostport,
 )
-from dnsdisc.client import rest as client_impl
+from dnsdisc.client import srv as client_srv
+from dnsdisc.client import wire as client_wire
 from helpers import free_port
 from stats import assert_shares
 
@@ -309,7 +310,7 @@ def test_requests_carry_json_and_the_token(http_peer: tuple[type[Recorder], int]
     assert seen["headers"]["Content-Type"] == "application/json"
     assert json.loads(seen["body"]) == {"address": "10.0.0.1", "port": 80, "tags": ["a"]}
     # A name that is not a label reaches the server as one path segment, for it to refuse.
-    c.request("GET", client_impl._path("../x", "a/b"))
+    c.request("GET", client_wire.path("../x", "a/b"))
     assert handler.seen[-1]["path"] == "/v1/services/..%2Fx/instances/a%2Fb"
     Client(f"127.0.0.1:{port}").heartbeat("web", "w")
     assert "Authorization" not in handler.seen[-1]["headers"]
@@ -639,7 +640,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> FakeDns:
             ("c.web.svc.internal.", "AAAA"): addr("c.web.svc.internal.", "AAAA", "2001:db8::3"),
         }
     )
-    monkeypatch.setattr(client_impl, "_ask", fake)
+    monkeypatch.setattr(client_srv, "_ask", fake)
     return fake
 
 
@@ -680,7 +681,7 @@ def test_resolve_other_domain_and_proto(monkeypatch: pytest.MonkeyPatch) -> None
     fake.replies[("ns.example.org.", "A")].answer.append(
         dns.rrset.from_text("ns.example.org.", 5, "IN", "A", "192.0.2.53")
     )
-    monkeypatch.setattr(client_impl, "_ask", fake)
+    monkeypatch.setattr(client_srv, "_ask", fake)
     assert resolve("dns", "10.0.0.53", domain="example.org.", proto="udp") == [("192.0.2.53", 53)]
     assert fake.asked[0] == (qname, "SRV", "10.0.0.53", 53)
 
@@ -688,18 +689,18 @@ def test_resolve_other_domain_and_proto(monkeypatch: pytest.MonkeyPatch) -> None
 def test_resolve_nxdomain_and_nodata_are_empty(monkeypatch: pytest.MonkeyPatch) -> None:
     nx = dns.message.make_response(dns.message.make_query(QNAME, "SRV"))
     nx.set_rcode(dns.rcode.NXDOMAIN)
-    monkeypatch.setattr(client_impl, "_ask", FakeDns({(QNAME, "SRV"): nx}))
+    monkeypatch.setattr(client_srv, "_ask", FakeDns({(QNAME, "SRV"): nx}))
     assert resolve("web") == []
     with pytest.raises(ResolveError, match="no instance of 'web' to pick"):
         pick("web")
-    monkeypatch.setattr(client_impl, "_ask", FakeDns({}))
+    monkeypatch.setattr(client_srv, "_ask", FakeDns({}))
     assert resolve("web") == []
 
 
 def test_resolve_error_rcodes_raise(monkeypatch: pytest.MonkeyPatch) -> None:
     refused = dns.message.make_response(dns.message.make_query(QNAME, "SRV"))
     refused.set_rcode(dns.rcode.REFUSED)
-    monkeypatch.setattr(client_impl, "_ask", FakeDns({(QNAME, "SRV"): refused}))
+    monkeypatch.setattr(client_srv, "_ask", FakeDns({(QNAME, "SRV"): refused}))
     with pytest.raises(ResolveError, match="REFUSED"):
         resolve("web")
 
@@ -713,3 +714,39 @@ def test_resolve_timeout_is_a_resolve_error() -> None:
         with pytest.raises(ResolveError, match=r"no reply from 127\.0\.0\.1"):
             resolve("web", dns=f"127.0.0.1:{port}", timeout=0.2)
         assert time.monotonic() - started < 3
+
+
+# -- the API without I/O, and the async mirror -------------------------------------------------
+
+
+def test_wire_encodes_json_and_the_token() -> None:
+    assert client_wire.encode(None, None) == (None, {"Accept": "application/json"})
+    data, headers = client_wire.encode({"enabled": True}, "s3cret")
+    assert json.loads(data or b"") == {"enabled": True}
+    assert headers == {
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+        "Authorization": "Bearer s3cret",
+    }
+    with pytest.raises(ValueError):
+        client_wire.encode({"load": float("nan")}, None)
+
+
+def test_wire_decodes_replies_and_refusals() -> None:
+    assert client_wire.decode(b" \n", 204, "DELETE", "/v1/x", "http://h:1") is None
+    assert client_wire.decode(b'{"a": 1}', 200, "GET", "/v1/x", "http://h:1") == {"a": 1}
+    err = client_wire.refused(409, "Conflict", b'{"error": "static", "field": "id"}', "http://h:1")
+    assert (err.status, err.field, err.message, err.url) == (409, "id", "static", "http://h:1")
+    err = client_wire.refused(502, "", b"", "http://h:1")
+    assert str(err) == "request failed (HTTP 502)"
+
+
+def test_async_client_mirrors_every_call_of_the_sync_client() -> None:
+    import inspect
+
+    calls = {n for n, f in vars(Client).items() if inspect.isfunction(f) and n[0] != "_"}
+    calls.discard("registration")  # the one sync method of both: it returns a context manager
+    for name in calls:
+        mirror = getattr(client.AsyncClient, name)
+        assert inspect.iscoroutinefunction(mirror), name
+        assert inspect.signature(mirror) == inspect.signature(getattr(Client, name)), name
