@@ -21,6 +21,7 @@ import random
 import struct
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import atheris
 import dns.flags
@@ -54,7 +55,8 @@ def build_responders() -> tuple[Responder, Responder]:
     zone_data = zones.load_dir(ROOT / "zones", config.domain, config.defaults)
     index = build_index(config, zone_data)
     registry = Registry(defaults=config.defaults, reserved={"ns"})
-    attach(registry, index, HealthMonitor(registry, config.health))
+    # attach keeps ``target.index`` current (a reload may swap it); here it never changes.
+    attach(registry, SimpleNamespace(index=index), HealthMonitor(registry, config.health))
     for svc_settings, instances in zone_data.services:
         registry.add_static(svc_settings, instances)
 

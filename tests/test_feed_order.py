@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from dnsdisc.config.load import Config
-from dnsdisc.dnsserver.index import AnswerIndex, IndexSettings
+from dnsdisc.dnsserver.index import AnswerIndex
+from dnsdisc.dnsserver.zone import IndexSettings
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.workers import feed
 from dnsdisc.workers import pool as workers_module

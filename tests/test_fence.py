@@ -20,8 +20,8 @@ from test_responder import texts
 from dnsdisc.config import zones
 from dnsdisc.config.load import Config
 from dnsdisc.dnsserver.face import DnsFace
-from dnsdisc.dnsserver.index import IN
 from dnsdisc.netaddr import HostPort
+from dnsdisc.policies.roles import IN
 from dnsdisc.registry.model import Instance, ServiceSettings
 from dnsdisc.server.parts import build_index
 from dnsdisc.workers import feed

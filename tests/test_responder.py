@@ -24,7 +24,7 @@ from dnsdisc.config import zones
 from dnsdisc.config.load import Config
 from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.answer import Responder
-from dnsdisc.dnsserver.index import POOL, REUSE
+from dnsdisc.dnsserver.rrset import POOL, REUSE
 from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.registry.model import Instance, ServiceSettings
 from dnsdisc.registry.registry import Registry
@@ -510,7 +510,7 @@ def test_a_repeated_query_is_answered_from_the_cache_with_its_own_id(world: Worl
     query = dns.message.make_query("blue.web.svc.internal.", "A")
     first = world.raw(query.to_wire())
     assert first is not None
-    assert world.index.replies, "the reply was not cached"
+    assert world.index.cache.udp, "the reply was not cached"
     query.id = (query.id + 1) % 65536
     again = world.raw(query.to_wire())
     assert again is not None
@@ -557,7 +557,7 @@ def test_cached_orders_keep_the_weighted_shares() -> None:
         assert reply is not None
         firsts[dns.message.from_wire(reply).answer[0][0].to_text()] += 1
     assert_shares(firsts, weights, max_abs_error=0.02)
-    assert len(w.index.replies) == 1
+    assert len(w.index.cache.udp) == 1
 
 
 def test_many_instances_draw_from_a_resampled_pool_with_the_weight_shares() -> None:
@@ -583,10 +583,10 @@ def test_many_instances_draw_from_a_resampled_pool_with_the_weight_shares() -> N
     for address, weight in weights.items():
         assert abs(firsts[address] / 20000 - weight / total) < 0.03, (address, firsts)
     assert chi_square(firsts, weights) / (2 * REUSE - 1) < 24.32, firsts  # 7 df, alpha 0.001
-    entry = next(iter(w.index.replies.values()))
+    entry = next(iter(w.index.cache.udp.values()))
     # An order the pool replaces is dropped from the cache: it holds at most the pool's orders.
     assert 0 < len(entry.replies) <= POOL
-    assert w.index.reply_count == len(entry.replies)
+    assert w.index.cache.count == len(entry.replies)
 
 
 def test_a_drawn_rrset_keeps_few_replies_whatever_asks_for_it() -> None:
@@ -601,10 +601,10 @@ def test_a_drawn_rrset_keeps_few_replies_whatever_asks_for_it() -> None:
         w.raw(plain)
         w.raw(edns)
         w.raw(plain, tcp=True)
-    entries = [*w.index.replies.values(), *w.index.replies_tcp.values()]
+    entries = [*w.index.cache.udp.values(), *w.index.cache.tcp.values()]
     assert len(entries) == 3
     assert all(0 < len(e.replies) <= 2 * POOL for e in entries), [len(e.replies) for e in entries]
-    assert w.index.reply_count == sum(len(e.replies) for e in entries)
+    assert w.index.cache.count == sum(len(e.replies) for e in entries)
 
 
 def test_every_order_of_a_table_stays_cached() -> None:
@@ -620,12 +620,12 @@ def test_every_order_of_a_table_stays_cached() -> None:
     for _ in range(20000):
         for query in queries:
             w.raw(query)
-    assert sorted(len(e.replies) for e in w.index.replies.values()) == [120, 120]
-    assert w.index.reply_count == 240
+    assert sorted(len(e.replies) for e in w.index.cache.udp.values()) == [120, 120]
+    assert w.index.cache.count == 240
     for _ in range(1000):
         for query in queries:
             w.raw(query)
-    assert w.index.reply_count == 240  # nothing encoded again
+    assert w.index.cache.count == 240  # nothing encoded again
 
 
 @pytest.mark.parametrize("opcode", [dns.opcode.NOTIFY, dns.opcode.UPDATE, 15])
@@ -644,3 +644,16 @@ def test_a_query_still_copies_rd_and_cd(world: World) -> None:
     reply = world.ask("web.svc.internal.", "A", flags=dns.flags.RD | dns.flags.CD)
     assert reply.flags & dns.flags.RD and reply.flags & dns.flags.CD
     assert not reply.flags & (dns.flags.RA | dns.flags.AD)
+
+
+def test_the_reply_cache_starts_over_at_its_bound(world: World) -> None:
+    """Distinct queries fill the cache up to its limit; the next one to be kept empties it
+    first, so the count never exceeds the limit and always matches the entries."""
+    cache = world.index.cache
+    cache.limit = 3
+    names = ["web", "blue.web", "green.web", "web-1.web", "web-2.web"]
+    for n, name in enumerate(names):
+        world.ask(f"{name}.svc.internal.", "TXT")  # one reply each, TXT or NODATA
+        assert cache.count == sum(len(e.replies) for e in cache.udp.values())
+        assert cache.count == n % 3 + 1
+    assert texts(world.ask("blue.web.svc.internal.")) == ["10.0.0.1"]  # answers are unchanged

@@ -21,7 +21,7 @@ import yaml
 
 from dnsdisc.config.load import check_keys, config_int
 from dnsdisc.dnsserver import wire
-from dnsdisc.dnsserver.index import StaticRecord
+from dnsdisc.dnsserver.zone import StaticRecord
 from dnsdisc.errors import ConfigError, ValidationError
 from dnsdisc.registry.model import Instance, ServiceSettings
 from dnsdisc.values import label

@@ -17,15 +17,11 @@ from collections.abc import Sequence
 from time import perf_counter
 
 from dnsdisc.dnsserver import wire
-from dnsdisc.dnsserver.index import (
-    MAX_CACHED_REPLIES,
-    AnswerIndex,
-    Item,
-    Node,
-    RRSet,
-    cached_orders,
-)
+from dnsdisc.dnsserver.cache import CachedQuery
+from dnsdisc.dnsserver.index import AnswerIndex
+from dnsdisc.dnsserver.rrset import Item, RRSet
 from dnsdisc.dnsserver.stats import LATENCY_BUCKETS, QueryStats
+from dnsdisc.dnsserver.zone import Node
 from dnsdisc.errors import rcode_of
 
 log = logging.getLogger(__name__)
@@ -40,7 +36,7 @@ _COPY_FLAGS = wire.FLAG_RD | wire.FLAG_CD
 
 
 class _Forward:
-    """The answer to give is the upstream's: see dns/forward.py."""
+    """The answer to give is the upstream's: see forward.py."""
 
     __slots__ = ()
 
@@ -48,22 +44,11 @@ class _Forward:
 FORWARD = _Forward()
 
 
-class _Cached:
-    """The replies already encoded for one query: by the order its balanced RRset drew (``()``
-    when nothing is balanced), each as (reply without the ID, stats key, truncated)."""
-
-    __slots__ = ("replies", "rrset")
-
-    def __init__(self, rrset: RRSet | None) -> None:
-        self.rrset = rrset
-        self.replies: dict[tuple[int, ...], tuple[bytes, tuple[int, int], bool]] = {}
-
-
 class Responder:
     def __init__(
         self, index: AnswerIndex, rng: random.Random | None = None, *, forwarding: bool = False
     ) -> None:
-        self.index = index
+        self.index = index  # binds the index's reply cache too (see the property)
         self.rng = rng or random.Random()
         # With recursors configured, names outside our zones are FORWARDed instead of REFUSED.
         self.forwarding = forwarding
@@ -74,6 +59,19 @@ class Responder:
         self._drawn: list[RRSet] = []
         self._stat: tuple[int, int] | None = None
 
+    @property
+    def index(self) -> AnswerIndex:
+        return self._index
+
+    @index.setter
+    def index(self, index: AnswerIndex) -> None:
+        """Answer from ``index`` from the next query on (a reload, a worker's swap). Its cache's
+        tables are bound here, so that a query seen before costs one lookup to find them."""
+        self._index = index
+        self._cache = index.cache
+        self._udp = index.cache.udp
+        self._tcp = index.cache.tcp
+
     def respond(self, data: bytes, tcp: bool = False) -> bytes | _Forward | None:
         """The reply to one query; None when the packet gets no reply at all; FORWARD when the
         name is outside our zones and an upstream should answer it.
@@ -82,9 +80,8 @@ class Responder:
         encoded for it: only its balanced RRset draws an order, and a reply for that order is
         reused, or encoded once. The index empties this cache whenever a name changes."""
         started = perf_counter()
-        cache = self.index.replies_tcp if tcp else self.index.replies
         key = data[2:]
-        entry: _Cached | None = cache.get(key)
+        entry: CachedQuery | None = (self._tcp if tcp else self._udp).get(key)
         rrset: RRSet | None = None
         if entry is not None:
             rrset = entry.rrset
@@ -92,10 +89,9 @@ class Responder:
             if rrset is not None:
                 order = rrset.next_order(self.rng)
                 dropped = rrset.dropped
-                if dropped is not None:  # out of the pool: its replies would never be used
+                if dropped is not None:  # out of the pool (only after a redraw)
                     rrset.dropped = None
-                    if entry.replies.pop(dropped, None) is not None:
-                        self.index.reply_count -= 1
+                    self._cache.discard(entry, dropped)
             hit = entry.replies.get(order)
             if hit is not None:
                 body, stat, truncated = hit
@@ -128,25 +124,10 @@ class Responder:
         self.stats.observe(perf_counter() - started)
         made = self._stat
         if made is not None and len(self._drawn) <= 1 and isinstance(reply, bytes):
+            # Cached only when at most one RRset was ordered: the order then keys the reply.
             drawn = self._drawn[0] if self._drawn else None
-            index = self.index
-            if index.reply_count >= MAX_CACHED_REPLIES:
-                # A flood of distinct queries, or many large services asked at once: start
-                # over, so memory stays bounded whatever the clients ask.
-                index.forget_replies()
-                entry = None
-            if entry is None or entry.rrset is not drawn:
-                if entry is not None:
-                    index.reply_count -= len(entry.replies)
-                entry = cache[key] = _Cached(drawn)
             order = () if drawn is None else drawn.last if rrset is None else order
-            replies = entry.replies
-            if len(replies) >= cached_orders(drawn):
-                index.reply_count -= len(replies)
-                replies.clear()  # orders beyond count (round robin of many): stay bounded
-            if order not in replies:
-                index.reply_count += 1
-            replies[order] = (reply[2:], made, bool(reply[2] & 0x02))
+            self._cache.store(tcp, key, entry, drawn, order, reply, made)
         return reply
 
     def _respond(self, data: bytes, tcp: bool) -> bytes | _Forward | None:
@@ -183,7 +164,7 @@ class Responder:
         if q.edns:
             limit -= 11  # room for our OPT record
 
-        index = self.index
+        index = self._index
         qkey = q.qname.lower()
         node = index.nodes.get(qkey)
         body = bytearray(12)

@@ -15,9 +15,10 @@ from dnsdisc.config import zones
 from dnsdisc.config.load import Config
 from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.face import DnsFace
-from dnsdisc.dnsserver.index import AnswerIndex, IndexSettings
+from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.stats import DnsCounters
 from dnsdisc.dnsserver.view import MemberView
+from dnsdisc.dnsserver.zone import IndexSettings
 from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry

@@ -1,0 +1,115 @@
+"""Zones and the names they hold: what the index is keyed by, and its static layer.
+
+``IndexSettings`` says which zones we are authoritative for and how their SOA and NS records
+read; ``Zone`` is one apex with its SOA; ``Node`` is one name with its RRsets. The static layer
+(SOA, NS and glue of every apex, and the records of zone files as ``StaticRecord``) is built here
+once per index (``static_rrsets``); services add their names on top (see build.py).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.rrset import NAME_TARGET, Item, RRSet
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSettings:
+    domain: bytes
+    ns_label: str = "ns"
+    ns_addresses: tuple[str, ...] = ("127.0.0.1",)
+    hostmaster: str = "hostmaster"
+    serial: int = 1
+    negative_ttl: int = 5
+    static_ttl: int = 300
+    extra_zones: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRecord:
+    """A record from a zone file, with its rdata already in wire form."""
+
+    owner: bytes
+    rtype: int
+    ttl: int
+    rdata: bytes
+
+
+@dataclass(slots=True)
+class Zone:
+    apex: bytes
+    soa: bytes  # SOA record body; its TTL is the negative-caching TTL (RFC 2308)
+
+
+class Node:
+    __slots__ = ("name", "rrsets", "zone")
+
+    def __init__(self, zone: Zone, rrsets: dict[int, RRSet], name: bytes) -> None:
+        self.rrsets = rrsets
+        self.zone = zone
+        self.name = name
+
+    @property
+    def soa(self) -> bytes:
+        """The zone's SOA with its owner encoded relative to this name, for NODATA answers.
+        Made when asked (NODATA replies are cached) rather than kept for every name."""
+        return wire.owner_pointer(self.zone.apex, self.name) + self.zone.soa
+
+
+def make_zones(settings: IndexSettings, ns_name: bytes) -> dict[bytes, Zone]:
+    """The zones of ``settings`` (the domain first), each with its SOA."""
+    s = settings
+    hostmaster = wire.labels_to_wire((s.hostmaster,), s.domain)
+    zones = {}
+    for apex in (s.domain, *s.extra_zones):
+        soa = wire.rr_body(
+            wire.SOA,
+            s.negative_ttl,
+            wire.soa_rdata(ns_name, hostmaster, s.serial, 3600, 600, 86400, s.negative_ttl),
+        )
+        zones[apex] = Zone(apex, soa)
+    return zones
+
+
+def static_rrsets(
+    settings: IndexSettings,
+    zones: dict[bytes, Zone],
+    ns_name: bytes,
+    records: Iterable[StaticRecord],
+) -> dict[bytes, dict[int, RRSet]]:
+    """The static layer by name: the nameserver's addresses, each apex's SOA and NS (with the
+    addresses as glue), and the zone files' records."""
+    s = settings
+    ns_glue = []
+    grouped: dict[bytes, dict[int, list[Item]]] = defaultdict(lambda: defaultdict(list))
+    for address in s.ns_addresses:
+        rtype, rdata = wire.address_rdata(address)
+        body = wire.rr_body(rtype, s.static_ttl, rdata)
+        ns_glue.append(body)
+        grouped[ns_name][rtype].append(Item(body))
+    for apex, zone in zones.items():
+        grouped[apex][wire.SOA].append(Item(zone.soa))
+        grouped[apex][wire.NS].append(
+            Item(
+                wire.rr_body(wire.NS, s.static_ttl, ns_name),
+                target_off=NAME_TARGET,
+                target=ns_name,
+                glue=tuple(ns_glue),
+            )
+        )
+    for rec in records:
+        target = rec.rdata if rec.rtype == wire.CNAME else b""
+        grouped[rec.owner][rec.rtype].append(
+            Item(
+                wire.rr_body(rec.rtype, rec.ttl, rec.rdata),
+                target_off=NAME_TARGET if target else -1,
+                target=target,
+            )
+        )
+    return {
+        name: {rtype: RRSet(rtype, items) for rtype, items in types.items()}
+        for name, types in grouped.items()
+    }
