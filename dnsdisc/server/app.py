@@ -24,7 +24,7 @@ from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.face import DnsFace
 from dnsdisc.dnsserver.index import AnswerIndex, IndexSettings
 from dnsdisc.dnsserver.stats import DnsCounters
-from dnsdisc.dnsserver.view import MemberView
+from dnsdisc.dnsserver.view import AnswerSink, MemberView
 from dnsdisc.errors import ConfigError
 from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.netaddr import is_loopback
@@ -47,7 +47,7 @@ class Server:
     config: Config
     registry: Registry
     health: HealthMonitor
-    index: AnswerIndex | WorkerPool
+    index: AnswerSink
     face: DnsFace | None = None
     pool: WorkerPool | None = None
     # Re-reads the config file and applies the same flags again (for reload); None: no file.
@@ -73,15 +73,9 @@ def build_index(config: Config, zone_data: zones.ZoneData) -> AnswerIndex:
     return AnswerIndex(settings, zone_data.records)
 
 
-class _Sink(Protocol):
-    def rebuild(
-        self, service: str, settings: ServiceSettings | None, members: Sequence[MemberView]
-    ) -> None: ...
-
-
 class _HasIndex(Protocol):
     @property
-    def index(self) -> _Sink: ...
+    def index(self) -> AnswerSink: ...
 
 
 def attach(registry: Registry, target: _HasIndex, health: HealthMonitor) -> None:
