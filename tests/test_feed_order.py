@@ -17,9 +17,9 @@ from dnsdisc.config.load import Config
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.zone import IndexSettings
 from dnsdisc.registry.model import ServiceSettings
-from dnsdisc.workers import feed
-from dnsdisc.workers import pool as workers_module
-from dnsdisc.workers.pool import Worker, WorkerPool
+from dnsdisc.workers import feed, protocol
+from dnsdisc.workers.pool import WorkerPool
+from dnsdisc.workers.supervisor import Worker
 
 
 class Recorder:
@@ -65,7 +65,7 @@ def follow_nothing(pool: WorkerPool) -> None:
     async def idle(worker: Worker) -> None:
         await asyncio.Event().wait()
 
-    pool._follow = idle  # type: ignore[method-assign]
+    pool.supervisor._follow = idle  # type: ignore[method-assign]
 
 
 SETTINGS = ServiceSettings.from_json("web", {})
@@ -78,7 +78,7 @@ def test_services_changed_before_the_word_to_listen_reach_the_workers_first() ->
         pool = make_pool()
         follow_nothing(pool)
         worker, recorder = fake_worker(0)
-        pool._enrol([worker])
+        pool.supervisor._enrol([worker])
 
         async def start() -> None:  # as app.start: a last change, then at once the word
             pool.rebuild("web", SETTINGS, [])
@@ -88,11 +88,11 @@ def test_services_changed_before_the_word_to_listen_reach_the_workers_first() ->
         for _ in range(3):
             await asyncio.sleep(0)
         kinds = recorder.kinds()
-        worker.settle(pool.seq, "")  # LISTENING, nothing wrong
+        worker.ack(pool.supervisor.seq, "")  # LISTENING, nothing wrong
         await starting
         return kinds
 
-    assert asyncio.run(scenario()) == [feed.INIT, feed.SERVICES, feed.LISTEN]
+    assert asyncio.run(scenario()) == [protocol.INIT, protocol.SERVICES, protocol.LISTEN]
 
 
 def test_a_write_does_not_wait_for_numbers_sent_only_to_a_replacement() -> None:
@@ -103,15 +103,15 @@ def test_a_write_does_not_wait_for_numbers_sent_only_to_a_replacement() -> None:
         pool = make_pool()
         follow_nothing(pool)
         old, _ = fake_worker(0)
-        pool._enrol([old])
+        pool.supervisor._enrol([old])
         old.answering = True
         pool.rebuild("web", SETTINGS, [])
         pool._flush()
-        old.settle(old.sent)  # the old worker applied everything it was sent
+        old.ack(old.sent)  # the old worker applied everything it was sent
         new, _ = fake_worker(1)
-        pool._enrol([new])  # a replacement: its snapshot is numbered after the change
+        pool.supervisor._enrol([new])  # a replacement: its snapshot is numbered after the change
         await asyncio.wait_for(pool.settle(), 1.0)
-        return pool.seq > old.sent
+        return pool.supervisor.seq > old.sent
 
     assert asyncio.run(scenario())
 
@@ -123,25 +123,25 @@ def test_a_worker_replaced_while_the_store_loads_waits_for_the_word_to_listen() 
         pool = make_pool()
         follow_nothing(pool)
         first, _ = fake_worker(0)
-        pool._enrol([first])
+        pool.supervisor._enrol([first])
         replacement, replacement_rec = fake_worker(1)
 
         async def spawn(number: int) -> Worker:
             return replacement
 
-        pool._spawn = spawn  # type: ignore[method-assign]
-        await pool._start([1])
+        pool.supervisor._spawn = spawn  # type: ignore[method-assign]
+        await pool.supervisor._start([1])
         before = replacement_rec.kinds()
         listening = asyncio.ensure_future(pool.listen())
         await asyncio.sleep(0)
         for worker in (first, replacement):
-            worker.settle(pool.seq, "")
+            worker.ack(pool.supervisor.seq, "")
         await listening
         return before, replacement_rec.kinds()
 
     before, after = asyncio.run(scenario())
-    assert feed.LISTEN not in before
-    assert after.count(feed.LISTEN) == 1
+    assert protocol.LISTEN not in before
+    assert after.count(protocol.LISTEN) == 1
 
 
 def test_a_write_waits_only_for_the_workers_its_fence_does_not_cover() -> None:
@@ -152,7 +152,7 @@ def test_a_write_waits_only_for_the_workers_its_fence_does_not_cover() -> None:
         queued, queued_rec = fake_worker(1, fence=True)  # ready; its bytes wait in this process
         starting, _ = fake_worker(2, fence=True)  # told to listen, no LISTENING yet
         queued_rec.in_kernel = False
-        pool._enrol([covered, queued, starting])
+        pool.supervisor._enrol([covered, queued, starting])
         for w in (covered, queued, starting):
             w.answering = True
         covered.ready = queued.ready = True
@@ -161,10 +161,10 @@ def test_a_write_waits_only_for_the_workers_its_fence_does_not_cover() -> None:
         for _ in range(5):
             await asyncio.sleep(0)
         waited_for_both = not settling.done()
-        queued.settle(queued.sent)
+        queued.ack(queued.sent)
         await asyncio.sleep(0)
         waited_for_starting = not settling.done()
-        starting.settle(starting.sent)
+        starting.ack(starting.sent)
         await asyncio.wait_for(settling, 1.0)
         assert covered.fence is not None and queued.fence is not None
         shown = covered.fence.view[0] == covered.sent and covered.acked == 0
@@ -179,7 +179,7 @@ def test_queued_bytes_reach_the_fence_once_they_are_sent() -> None:
         ours, theirs = socket.socketpair()
         channel = feed.Channel(ours)
         worker = Worker(0, SimpleNamespace(pid=0), channel, feed.Fence.create())  # type: ignore[arg-type]
-        big = feed.frame(feed.SERVICES, 1, [(f"{n:0100d}", None, []) for n in range(50_000)])
+        big = feed.frame(protocol.SERVICES, 1, [(f"{n:0100d}", None, []) for n in range(50_000)])
         worker.send(big, 1)
         assert worker.fence is not None
         queued = worker.fence.view[0] == 0
@@ -205,22 +205,22 @@ def test_only_answering_workers_long_in_debt_are_overdue() -> None:
     starting, _ = fake_worker(1)
     paid, _ = fake_worker(2)
     for w in (ready, starting, paid):
-        pool.workers[w.number] = w
+        pool.supervisor.workers[w.number] = w
         w.answering = True
     ready.ready = paid.ready = True
     ready.sent = starting.sent = 2
     ready.owing_since = starting.owing_since = 100.0  # sent, never acknowledged
-    assert pool.overdue(now=104.0) == []
-    assert pool.overdue(now=106.0) == [ready]  # a starting worker is judged by its start
-    ready.settle(1)  # any acknowledgement shows it reads its feed: the clock starts again
-    assert pool.overdue(now=106.0) == [] and ready.owing_since is not None
+    assert pool.supervisor.overdue(now=104.0) == []
+    assert pool.supervisor.overdue(now=106.0) == [ready]  # a starting worker is judged by its start
+    ready.ack(1)  # any acknowledgement shows it reads its feed: the clock starts again
+    assert pool.supervisor.overdue(now=106.0) == [] and ready.owing_since is not None
 
 
 def test_a_starting_worker_gets_a_start_s_time_to_confirm(monkeypatch: pytest.MonkeyPatch) -> None:
     # Writes wait for the ACK of a worker told to listen but not yet LISTENING; one still building
     # a large snapshot was killed after CONFIRM_TIMEOUT, again and again. A ready one still is.
-    monkeypatch.setattr(workers_module, "CONFIRM_TIMEOUT", 0.05)
-    monkeypatch.setattr(workers_module, "START_TIMEOUT", 2.0)
+    monkeypatch.setattr(protocol, "CONFIRM_TIMEOUT", 0.05)
+    monkeypatch.setattr(protocol, "START_TIMEOUT", 2.0)
 
     async def scenario(ready: bool) -> list[int]:
         pool = make_pool()
@@ -236,12 +236,12 @@ def test_a_starting_worker_gets_a_start_s_time_to_confirm(monkeypatch: pytest.Mo
             worker.fail()
 
         worker.process = SimpleNamespace(pid=0, kill=kill, wait=wait)  # type: ignore[assignment]
-        pool._enrol([worker])
+        pool.supervisor._enrol([worker])
         worker.answering, worker.ready = True, ready
         pool.rebuild("web", SETTINGS, [])
         settling = asyncio.ensure_future(pool.settle())
         await asyncio.sleep(0.3)  # well past CONFIRM_TIMEOUT
-        worker.settle(worker.sent)
+        worker.ack(worker.sent)
         await asyncio.wait_for(settling, 3)
         return killed
 

@@ -24,7 +24,7 @@ from dnsdisc.netaddr import HostPort
 from dnsdisc.policies.roles import IN
 from dnsdisc.registry.model import Instance, ServiceSettings
 from dnsdisc.server.parts import build_index
-from dnsdisc.workers import feed
+from dnsdisc.workers import feed, protocol
 from dnsdisc.workers.replica import Follower, Replica
 
 NAME = "web.svc.internal."
@@ -33,7 +33,9 @@ NAME = "web.svc.internal."
 def services(seq: int, address: str) -> bytes:
     instance = Instance.from_json("web", "web-1", {"address": address, "port": 80})
     view = (instance, instance.weight, instance.priority, IN, None, None)
-    return feed.frame(feed.SERVICES, seq, [("web", ServiceSettings.from_json("web", {}), [view])])
+    return feed.frame(
+        protocol.SERVICES, seq, [("web", ServiceSettings.from_json("web", {}), [view])]
+    )
 
 
 async def ask_udp(port: int) -> dns.message.Message:
@@ -125,7 +127,7 @@ def test_a_query_read_after_the_fence_is_answered_from_the_change(udp_batch: boo
         "NXDOMAIN",  # the change waits in the socket: only the fence makes it urgent
         ["10.0.0.1"],
         ["10.0.0.2"],
-        [(feed.ACK, 1), (feed.ACK, 2)],
+        [(protocol.ACK, 1), (protocol.ACK, 2)],
     ]
 
 
@@ -162,13 +164,13 @@ def test_a_worker_reads_its_feed_again_before_it_says_it_listens() -> None:
         write = worker.follower.channel.write
 
         def spy(data: bytes) -> bool:
-            if pickle.loads(data[4:])[0] == feed.LISTENING:
+            if pickle.loads(data[4:])[0] == protocol.LISTENING:
                 paused_when_said.append(worker.follower.paused)
             return write(data)
 
         worker.follower.channel.write = spy  # type: ignore[method-assign]
         try:
-            worker.send(feed.frame(feed.LISTEN, 1) + services(2, "10.0.0.1"), fence=2)
+            worker.send(feed.frame(protocol.LISTEN, 1) + services(2, "10.0.0.1"), fence=2)
             worker.follower.start([])
             replies: list[tuple[Any, ...]] = []
             for _ in range(200):
@@ -183,7 +185,7 @@ def test_a_worker_reads_its_feed_again_before_it_says_it_listens() -> None:
 
     paused, replies, answer = asyncio.run(scenario())
     assert paused == [False]
-    assert replies == [(feed.LISTENING, 1, ""), (feed.ACK, 2)]  # in order, nothing lost
+    assert replies == [(protocol.LISTENING, 1, ""), (protocol.ACK, 2)]  # in order, nothing lost
     assert answer == ["10.0.0.1"]
 
 

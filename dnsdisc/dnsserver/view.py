@@ -4,11 +4,14 @@ alone, so it never imports the registry, the config or a store (CoreDNS's ``msg.
 
 Glossary: a *member* is one instance as the answers show it (``MemberView``); the main process's
 health monitor makes them (``health.monitor.Member``), a worker rebuilds them from the feed
-(``workers.replica.RemoteMember``, sent as a ``MemberFrame`` tuple).
+(``workers.replica.RemoteMember``, sent as a ``workers.protocol.MemberFrame`` tuple). An *answer
+sink* is what the registry's changes are rebuilt into (``AnswerSink``): the answer index in this
+process, or the worker pool that sends them to every worker's index.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -82,4 +85,15 @@ class MemberView(Protocol):
 
     def handed_out(self) -> None:
         """Called when a balanced address answer lists this instance first."""
+        ...
+
+
+class AnswerSink(Protocol):
+    """Where a service's answers are rebuilt when it changes: ``dnsserver.index.AnswerIndex``,
+    or ``workers.pool.WorkerPool`` with DNS answered by worker processes."""
+
+    def rebuild(
+        self, service: str, settings: ServiceView | None, members: Sequence[MemberView]
+    ) -> None:
+        """Replace every name of ``service``; ``settings`` None means the service is gone."""
         ...

@@ -123,25 +123,26 @@ class DnsdiscCollector(Collector):
             value=stats.errors,
         )
         if self.pool is not None:
+            supervisor, barrier = self.pool.supervisor, self.pool.barrier
             yield GaugeMetricFamily(
-                "dnsdisc_dns_workers", "DNS worker processes running", value=len(self.pool.workers)
+                "dnsdisc_dns_workers", "DNS worker processes running", value=len(supervisor.workers)
             )
             yield HistogramMetricFamily(
                 "dnsdisc_worker_confirm_seconds",
                 "How long a write waited until no DNS worker could answer from an older state",
-                buckets=self.pool.confirm.cumulative(),
-                sum_value=self.pool.confirm.total,
+                buckets=barrier.confirm.cumulative(),
+                sum_value=barrier.confirm.total,
             )
             yield CounterMetricFamily(
                 "dnsdisc_worker_ack_waits",
                 "Writes that waited for a DNS worker's acknowledgement (its fence did not cover "
                 "the change: a message queued in this process, or a worker not answering yet)",
-                value=self.pool.ack_waits,
+                value=barrier.ack_waits,
             )
             yield CounterMetricFamily(
                 "dnsdisc_dns_worker_restarts",
                 "DNS worker processes started again after one exited or hung",
-                value=self.pool.restarts,
+                value=supervisor.restarts,
             )
         if self.rate_limited:
             limited = CounterMetricFamily(

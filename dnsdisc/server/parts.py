@@ -4,7 +4,7 @@ the config: the answer index, the zone data, the names nobody may register."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,10 +17,9 @@ from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.face import DnsFace
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.stats import DnsCounters
-from dnsdisc.dnsserver.view import MemberView
+from dnsdisc.dnsserver.view import AnswerSink
 from dnsdisc.dnsserver.zone import IndexSettings
 from dnsdisc.health.monitor import HealthMonitor
-from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.settings import NS_HOST
 from dnsdisc.workers.pool import WorkerPool
@@ -36,7 +35,7 @@ class Server:
     config: Config
     registry: Registry
     health: HealthMonitor
-    index: AnswerIndex | WorkerPool
+    index: AnswerSink
     face: DnsFace | None = None
     pool: WorkerPool | None = None
     # Re-reads the config file and applies the same flags again (for reload); None: no file.
@@ -62,15 +61,9 @@ def build_index(config: Config, zone_data: zones.ZoneData) -> AnswerIndex:
     return AnswerIndex(settings, zone_data.records)
 
 
-class _Sink(Protocol):
-    def rebuild(
-        self, service: str, settings: ServiceSettings | None, members: Sequence[MemberView]
-    ) -> None: ...
-
-
 class _HasIndex(Protocol):
     @property
-    def index(self) -> _Sink: ...
+    def index(self) -> AnswerSink: ...
 
 
 def attach(registry: Registry, target: _HasIndex, health: HealthMonitor) -> None:

@@ -1,9 +1,9 @@
 """The change feed between the main process and its DNS worker processes.
 
 One stream socket (a socketpair) per worker. Each message is a 4-byte big-endian length and a
-pickled tuple ``(kind, seq, *fields)``; both ends are this program, started by the same user, so
-pickle's trust model holds. The main process numbers its messages; a worker acknowledges each one
-after applying it.
+pickled tuple ``(kind, seq, *fields)`` (the kinds: ``protocol``); both ends are this program,
+started by the same user, so pickle's trust model holds. The main process numbers its messages; a
+worker acknowledges each one after applying it.
 
 A write's 2xx must not come before every worker answers from the new state. Waiting for every
 worker's ACK did that, but under query load a worker often waits milliseconds for a CPU before it
@@ -16,20 +16,6 @@ is read after the fence was set, so it is answered from the new state, without t
 for the worker to be scheduled. The ACKs remain, for whatever the fence does not cover (a message
 still queued in the main process, a worker not listening yet, the counters) and to find a worker
 that stopped reading.
-
-main -> worker
-    INIT      seq, config, index settings, zone records, processes sharing the port
-    SERVICES  seq, [(service, settings or None (gone), [member view, ...]), ...]
-    FIGURES   seq, service, instance id, load, latency_ms
-    INDEX     seq, index settings, zone records   (a reload: build a new index beside the old)
-    SWAP      seq                                 (answer from the new index from now on)
-    LISTEN    seq                                 (bind the DNS port; reply LISTENING)
-    STATS     seq, service or None                (reply STATS)
-    STOP      seq                                 (drain and exit)
-worker -> main
-    ACK       seq
-    LISTENING seq, "" or why it could not listen
-    STATS     seq, DnsCounters, {(service, instance id): answers led}
 """
 
 from __future__ import annotations
@@ -44,22 +30,12 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-INIT = "init"
-SERVICES = "services"
-FIGURES = "figures"
-INDEX = "index"
-SWAP = "swap"
-LISTEN = "listen"
-STATS = "stats"
-STOP = "stop"
-ACK = "ack"
-LISTENING = "listening"
-
 _LEN = struct.Struct("!I")
 _READ = 256 * 1024  # bytes per recv: a large snapshot arrives in few calls
 
 
 def frame(*message: Any) -> bytes:
+    """One message, ``(kind, seq, *fields)``, as it goes on the socket."""
     data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
     return _LEN.pack(len(data)) + data
 

@@ -1,4 +1,4 @@
-"""A DNS worker process: ``python -m dnsdisc.workers.replica FEED_FD FENCE_FD asyncio|uvloop``.
+"""A DNS worker process (started as ``python -m dnsdisc.workers``, see ``__main__``).
 
 It answers DNS on the shared port (SO_REUSEPORT) from its own answer index, which it keeps
 current from the change feed on the socket FEED_FD and the fence in the memfd FENCE_FD ("-": none;
@@ -13,7 +13,6 @@ import asyncio
 import logging
 import signal
 import socket
-import sys
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -22,13 +21,11 @@ from dnsdisc import heap, logs
 from dnsdisc.dnsserver.face import DnsFace
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.settings import DnsSettings
-from dnsdisc.registry.model import Instance, ServiceSettings
-from dnsdisc.workers import feed
+from dnsdisc.dnsserver.view import ServiceView
+from dnsdisc.workers import feed, protocol
+from dnsdisc.workers.protocol import MemberFrame
 
 log = logging.getLogger("dnsdisc.workers.replica")
-
-# What the main process sends per instance: (instance, weight, priority, role, load, latency).
-MemberFrame = tuple[Instance, int, int, int, float | None, float | None]
 
 
 class RemoteMember:
@@ -58,7 +55,7 @@ class Replica:
         self.tallies: dict[str, dict[str, list[int]]] = {}
 
     def service(
-        self, name: str, settings: ServiceSettings | None, views: Sequence[MemberFrame]
+        self, name: str, settings: ServiceView | None, views: Sequence[MemberFrame]
     ) -> None:
         old = self.tallies.get(name, {})
         tallies = {v[0].id: old.get(v[0].id) or [0] for v in views}
@@ -145,10 +142,10 @@ class Follower:
         while queue and not self.paused:
             message = queue.popleft()
             kind, seq = message[0], message[1]
-            if kind == feed.STOP:
+            if kind == protocol.STOP:
                 self.finish()
                 return
-            if kind == feed.LISTEN:
+            if kind == protocol.LISTEN:
                 self.paused = True
                 self._watch(False)
                 listening = asyncio.ensure_future(self._listen(seq))
@@ -170,7 +167,7 @@ class Follower:
         self.paused = False
         self.applied = seq
         self._watch(True)
-        self.channel.write(feed.frame(feed.LISTENING, seq, failure))
+        self.channel.write(feed.frame(protocol.LISTENING, seq, failure))
         self.pump()
 
     def _listened(self, task: asyncio.Future[None]) -> None:
@@ -201,7 +198,7 @@ async def serve(fd: int, fence_fd: int | None) -> None:
     loop = asyncio.get_running_loop()
     channel = feed.Channel(socket.socket(fileno=fd))
     messages = channel.wait()
-    if not messages or messages[0][0] != feed.INIT:
+    if not messages or messages[0][0] != protocol.INIT:
         raise SystemExit("dnsdisc worker: expected the feed to start with INIT")
     _, seq, settings, index_settings, records, processes = messages.pop(0)
     assert isinstance(settings, DnsSettings)
@@ -216,7 +213,7 @@ async def serve(fd: int, fence_fd: int | None) -> None:
     )
     face.catch_up = follower.catch_up
     follower.applied = seq
-    channel.write(feed.frame(feed.ACK, seq))
+    channel.write(feed.frame(protocol.ACK, seq))
     # The main process handles ^C for the whole process group and then says STOP; a TERM sent
     # to a worker alone ends it gracefully (the main process starts a new one).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -233,51 +230,26 @@ async def serve(fd: int, fence_fd: int | None) -> None:
 def _apply(message: tuple[Any, ...], replica: Replica, face: DnsFace) -> bytes:
     """Apply one message other than LISTEN and STOP; the reply to send."""
     kind, seq = message[0], message[1]
-    if kind == feed.SERVICES:
+    if kind == protocol.SERVICES:
         for name, settings, views in message[2]:
             replica.service(name, settings, views)
-    elif kind == feed.FIGURES:
+    elif kind == protocol.FIGURES:
         replica.figures(*message[2:6])
-    elif kind == feed.INDEX:
+    elif kind == protocol.INDEX:
         replica.building = AnswerIndex(message[2], message[3])
         if replica.collector_was is None:
             replica.collector_was = heap.pause()
-    elif kind == feed.SWAP:
+    elif kind == protocol.SWAP:
         face.responder.index = replica.building
         _built(replica)
-    elif kind == feed.STATS:
-        return feed.frame(feed.STATS, seq, face.counters(), replica.answers(message[2]))
+    elif kind == protocol.STATS:
+        return feed.frame(protocol.STATS, seq, face.counters(), replica.answers(message[2]))
     else:
         raise ValueError(f"unknown feed message {kind!r}")
-    return feed.frame(feed.ACK, seq)
+    return feed.frame(protocol.ACK, seq)
 
 
 def _built(replica: Replica) -> None:
     if replica.collector_was is not None:
         heap.settle(replica.collector_was)
         replica.collector_was = None
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if (
-        len(args) != 3
-        or not args[0].isdigit()
-        or not (args[1].isdigit() or args[1] == "-")
-        or args[2] not in ("asyncio", "uvloop")
-    ):
-        raise SystemExit(
-            "usage: python -m dnsdisc.workers.replica FEED_FD FENCE_FD|- asyncio|uvloop "
-            "(started by dnsdisc)"
-        )
-    fd, fence = int(args[0]), int(args[1]) if args[1] != "-" else None
-    if args[2] == "uvloop":
-        import uvloop
-
-        uvloop.run(serve(fd, fence))
-    else:
-        asyncio.run(serve(fd, fence))
-
-
-if __name__ == "__main__":
-    main()

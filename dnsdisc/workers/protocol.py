@@ -1,0 +1,57 @@
+"""What the main process and its DNS workers say to each other over the feed (``feed``), and how
+long a worker may take to answer.
+
+Every message is a plain tuple ``(kind, seq, *fields)`` with ``kind`` one of the strings below:
+the main process numbers its messages (``seq``), a worker answers each one with the same number.
+Tuples rather than a NamedTuple or dataclass per kind: those pickle several times slower, and the
+feed carries a message for every change and every acknowledgement.
+
+main -> worker
+    INIT      seq, DnsSettings, IndexSettings, zone records, processes sharing the port
+    SERVICES  seq, [ServiceFrame, ...]                (settings None: the service is gone)
+    FIGURES   seq, service, instance id, load, latency_ms
+    INDEX     seq, IndexSettings, zone records        (a reload: build a new index beside the old)
+    SWAP      seq                                     (answer from the new index from now on)
+    LISTEN    seq                                     (bind the DNS port; reply LISTENING)
+    STATS     seq, service or None                    (reply STATS)
+    STOP      seq                                     (drain and exit; no reply)
+worker -> main
+    ACK       seq                                     (applied, with everything before it)
+    LISTENING seq, "" or why it could not listen
+    STATS     seq, DnsCounters, {(service, instance id): answers led}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dnsdisc.dnsserver.view import InstanceView, MemberView, ServiceView
+
+INIT = "init"
+SERVICES = "services"
+FIGURES = "figures"
+INDEX = "index"
+SWAP = "swap"
+LISTEN = "listen"
+STATS = "stats"
+STOP = "stop"
+ACK = "ack"
+LISTENING = "listening"
+
+# One message as it is framed and read back.
+Message = tuple[Any, ...]
+# One instance as health hands it out: (instance, weight, priority, role, load, latency_ms).
+MemberFrame = tuple[InstanceView, int, int, int, float | None, float | None]
+# One service in a SERVICES message: (name, settings or None, members).
+ServiceFrame = tuple[str, ServiceView | None, list[MemberFrame]]
+
+# How long a worker may take to confirm a change, to stop, or to send its counters (seconds).
+CONFIRM_TIMEOUT = 5.0
+# How long a worker may take to start: to build its index from a snapshot and bind the port.
+START_TIMEOUT = 30.0
+
+
+def member_frames(members: Sequence[MemberView]) -> list[MemberFrame]:
+    """The members as a SERVICES message carries them (a worker's ``RemoteMember``)."""
+    return [(m.instance, m.weight, m.priority, m.role, m.load, m.latency_ms) for m in members]

@@ -1,0 +1,373 @@
+"""The DNS worker processes' lifecycle, seen from the main process (like uvicorn's supervisors):
+start them, tell them to bind the DNS port, replace one that dies or hangs, stop them all; and
+``Worker``, the handle on one of them: its process, its end of the feed and its fence.
+
+The supervisor also numbers the feed: every message to any worker takes the next number, and a
+worker's acknowledgements say how far it has applied. What is sent, and when, is the pool's
+(``pool``); what a write waits for is the barrier's (``barrier``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dnsdisc.netaddr import HostPort
+from dnsdisc.workers import feed, protocol
+from dnsdisc.workers.protocol import Message
+
+log = logging.getLogger("dnsdisc.workers.supervisor")
+
+# How often to look for a worker that has stopped acknowledging its feed.
+WATCH_INTERVAL = 1.0
+# A worker that keeps dying is restarted at most this often.
+RESTART_DELAY = 1.0
+
+
+@dataclass(eq=False)
+class Worker:
+    number: int
+    process: asyncio.subprocess.Process
+    channel: feed.Channel
+    fence: feed.Fence | None = None
+    acked: int = 0
+    sent: int = 0  # the number of the last message sent to it
+    # Told to bind the DNS port: from then on it may be answering, and writes wait for it.
+    answering: bool = False
+    # It has bound the port and reads its feed again: from then on it checks the fence.
+    ready: bool = False
+    # Since when it has had a message to acknowledge and acknowledged none (monotonic seconds).
+    owing_since: float | None = None
+    waiters: list[tuple[int, asyncio.Future[Any]]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.channel.on_drained = self._publish
+
+    def send(self, data: bytes, seq: int) -> None:
+        """``data``: messages up to number ``seq``."""
+        if not self.channel.writable:
+            return
+        if self.owing_since is None:
+            self.owing_since = time.monotonic()
+        self.sent = seq
+        if self.channel.write(data):
+            self._publish()
+
+    def _publish(self) -> None:
+        """Everything sent is in the worker's socket buffer: let its fence say so."""
+        if self.fence is not None:
+            self.fence.view[0] = self.sent
+
+    def wait_for(self, seq: int) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiters.append((seq, fut))
+        return fut
+
+    def ack(self, seq: int, reply: Any = None) -> None:
+        """Everything up to ``seq`` is applied; wake whoever waited for that."""
+        self.acked = max(self.acked, seq)
+        # Any acknowledgement shows it is reading; it owes nothing more, or owes from now.
+        self.owing_since = None if self.acked >= self.sent else time.monotonic()
+        keep = []
+        for want, fut in self.waiters:
+            if want <= seq:
+                if not fut.done():
+                    fut.set_result(reply if want == seq else None)
+            else:
+                keep.append((want, fut))
+        self.waiters = keep
+
+    def fail(self) -> None:
+        for _, fut in self.waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self.waiters = []
+
+    def follow(self) -> asyncio.Future[None]:
+        """Read the worker's replies as they come; the future ends with the feed."""
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        channel = self.channel
+
+        def stop(exc: Exception | None) -> None:
+            channel.watch(None)
+            if ended.done():
+                return
+            if exc is None:
+                ended.set_result(None)
+            else:
+                ended.set_exception(exc)
+
+        def readable() -> None:
+            try:
+                for message in channel.receive():
+                    kind, seq = message[0], message[1]
+                    if kind == protocol.STATS:
+                        self.ack(seq, message[2:])
+                    elif kind == protocol.LISTENING:
+                        self.ready = not message[2]
+                        self.ack(seq, message[2])  # "" or why it could not listen
+                    else:
+                        self.ack(seq, True)
+            except Exception as exc:  # a broken or garbled feed: this worker is replaced
+                stop(exc)
+                return
+            if channel.eof:
+                stop(None)
+
+        channel.watch(readable)
+        return ended
+
+    def close(self) -> None:
+        self.channel.close()
+        if self.fence is not None:
+            self.fence.close()
+            self.fence = None
+
+
+class Supervisor:
+    def __init__(
+        self,
+        addresses: Sequence[HostPort],
+        count: int,
+        loop_kind: str,
+        start_state: Callable[[], Iterable[Message]],
+        flush: Callable[[], None],
+    ) -> None:
+        self.addresses = addresses  # where the workers answer DNS
+        self.count = count
+        self.loop_kind = loop_kind
+        # What a new worker starts from: messages ``(kind, *fields)``, numbered here.
+        self.start_state = start_state
+        # Sends the changes still pending in this turn, which must go before the word to listen.
+        self.flush = flush
+        self.workers: dict[int, Worker] = {}
+        self.seq = 0
+        self.stopping = False
+        self.restarts = 0
+        self._restart_tasks: set[asyncio.Task[None]] = set()
+        # Set once the workers started with the server have been told to listen: a worker
+        # restarted before that (while the store loads) must wait for the same word.
+        self.listening = False
+        self._watcher: asyncio.Task[None] | None = None
+
+    # -- the feed ----------------------------------------------------------------------------
+
+    def number(self, message: Message) -> bytes:
+        """``message`` (kind, *fields) framed with the next number, which becomes ``seq``."""
+        seq = self.seq + 1
+        data = feed.frame(message[0], seq, *message[1:])
+        self.seq = seq  # numbered once it can be sent: a settle waits for what was sent
+        return data
+
+    def send_all(self, *message: Any) -> None:
+        """Send ``message`` (kind, *fields) to every worker, numbered."""
+        data = self.number(message)
+        seq = self.seq
+        for w in self.workers.values():
+            w.send(data, seq)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def spawn(self) -> None:
+        """Start the workers, before the registry loads: they build their indexes from the
+        feed while this process is still reading the store. ``listen`` then binds the port."""
+        await _check_free(self.addresses)
+        self._enrol(await asyncio.gather(*(self._spawn(n) for n in range(self.count))))
+
+    async def listen(self) -> None:
+        """Have every worker bind the DNS port, once it has applied everything sent so far."""
+        self.listening = True
+        await self._listen(list(self.workers.values()))
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch())
+
+    async def _start(self, numbers: Iterable[int]) -> None:
+        spawned = await asyncio.gather(*(self._spawn(n) for n in numbers))
+        self._enrol(spawned)
+        if self.listening:  # else ``listen`` will tell it, with the others
+            await self._listen(spawned)
+
+    def _enrol(self, spawned: Sequence[Worker]) -> None:
+        # No await in here: the snapshot the workers start from and the changes broadcast
+        # after it form one ordered feed, nothing in between. It is encoded once for all.
+        state = b"".join(self.number(message) for message in self.start_state())
+        for worker in spawned:
+            worker.send(state, self.seq)
+            self.workers[worker.number] = worker
+            worker.task = asyncio.ensure_future(self._follow(worker))
+
+    async def _listen(self, workers: Sequence[Worker]) -> None:
+        self.flush()  # the services changed in this turn go before the word to listen
+        listen = self.number((protocol.LISTEN,))
+        seq = self.seq
+        waits = []
+        for worker in workers:
+            waits.append(worker.wait_for(seq))
+            worker.send(listen, seq)
+            worker.answering = True
+        for worker, listening in zip(workers, waits, strict=True):
+            try:
+                await asyncio.wait_for(asyncio.shield(listening), protocol.START_TIMEOUT)
+            except TimeoutError:
+                self.kill(worker, "did not start in time")
+                raise RuntimeError(f"DNS worker {worker.number} did not start") from None
+            failure = listening.result()
+            if failure is None:
+                raise RuntimeError(
+                    f"DNS worker {worker.number} exited while starting (see the log above)"
+                )
+            if failure:
+                self.kill(worker, "could not listen")
+                raise OSError(failure)
+            log.debug("DNS worker %d (pid %d) is answering", worker.number, worker.process.pid)
+
+    async def _spawn(self, number: int) -> Worker:
+        ours, theirs = socket.socketpair()
+        fence = None
+        try:
+            fence = feed.Fence.create()
+            fds = (theirs.fileno(),) if fence is None else (theirs.fileno(), fence.fd)
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "dnsdisc.workers",
+                str(theirs.fileno()),
+                "-" if fence is None else str(fence.fd),
+                self.loop_kind,
+                pass_fds=fds,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        except BaseException:
+            ours.close()
+            if fence is not None:
+                fence.close()
+            raise
+        finally:
+            theirs.close()
+        return Worker(number, process, feed.Channel(ours), fence)
+
+    async def _follow(self, worker: Worker) -> None:
+        """Read the worker's replies until it goes away; then replace it."""
+        try:
+            await worker.follow()
+        except Exception as exc:
+            # While stopping, a worker that exits first breaks the feed under a late write.
+            report = log.debug if self.stopping else log.error
+            report("DNS worker %d: broken feed: %s", worker.number, exc)
+        finally:
+            worker.fail()
+            self.workers.pop(worker.number, None)
+            worker.close()
+            code = await worker.process.wait()
+            if not self.stopping:
+                log.error(
+                    "DNS worker %d (pid %d) exited with status %s; starting a new one",
+                    worker.number,
+                    worker.process.pid,
+                    code,
+                )
+                task = asyncio.ensure_future(self._restart(worker.number))
+                self._restart_tasks.add(task)
+                task.add_done_callback(self._restart_tasks.discard)
+
+    async def _restart(self, number: int) -> None:
+        await asyncio.sleep(RESTART_DELAY)
+        if self.stopping:
+            return
+        try:
+            await self._start([number])
+            self.restarts += 1
+        except Exception as exc:  # retried when this one, too, goes away
+            log.error("could not start DNS worker %d: %s", number, exc)
+
+    def kill(self, worker: Worker, why: str) -> None:
+        """Its socket closes with it, so it answers nobody; ``_follow`` then replaces it."""
+        log.error("DNS worker %d (pid %d) %s; killing it", worker.number, worker.process.pid, why)
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.kill()
+
+    async def stop(self) -> None:
+        """Tell every worker to drain and exit; kill those that do not in time."""
+        self.stopping = True
+        for task in list(self._restart_tasks):
+            task.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        workers = list(self.workers.values())
+        stop = self.number((protocol.STOP,))
+        for w in workers:
+            w.send(stop, self.seq)
+        for w in workers:
+            try:
+                await asyncio.wait_for(w.process.wait(), protocol.CONFIRM_TIMEOUT)
+            except TimeoutError:
+                self.kill(w, "did not stop in time")
+                await w.process.wait()
+        tasks = [w.task for w in workers if w.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=protocol.CONFIRM_TIMEOUT)
+
+    # -- the watchdog ------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Kill a worker that has owed an acknowledgement for CONFIRM_TIMEOUT. Writes covered by
+        the fence do not wait for acknowledgements, so a worker that stopped reading its feed
+        (hung, or stopped) is found here; it answers nothing stale meanwhile, since it would catch
+        up before answering, but its share of the queries goes unanswered until it is gone."""
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            now = time.monotonic()
+            stalled, last = now - last > 2 * WATCH_INTERVAL, now
+            if stalled:
+                # This process was busy (a reload, a large snapshot): acknowledgements may be
+                # waiting unread (uvloop runs timers before it polls), so judge on the next round.
+                continue
+            for w in self.overdue(now):
+                w.owing_since = None  # killed once; its exit is handled by ``_follow``
+                timeout = protocol.CONFIRM_TIMEOUT
+                self.kill(w, f"did not confirm change {w.acked + 1} in {timeout:g} s")
+
+    def overdue(self, now: float) -> list[Worker]:
+        """The answering workers that have owed an acknowledgement for over CONFIRM_TIMEOUT."""
+        timeout = protocol.CONFIRM_TIMEOUT
+        return [
+            w
+            for w in self.workers.values()
+            if w.ready and w.owing_since is not None and now - w.owing_since > timeout
+        ]
+
+
+async def _check_free(listen: Sequence[HostPort], patience: float = 3.0) -> None:
+    """Fail if another server holds a DNS port. The workers bind with SO_REUSEPORT, which would
+    let them share a port with another dnsdisc of the same user, silently splitting its queries;
+    a plain bind first makes that an error. Workers of a server that was just killed may hold the
+    port for a moment while they notice, so a refusal is retried for ``patience`` seconds."""
+    deadline = asyncio.get_running_loop().time() + patience
+    for hp in listen:
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            while True:
+                try:
+                    _probe(hp, kind)
+                    break
+                except OSError:
+                    if asyncio.get_running_loop().time() >= deadline:
+                        raise
+                    await asyncio.sleep(0.1)
+
+
+def _probe(hp: HostPort, kind: int) -> None:
+    family = socket.AF_INET6 if ":" in hp.host else socket.AF_INET
+    for info in socket.getaddrinfo(hp.host, hp.port, family, kind):
+        with socket.socket(info[0], kind) as sock:
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(info[4])
