@@ -262,12 +262,12 @@ def test_a_new_worker_is_sent_dns_settings_and_no_secret() -> None:
     )
     index = AnswerIndex(IndexSettings(domain=b"\x03svc\x08internal\x00"))
     pool = WorkerPool(config.dns_settings(), 1, index, lambda: [], "asyncio")
-    state = pool._state()
+    state = b"".join(pool.supervisor.number(m) for m in pool._state())
     assert b"s3cret" not in state
     recorder = Recorder()
     recorder.write(state)
     init = recorder.messages[0]
-    assert init[0] == feed.INIT
+    assert init[0] == protocol.INIT
     settings = init[2]
     assert type(settings) is DnsSettings
     assert settings.query_log is True and settings.listen == config.dns_listen

@@ -9,7 +9,7 @@ from dnsdisc.health.monitor import handout
 from dnsdisc.health.settings import HealthSettings
 from dnsdisc.policies.roles import FALLBACK, IN, OUT
 from dnsdisc.registry.model import CRITICAL, PASSING, WARNING, Instance, ServiceSettings
-from dnsdisc.registry.registry import InstanceState, Service
+from dnsdisc.registry.state import InstanceState, Service
 
 CFG = HealthSettings(warning_weight=0.25, flap_window=60, flap_threshold=4, flap_stable=30)
 

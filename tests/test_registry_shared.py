@@ -9,6 +9,7 @@ from typing import Any
 
 from dnsdisc.registry.model import CRITICAL, PASSING, Instance, ServiceSettings
 from dnsdisc.registry.registry import Registry
+from dnsdisc.registry.replication import Follower
 from dnsdisc.store.base import ChangeSink, Op, Snapshot
 
 
@@ -65,21 +66,22 @@ def test_remote_changes_reach_memory_and_listeners() -> None:
         changed: list[str] = []
         reg.subscribe(changed.append)
         await reg.load()
-        assert store.sink is reg  # the registry follows the store after loading it
+        sink = store.sink
+        assert isinstance(sink, Follower)  # the registry follows the store after loading it
         assert reg.instance("web", "a").status == CRITICAL
         assert reg.service("web").settings.ttl == 30
         changed.clear()
-        reg.apply_change(Op("put_instance", "web", "b", definition("10.0.0.2")))
+        sink.apply_change(Op("put_instance", "web", "b", definition("10.0.0.2")))
         assert changed == ["web"] and reg.instance("web", "b").instance.address == "10.0.0.2"
-        reg.apply_change(Op("put_status", "web", "b", {"status": "critical", "output": "x"}))
+        sink.apply_change(Op("put_status", "web", "b", {"status": "critical", "output": "x"}))
         assert reg.instance("web", "b").status == CRITICAL
-        reg.apply_change(Op("put_status", "web", "b", {"status": "bogus"}))  # skipped, logged
-        reg.apply_change(Op("put_instance", "web", "c", {"address": "nope", "port": 80}))
+        sink.apply_change(Op("put_status", "web", "b", {"status": "bogus"}))  # skipped, logged
+        sink.apply_change(Op("put_instance", "web", "c", {"address": "nope", "port": 80}))
         assert reg.instance("web", "b").status == CRITICAL
         assert "c" not in reg.service("web").instances
-        reg.apply_change(Op("del_instance", "web", "b"))
+        sink.apply_change(Op("del_instance", "web", "b"))
         assert "b" not in reg.service("web").instances
-        reg.apply_change(Op("del_service", "web"))
+        sink.apply_change(Op("del_service", "web"))
         assert reg.get("web") is None and changed[-1] == "web"
 
     asyncio.run(run())
@@ -120,11 +122,13 @@ def test_resync_drops_the_gone_applies_the_new_and_keeps_the_same() -> None:
         )
         reg = Registry(store, configured={"kept": ServiceSettings("kept")})
         await reg.load()
-        reg.apply_change(Op("put_status", "web", "a", {"status": "critical", "output": "x"}))
+        sink = store.sink
+        assert sink is not None
+        sink.apply_change(Op("put_status", "web", "a", {"status": "critical", "output": "x"}))
         before = reg.instance("web", "a")
         changed: list[str] = []
         reg.subscribe(changed.append)
-        reg.resync(
+        sink.resync(
             Snapshot(
                 services={"web": {}, "new": {"ttl": 7}},
                 instances={("web", "a"): definition(), ("web", "c"): definition("10.0.0.3")},

@@ -137,3 +137,27 @@ def test_the_etcd_key_schema_builds_and_parses_only_its_own_keys() -> None:
         "key": b64("/dnsdisc/prod/instances/web/"),
         "range_end": b64("/dnsdisc/prod/instances/web0"),
     }
+
+
+def test_a_write_is_acknowledged_only_once_the_barrier_returns() -> None:
+    async def main() -> None:
+        reg = Registry()
+        released = asyncio.Event()
+        calls = 0
+
+        async def barrier() -> None:
+            nonlocal calls
+            calls += 1
+            await released.wait()
+
+        reg.set_barrier(barrier)
+        write = asyncio.ensure_future(reg.put_instance(inst("a")))
+        await asyncio.sleep(0.01)
+        assert not write.done()  # in memory, not yet acknowledged
+        assert reg.instance("web", "a").instance.address == "10.0.0.1"
+        released.set()
+        assert await write is True and calls == 1
+        await reg.settled()
+        assert calls == 2
+
+    asyncio.run(main())

@@ -28,7 +28,8 @@ from dnsdisc.errors import (
     http_status_of,
 )
 from dnsdisc.registry.model import PASSING, WARNING, HeartbeatReport, Instance, ServiceSettings
-from dnsdisc.registry.registry import InstanceState, Registry, Service
+from dnsdisc.registry.registry import Registry
+from dnsdisc.registry.state import InstanceState, Service
 from dnsdisc.values import label
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,8 @@ import aiohttp
 from dnsdisc.health.settings import HealthSettings
 from dnsdisc.policies.roles import FALLBACK, IN, OUT
 from dnsdisc.registry.model import CRITICAL, MAINTENANCE, PASSING, WARNING, CheckSpec, Instance
-from dnsdisc.registry.registry import InstanceState, Registry, Service
+from dnsdisc.registry.registry import Registry
+from dnsdisc.registry.state import InstanceState, Service
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Validated, immutable values: Instance and ServiceSettings.
+"""Validated, immutable values: Instance (with its CheckSpec), ServiceSettings, HeartbeatReport,
+and the health statuses.
 
 Everything that enters the registry, from HTTP, a zone file or the store, goes through the
 constructors here, so the rest of the program can trust the values it holds. Types are strict on
@@ -215,8 +216,8 @@ class Instance:
         return ":" in self.address
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Sent to every DNS worker, 100k at a time at start-up: positional arguments pickle and
-        # load in half the time of the dataclass default, which looks up the fields per object.
+        # Sent to every DNS worker, every instance at start-up: positional arguments, because
+        # the dataclass default looks up the fields per object, which is much slower.
         return (
             Instance,
             (

@@ -25,3 +25,7 @@ class RegistrySettings:
         # Read-only copies: a caller's dict changing later must not change the registry's view.
         object.__setattr__(self, "configured", MappingProxyType(dict(self.configured)))
         object.__setattr__(self, "reserved", MappingProxyType(dict(self.reserved)))
+
+    def for_service(self, name: str) -> ServiceSettings:
+        """What a service gets when nobody set its settings through the API."""
+        return self.configured.get(name) or self.defaults.with_name(name)

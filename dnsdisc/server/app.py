@@ -52,7 +52,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
             loop_kind(config.event_loop),
         )
         server.pool = server.index = pool
-        registry.settle = pool.settle
+        registry.set_barrier(pool.settle)
         registry.on_figures(pool.figures)
     else:
         server.face = DnsFace.create(config.dns_settings(), index)

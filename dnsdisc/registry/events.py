@@ -1,0 +1,40 @@
+"""What the registry announces, synchronously, to whoever listens: which service changed, which
+instance's status changed, whose reported figures changed. Listeners run inside the change, so
+by the time a write returns every listener has seen it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, ParamSpec
+
+P = ParamSpec("P")
+
+
+class Bus(Generic[P]):
+    """Listeners of one kind of announcement, called in the order they were added."""
+
+    __slots__ = ("_listeners",)
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[P, None]] = []
+
+    def add(self, listener: Callable[P, None]) -> None:
+        self._listeners.append(listener)
+
+    def emit(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        for listener in self._listeners:
+            listener(*args, **kwargs)
+
+
+class Events:
+    """The registry's three buses."""
+
+    __slots__ = ("changed", "figures", "status")
+
+    def __init__(self) -> None:
+        # (service): anything about it changed, or it is gone; rebuild what derives from it
+        self.changed: Bus[[str]] = Bus()
+        # (service, instance id, old effective status, new effective status)
+        self.status: Bus[[str, str, str, str]] = Bus()
+        # (service, instance id, load, latency in ms): reported figures changed, nothing else did
+        self.figures: Bus[[str, str, float | None, float | None]] = Bus()

@@ -1,0 +1,361 @@
+"""What the registry holds in memory, and the only code that changes it.
+
+``InstanceState`` is an instance plus what changes without a re-registration (heartbeats,
+reported figures, health status) and keeps its own status bookkeeping: flap history, recovery
+time, history for people. ``Memory`` holds the services by name; its methods are the only writes
+to them, and each announces what it changed on ``Events``. ``Memory`` trusts its callers: the
+Registry has checked a write against reserved names and static services and committed it to
+the store; the Follower has applied a shared store's rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Container, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from dnsdisc.errors import StoreError, ValidationError
+from dnsdisc.registry.events import Events
+from dnsdisc.registry.model import (
+    CRITICAL,
+    MAINTENANCE,
+    PASSING,
+    WARNING,
+    Instance,
+    ServiceSettings,
+)
+from dnsdisc.registry.settings import RegistrySettings
+from dnsdisc.store.base import Snapshot
+
+log = logging.getLogger(__name__)
+
+# Status changes kept per instance for people (InstanceState.history).
+HISTORY_LEN = 20
+# Times of status changes kept per instance for flap damping (InstanceState.changes).
+CHANGES_LEN = 32
+
+
+@dataclass(slots=True)
+class InstanceState:
+    """An instance plus what changes without a re-registration: heartbeats, reported figures and
+    health. Times are the registry clock's (monotonic); ``wall_since`` is for people."""
+
+    instance: Instance
+    registered_at: float
+    last_heartbeat: float
+    load: float | None = None
+    latency_ms: float | None = None
+    status: str = PASSING
+    since: float = 0.0
+    wall_since: float = field(default_factory=time.time)
+    output: str = ""
+    maintenance: str | None = None  # the reason, while in maintenance
+    # When the status last changed (for flap damping) and when it last left critical (slow start).
+    # Made at the first change: most instances never change, and an empty deque is not small.
+    changes: deque[float] | tuple[float, ...] = ()
+    recovered_at: float | None = None
+    # How often the DNS answers handed this instance out first in its service's balanced A/AAAA
+    # answers (counted by the answer index), and the latest effective status changes as
+    # (wall time ISO 8601, status), for people (the dashboard).
+    answers: int = 0
+    history: deque[tuple[str, str]] | tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def registered(cls, inst: Instance, now: float, prev: InstanceState | None) -> InstanceState:
+        """The state of an instance (re-)registered at ``now``; ``prev`` is the one it replaces."""
+        state = cls(inst, prev.registered_at if prev else now, now, since=now)
+        if prev is not None:
+            state.carry_health(prev)
+        elif inst.check is not None:
+            # Not handed out before its check has passed once: it may not be listening yet.
+            state.status, state.output = CRITICAL, "awaiting the first check"
+        return state
+
+    @property
+    def effective_status(self) -> str:
+        return MAINTENANCE if self.maintenance is not None else self.status
+
+    def carry_health(self, prev: InstanceState) -> None:
+        """A re-registration keeps what was learnt about the instance's health."""
+        self.load, self.latency_ms = prev.load, prev.latency_ms
+        self.status, self.since, self.wall_since = prev.status, prev.since, prev.wall_since
+        self.output, self.maintenance = prev.output, prev.maintenance
+        self.changes, self.recovered_at = prev.changes, prev.recovered_at
+        self.answers, self.history = prev.answers, prev.history
+
+    def take_status(self, status: str, output: str, clock: Callable[[], float]) -> str | None:
+        """Take a verdict. When it changes the status: the effective status before, else None."""
+        self.output = output
+        if status == self.status:
+            return None
+        before = self.effective_status
+        now = clock()
+        if self.status == CRITICAL:
+            self.recovered_at = now
+        wall = time.time()
+        self.status, self.since, self.wall_since = status, now, wall
+        if not isinstance(self.changes, deque):
+            self.changes = deque(maxlen=CHANGES_LEN)
+        self.changes.append(now)
+        if self.effective_status != before:
+            self.record(wall)
+        return before
+
+    def take_maintenance(self, reason: str | None) -> str | None:
+        """Enter maintenance (a reason), change its reason, or leave it (None). When that changes
+        anything: the effective status before, else None."""
+        if self.maintenance == reason:
+            return None
+        before = self.effective_status
+        self.maintenance = reason
+        if self.effective_status != before:
+            self.record(time.time())
+        return before
+
+    def record(self, wall: float) -> None:
+        """Note the effective status in ``history`` (after it changed at ``wall``)."""
+        when = datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds")
+        if not isinstance(self.history, deque):
+            self.history = deque(maxlen=HISTORY_LEN)
+        self.history.append((when, self.effective_status))
+
+
+@dataclass(slots=True)
+class Service:
+    settings: ServiceSettings
+    instances: dict[str, InstanceState] = field(default_factory=dict)
+    static: bool = False
+
+
+class Memory:
+    """The services in memory, by name. ``settings`` (what the config says) is replaced whole on
+    reload, never changed in place."""
+
+    def __init__(
+        self, settings: RegistrySettings, events: Events, clock: Callable[[], float]
+    ) -> None:
+        self.settings = settings
+        self.events = events
+        self.clock = clock
+        self._services: dict[str, Service] = {}
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Service]:
+        return iter(self._services.values())
+
+    def __len__(self) -> int:
+        return len(self._services)
+
+    def names(self) -> list[str]:
+        return list(self._services)
+
+    def get(self, name: str) -> Service | None:
+        return self._services.get(name)
+
+    def find(self, service: str, instance_id: str) -> InstanceState | None:
+        svc = self._services.get(service)
+        return svc.instances.get(instance_id) if svc else None
+
+    # -- registrations -----------------------------------------------------------------------
+
+    def load(self, snap: Snapshot) -> None:
+        """Take what a store holds (at start, before anything else), then add the services the
+        config names. Announces the health verdicts it finds, not the services."""
+        now = self.clock()
+        try:
+            for name, data in snap.services.items():
+                settings = ServiceSettings.from_json(name, data, self.settings.for_service(name))
+                self._services[name] = Service(settings)
+        except ValidationError as exc:
+            raise StoreError(
+                f"stored settings of service {name!r} are invalid: {exc.message}"
+            ) from None
+        for (service, iid), data in snap.instances.items():
+            try:
+                inst = Instance.from_json(service, iid, data)
+            except ValidationError as exc:
+                raise StoreError(
+                    f"stored instance {service}/{iid} is invalid ({exc.field}): {exc.message}"
+                ) from None
+            svc = self._service_or_new(service)
+            # After a restart each lease starts afresh and checks start from passing: the
+            # restart must not expire or hide anything; the checks resume at once.
+            svc.instances[iid] = InstanceState(inst, now, now, since=now)
+        for (service, iid), data in snap.statuses.items():
+            self.take_verdict(service, iid, data)
+        for name, settings in self.settings.configured.items():
+            self._services.setdefault(name, Service(settings))
+
+    def put_instance(self, inst: Instance) -> bool:
+        """Put ``inst`` in memory, keeping what was learnt about its health; True when new."""
+        svc = self._service_or_new(inst.service)
+        prev = svc.instances.get(inst.id)
+        svc.instances[inst.id] = InstanceState.registered(inst, self.clock(), prev)
+        log.info(
+            "%s instance %s/%s at %s port %d",
+            "registered" if prev is None else "replaced",
+            inst.service,
+            inst.id,
+            inst.address,
+            inst.port,
+        )
+        self.events.changed.emit(inst.service)
+        return prev is None
+
+    def drop_instance(self, service: str, instance_id: str) -> None:
+        svc = self._services.get(service)
+        if svc is not None and svc.instances.pop(instance_id, None) is not None:
+            log.info("deregistered instance %s/%s", service, instance_id)
+            self.events.changed.emit(service)
+
+    def put_service(self, settings: ServiceSettings) -> None:
+        svc = self._services.get(settings.name)
+        if svc is None:
+            svc = self._services[settings.name] = Service(settings)
+        svc.settings = settings
+        log.info("service %s settings: %s", settings.name, settings_data(settings))
+        self.events.changed.emit(settings.name)
+
+    def drop_service(self, name: str) -> None:
+        if self._services.pop(name, None) is not None:
+            log.info("deleted service %s", name)
+            self.events.changed.emit(name)
+
+    def retain(self, instances: Container[tuple[str, str]], services: Container[str]) -> None:
+        """Drop every instance not in ``instances``, then every service left empty that is not
+        in ``services``; static ones stay. Each service changed is announced once."""
+        touched: set[str] = set()
+        for name, svc in list(self._services.items()):
+            for iid, state in list(svc.instances.items()):
+                if not state.instance.static and (name, iid) not in instances:
+                    del svc.instances[iid]
+                    touched.add(name)
+            if not svc.static and not svc.instances and name not in services:
+                del self._services[name]
+                touched.add(name)
+        for name in touched:
+            self.events.changed.emit(name)
+
+    def _service_or_new(self, name: str) -> Service:
+        # Not setdefault: that would build default settings for every instance loaded.
+        svc = self._services.get(name)
+        if svc is None:
+            svc = self._services[name] = Service(self.settings.for_service(name))
+        return svc
+
+    # -- static services ---------------------------------------------------------------------
+
+    def add_static(self, settings: ServiceSettings, instances: Iterable[Instance]) -> None:
+        """A service from a zone file: never stored, never changed over HTTP."""
+        now = self.clock()
+        svc = Service(settings, static=True)
+        for inst in instances:
+            svc.instances[inst.id] = InstanceState(inst, now, now, since=now)
+        old = self._services.get(settings.name)
+        if old is not None:
+            for iid, state in old.instances.items():
+                if not state.instance.static:  # registered before the zone file claimed it
+                    svc.instances.setdefault(iid, state)
+                elif iid in svc.instances and state.instance == svc.instances[iid].instance:
+                    svc.instances[iid] = state  # unchanged by a reload: keep its health
+        self._services[settings.name] = svc
+        self.events.changed.emit(settings.name)
+
+    def replace_static(self, services: list[tuple[ServiceSettings, list[Instance]]]) -> None:
+        """Make the zone files' services exactly ``services`` (a reload)."""
+        wanted = {settings.name for settings, _ in services}
+        for svc in [s for s in self._services.values() if s.static]:
+            name = svc.settings.name
+            if name not in wanted:
+                kept = {i: st for i, st in svc.instances.items() if not st.instance.static}
+                if kept:
+                    svc.static = False
+                    svc.instances = kept
+                else:
+                    del self._services[name]
+                self.events.changed.emit(name)
+        for settings, instances in services:
+            self.add_static(settings, instances)
+
+    # -- health status -----------------------------------------------------------------------
+
+    def set_status(self, service: str, instance_id: str, status: str, output: str) -> bool:
+        """A check, lease or heartbeat verdict; True when the status changed."""
+        state = self.find(service, instance_id)
+        if state is None:
+            return False  # deregistered while its check was running
+        before = state.take_status(status, output, self.clock)
+        if before is None:
+            return False
+        log.info("instance %s/%s is %s: %s", service, instance_id, status, output)
+        self._status_changed(service, instance_id, before, state.effective_status)
+        return True
+
+    def set_maintenance(self, service: str, instance_id: str, reason: str | None) -> None:
+        """Take a registered instance out of the answers (reason given) or put it back (None)."""
+        state = self._services[service].instances[instance_id]
+        before = state.take_maintenance(reason)
+        if before is None:
+            return
+        log.info(
+            "instance %s/%s %s",
+            service,
+            instance_id,
+            f"in maintenance: {reason}" if reason is not None else "out of maintenance",
+        )
+        self._status_changed(service, instance_id, before, state.effective_status)
+
+    def take_verdict(self, service: str, instance_id: str, data: dict[str, Any]) -> None:
+        """A verdict and maintenance state read from a shared store. It comes from outside this
+        process: an invalid one is logged and skipped."""
+        status, output, reason = data.get("status"), data.get("output", ""), data.get("maintenance")
+        if status not in (PASSING, WARNING, CRITICAL) or not isinstance(output, str):
+            log.warning("ignoring the stored status of %s/%s: %r", service, instance_id, data)
+            return
+        if reason is not None and not isinstance(reason, str):
+            reason = "maintenance"
+        self.set_status(service, instance_id, status, output)
+        if self.find(service, instance_id) is not None:
+            self.set_maintenance(service, instance_id, reason)
+
+    def heartbeat(
+        self, service: str, state: InstanceState, load: float | None, latency_ms: float | None
+    ) -> None:
+        """Renew the lease and take the reported figures (announced whenever reported)."""
+        state.last_heartbeat = self.clock()
+        if load is not None:
+            state.load = load
+        if latency_ms is not None:
+            state.latency_ms = latency_ms
+        if load is not None or latency_ms is not None:
+            self._figures(service, state)
+
+    def measured(self, service: str, state: InstanceState, latency_ms: float) -> None:
+        """An active check's response time (announced when it changed)."""
+        if latency_ms != state.latency_ms:
+            state.latency_ms = latency_ms
+            self._figures(service, state)
+
+    def touch(self, service: str) -> None:
+        """Have the listeners rebuild ``service`` although nothing in it changed."""
+        if service in self._services:
+            self.events.changed.emit(service)
+
+    def _status_changed(self, service: str, instance_id: str, before: str, after: str) -> None:
+        self.events.status.emit(service, instance_id, before, after)
+        self.events.changed.emit(service)
+
+    def _figures(self, service: str, state: InstanceState) -> None:
+        self.events.figures.emit(service, state.instance.id, state.load, state.latency_ms)
+
+
+def settings_data(settings: ServiceSettings) -> dict[str, object]:
+    """A service's settings as the store keeps them (the name is the key)."""
+    data = settings.to_json()
+    del data["name"]
+    return data
