@@ -23,6 +23,7 @@ import dns.rrset
 import pytest
 
 from dnsdisc import cli, client
+from dnsdisc.cli import commands
 from dnsdisc.client import (
     Client,
     ClientError,
@@ -97,7 +98,7 @@ def test_register_flags_become_the_instance_body() -> None:
     )  # fmt: skip
     assert (args.service, args.id, args.address, args.port) == ("web", "web-1", "10.0.0.1", 8080)
     assert args.http == "http://[::1]:9000"
-    assert cli.register_fields(args) == {
+    assert commands.register_fields(args) == {
         "weight": 50,
         "priority": 2,
         "protocol": "udp",
@@ -111,9 +112,9 @@ def test_register_flags_become_the_instance_body() -> None:
 
 def test_register_minimal_sends_only_address_and_port() -> None:
     args = parse("register", "web", "w", "--address", "::1", "--port", "1", "--check-tcp")
-    assert cli.register_fields(args) == {"check": {"type": "tcp"}}
+    assert commands.register_fields(args) == {"check": {"type": "tcp"}}
     args = parse("register", "web", "w", "--address", "::1", "--port", "1")
-    assert cli.register_fields(args) == {}
+    assert commands.register_fields(args) == {}
 
 
 @pytest.mark.parametrize(
@@ -214,7 +215,7 @@ def inst(iid: str, status: str = "passing", **kw: Any) -> dict[str, Any]:
 
 
 def test_format_table_aligns_columns_without_trailing_blanks() -> None:
-    text = cli.format_table(("A", "BBB", "C"), [("xxxx", 1, ""), ("y", 22, "z")])
+    text = commands.format_table(("A", "BBB", "C"), [("xxxx", 1, ""), ("y", 22, "z")])
     assert text.splitlines() == ["A     BBB  C", "xxxx  1", "y     22   z"]
 
 
@@ -224,13 +225,13 @@ def test_instances_table() -> None:
         inst("web-2", "maintenance", reason="kernel upgrade", address="2001:db8::2", weight=5),
         inst("web-3", "critical", priority=10, port=8443),
     ]
-    assert cli.instances_table("web", rows).splitlines() == [
+    assert commands.instances_table("web", rows).splitlines() == [
         "ID     ADDRESS      PORT  WEIGHT  PRIORITY  TAGS         STATUS",
         "web-1  10.0.0.1     80    100     0         blue,canary  passing",
         "web-2  2001:db8::2  80    5       0         -            maintenance (kernel upgrade)",
         "web-3  10.0.0.1     8443  100     10        -            critical",
     ]
-    assert cli.instances_table("web", []) == "web has no instances"
+    assert commands.instances_table("web", []) == "web has no instances"
 
 
 def test_services_table_counts_passing_and_warning_as_healthy() -> None:
@@ -243,13 +244,13 @@ def test_services_table_counts_passing_and_warning_as_healthy() -> None:
         {"name": "db", "policy": "priority", "instances": [inst("m", "maintenance")]},
         {"name": "empty", "policy": "weighted", "instances": []},
     ]
-    assert cli.services_table(details).splitlines() == [
+    assert commands.services_table(details).splitlines() == [
         "NAME   POLICY        INSTANCES  HEALTHY",
         "api    least_loaded  3          2",
         "db     priority      1          0",
         "empty  weighted      0          0",
     ]
-    assert cli.services_table([]) == "no services"
+    assert commands.services_table([]) == "no services"
 
 
 # -- HTTP peers that are not dnsdisc -----------------------------------------------------------

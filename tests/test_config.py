@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,7 +218,7 @@ def test_json_logs_are_one_object_per_line() -> None:
 
 
 def test_auto_workers_respects_a_container_cpu_quota() -> None:
-    from dnsdisc.config.load import auto_workers, cgroup_cpus
+    from dnsdisc.config.cpus import auto_workers, cgroup_cpus
 
     assert cgroup_cpus("max 100000\n") is None
     assert cgroup_cpus("200000 100000\n") == 2
@@ -239,3 +241,182 @@ def test_udp_batch_is_on_by_default_and_must_be_a_boolean() -> None:
     assert from_mapping({"dns": {"udp_batch": False}}, "conf.yaml").udp_batch is False
     with pytest.raises(ConfigError, match=r"dns\.udp_batch: expected true or false"):
         from_mapping({"dns": {"udp_batch": "no"}}, "conf.yaml")
+
+
+# -- the schema: each key declared once --------------------------------------------------------
+
+# A good and a bad value of every key in the schema, and what a key needs beside it to be read.
+SAMPLES: dict[str, tuple[object, object]] = {
+    "dns.listen": (["127.0.0.1:5353"], "nope"),
+    "dns.tcp_idle_timeout": (30, 0),
+    "dns.tcp_max_connections": (10, 0),
+    "dns.udp_batch": (False, "no"),
+    "dns.udp_receive_buffer": (0, -1),
+    "dns.workers": (63, 65),
+    "http.listen": ("127.0.0.1:9000", "127.0.0.1"),
+    "http.token": ("secret", 5),
+    "domain": ("example.org", "bad_domain"),
+    "data_dir": ("data", ""),
+    "zones_dir": ("zones", 5),
+    "storage": ("memory", "redis"),
+    "event_loop": ("asyncio", "trio"),
+    "etcd.endpoints": (["http://10.0.0.1:2379"], ["10.0.0.1:2379"]),
+    "etcd.prefix": ("/x", "x"),
+    "etcd.timeout": (1.5, 0),
+    "etcd.ca_file": ("ca.pem", ""),
+    "etcd.cert_file": ("c.pem", ""),
+    "etcd.key_file": ("k.pem", 5),
+    "etcd.username": ("u", ""),
+    "etcd.password": ("p", 5),
+    "log_level": ("debug", "loud"),
+    "log_format": ("json", "xml"),
+    "query_log": (True, "yes"),
+    "nameserver.label": ("dns", "bad_label"),
+    "nameserver.addresses": (["10.0.0.1"], ["x"]),
+    "nameserver.hostmaster": ("admin", "a b"),
+    "negative_ttl": (60, -1),
+    "reverse_zones": (["10.in-addr.arpa"], ["example.com"]),
+    "recursors": (["127.0.0.1:5300"], "127.0.0.1:5300"),
+    "recursor_timeout": (5, 0),
+    "rate_limit.responses_per_second": (100, -1),
+    "rate_limit.slip": (1, 101),
+    "rate_limit.ipv4_prefix": (16, 33),
+    "rate_limit.ipv6_prefix": (48, 8),
+    "health.warning_weight": (0.5, 0),
+    "health.flap_window": (120, -1),
+    "health.flap_threshold": (3, 1),
+    "health.flap_stable": (10, 0),
+    "health.flap_hold": ("in", "sideways"),
+    "defaults": ({"policy": "random"}, {"policy": "fastest"}),
+    "services": ({"web": {"ttl": 10}}, {"Bad_Name": {}}),
+}
+NEEDS = {
+    "etcd.cert_file": {"etcd.key_file": "k.pem"},
+    "etcd.key_file": {"etcd.cert_file": "c.pem"},
+    "etcd.username": {"etcd.password": "p"},
+    "etcd.password": {"etcd.username": "u"},
+    "rate_limit.slip": {"rate_limit.responses_per_second": 100},
+    "rate_limit.ipv4_prefix": {"rate_limit.responses_per_second": 100},
+    "rate_limit.ipv6_prefix": {"rate_limit.responses_per_second": 100},
+}
+
+
+def _config_file(tmp_path: Path, values: dict[str, object]) -> Path:
+    import yaml
+
+    data: dict[str, Any] = {}
+    for path, value in values.items():
+        section, _, name = path.rpartition(".")
+        (data.setdefault(section, {}) if section else data)[name] = value
+    file = tmp_path / "c.yaml"
+    file.write_text(yaml.safe_dump(data))
+    return file
+
+
+def test_every_key_of_the_schema_is_read_from_a_file_and_its_errors_name_file_and_key(
+    tmp_path: Path,
+) -> None:
+    from dnsdisc.config.schema import KEYS
+
+    assert set(SAMPLES) == {key.path for key in KEYS}
+    for key in KEYS:
+        good, bad = SAMPLES[key.path]
+        file = _config_file(tmp_path, {key.path: good, **NEEDS.get(key.path, {})})
+        cfg = load_file(file)
+        assert getattr(cfg, key.config_field) != getattr(Config(), key.config_field), key.path
+        file = _config_file(tmp_path, {key.path: bad, **NEEDS.get(key.path, {})})
+        with pytest.raises(ConfigError) as info:
+            load_file(file)
+        assert (info.value.source, info.value.key.partition(".")[0]) == (
+            str(file),
+            key.path.partition(".")[0],
+        )
+        assert info.value.key.startswith(key.path), (key.path, str(info.value))
+
+
+def test_unknown_keys_are_those_the_schema_does_not_declare() -> None:
+    with pytest.raises(ConfigError) as info:
+        from_mapping({"nameserver": {"glue": []}}, "c.yaml")
+    assert str(info.value) == (
+        "c.yaml: nameserver.glue: unknown key; expected one of: addresses, hostmaster, label"
+    )
+
+
+def test_every_flag_of_the_schema_is_in_serve_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from dnsdisc import cli
+    from dnsdisc.config.schema import FLAGS
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    for _, flag in FLAGS:
+        shown = flag.metavar or ("{" + ",".join(flag.choices) + "}" if flag.choices else "")
+        assert f"{flag.name} {shown}".strip() in out, flag.name
+        assert "{default}" not in out
+    assert "(default 127.0.0.1:8053)" in out and "default http://127.0.0.1:2379)" in out
+
+
+def test_no_key_flag_variable_or_field_is_declared_twice() -> None:
+    from dnsdisc.config.schema import KEYS
+
+    paths = [key.path for key in KEYS]
+    flags = [key.flag.name for key in KEYS if key.flag]
+    dests = [key.flag.dest for key in KEYS if key.flag]
+    envs = [key.env for key in KEYS if key.env]
+    fields = [key.field for key in KEYS]
+    for names in (paths, flags, dests, envs, fields):
+        assert len(names) == len(set(names)), names
+    assert not {"environ", "config_file"} & set(dests)  # build()'s own keywords
+    # Every Config field is set by a key (source says where the config came from).
+    set_by_keys = {key.config_field for key in KEYS} | {f for key in KEYS for f, _ in key.also}
+    assert set_by_keys == {f.name for f in dataclasses.fields(Config)} - {"source"}
+
+
+def test_sections_are_consistent() -> None:
+    from dnsdisc.config.schema import GROUPS, KEYS, SECTIONS
+
+    for key in KEYS:
+        # A section's keys set parts of the field of its name; the others set fields of their own.
+        assert ("." in key.field) == (key.section in SECTIONS), key.path
+        if key.section in SECTIONS:
+            assert key.config_field == key.section
+    for name, section in SECTIONS.items():
+        modes = {key.reload for key in GROUPS[name]}
+        assert len(modes) == 1, name  # a reload swaps the field whole
+        if section.gate is not None:
+            assert GROUPS[name][0].name == section.gate
+
+
+def test_the_fields_a_reload_keeps_until_a_restart() -> None:
+    from dnsdisc.config.schema import RESTART_FIELDS
+
+    assert set(RESTART_FIELDS) == {
+        "domain",
+        "dns_listen",
+        "http_listen",
+        "storage",
+        "data_dir",
+        "etcd",
+        "recursors",
+        "rate_limit",
+        "tcp_idle_timeout",
+        "tcp_max_connections",
+        "udp_batch",
+        "udp_receive_buffer",
+        "workers",
+        "event_loop",
+    }
+
+
+def test_rate_limit_keys_are_not_read_while_it_is_off() -> None:
+    assert from_mapping({"rate_limit": {"slip": "x"}}, "c.yaml").rate_limit is None
+    cfg = from_mapping({"rate_limit": {"responses_per_second": 5, "slip": 0}}, "c.yaml")
+    assert cfg.rate_limit is not None
+    assert (cfg.rate_limit.responses_per_second, cfg.rate_limit.slip) == (5, 0)
+
+
+def test_build_takes_only_the_schemas_flags() -> None:
+    with pytest.raises(TypeError, match="unknown flags: colour"):
+        build(None, colour="red", environ={})
+    assert build(None, query_log=False, environ={}).query_log is False  # a switch not given

@@ -19,7 +19,7 @@ import dns.rdataclass
 import dns.rdatatype
 import yaml
 
-from dnsdisc.config.load import check_keys, config_int
+from dnsdisc.config.parsers import check_keys, config_int
 from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.zone import StaticRecord
 from dnsdisc.errors import ConfigError, ValidationError

@@ -7,29 +7,11 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from dnsdisc.config.schema import RESTART_FIELDS
 from dnsdisc.registry.settings import RegistrySettings
 from dnsdisc.server.parts import Server, build_index, load_zones, reserved_names
 
 log = logging.getLogger("dnsdisc")
-
-
-# Settings a reload cannot change: they need the listeners or the store reopened.
-_RESTART_ONLY = (
-    "domain",
-    "dns_listen",
-    "http_listen",
-    "storage",
-    "data_dir",
-    "etcd",
-    "recursors",
-    "rate_limit",
-    "tcp_idle_timeout",
-    "tcp_max_connections",
-    "udp_batch",
-    "udp_receive_buffer",
-    "workers",
-    "event_loop",
-)
 
 
 async def reload(server: Server) -> None:
@@ -37,8 +19,9 @@ async def reload(server: Server) -> None:
     wrong raises ConfigError before a thing has changed: the old config keeps serving."""
     old = server.config
     new = server.loader() if server.loader is not None else old
+    # The schema marks these fields "restart": they need the listeners or the store reopened.
     kept = {
-        key: getattr(old, key) for key in _RESTART_ONLY if getattr(new, key) != getattr(old, key)
+        key: getattr(old, key) for key in RESTART_FIELDS if getattr(new, key) != getattr(old, key)
     }
     for key in kept:
         log.warning("reload: %s changed; that takes effect after a restart", key)

@@ -1,9 +1,7 @@
-"""Command line: argv -> config -> app. The only place that exits the process.
-
-``serve`` runs the server; the other commands are clients of a running one over its HTTP API
-(``dnsdisc.client``, urllib only): they import neither aiohttp nor the server machinery, so they
-start fast, and every failure is one line on stderr with exit status 1 (2 for usage errors).
-"""
+"""The client commands (register, deregister, services, instances, heartbeat, maintenance):
+clients of a running server over its HTTP API (``dnsdisc.client``, urllib only). They import
+neither aiohttp nor the server machinery, so they start fast, and every failure is one line on
+stderr with exit status 1 (2 for usage errors)."""
 
 from __future__ import annotations
 
@@ -13,124 +11,15 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dnsdisc import __version__, logs
-from dnsdisc.config.load import EVENT_LOOPS, LOG_FORMATS, LOG_LEVELS, STORAGES, Config, build
-from dnsdisc.errors import ConfigError, StoreError
-from dnsdisc.netaddr import DEFAULT_DNS, DEFAULT_DOMAIN, DEFAULT_ETCD, DEFAULT_HTTP
+from dnsdisc.netaddr import DEFAULT_HTTP
 
 if TYPE_CHECKING:
     from dnsdisc.client import Client
 
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="dnsdisc", description="An authoritative DNS server for service discovery."
-    )
-    p.add_argument("--version", action="version", version=f"dnsdisc {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="run the DNS responder and the HTTP side-port")
-    s.add_argument("--config", type=Path, help="YAML config file (see examples/dnsdisc.yaml)")
-    s.add_argument(
-        "--dns",
-        metavar="HOST:PORT",
-        help=f"DNS listen address, UDP and TCP (default {DEFAULT_DNS})",
-    )
-    s.add_argument(
-        "--http", metavar="HOST:PORT", help=f"HTTP API listen address (default {DEFAULT_HTTP})"
-    )
-    s.add_argument(
-        "--domain",
-        metavar="NAME",
-        help=f"the domain services live under (default {DEFAULT_DOMAIN})",
-    )
-    s.add_argument(
-        "--data-dir", metavar="DIR", help="where the SQLite registry lives (default ./dnsdisc-data)"
-    )
-    s.add_argument(
-        "--zones", metavar="DIR", help="directory of zone files (default ./zones, if present)"
-    )
-    s.add_argument(
-        "--storage",
-        metavar="{" + ",".join(STORAGES) + "}",
-        help="sqlite (durable, default), memory, or etcd (a registry shared by several nodes)",
-    )
-    s.add_argument(
-        "--workers",
-        metavar="N|auto",
-        help="DNS worker processes sharing the DNS port; 0 answers in the main process "
-        "(default auto: one per CPU)",
-    )
-    s.add_argument(
-        "--event-loop", choices=EVENT_LOOPS, help="auto (uvloop where installed, the default)"
-    )
-    s.add_argument(
-        "--etcd-endpoints",
-        metavar="URL,...",
-        help=f"etcd client URLs, comma-separated (storage etcd; default {DEFAULT_ETCD})",
-    )
-    s.add_argument("--etcd-prefix", metavar="PREFIX", help="key prefix in etcd (default /dnsdisc)")
-    s.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
-    s.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json, a line each")
-    s.add_argument("--query-log", action="store_true", help="log one line per DNS query")
-    _client_commands(sub)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.command != "serve":
-        return run_client(args)
-
-    def load() -> Config:
-        # The file is read again on every reload; the flags apply on top each time.
-        return build(
-            args.config,
-            dns=args.dns,
-            http=args.http,
-            domain=args.domain,
-            data_dir=args.data_dir,
-            zones=args.zones,
-            log_level=args.log_level,
-            log_format=args.log_format,
-            query_log=args.query_log,
-            storage=args.storage,
-            workers=args.workers,
-            event_loop=args.event_loop,
-            etcd_endpoints=args.etcd_endpoints,
-            etcd_prefix=args.etcd_prefix,
-        )
-
-    try:
-        config = load()
-    except ConfigError as exc:
-        print(f"dnsdisc: config error: {exc}", file=sys.stderr)
-        return 2
-    logs.setup(config.log_level, config.log_format)
-    from dnsdisc.server import app  # imported late: aiohttp and the loop are not needed for --help
-
-    try:
-        app.run(config, load)
-    except ConfigError as exc:
-        print(f"dnsdisc: config error: {exc}", file=sys.stderr)
-        return 2
-    except StoreError as exc:
-        print(f"dnsdisc: store error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"dnsdisc: cannot start: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-# -- client commands -------------------------------------------------------------------------
-
-# dnsdisc.client (urllib, http.client) is imported inside the client commands, so that `serve`
-# and --help do not pay for it.
+# dnsdisc.client (urllib, http.client) is imported inside the commands, so that `serve` and
+# --help do not pay for it.
 _Subparsers = argparse._SubParsersAction  # argparse names this type only privately
 
 
@@ -160,7 +49,7 @@ def _meta_pair(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _client_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:
+def add_parsers(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--http",
@@ -408,7 +297,7 @@ def _maintenance(client: Client, args: argparse.Namespace) -> str:
     return f"{reply['service']}/{reply['id']}: {status_text(reply)}"
 
 
-def run_client(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run a client command: its output on stdout, or one line on stderr and exit status 1."""
     from dnsdisc.client import Client, ClientError
 
@@ -428,7 +317,7 @@ def run_client(args: argparse.Namespace) -> int:
             print(f"dnsdisc: error: {exc}", file=sys.stderr)
             if exc.status == 401 and client.token is None:
                 print("dnsdisc: the server wants a token: set DNSDISC_TOKEN", file=sys.stderr)
-        return 1
+        return exc.exit_status
     except (KeyError, TypeError, AttributeError) as exc:
         # A 2xx reply without the fields dnsdisc sends: something else answers on that port.
         print(f"dnsdisc: error: unexpected reply from {client.url}: {exc!r}", file=sys.stderr)
