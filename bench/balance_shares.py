@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from frontends import dnsdisc_in, getaddrinfo_firsts, namespace, unbound  # noqa: E402
-from helpers import DnsdiscProcess  # noqa: E402
+from tests.support.frontends import dnsdisc_in, getaddrinfo_firsts, namespace, unbound  # noqa: E402
+from tests.support.helpers import DnsdiscProcess  # noqa: E402
 
 WEIGHTS = {"10.9.0.1": 1, "10.9.0.2": 2, "10.9.0.3": 3, "10.9.0.4": 4}
 UNIFORM = (0.25, 0.25, 0.25, 0.25)

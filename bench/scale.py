@@ -28,12 +28,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from writes import register_all  # noqa: E402
 
-from helpers import DnsdiscProcess  # noqa: E402
+from tests.support.helpers import DnsdiscProcess  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:

@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from helpers import DnsdiscProcess  # noqa: E402
+from tests.support.helpers import DnsdiscProcess  # noqa: E402
 
 
 def queries(path: Path) -> Path:

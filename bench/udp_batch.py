@@ -24,12 +24,12 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from tcp import dnsperf, fill, queries  # noqa: E402
 
-from helpers import DnsdiscProcess  # noqa: E402
+from tests.support.helpers import DnsdiscProcess  # noqa: E402
 
 MODES = {"max": (100, None), "deep": (500, None), "rate": (1000, 20000)}
 

@@ -32,9 +32,9 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from helpers import DnsdiscProcess  # noqa: E402
+from tests.support.helpers import DnsdiscProcess  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -13,8 +13,8 @@ import dns.flags
 import dns.rdatatype
 import pytest
 
-from helpers import DnsdiscProcess, running
-from stats import CRITICAL_0001, assert_shares, chi_square
+from tests.support.helpers import DnsdiscProcess, running
+from tests.support.stats import CRITICAL_0001, assert_shares, chi_square
 
 WEIGHTS = {"10.9.0.1": 1, "10.9.0.2": 2, "10.9.0.3": 3, "10.9.0.4": 4}
 QUERIES = 4000

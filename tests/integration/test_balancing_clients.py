@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from frontends import dnsdisc_in, getaddrinfo_firsts, namespace, unbound
-from helpers import DnsdiscProcess
-from stats import assert_shares
+from tests.support.frontends import dnsdisc_in, getaddrinfo_firsts, namespace, unbound
+from tests.support.helpers import DnsdiscProcess
+from tests.support.stats import assert_shares
 
 WEIGHTS = {"10.9.0.1": 1, "10.9.0.2": 2, "10.9.0.3": 3, "10.9.0.4": 4}
 

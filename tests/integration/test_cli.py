@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from dnsdisc.client import AsyncClient, Client, ClientError, ResolveError, pick, resolve
-from helpers import (
+from tests.support.helpers import (
     ROOT,
     DnsdiscProcess,
     console_steps,
@@ -27,8 +27,6 @@ from helpers import (
     running,
     wait_until,
 )
-
-pytestmark = pytest.mark.integration
 
 DOMAIN = "svc.internal"
 
@@ -385,7 +383,7 @@ def test_resolve_weights_against_the_server(server: DnsdiscProcess) -> None:
     """The order is the client's draw (seeded here), over what the server answered."""
     import random
 
-    from stats import assert_shares
+    from tests.support.stats import assert_shares
 
     dns_at = f"127.0.0.1:{server.dns_port}"
     server.register("api", "heavy", address="10.3.0.1", port=1, weight=300)

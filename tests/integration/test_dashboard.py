@@ -19,9 +19,7 @@ from typing import Any
 
 import pytest
 
-from helpers import IN_CI, DnsdiscProcess, require_tool
-
-pytestmark = pytest.mark.integration
+from tests.support.helpers import IN_CI, DnsdiscProcess, require_tool
 
 # As root Chromium needs --no-sandbox (Playwright adds it); this machine's network is closed, so
 # everything Chromium would fetch on its own is switched off.

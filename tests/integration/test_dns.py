@@ -15,7 +15,7 @@ import dns.rcode
 import dns.resolver
 import pytest
 
-from helpers import DnsdiscProcess, require_tool, running
+from tests.support.helpers import DnsdiscProcess, require_tool, running
 
 
 def dig(server: DnsdiscProcess, *args: str) -> str:

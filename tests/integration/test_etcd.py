@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from dnsdisc.config.load import from_mapping
-from etcdcluster import EtcdCluster, etcd_post
-from helpers import (
+from tests.support.etcdcluster import EtcdCluster, etcd_post
+from tests.support.helpers import (
     DnsdiscProcess,
     console_steps,
     end_process,
@@ -30,8 +30,6 @@ from helpers import (
     readme_block,
     require_tool,
 )
-
-pytestmark = pytest.mark.integration
 
 NAME = "web.svc.internal"
 

@@ -15,8 +15,8 @@ import dns.query
 import dns.rcode
 import pytest
 
-from frontends import Resolver, started
-from helpers import DnsdiscProcess, free_port, require_tool
+from tests.support.frontends import Resolver, started
+from tests.support.helpers import DnsdiscProcess, free_port, require_tool
 
 
 @pytest.fixture

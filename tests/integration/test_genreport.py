@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from helpers import DnsdiscProcess, require_tool, running
+from tests.support.helpers import DnsdiscProcess, require_tool, running
 
 ZONE = "svc.internal"
 # name -> dig arguments (genreport's table, EDNS and FULL groups, <zone> filled in).

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dns.rcode
 
-from helpers import DnsdiscProcess, free_port, wait_until
+from tests.support.helpers import DnsdiscProcess, free_port, wait_until
 
 INTERVAL = 0.2
 

@@ -23,9 +23,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from helpers import DnsdiscProcess, running
-
-pytestmark = pytest.mark.integration
+from tests.support.helpers import DnsdiscProcess, running
 
 WEB = "web.svc.internal."
 WEB_ADDRESS = "10.0.0.1"

@@ -21,9 +21,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from helpers import ROOT, DnsdiscProcess, HttpResult, running
-
-pytestmark = pytest.mark.integration
+from tests.support.helpers import ROOT, DnsdiscProcess, HttpResult, running
 
 DOMAIN = "svc.internal"
 ANY_FIELD = object()  # the contract names no field for this error: any string will do

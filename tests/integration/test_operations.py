@@ -12,7 +12,7 @@ from pathlib import Path
 import dns.message
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import DnsdiscProcess, console_steps, readme_block, require_tool
+from tests.support.helpers import DnsdiscProcess, console_steps, readme_block, require_tool
 
 
 def samples(server: DnsdiscProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

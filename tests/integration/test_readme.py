@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from helpers import DnsdiscProcess, console_steps, readme_block, require_tool
+from tests.support.helpers import DnsdiscProcess, console_steps, readme_block, require_tool
 
 
 def test_readme_worked_example(server: DnsdiscProcess) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dns.rcode
 
-from helpers import DnsdiscProcess
+from tests.support.helpers import DnsdiscProcess
 
 
 def zone(path: Path, address: str) -> None:

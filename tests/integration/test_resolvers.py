@@ -18,11 +18,16 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from frontends import DOMAIN, Namespace, Resolver, dnsdisc_in, dnsmasq, namespace, unbound
-from helpers import IN_CI, DnsdiscProcess, free_port, require_tool, running
-
-pytestmark = pytest.mark.integration
-
+from tests.support.frontends import (
+    DOMAIN,
+    Namespace,
+    Resolver,
+    dnsdisc_in,
+    dnsmasq,
+    namespace,
+    unbound,
+)
+from tests.support.helpers import IN_CI, DnsdiscProcess, free_port, require_tool, running
 
 # -- a resolver process in front of dnsdisc ----------------------------------------------------
 

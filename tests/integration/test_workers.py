@@ -19,7 +19,7 @@ import dns.rdatatype
 import pytest
 
 from dnsdisc.dnsserver.face import SO_RCVBUFFORCE
-from helpers import DnsdiscProcess, require_tool, running, wait_until
+from tests.support.helpers import DnsdiscProcess, require_tool, running, wait_until
 
 SPREAD = 16  # source ports per check: all on one worker of two has odds of 2**-15
 

@@ -25,7 +25,7 @@ import dns.message
 import dns.query
 import pytest
 
-from helpers import IN_CI, ROOT, DnsdiscProcess, end_process, free_port, require_tool
+from tests.support.helpers import IN_CI, ROOT, DnsdiscProcess, end_process, free_port, require_tool
 
 DOMAIN = "svc.internal"
 

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
-
 import dns.rcode
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from dnsdisc.api.http import Api, ServerState
 from dnsdisc.errors import (
     ConfigError,
     ConflictError,
@@ -22,8 +17,6 @@ from dnsdisc.errors import (
     http_status_of,
     rcode_of,
 )
-from dnsdisc.registry.registry import Registry
-from dnsdisc.store.base import MemoryStore, Op
 from dnsdisc.store.etcd.gateway import EtcdRequestError
 
 
@@ -53,26 +46,3 @@ def test_rcode_follows_the_class_hierarchy() -> None:
     assert rcode_of(MalformedQueryError("x")) == dns.rcode.FORMERR
     assert rcode_of(StoreError("x")) == dns.rcode.SERVFAIL
     assert rcode_of(KeyError("x")) == dns.rcode.SERVFAIL
-
-
-class _RefusingStore(MemoryStore):
-    """A store whose every write is refused the way etcd refuses one (a StoreError subclass)."""
-
-    async def commit(self, ops: Sequence[Op]) -> None:
-        raise EtcdRequestError("etcdserver: permission denied")
-
-
-def test_a_refused_write_is_503_with_a_json_error_and_changes_nothing() -> None:
-    async def main() -> None:
-        registry = Registry(_RefusingStore())
-        api = Api(registry, ServerState(store_open=True, listeners_up=True))
-        async with TestClient(TestServer(api.app())) as client:
-            resp = await client.put(
-                "/v1/services/web/instances/web-1", json={"address": "10.0.0.1", "port": 80}
-            )
-            assert resp.status == 503
-            body = await resp.json()
-            assert "permission denied" in body["error"]
-            assert registry.get("web") is None
-
-    asyncio.run(main())

@@ -1,16 +1,24 @@
-"""The registry over a shared store (etcd's contract, without etcd): memory changes only through
-``apply_change``/``resync``, every change notifies, verdicts are published rather than applied."""
+"""registry: errors, listeners and static services; over a shared store (etcd's contract, without
+etcd) memory changes only through ``apply_change``/``resync``, every change notifies, verdicts are
+published rather than applied; over SQLite, what memory holds is what a restart reads."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from dnsdisc.registry.model import CRITICAL, PASSING, Instance, ServiceSettings
+import pytest
+
+from dnsdisc.config import zones
+from dnsdisc.errors import ConflictError, NotFoundError, StoreError
+from dnsdisc.registry.model import CRITICAL, PASSING, HeartbeatReport, Instance, ServiceSettings
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.replication import Follower
 from dnsdisc.store.base import ChangeSink, Op, Snapshot
+from dnsdisc.store.sqlite import SqliteStore
+from tests.support.helpers import ROOT
 
 
 class FakeShared:
@@ -142,3 +150,132 @@ def test_resync_drops_the_gone_applies_the_new_and_keeps_the_same() -> None:
         assert {"web", "old", "new"} <= set(changed)
 
     asyncio.run(run())
+
+
+def inst(iid: str, **kw: object) -> Instance:
+    return Instance.from_json("web", iid, {"address": "10.0.0.1", "port": 80, **kw})
+
+
+def test_registry_errors_and_listeners() -> None:
+    seen: list[str] = []
+
+    async def main() -> None:
+        reg = Registry(reserved={"ns"})
+        reg.subscribe(seen.append)
+        await reg.put_instance(inst("a"))
+        with pytest.raises(NotFoundError):
+            await reg.delete_instance("web", "zz")
+        with pytest.raises(NotFoundError):
+            reg.heartbeat("nope", "a")
+        with pytest.raises(ConflictError):
+            await reg.put_instance(
+                Instance.from_json("ns", "a", {"address": "10.0.0.1", "port": 1})
+            )
+        reg.add_static(
+            ServiceSettings("db"),
+            [Instance.from_json("db", "d", {"address": "10.0.0.2", "port": 1}, static=True)],
+        )
+        with pytest.raises(ConflictError):
+            await reg.delete_instance("db", "d")
+        with pytest.raises(ConflictError):
+            await reg.put_service(ServiceSettings("db"))
+        state = reg.heartbeat("web", "a", HeartbeatReport(load=0.5))
+        assert state.load == 0.5
+
+    asyncio.run(main())
+    assert seen == ["web", "db"]
+
+
+def test_service_settings_and_first_instance_race_agree_after_restart(tmp_path: Path) -> None:
+    # Found in review: the implicit creation of the service overwrote concurrently PUT settings
+    # in the store while memory kept them.
+    path = tmp_path / "r.sqlite3"
+
+    async def race() -> tuple[str, int]:
+        reg = Registry(SqliteStore(path))
+        await reg.load()
+        await asyncio.gather(
+            reg.put_service(ServiceSettings.from_json("web", {"policy": "round_robin", "ttl": 60})),
+            reg.put_instance(inst("a")),
+        )
+        settings = reg.service("web").settings
+        await reg.close()
+        return settings.policy, settings.ttl
+
+    async def reload() -> tuple[str, int]:
+        reg = Registry(SqliteStore(path))
+        await reg.load()
+        settings = reg.service("web").settings
+        await reg.close()
+        return settings.policy, settings.ttl
+
+    in_memory = asyncio.run(race())
+    assert in_memory == ("round_robin", 60)
+    assert asyncio.run(reload()) == in_memory
+
+
+# -- found in review: each of these failed before its fix --------------------------------------
+
+
+def test_static_services_and_shadowed_names_refuse_writes() -> None:
+    data = zones.load_dir(ROOT / "zones", "svc.internal.", ServiceSettings("default"))
+    taken = zones.taken_service_names(data.records, "svc.internal.")
+    assert {"mail", "www", "docs", "ldap"} <= set(taken)
+
+    async def main() -> None:
+        reg = Registry(reserved=taken)
+        for settings, instances in data.services:
+            reg.add_static(settings, instances)
+        with pytest.raises(ConflictError):  # a new id in a zone-file service
+            await reg.put_instance(
+                Instance.from_json("postgres", "pg-9", {"address": "10.0.0.9", "port": 5432})
+            )
+        with pytest.raises(ConflictError, match="zone file"):  # mail.svc.internal is a static A
+            await reg.put_instance(
+                Instance.from_json("mail", "m-1", {"address": "10.0.0.9", "port": 25})
+            )
+
+    asyncio.run(main())
+
+
+def test_invalid_stored_rows_are_a_store_error() -> None:
+    class BadStore:
+        name = "bad"
+
+        async def open(self) -> Snapshot:
+            snap = Snapshot()
+            snap.instances[("web", "w-1")] = {"address": "not-an-ip", "port": 80}
+            return snap
+
+        async def commit(self, op: object) -> None:
+            return None
+
+        async def close(self) -> None:
+            return None
+
+    with pytest.raises(StoreError, match="web/w-1"):
+        asyncio.run(Registry(BadStore()).load())  # type: ignore[arg-type]
+
+
+def test_a_write_is_acknowledged_only_once_the_barrier_returns() -> None:
+    async def main() -> None:
+        reg = Registry()
+        released = asyncio.Event()
+        calls = 0
+
+        async def barrier() -> None:
+            nonlocal calls
+            calls += 1
+            await released.wait()
+
+        reg.set_barrier(barrier)
+        write = asyncio.ensure_future(reg.put_instance(inst("a")))
+        await asyncio.sleep(0.01)
+        assert not write.done()  # in memory, not yet acknowledged
+        assert reg.instance("web", "a").instance.address == "10.0.0.1"
+        released.set()
+        assert await write is True and calls == 1
+        await reg.settled()
+        assert calls == 2
+
+    asyncio.run(main())

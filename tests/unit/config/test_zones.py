@@ -10,8 +10,8 @@ from dnsdisc.config import zones
 from dnsdisc.dnsserver import wire
 from dnsdisc.errors import ConfigError
 from dnsdisc.registry.model import ServiceSettings
+from tests.support.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = ServiceSettings("default")
 
 
@@ -72,3 +72,14 @@ def test_missing_zone_dir_is_fine_unless_required(tmp_path: Path) -> None:
     assert zones.load_dir(tmp_path / "none", "svc.internal.", DEFAULTS).records == []
     with pytest.raises(ConfigError):
         zones.load_dir(tmp_path / "none", "svc.internal.", DEFAULTS, required=True)
+
+
+# -- found in review: each of these failed before its fix --------------------------------------
+
+
+def test_cname_loop_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "z.yaml").write_text(
+        "records:\n  - {name: a, type: CNAME, value: b}\n  - {name: b, type: CNAME, value: a}\n"
+    )
+    with pytest.raises(ConfigError, match="loops"):
+        zones.load_dir(tmp_path, "svc.internal.", ServiceSettings("default"))

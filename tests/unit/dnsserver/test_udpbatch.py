@@ -21,11 +21,11 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
-from test_responder import World, texts
 
 from dnsdisc.dnsserver import udpbatch
 from dnsdisc.dnsserver.answer import Responder
 from dnsdisc.dnsserver.transport import UDPProtocol
+from tests.support.world import World, texts
 
 # CI runs on 64-bit Linux, where batching must work: there these tests run (and fail) anyway.
 pytestmark = pytest.mark.skipif(

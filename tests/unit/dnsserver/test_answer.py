@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 import struct
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,74 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnsdisc.config import zones
-from dnsdisc.config.load import Config
 from dnsdisc.dnsserver import wire
-from dnsdisc.dnsserver.answer import Responder
-from dnsdisc.dnsserver.rrset import POOL, REUSE
-from dnsdisc.health.monitor import HealthMonitor
-from dnsdisc.registry.model import Instance, ServiceSettings
-from dnsdisc.registry.registry import Registry
-from dnsdisc.server.parts import attach, build_index
-from stats import assert_shares, chi_square
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class World:
-    def __init__(self, zone_dir: Path | None = None, **config: object) -> None:
-        self.config = Config(**config)  # type: ignore[arg-type]
-        zone_data = (
-            zones.load_dir(zone_dir, self.config.domain, self.config.defaults)
-            if zone_dir
-            else zones.ZoneData()
-        )
-        self.index = build_index(self.config, zone_data)
-        self.registry = Registry(defaults=self.config.defaults, reserved={"ns"})
-        self.health = HealthMonitor(self.registry, self.config.health)
-        attach(self.registry, self, self.health)
-        for svc_settings, instances in zone_data.services:
-            self.registry.add_static(svc_settings, instances)
-        self.responder = Responder(self.index, random.Random(7))
-
-    def add(self, service: str, iid: str, **body: object) -> None:
-        asyncio.run(self.registry.put_instance(Instance.from_json(service, iid, body)))
-
-    def settings(self, service: str, **body: object) -> None:
-        asyncio.run(self.registry.put_service(ServiceSettings.from_json(service, body)))
-
-    def ask(
-        self, name: str, rdtype: str | int = "A", *, tcp: bool = False, **kw: object
-    ) -> dns.message.Message:
-        query = dns.message.make_query(name, rdtype, **kw)  # type: ignore[arg-type]
-        reply = self.responder.respond(query.to_wire(), tcp)
-        assert reply is not None
-        msg = dns.message.from_wire(reply)
-        assert msg.id == query.id
-        return msg
-
-    def raw(self, data: bytes, tcp: bool = False) -> bytes | None:
-        return self.responder.respond(data, tcp)
-
-
-def texts(msg: dns.message.Message, section: str = "answer") -> list[str]:
-    return sorted(rr.to_text() for rrset in getattr(msg, section) for rr in rrset)
-
-
-@pytest.fixture
-def world() -> World:
-    w = World()
-    w.add(
-        "web",
-        "web-1",
-        address="10.0.0.1",
-        port=8080,
-        tags=["blue"],
-        meta={"version": "1.2", "team": "a b"},
-    )
-    w.add("web", "web-2", address="10.0.0.2", port=8080, weight=50, tags=["green"])
-    w.add("web", "web-6", address="2001:db8::6", port=8081, protocol="udp", tags=["blue"])
-    return w
+from tests.support.helpers import ROOT
+from tests.support.world import World, texts
 
 
 def test_service_a_and_aaaa(world: World) -> None:
@@ -503,131 +436,6 @@ def test_ch_class_version_bind_is_refused(world: World) -> None:
     assert msg.rcode() == dns.rcode.REFUSED and not msg.answer
 
 
-# -- replies cached per query -------------------------------------------------------------------
-
-
-def test_a_repeated_query_is_answered_from_the_cache_with_its_own_id(world: World) -> None:
-    query = dns.message.make_query("blue.web.svc.internal.", "A")
-    first = world.raw(query.to_wire())
-    assert first is not None
-    assert world.index.cache.udp, "the reply was not cached"
-    query.id = (query.id + 1) % 65536
-    again = world.raw(query.to_wire())
-    assert again is not None
-    assert again[:2] == query.id.to_bytes(2, "big") and again[2:] == first[2:]
-    before = world.responder.stats.by_type_rcode[(1, 0)]
-    world.raw(query.to_wire())
-    assert world.responder.stats.by_type_rcode[(1, 0)] == before + 1  # hits are counted
-
-
-def test_a_change_empties_the_cache(world: World) -> None:
-    assert texts(world.ask("web.svc.internal.")) == ["10.0.0.1", "10.0.0.2"]
-    assert texts(world.ask("nothing.web.svc.internal.")) == []
-    world.add("web", "web-3", address="10.0.0.3", port=8080)
-    assert texts(world.ask("web.svc.internal.")) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
-    # The NXDOMAIN cached before is not kept past the change either.
-    world.add("other", "nothing", address="10.0.0.9", port=80)
-    assert world.ask("nothing.web.svc.internal.").rcode() == dns.rcode.NXDOMAIN
-    world.add("web", "nothing", address="10.0.0.9", port=80)
-    assert texts(world.ask("nothing.web.svc.internal.")) == ["10.0.0.9"]
-
-
-def test_cached_truncated_replies_stay_truncated_and_counted() -> None:
-    w = World()
-    for n in range(60):
-        w.add("big", f"i{n}", address=f"10.1.0.{n}", port=80)
-    stats = w.responder.stats
-    for _ in range(3):
-        assert w.ask("big.svc.internal.", use_edns=False).flags & dns.flags.TC
-    assert stats.truncated == 3
-    assert len(texts(w.ask("big.svc.internal.", tcp=True))) == 60  # TCP is cached apart
-
-
-def test_cached_orders_keep_the_weighted_shares() -> None:
-    """Replies come from the cache, but every answer still draws its own order."""
-    w = World()
-    weights = {"10.0.0.1": 1, "10.0.0.2": 2, "10.0.0.3": 3, "10.0.0.4": 4}
-    for n, (address, weight) in enumerate(weights.items()):
-        w.add("web", f"w{n}", address=address, port=80, weight=weight)
-    w.settings("web", max_answers=1)
-    query = dns.message.make_query("web.svc.internal.", "A").to_wire()
-    firsts: Counter[str] = Counter()
-    for _ in range(8000):
-        reply = w.raw(query)
-        assert reply is not None
-        firsts[dns.message.from_wire(reply).answer[0][0].to_text()] += 1
-    assert_shares(firsts, weights, max_abs_error=0.02)
-    assert len(w.index.cache.udp) == 1
-
-
-def test_many_instances_draw_from_a_resampled_pool_with_the_weight_shares() -> None:
-    """8 instances have 40320 orders, too many for a table: orders come from a pool that is
-    redrawn as it is read. Shares still follow the weights; cached replies stay bounded."""
-    w = World()
-    weights = {f"10.0.0.{n}": n for n in range(1, 9)}
-    for n, (address, weight) in enumerate(weights.items()):
-        w.add("web", f"w{n}", address=address, port=80, weight=weight)
-    query = dns.message.make_query("web.svc.internal.", "A").to_wire()
-    firsts: Counter[str] = Counter()
-    for _ in range(20000):
-        reply = w.raw(query)
-        assert reply is not None
-        msg = dns.message.from_wire(reply)
-        assert len(msg.answer[0]) == 8
-        firsts[msg.answer[0][0].to_text()] += 1
-    # A pooled order serves a geometric number of answers (mean REUSE), so counts vary about
-    # E[K^2]/E[K] = 2*REUSE - 1 times as much as independent draws would: scale the chi-square
-    # by that. Uniform or first-listed orders would still be far outside (0.09 or more off for
-    # the heaviest instance; the share check allows 0.03, about 4 standard deviations).
-    total = sum(weights.values())
-    for address, weight in weights.items():
-        assert abs(firsts[address] / 20000 - weight / total) < 0.03, (address, firsts)
-    assert chi_square(firsts, weights) / (2 * REUSE - 1) < 24.32, firsts  # 7 df, alpha 0.001
-    entry = next(iter(w.index.cache.udp.values()))
-    # An order the pool replaces is dropped from the cache: it holds at most the pool's orders.
-    assert 0 < len(entry.replies) <= POOL
-    assert w.index.cache.count == len(entry.replies)
-
-
-def test_a_drawn_rrset_keeps_few_replies_whatever_asks_for_it() -> None:
-    """Orders a pool replaces are dropped only from the entry being read; the same RRset asked
-    over UDP, with EDNS and over TCP has three entries, each bounded by twice the pool."""
-    w = World()
-    for n in range(1, 13):
-        w.add("web", f"w{n}", address=f"10.0.0.{n}", port=80, weight=n)
-    plain = dns.message.make_query("web.svc.internal.", "A").to_wire()
-    edns = dns.message.make_query("web.svc.internal.", "A", use_edns=0).to_wire()
-    for _ in range(6000):
-        w.raw(plain)
-        w.raw(edns)
-        w.raw(plain, tcp=True)
-    entries = [*w.index.cache.udp.values(), *w.index.cache.tcp.values()]
-    assert len(entries) == 3
-    assert all(0 < len(e.replies) <= 2 * POOL for e in entries), [len(e.replies) for e in entries]
-    assert w.index.cache.count == sum(len(e.replies) for e in entries)
-
-
-def test_every_order_of_a_table_stays_cached() -> None:
-    """5 weighted instances with max_answers 5 have 120 orders (the benchmark's data set): once
-    each has been drawn, every answer comes from the cache."""
-    w = World()
-    for n in range(1, 6):
-        w.add("web", f"w{n}", address=f"10.0.0.{n}", port=80, weight=10 * n)
-    w.settings("web", max_answers=5)
-    queries = [dns.message.make_query(name, kind).to_wire() for name, kind in
-               [("web.svc.internal.", "A"), ("_web._tcp.svc.internal.", "SRV")]]  # fmt: skip
-    # The rarest order has a chance of about 1/1000: 20000 draws see every one (odds e**-21).
-    for _ in range(20000):
-        for query in queries:
-            w.raw(query)
-    assert sorted(len(e.replies) for e in w.index.cache.udp.values()) == [120, 120]
-    assert w.index.cache.count == 240
-    for _ in range(1000):
-        for query in queries:
-            w.raw(query)
-    assert w.index.cache.count == 240  # nothing encoded again
-
-
 @pytest.mark.parametrize("opcode", [dns.opcode.NOTIFY, dns.opcode.UPDATE, 15])
 def test_other_opcodes_get_notimp_with_no_flag_of_a_query(world: World, opcode: int) -> None:
     """ISC genreport's ``opcodeflg`` probe: opcode 15, header only, with TC, RD, RA, CD, AD, AA
@@ -657,3 +465,24 @@ def test_the_reply_cache_starts_over_at_its_bound(world: World) -> None:
         assert cache.count == sum(len(e.replies) for e in cache.udp.values())
         assert cache.count == n % 3 + 1
     assert texts(world.ask("blue.web.svc.internal.")) == ["10.0.0.1"]  # answers are unchanged
+# -- found in review: each of these failed before its fix --------------------------------------
+
+
+def test_ptr_rrset_has_one_ttl() -> None:
+    w = World()
+    w.add("a", "a-1", address="10.0.0.5", port=80)
+    w.add("b", "b-1", address="10.0.0.5", port=81)
+    w.settings("a", ttl=3600)
+    w.settings("b", ttl=5)
+    msg = w.ask("5.0.0.10.in-addr.arpa.", "PTR")
+    assert len(msg.answer) == 1 and msg.answer[0].ttl == 5
+    assert texts(msg) == ["a-1.a.svc.internal.", "b-1.b.svc.internal."]
+
+
+def test_cname_to_a_missing_name_of_ours_is_nxdomain(tmp_path: Path) -> None:
+    (tmp_path / "z.yaml").write_text("records:\n  - {name: old, type: CNAME, value: gone}\n")
+    w = World(tmp_path)
+    msg = w.ask("old.svc.internal.")
+    assert msg.rcode() == dns.rcode.NXDOMAIN  # RFC 6604: the rcode of the last name
+    assert texts(msg) == ["gone.svc.internal."]
+    assert msg.authority and msg.authority[0].rdtype == dns.rdatatype.SOA

@@ -20,7 +20,7 @@ from dnsdisc.policies.balance import (
     tiers,
     weighted,
 )
-from stats import CRITICAL_001, assert_shares, chi_square
+from tests.support.stats import CRITICAL_001, assert_shares, chi_square
 
 N = 20000
 
@@ -162,6 +162,7 @@ def test_every_policy_returns_valid_indices(name: str) -> None:
 
 # -- drawing whole orders from a table (what the answer index does for these policies) ---------
 
+
 TABLE_CASES = [
     (weighted, [C(1), C(2), C(3), C(4)], None),
     (weighted, [C(10), C(0), C(30), C(0)], 3),
@@ -206,3 +207,16 @@ def test_order_table_gives_up_on_too_many_orders() -> None:
     assert order_table(groups, None) is None  # 10! orders
     assert order_table(groups, 2) is not None  # 90 prefixes of two
     assert tiers(round_robin, cands) is None and tiers(least_loaded, cands) is None
+
+
+# -- found in review: each of these failed before its fix --------------------------------------
+
+
+def test_small_weights_do_not_underflow_into_ties() -> None:
+    # weight/latency far below 1: u ** (1/w) underflowed to 0.0 and ties sorted by index.
+    rng = random.Random(11)
+    cands = [C(1, latency_ms=10_000.0) for _ in range(3)]
+    firsts = Counter(latency(cands, i, rng)[0] for i in range(6000))
+    assert all(1700 < firsts[i] < 2300 for i in range(3)), firsts
+    firsts = Counter(weighted([C(1), C(1)], i, rng)[0] for i in range(4000))
+    assert all(1800 < n < 2200 for n in firsts.values()), firsts

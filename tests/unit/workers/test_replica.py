@@ -15,7 +15,6 @@ from typing import Any
 import dns.message
 import dns.rcode
 import pytest
-from test_responder import texts
 
 from dnsdisc.config import zones
 from dnsdisc.config.load import Config
@@ -26,6 +25,7 @@ from dnsdisc.registry.model import Instance, ServiceSettings
 from dnsdisc.server.parts import build_index
 from dnsdisc.workers import feed, protocol
 from dnsdisc.workers.replica import Follower, Replica
+from tests.support.world import texts
 
 NAME = "web.svc.internal."
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rdatatype
 
 from dnsdisc.dnsserver.ratelimit import ALLOW, DROP, SLIP, RateLimiter, truncated
 
@@ -63,3 +64,15 @@ def test_header_only_replies_are_limited_too() -> None:
     assert rrl.check("192.0.2.1", bare) == ALLOW
     assert rrl.check("192.0.2.1", bare) == SLIP
     assert truncated(bare)[:2] == b"\xab\xcd"
+
+
+# -- found in review: each of these failed before its fix --------------------------------------
+
+
+def test_rate_limit_is_not_bypassed_by_random_names() -> None:
+    rrl = RateLimiter(5, slip=0, clock=Clock())
+    allowed = sum(
+        rrl.check("192.0.2.1", reply(f"r{i}.svc.internal.", dns.rcode.NXDOMAIN)) == ALLOW
+        for i in range(1000)
+    )
+    assert allowed == 5

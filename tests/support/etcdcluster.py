@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers import free_port, require_tool
+from tests.support.helpers import free_port, require_tool
 
 
 def etcd_post(url: str, path: str, body: dict[str, Any], timeout: float = 2.0) -> Any:

@@ -1,0 +1,1 @@
+"""Tests against real dnsdisc processes, real DNS clients and resolvers; all marked integration."""

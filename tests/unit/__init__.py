@@ -1,0 +1,1 @@
+"""Unit tests, one package per dnsdisc package and one test_<module>.py per module."""
