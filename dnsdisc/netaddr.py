@@ -48,3 +48,67 @@ def parse_hostport(text: object, source: str, key: str) -> HostPort:
     if not 1 <= int(port) <= 65535:
         raise ConfigError(source, key, f"expected {expected}, got port {port}")
     return HostPort(host, int(port))
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Where active checks registered over the API may not go: the server's own host (loopback,
+# unspecified, which Linux connects to the local host), cloud metadata and other link-local
+# services, and the group addresses. First match wins; "!" refuses.
+DEFAULT_CHECK_NETWORKS = (
+    "!0.0.0.0/8",
+    "!127.0.0.0/8",
+    "!169.254.0.0/16",
+    "!224.0.0.0/4",
+    "!255.255.255.255/32",
+    "!::/128",
+    "!::1/128",
+    "!fe80::/10",
+    "!ff00::/8",
+    "0.0.0.0/0",
+    "::/0",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NetRules:
+    """An ordered allow/deny list of networks (``10.0.0.0/8``, ``!169.254.0.0/16``): the first
+    network holding an address decides; an address no rule holds is refused."""
+
+    rules: tuple[tuple[bool, Network], ...]
+
+    @classmethod
+    def parse(cls, entries: tuple[str, ...] | list[str], source: str, key: str) -> NetRules:
+        rules = []
+        for entry in entries:
+            if not isinstance(entry, str):
+                raise ConfigError(
+                    source, key, f"expected a network such as 10.0.0.0/8, got {entry!r}"
+                )
+            deny = entry.startswith("!")
+            try:
+                net = ipaddress.ip_network(entry.removeprefix("!").strip(), strict=False)
+            except ValueError:
+                raise ConfigError(
+                    source, key, f"{entry!r} is not a network such as 10.0.0.0/8 or !fe80::/10"
+                ) from None
+            rules.append((not deny, net))
+        return cls(tuple(rules))
+
+    def allows(self, address: str) -> bool:
+        addr = unmapped(address)
+        for allow, net in self.rules:
+            if addr.version == net.version and addr in net:
+                return allow
+        return False
+
+    def __str__(self) -> str:
+        return " ".join(("" if allow else "!") + str(net) for allow, net in self.rules)
+
+
+def unmapped(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address a socket reaches: ``::ffff:127.0.0.1`` is 127.0.0.1."""
+    addr = ipaddress.ip_address(address)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr

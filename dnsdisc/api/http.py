@@ -27,7 +27,15 @@ from dnsdisc.errors import (
     ValidationError,
     http_status_of,
 )
-from dnsdisc.registry.model import PASSING, WARNING, HeartbeatReport, Instance, ServiceSettings
+from dnsdisc.netaddr import DEFAULT_CHECK_NETWORKS, NetRules
+from dnsdisc.registry.model import (
+    PASSING,
+    WARNING,
+    HeartbeatReport,
+    Instance,
+    RemoteCheckRules,
+    ServiceSettings,
+)
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.state import InstanceState, Service
 from dnsdisc.values import label
@@ -146,6 +154,7 @@ class Api:
         metrics: CollectorRegistry | None = None,
         reload: Callable[[], Awaitable[None]] | None = None,
         refresh: Callable[[str | None], Awaitable[None]] | None = None,
+        check_rules: Callable[[], RemoteCheckRules] | None = None,
     ) -> None:
         self.registry = registry
         self.state = state
@@ -155,6 +164,11 @@ class Api:
         # Gathers counters kept elsewhere (the DNS workers') before they are shown: of one
         # service's instances, or (None) the DNS face's for the metrics.
         self.refresh = refresh
+        # What checks registered here may do (health.check_networks..., read at each request).
+        default = RemoteCheckRules(
+            NetRules.parse(DEFAULT_CHECK_NETWORKS, "", "health.check_networks")
+        )
+        self.check_rules = check_rules or (lambda: default)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors, self._auth])
@@ -320,6 +334,7 @@ class Api:
     async def put_instance(self, request: web.Request) -> web.Response:
         service, iid = self._ids(request)
         inst = Instance.from_json(service, iid, await read_json(request))
+        self.check_rules().admit(inst)
         created = await self.registry.put_instance(inst)
         state = self.registry.instance(service, iid)
         return web.json_response(_instance_json(state), status=201 if created else 200)

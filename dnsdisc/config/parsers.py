@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from dnsdisc.config.cpus import MAX_WORKERS, auto_workers
 from dnsdisc.errors import ConfigError, ValidationError
-from dnsdisc.netaddr import HostPort, parse_hostport
+from dnsdisc.netaddr import HostPort, NetRules, parse_hostport
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.values import bounded_int, ip_address, label, seconds
 
@@ -269,6 +269,23 @@ def weight_factor(value: object, at: At) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
         raise at.error("expected a number above 0, at most 1")
     return float(value)
+
+
+def networks(value: object, at: At) -> NetRules:
+    if not isinstance(value, list) or not value:
+        raise at.error("expected a list of networks, e.g. [10.0.0.0/8, '!10.9.0.0/16']")
+    return NetRules.parse(value, at.source, at.key)
+
+
+def rate(lo: float, hi: float) -> Callable[[object, At], float]:
+    """A positive number (not necessarily whole) from ``lo`` to ``hi``."""
+
+    def parse(value: object, at: At) -> float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
+            raise at.error(f"expected a number from {lo:g} to {hi:g}")
+        return float(value)
+
+    return parse
 
 
 def flap_hold(value: object, at: At) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import heapq
 import logging
 import time
@@ -27,7 +28,9 @@ from collections.abc import Iterable
 
 import aiohttp
 
+from dnsdisc.health.gate import CheckGate
 from dnsdisc.health.settings import HealthSettings
+from dnsdisc.logs import escape
 from dnsdisc.policies.roles import FALLBACK, IN, OUT
 from dnsdisc.registry.model import CRITICAL, MAINTENANCE, PASSING, WARNING, CheckSpec, Instance
 from dnsdisc.registry.registry import Registry
@@ -123,6 +126,8 @@ class HealthMonitor:
         self.clock = registry.clock
         self.transitions: Counter[str] = Counter()
         self.check_results: Counter[tuple[str, bool]] = Counter()  # (http|tcp, success)
+        self.checks_skipped = 0  # runs that found no slot in the budgets before the next was due
+        self.gate = CheckGate(lambda: self.settings)
         self._wake: dict[str, float] = {}
         self._leases: list[tuple[float, str, str]] = []
         self._leased: set[tuple[str, str]] = set()
@@ -151,7 +156,9 @@ class HealthMonitor:
 
     def start(self) -> None:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(force_close=True, limit=256),
+            # No pool limit: the gate bounds the checks in flight, and a check's timeout must
+            # not run while it waits for a connection.
+            connector=aiohttp.TCPConnector(force_close=True, limit=0),
             headers={"User-Agent": "dnsdisc-health-check"},
         )
         self.registry.subscribe(self.reconcile)
@@ -281,9 +288,20 @@ class HealthMonitor:
         spec = inst.check
         assert spec is not None
         service, iid = key
+        loop = asyncio.get_running_loop()
         successes = failures = 0
         while True:
-            ok, output, latency_ms = await self.probe(spec, inst.address, spec.port or inst.port)
+            if not await self.gate.enter(service, loop.time() + spec.interval):
+                self.checks_skipped += 1  # not judged: no slot says nothing about the instance
+                if self.registry.get(service) is None:
+                    return
+                continue
+            try:
+                ok, output, latency_ms = await self.probe(
+                    spec, inst.address, spec.port or inst.port
+                )
+            finally:
+                self.gate.leave(service)
             self.check_results[(spec.type, ok)] += 1
             if ok:
                 successes, failures = successes + 1, 0
@@ -301,29 +319,29 @@ class HealthMonitor:
     async def probe(
         self, spec: CheckSpec, address: str, port: int
     ) -> tuple[bool, str, float | None]:
-        """(success, output, response time in ms) of one check."""
+        """(success, output, response time in ms) of one check. The output is our own words
+        (never the remote body or reason phrase, which the API would relay to anyone), with the
+        registrant's path escaped."""
         host = f"[{address}]" if ":" in address else address
+        # A check never outlives its interval: else slow targets pile up checks in flight.
+        limit = min(spec.timeout, spec.interval)
         started = time.perf_counter()
         try:
             if spec.type == "tcp":
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(address, port), spec.timeout
-                )
+                _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), limit)
                 writer.close()
                 ms = (time.perf_counter() - started) * 1000
                 return True, f"TCP connect {host}:{port}: connected", ms
             assert self._session is not None
             url = f"http://{host}:{port}{spec.path}"
-            timeout = aiohttp.ClientTimeout(total=spec.timeout)
+            timeout = aiohttp.ClientTimeout(total=limit)
             async with self._session.get(url, timeout=timeout, allow_redirects=False) as resp:
                 ms = (time.perf_counter() - started) * 1000
                 ok = spec.expect[0] <= resp.status <= spec.expect[1]
-                return ok, f"HTTP GET {url}: {resp.status} {resp.reason or ''}".rstrip(), ms
+                verdict = "expected" if ok else f"expected {spec.expect[0]}-{spec.expect[1]}"
+                return ok, escape(f"HTTP GET {url}: status {resp.status} ({verdict})"), ms
         except (OSError, TimeoutError, aiohttp.ClientError) as exc:
-            what = (
-                "timed out" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
-            )
-            return False, f"{spec.type.upper()} {host}:{port}: {what}", None
+            return False, f"{spec.type.upper()} {host}:{port}: {_failure(exc)}", None
 
     # -- metrics -----------------------------------------------------------------------------
 
@@ -331,3 +349,18 @@ class HealthMonitor:
         self.transitions[after] += 1
         if after == CRITICAL:
             self._critical.add((service, iid))
+
+
+def _failure(exc: BaseException) -> str:
+    """What went wrong, in our words: exception texts may quote what the target sent."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        exc = exc.os_error
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
+        return f"connection failed ({errno.errorcode[exc.errno]})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return "invalid HTTP response"
+    return f"failed ({type(exc).__name__})"

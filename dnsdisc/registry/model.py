@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dnsdisc.errors import ValidationError
+from dnsdisc.netaddr import NetRules
 from dnsdisc.policies.balance import DEFAULT_POLICY, POLICIES
 from dnsdisc.values import MAX_SECONDS, as_float, bounded_int, ip_address, is_int, label, seconds
 
@@ -120,12 +121,13 @@ class CheckSpec:
             or expect[0] > expect[1]
         ):
             raise ValidationError(fld, f"{fld}.expect must be [low, high] HTTP statuses")
+        interval = seconds(body.get("interval", 10.0), f"{fld}.interval", 0.05, 86400)
         return cls(
             type=kind,
             path=path,
             port=None if port is None else bounded_int(port, f"{fld}.port", 1, 65535),
-            interval=seconds(body.get("interval", 10.0), f"{fld}.interval", 0.05, 86400),
-            timeout=seconds(body.get("timeout", 2.0), f"{fld}.timeout", 0.01, 300),
+            interval=interval,
+            timeout=seconds(body.get("timeout", min(2.0, interval)), f"{fld}.timeout", 0.01, 300),
             rise=bounded_int(body.get("rise", 1), f"{fld}.rise", 1, 100),
             fall=bounded_int(body.get("fall", 1), f"{fld}.fall", 1, 100),
             expect=(expect[0], expect[1]),
@@ -144,6 +146,36 @@ class CheckSpec:
             out["path"] = self.path
             out["expect"] = list(self.expect)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteCheckRules:
+    """What a check registered over the API must also respect (``health.check_networks``,
+    ``health.min_check_interval``): anyone who can register would otherwise aim the server at
+    its own host, cloud metadata or a victim, as often as they like. Config and zone-file checks
+    are the operator's and keep their wider limits."""
+
+    networks: NetRules
+    min_interval: float = 1.0
+
+    def admit(self, inst: Instance) -> None:
+        check = inst.check
+        if check is None:
+            return
+        if check.interval < self.min_interval:
+            raise ValidationError(
+                "check",
+                f"check.interval must be at least {self.min_interval:g} s "
+                "(health.min_check_interval)",
+            )
+        if check.timeout > check.interval:
+            raise ValidationError("check", "check.timeout must be at most check.interval")
+        if not self.networks.allows(inst.address):
+            raise ValidationError(
+                "check",
+                f"check: address {inst.address} is outside health.check_networks, "
+                "where checks registered over the API may connect",
+            )
 
 
 def _check_field_errors(exc: ValidationError) -> ValidationError:

@@ -21,7 +21,7 @@ from dnsdisc.dnsserver.view import MemberView
 from dnsdisc.errors import ConfigError
 from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.netaddr import is_loopback
-from dnsdisc.registry.model import ServiceSettings
+from dnsdisc.registry.model import RemoteCheckRules, ServiceSettings
 from dnsdisc.registry.registry import Registry
 from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry
 from dnsdisc.server.parts import Server, attach, build_index, load_zones, reserved_names
@@ -145,6 +145,9 @@ async def _listen(server: Server) -> None:
         metrics_registry(collector),
         reload=lambda: reload(server),
         refresh=(lambda service: _gather(server, service)) if server.pool is not None else None,
+        check_rules=lambda: RemoteCheckRules(
+            server.health.settings.check_networks, server.health.settings.min_check_interval
+        ),
     )
     server.api = api
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)

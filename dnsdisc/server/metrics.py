@@ -103,6 +103,16 @@ class DnsdiscCollector(Collector):
         for (kind, ok), n in sorted(self.health.check_results.items()):
             checks.add_metric([kind, "success" if ok else "failure"], n)
         yield checks
+        yield CounterMetricFamily(
+            "dnsdisc_health_checks_skipped",
+            "Check runs skipped, not judged: no slot in the check budgets before the next was due",
+            value=self.health.checks_skipped,
+        )
+        yield GaugeMetricFamily(
+            "dnsdisc_health_checks_in_flight",
+            "Active checks running now",
+            value=self.health.gate.running,
+        )
         if self.state is not None:
             yield GaugeMetricFamily(
                 "dnsdisc_store_up", "1 while the store is open", value=int(self.state.store_open)

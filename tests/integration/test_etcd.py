@@ -169,7 +169,7 @@ def test_one_node_runs_the_checks_and_every_node_gets_the_result(
     assert metric(a, "dnsdisc_health_checker") + metric(b, "dnsdisc_health_checker") == 1
     srv = http.server.HTTPServer(("127.0.0.1", 0), _Health)
     port = srv.server_address[1]
-    check = {"type": "http", "path": "/", "interval": 0.2, "timeout": 1, "rise": 1, "fall": 1}
+    check = {"type": "http", "path": "/", "interval": 0.3, "timeout": 0.3, "rise": 1, "fall": 1}
     a.register("web", "checked", address="127.0.0.1", port=port, check=check)
     # Nobody listens yet: critical (awaiting its first check) everywhere.
     for n in (a, b):

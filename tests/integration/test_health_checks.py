@@ -68,7 +68,7 @@ def test_http_check_removes_a_dead_backend_and_restores_it(server: DnsdiscProces
         "type": "http",
         "path": "/health",
         "interval": INTERVAL,
-        "timeout": 0.5,
+        "timeout": INTERVAL,
         "fall": fall,
         "rise": rise,
     }
@@ -99,7 +99,7 @@ def test_http_check_removes_a_dead_backend_and_restores_it(server: DnsdiscProces
 
 def test_tcp_check(server: DnsdiscProcess) -> None:
     port = free_port()
-    check = {"type": "tcp", "interval": INTERVAL, "timeout": 0.5, "fall": 1, "rise": 1}
+    check = {"type": "tcp", "interval": INTERVAL, "timeout": INTERVAL, "fall": 1, "rise": 1}
     with tcp_backend(port):
         server.register("db", "db-1", address="127.0.0.1", port=port, check=check)
         wait_until(lambda: answered(server, "db.svc.internal") == {"127.0.0.1"}, 2)
@@ -158,7 +158,7 @@ def test_deregister_after(server: DnsdiscProcess) -> None:
 def test_deregister_after_removes_an_instance_whose_check_never_passed(
     server: DnsdiscProcess,
 ) -> None:
-    check = {"type": "tcp", "interval": INTERVAL, "timeout": 0.5, "fall": 1, "rise": 1}
+    check = {"type": "tcp", "interval": INTERVAL, "timeout": INTERVAL, "fall": 1, "rise": 1}
     port = free_port()  # nothing ever listens there
     registered = time.monotonic()
     server.register("db", "db-1", address="127.0.0.1", port=port, check=check, deregister_after=1)

@@ -82,9 +82,17 @@ class HttpResult:
     raw: bytes = b""
 
 
+# Tests register checks over the API against backends on loopback, at short intervals: what the
+# default health.check_networks and health.min_check_interval refuse. A test config allows it.
+LOOPBACK_CHECKS = (
+    "health:\n  check_networks: ['127.0.0.0/8', '::1/128']\n  min_check_interval: 0.05\n"
+)
+
+
 @dataclass
 class DnsdiscProcess:
-    """A dnsdisc server started by a test; ``stop``/``kill`` act on its PID only."""
+    """A dnsdisc server started by a test; ``stop``/``kill`` act on its PID only. Without a
+    ``--config`` of its own, it allows API checks on loopback (``loopback_checks``)."""
 
     data_dir: Path
     dns_host: str = "127.0.0.1"
@@ -95,6 +103,7 @@ class DnsdiscProcess:
     token: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    loopback_checks: bool = True
 
     def start(self, timeout: float = 15.0) -> DnsdiscProcess:
         if not self.dns_port:
@@ -124,6 +133,10 @@ class DnsdiscProcess:
             empty = self.data_dir.parent / f"{self.data_dir.name}-zones"
             empty.mkdir(parents=True, exist_ok=True)
             cmd += ["--zones", str(empty)]
+        if self.loopback_checks and "--config" not in self.extra_args:
+            conf = self.data_dir.parent / f"{self.data_dir.name}-checks.yaml"
+            conf.write_text(LOOPBACK_CHECKS)
+            cmd += ["--config", str(conf)]
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         env = {**os.environ, **self.env}
         env.pop("DNSDISC_TOKEN", None) if "DNSDISC_TOKEN" not in self.env else None

@@ -197,6 +197,11 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "health.flap_threshold": (3, 1),
     "health.flap_stable": (10, 0),
     "health.flap_hold": ("in", "sideways"),
+    "health.check_networks": (["127.0.0.0/8", "!0.0.0.0/0"], ["10.0.0.0/33"]),
+    "health.min_check_interval": (0.1, 0),
+    "health.checks_per_second": (50, 0),
+    "health.max_concurrent_checks": (10, 0),
+    "health.max_concurrent_checks_per_service": (2, 0),
     "defaults": ({"policy": "random"}, {"policy": "fastest"}),
     "services": ({"web": {"ttl": 10}}, {"Bad_Name": {}}),
 }

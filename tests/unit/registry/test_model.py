@@ -95,3 +95,29 @@ def test_huge_numbers_are_validation_errors_not_crashes() -> None:
         HeartbeatReport.from_json({"load": big})
     with pytest.raises(ValidationError):
         ServiceSettings.from_json("web", {"slow_start": big})
+
+
+def test_checks_registered_over_the_api_are_held_to_the_remote_rules() -> None:
+    import pytest
+
+    from dnsdisc.errors import ValidationError
+    from dnsdisc.netaddr import DEFAULT_CHECK_NETWORKS, NetRules
+    from dnsdisc.registry.model import Instance, RemoteCheckRules
+
+    rules = RemoteCheckRules(NetRules.parse(DEFAULT_CHECK_NETWORKS, "", "health.check_networks"))
+
+    def inst(address: str, **check: object) -> Instance:
+        return Instance.from_json("web", "w", {"address": address, "port": 80, "check": check})
+
+    rules.admit(inst("10.0.0.1", type="tcp"))
+    rules.admit(Instance.from_json("web", "w", {"address": "127.0.0.1", "port": 80}))
+    assert inst("10.0.0.1", type="tcp", interval=0.5).check.timeout == 0.5  # type: ignore[union-attr]
+    for bad in (
+        inst("169.254.169.254", type="tcp"),
+        inst("::ffff:127.0.0.1", type="http"),
+        inst("10.0.0.1", type="tcp", interval=0.06),
+        inst("10.0.0.1", type="tcp", interval=2, timeout=3),
+    ):
+        with pytest.raises(ValidationError) as info:
+            rules.admit(bad)
+        assert info.value.field == "check"
