@@ -197,6 +197,11 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "health.flap_threshold": (3, 1),
     "health.flap_stable": (10, 0),
     "health.flap_hold": ("in", "sideways"),
+    "limits.services": (10, 0),
+    "limits.instances_per_service": (10, 0),
+    "limits.instances": (10, "many"),
+    "limits.tags_per_service": (10, -1),
+    "limits.meta_bytes": (0, 1.5),
     "defaults": ({"policy": "random"}, {"policy": "fastest"}),
     "services": ({"web": {"ttl": 10}}, {"Bad_Name": {}}),
 }
