@@ -25,10 +25,9 @@ PROTOCOLS = ("tcp", "udp")
 
 # IPv4 ranges whose reverse names no public delegation can hold for us to shadow: what Python's
 # ipaddress calls private (RFC 1918, loopback, link-local, documentation, benchmarking, ...) and
-# the shared range 100.64/10 (RFC 6598), as (network, mask) integers for a test without objects.
+# the shared range 100.64/10 (RFC 6598).
 _LOCAL_V4 = tuple(
-    (int(net.network_address), int(net.netmask))
-    for net in map(
+    map(
         ipaddress.IPv4Network,
         (
             "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
@@ -40,12 +39,35 @@ _LOCAL_V4 = tuple(
 )  # fmt: skip
 
 
+def _by_first_octet() -> list[bool | tuple[tuple[int, int], ...]]:
+    """For each first octet: True when every address under it is local, else the (network, mask)
+    integers to test (none: never local), so most addresses are decided by one lookup (a start-up
+    of 100k instances tests every one in every DNS worker)."""
+    table: list[bool | tuple[tuple[int, int], ...]] = []
+    for octet in range(256):
+        whole = any(n.prefixlen <= 8 and ipaddress.IPv4Address(octet << 24) in n for n in _LOCAL_V4)
+        parts = tuple(
+            (int(n.network_address), int(n.netmask))
+            for n in _LOCAL_V4
+            if n.prefixlen > 8 and int(n.network_address) >> 24 == octet
+        )
+        table.append(True if whole else parts)
+    return table
+
+
+_V4_TABLE = _by_first_octet()
+
+
 def is_local(address: str) -> bool:
     """True for a private, shared or documentation address (``ipaddress``'s ``is_private``, plus
     100.64/10): one whose reverse name nobody else answers for on the Internet."""
     if ":" not in address:
-        value = int.from_bytes(socket.inet_pton(socket.AF_INET, address))
-        return any(value & mask == net for net, mask in _LOCAL_V4)
+        packed = socket.inet_pton(socket.AF_INET, address)
+        entry = _V4_TABLE[packed[0]]
+        if entry is True or not entry:
+            return bool(entry)
+        value = int.from_bytes(packed)
+        return any(value & mask == net for net, mask in entry)
     return ipaddress.IPv6Address(address).is_private
 
 
