@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from dnsdisc.errors import LimitError
@@ -15,7 +17,7 @@ def inst(iid: str, tags: tuple[str, ...] = (), meta: tuple[tuple[str, str], ...]
     return Instance("web", iid, "10.0.0.1", 80, tags=tags, meta=meta)
 
 
-def refused(key: str) -> pytest.RaisesContext[LimitError]:
+def refused(key: str) -> Any:
     return pytest.raises(LimitError, match=key.replace(".", r"\."))
 
 
