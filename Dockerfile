@@ -3,12 +3,19 @@
 #   docker run -p 8053:8053/udp -p 8053:8053/tcp -p 8054:8054 -e DNSDISC_TOKEN=secret dnsdisc
 # Config by mount: -v ./dnsdisc.yaml:/etc/dnsdisc/dnsdisc.yaml and add
 #   --config /etc/dnsdisc/dnsdisc.yaml to the command; zone files: -v ./zones:/etc/dnsdisc/zones
-FROM python:3.11-slim
+# The base image by digest: the multi-arch index of python:3.11-slim (3.11-slim-trixie) pushed
+# 2026-08-16; a new digest is a reviewed change like a dependency bump (docs/security.md).
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 WORKDIR /src
+# Dependencies only from the lock, each checked against its hash; dnsdisc itself is then built
+# with the locked setuptools and no index access (no build isolation, no dependency resolution).
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY dnsdisc ./dnsdisc
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --no-deps --no-build-isolation --no-index . \
+    && pip check \
     && useradd --system --uid 10001 --home-dir /data dnsdisc \
     && mkdir -p /data /etc/dnsdisc/zones \
     && chown dnsdisc /data

@@ -57,6 +57,12 @@ class ConflictError(DnsdiscError):
         self.message = message
 
 
+class LimitError(ConflictError):
+    """The change would take the registry past one of its configured caps; ``field`` is the
+    cap's config key (``limits.instances_per_service``). 409 like any conflict with the server's
+    state: it succeeds once room is made or the cap is raised."""
+
+
 class StoreError(DnsdiscError):
     """The durable store could not commit; nothing was acknowledged. Every kind of it (a
     refusal, a timeout, a lost quorum) is the server's trouble, not the client's: 503."""

@@ -67,6 +67,44 @@ def ip_address(value: object, fld: str = "address") -> str:
     return str(addr)
 
 
+_LIMITED_BROADCAST = b"\xff\xff\xff\xff"
+_UNSPECIFIED_V4 = b"\0\0\0\0"
+
+
+def endpoint_address(value: object, fld: str = "address") -> str:
+    """An address a client can connect to, as an instance's: IPv4-mapped IPv6
+    (``::ffff:10.0.0.1``) is returned as the IPv4 address it carries, so it is served as A;
+    unspecified (0.0.0.0, ::), multicast, the limited broadcast 255.255.255.255 and IPv6
+    link-local (fe80::/10, unusable without the zone index that is refused anyway) are refused.
+    IPv4 link-local (169.254/16) needs no zone index and is kept."""
+    text = ip_address(value, fld)
+    if ":" not in text:
+        packed = socket.inet_pton(socket.AF_INET, text)
+        if (
+            packed != _UNSPECIFIED_V4
+            and packed != _LIMITED_BROADCAST
+            and not 224 <= packed[0] <= 239
+        ):
+            return text  # the common case, without building an ipaddress object
+    addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(text)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    why = (
+        "is unspecified"
+        if addr.is_unspecified
+        else "is multicast"
+        if addr.is_multicast
+        else "is the broadcast address"
+        if addr.packed == _LIMITED_BROADCAST
+        else "is IPv6 link-local"
+        if addr.version == 6 and addr.is_link_local
+        else ""
+    )
+    if why:
+        raise ValidationError(fld, f"{fld} {value!r} {why}: not an address clients can connect to")
+    return str(addr)
+
+
 def seconds(value: object, fld: str, lo: float = 0.0, hi: float = MAX_SECONDS) -> float:
     """A duration in seconds: a finite number, more than ``lo`` and at most ``hi``."""
     if not (is_int(value) or isinstance(value, float)):
@@ -83,5 +121,3 @@ def as_float(value: object, fld: str) -> float:
         return float(value)
     except OverflowError:  # a 400-digit integer is valid JSON, but no float
         raise ValidationError(fld, f"{fld} is out of range") from None
-
-

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Coroutine
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 
 from dnsdisc.client import wire
 from dnsdisc.client.addresses import base_url
@@ -35,7 +35,9 @@ class Client:
         host = urllib.parse.urlsplit(self.url).hostname or ""
         # A proxy from the environment (http_proxy) must not catch requests to a local dnsdisc;
         # urllib, unlike curl and Go, does not exempt loopback by itself.
-        handlers = [urllib.request.ProxyHandler({})] if is_loopback(host) else []
+        handlers: list[urllib.request.BaseHandler] = [_TokenKeepingRedirects()]
+        if is_loopback(host):
+            handlers.append(urllib.request.ProxyHandler({}))
         self._opener = urllib.request.build_opener(*handlers)
 
     def __repr__(self) -> str:
@@ -132,6 +134,25 @@ class Client:
         daemon thread and deregisters on exit. See ``Registration``."""
         body = wire.instance_body(address, port, {"ttl": ttl, **fields})
         return Registration(self, service, id, body)
+
+
+class _TokenKeepingRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects, except that the token goes only where ``wire.keeps_auth`` allows:
+    urllib itself copies every header to whatever host a redirect names."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and not wire.keeps_auth(req.full_url, new.full_url):
+            new.remove_header("Authorization")
+        return new
 
 
 def _in_thread(

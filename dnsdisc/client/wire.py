@@ -35,6 +35,25 @@ def encode(body: Any, token: str | None) -> tuple[bytes | None, dict[str, str]]:
     return data, headers
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def keeps_auth(old_url: str, new_url: str) -> bool:
+    """Whether a redirect from ``old_url`` to ``new_url`` may carry the token, by the rule of
+    requests (``should_strip_auth``): only to the same origin (scheme, host, port; a default
+    port written or not is the same), or from http to https on the same host with default ports.
+    Another host, another port or any other scheme change (https -> http) drops it."""
+    old, new = urllib.parse.urlsplit(old_url), urllib.parse.urlsplit(new_url)
+    if old.hostname != new.hostname:
+        return False
+    if old.scheme == "http" and new.scheme == "https":
+        return old.port in (80, None) and new.port in (443, None)
+    if old.scheme != new.scheme:
+        return False
+    default = (_DEFAULT_PORTS.get(old.scheme), None)
+    return old.port == new.port or (old.port in default and new.port in default)
+
+
 def decode(raw: bytes, status: int, method: str, where: str, url: str) -> Any:
     """A 2xx reply's parsed JSON (None for an empty one, as with 204)."""
     if not raw.strip():

@@ -24,6 +24,7 @@ from dnsdisc.dnsserver.settings import DnsSettings, RateLimit
 from dnsdisc.errors import ConfigError
 from dnsdisc.health.settings import HealthSettings
 from dnsdisc.netaddr import DEFAULT_DNS, DEFAULT_DOMAIN, DEFAULT_HTTP, HostPort, parse_hostport
+from dnsdisc.registry.limits import Limits
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.store.settings import EtcdSettings
 
@@ -67,6 +68,7 @@ class Config:
     recursor_timeout: float = 2.0
     rate_limit: RateLimit | None = None
     health: HealthSettings = field(default_factory=HealthSettings)
+    limits: Limits = field(default_factory=Limits)
     defaults: ServiceSettings = field(default_factory=lambda: ServiceSettings("default"))
     services: Mapping[str, ServiceSettings] = field(default_factory=dict)
     source: str = ""

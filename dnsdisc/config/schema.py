@@ -112,6 +112,7 @@ SECTIONS: Mapping[str, Section] = {
     "etcd": Section(_etcd),
     "rate_limit": Section(_rate_limit, gate="responses_per_second"),
     "health": Section(lambda current, parts, source: replace(current, **parts)),
+    "limits": Section(lambda current, parts, source: replace(current, **parts)),
 }
 
 _AT_MOST_A_DAY = p.duration(0, 86400)
@@ -232,6 +233,14 @@ KEYS: tuple[Key, ...] = (
         "health.max_concurrent_checks_per_service", "health.max_concurrent_checks_per_service",
         p.integer(1, 100000), "live",
     ),
+    Key("limits.services", "limits.services", p.integer(1, 10**7), "live"),
+    Key(
+        "limits.instances_per_service", "limits.instances_per_service", p.integer(1, 10**7),
+        "live",
+    ),
+    Key("limits.instances", "limits.instances", p.integer(1, 10**8), "live"),
+    Key("limits.tags_per_service", "limits.tags_per_service", p.integer(1, 10**6), "live"),
+    Key("limits.meta_bytes", "limits.meta_bytes", p.integer(0, 1 << 20), "live"),
     Key("defaults", "defaults", p.service_defaults, "live"),
     Key("services", "services", p.services, "live"),
 )  # fmt: skip

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.build import PtrEntry, ptr_rrset, service_nodes
 from dnsdisc.dnsserver.cache import ReplyCache
-from dnsdisc.dnsserver.names import Naming
+from dnsdisc.dnsserver.names import Naming, serves_ptr
 from dnsdisc.dnsserver.view import InstanceView, MemberView, ServiceView
 from dnsdisc.dnsserver.zone import (
     IndexSettings,
@@ -115,8 +115,9 @@ class AnswerIndex:
         wanted: dict[bytes, list[PtrEntry]] = {}
         reverse = self.naming.reverse
         for inst in instances:
-            entry = (service, inst.id, ttl, hosts[inst.id])
-            wanted.setdefault(reverse(inst.address), []).append(entry)
+            name = reverse(inst.address)
+            if serves_ptr(inst.address, name, self.zones):
+                wanted.setdefault(name, []).append((service, inst.id, ttl, hosts[inst.id]))
         before = self._service_ptrs.pop(service, ())
         if wanted:
             self._service_ptrs[service] = tuple(wanted)

@@ -16,7 +16,15 @@ from typing import Any
 from dnsdisc.errors import ValidationError
 from dnsdisc.netaddr import NetRules
 from dnsdisc.policies.balance import DEFAULT_POLICY, POLICIES
-from dnsdisc.values import MAX_SECONDS, as_float, bounded_int, ip_address, is_int, label, seconds
+from dnsdisc.values import (
+    MAX_SECONDS,
+    as_float,
+    bounded_int,
+    endpoint_address,
+    is_int,
+    label,
+    seconds,
+)
 
 MAX_TAGS = 32
 MAX_META = 64
@@ -299,7 +307,7 @@ class Instance:
         return cls(
             service=service,
             id=instance_id,
-            address=ip_address(body["address"]),
+            address=endpoint_address(body["address"]),
             port=bounded_int(body["port"], "port", 1, 65535),
             weight=bounded_int(body.get("weight", 100), "weight", 0, 65535),
             priority=bounded_int(body.get("priority", 0), "priority", 0, 65535),

@@ -17,6 +17,7 @@ from typing import cast
 
 from dnsdisc.errors import ConflictError, NotFoundError
 from dnsdisc.registry.events import Events
+from dnsdisc.registry.limits import Limits, check_instance, check_meta, check_new_service
 from dnsdisc.registry.model import PASSING, HeartbeatReport, Instance, ServiceSettings
 from dnsdisc.registry.replication import Follower, Publisher
 from dnsdisc.registry.settings import NS_HOST, RegistrySettings
@@ -37,6 +38,7 @@ class Registry:
         defaults: ServiceSettings | None = None,
         configured: dict[str, ServiceSettings] | None = None,
         reserved: Mapping[str, str] | Iterable[str] = (),
+        limits: Limits | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store: Store = store or MemoryStore()
@@ -46,6 +48,7 @@ class Registry:
             defaults or ServiceSettings("default"),
             configured or {},
             reserved if isinstance(reserved, Mapping) else dict.fromkeys(reserved, NS_HOST),
+            limits or Limits(),
         )
         self.memory = Memory(settings, self.events, clock)
         # Set when other nodes write the same store: verdicts go there, not into memory.
@@ -151,6 +154,17 @@ class Registry:
             raise ConflictError(
                 f"instance {inst.id!r} of {inst.service!r} is defined in a zone file", "id"
             )
+        limits = self.settings.limits
+        if svc is None:
+            check_new_service(limits, len(self.memory))
+        check_instance(
+            limits,
+            inst,
+            (s.instance for s in svc.instances.values()) if svc else (),
+            len(svc.instances) if svc else 0,
+            old.instance if old is not None else None,
+            lambda: sum(len(s.instances) for s in self.memory),
+        )
         ops = [Op("put_instance", inst.service, inst.id, inst.definition())]
         if svc is None:
             # Only if it still does not exist when committed: a concurrent PUT of the service's
@@ -181,6 +195,9 @@ class Registry:
         """Create a service or replace its settings; True when it is new."""
         self._check_writable(settings.name)
         created = self.memory.get(settings.name) is None
+        check_meta(self.settings.limits, settings.meta, f"service {settings.name!r}")
+        if created:
+            check_new_service(self.settings.limits, len(self.memory))
         await self._write(
             [Op("put_service", settings.name, data=settings_data(settings))],
             lambda: self.memory.put_service(settings),

@@ -1,5 +1,6 @@
 """What the registry is told by the config, as one value swapped whole on reload: the defaults
-for services nobody configured, the configured services, and the names nobody may register."""
+for services nobody configured, the configured services, the names nobody may register, and
+the caps on what is held."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from dnsdisc.registry.limits import Limits
 from dnsdisc.registry.model import ServiceSettings
 
 NS_HOST = "it is the name server's host name"
@@ -20,6 +22,7 @@ class RegistrySettings:
     )
     # service name -> why it cannot be registered (the NS host, a zone file's record)
     reserved: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         # Read-only copies: a caller's dict changing later must not change the registry's view.

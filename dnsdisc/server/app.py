@@ -40,6 +40,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         defaults=config.defaults,
         configured=dict(config.services),
         reserved=reserved_names(config, zone_data),
+        limits=config.limits,
     )
     health = HealthMonitor(registry, config.health)
     server = Server(config, registry, health, index, loader=loader)

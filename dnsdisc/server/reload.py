@@ -28,7 +28,9 @@ async def reload(server: Server) -> None:
     new = replace(new, **kept)
     zone_data = load_zones(new)
     index = build_index(new, zone_data)
-    settings = RegistrySettings(new.defaults, new.services, reserved_names(new, zone_data))
+    settings = RegistrySettings(
+        new.defaults, new.services, reserved_names(new, zone_data), new.limits
+    )
     # Nothing below can fail on bad input: everything was parsed and checked above. Each part
     # gets its new settings as one value, swapped whole.
     registry = server.registry

@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from dnsdisc.errors import ValidationError
-from dnsdisc.values import ip_address, label
+from dnsdisc.values import endpoint_address, ip_address, label
 
 
 @pytest.mark.parametrize("good", ["a", "web", "web-1", "0", "a" * 63, "WEB"])
@@ -39,3 +39,24 @@ def test_address_check_agrees_with_ipaddress(text: str) -> None:
             ip_address(text)
     else:
         assert ip_address(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("10.0.0.1", "10.0.0.1"), ("::ffff:10.0.0.1", "10.0.0.1"), ("169.254.1.1", "169.254.1.1"),
+     ("2001:DB8::1", "2001:db8::1"), ("127.0.0.1", "127.0.0.1"), ("223.255.255.255", "223.255.255.255"),
+     ("240.0.0.1", "240.0.0.1")],
+)  # fmt: skip
+def test_endpoint_addresses(text: str, expected: str) -> None:
+    assert endpoint_address(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["0.0.0.0", "::", "255.255.255.255", "224.0.0.0", "239.255.255.255", "ff02::1", "fe80::1",
+     "febf::1", "::ffff:0.0.0.0", "::ffff:255.255.255.255", "::ffff:224.0.0.1", "fe80::1%eth0"],
+)  # fmt: skip
+def test_unusable_endpoint_addresses(text: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        endpoint_address(text)
+    assert info.value.field == "address"

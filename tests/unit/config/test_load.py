@@ -202,6 +202,11 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "health.checks_per_second": (50, 0),
     "health.max_concurrent_checks": (10, 0),
     "health.max_concurrent_checks_per_service": (2, 0),
+    "limits.services": (10, 0),
+    "limits.instances_per_service": (10, 0),
+    "limits.instances": (10, "many"),
+    "limits.tags_per_service": (10, -1),
+    "limits.meta_bytes": (0, 1.5),
     "defaults": ({"policy": "random"}, {"policy": "fastest"}),
     "services": ({"web": {"ttl": 10}}, {"Bad_Name": {}}),
 }
