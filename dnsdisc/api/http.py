@@ -77,6 +77,8 @@ class ServerState:
     store_open: bool = False
     # True while a shared store (etcd) is out of reach: answers come from the last view.
     store_stale: Callable[[], bool] = field(default=lambda: False)
+    # (DNS worker processes answering, how many are configured); None: DNS in this process.
+    dns_workers: Callable[[], tuple[int, int]] | None = None
 
 
 def error_response(status: int, message: str, fld: str = "") -> web.Response:
@@ -227,17 +229,26 @@ class Api:
     async def readyz(self, request: web.Request) -> web.Response:
         s = self.state
         stale = s.store_stale()
-        ready = s.listeners_up and s.store_open and not stale
+        answering, configured = s.dns_workers() if s.dns_workers is not None else (0, 0)
+        short = answering < configured
+        ready = s.listeners_up and s.store_open and not stale and not short
         body: dict[str, Any] = {
             "ready": ready,
             "listeners": s.listeners_up,
             "store": s.store_open,
             "stale": stale,
         }
+        if s.dns_workers is not None:
+            body["dns_workers"] = {"answering": answering, "configured": configured}
         if stale:
             body["reason"] = (
                 "the shared store is unreachable: DNS answers from this node's last view and "
                 "writes are refused"
+            )
+        elif short and s.listeners_up:
+            body["reason"] = (
+                f"{answering} of {configured} DNS worker processes answer: the others are "
+                "being replaced, and their share of the queries goes unanswered"
             )
         return web.json_response(body, status=200 if ready else 503)
 

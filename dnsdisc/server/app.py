@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
@@ -54,6 +55,11 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         server.pool = server.index = pool
         registry.set_barrier(pool.settle)
         registry.on_figures(pool.figures)
+        supervisor = pool.supervisor
+        server.state.dns_workers = lambda: (
+            supervisor.answering(time.monotonic()),
+            supervisor.count,
+        )
     else:
         server.face = DnsFace.create(config.dns_settings(), index)
     attach(registry, server, health)

@@ -7,6 +7,7 @@ scraped, so counting costs a query nothing but an integer increment.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -143,6 +144,17 @@ class DnsdiscCollector(Collector):
                 "dnsdisc_dns_worker_restarts",
                 "DNS worker processes started again after one exited or hung",
                 value=supervisor.restarts,
+            )
+            yield CounterMetricFamily(
+                "dnsdisc_dns_worker_spawn_failures",
+                "Starts of a DNS worker process that failed (out of descriptors or memory); "
+                "each is retried, with a growing delay",
+                value=supervisor.spawn_failures,
+            )
+            yield GaugeMetricFamily(
+                "dnsdisc_dns_answering_workers",
+                "DNS worker processes answering (ready, and answering the supervisor's pings)",
+                value=supervisor.answering(time.monotonic()),
             )
         if self.rate_limited:
             limited = CounterMetricFamily(
