@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from dnsdisc.api.guard import HttpGuard
 from dnsdisc.errors import (
     ConfigError,
     DnsdiscError,
@@ -148,6 +150,7 @@ class Api:
         metrics: CollectorRegistry | None = None,
         reload: Callable[[], Awaitable[None]] | None = None,
         refresh: Callable[[str | None], Awaitable[None]] | None = None,
+        guard: HttpGuard | None = None,
     ) -> None:
         self.registry = registry
         self.state = state
@@ -157,9 +160,13 @@ class Api:
         # Gathers counters kept elsewhere (the DNS workers') before they are shown: of one
         # service's instances, or (None) the DNS face's for the metrics.
         self.refresh = refresh
+        self.guard = guard  # the HTTP port's limits; its body deadline is a middleware here
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors, self._auth])
+        middlewares: list[Middleware] = [self._errors, self._auth]
+        if self.guard is not None:
+            middlewares.append(self.guard.body_deadline)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from dnsdisc import heap
+from dnsdisc.api.guard import GuardedRunner, HttpGuard
 from dnsdisc.api.http import Api
 from dnsdisc.config.load import Config
 from dnsdisc.dnsserver.face import DnsFace
@@ -24,6 +25,7 @@ from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.netaddr import is_loopback
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry
+from dnsdisc.server.limits import http_limits, raise_nofile
 from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry
 from dnsdisc.server.parts import Server, attach, build_index, load_zones, reserved_names
 from dnsdisc.server.reload import reload
@@ -135,6 +137,7 @@ async def _listen(server: Server) -> None:
         await server.pool.listen()
     elif server.face is not None:
         await server.face.listen()
+    guard = HttpGuard(http_limits(config, raise_nofile()))
     collector = DnsdiscCollector(
         server.registry,
         server.health,
@@ -143,6 +146,7 @@ async def _listen(server: Server) -> None:
         forwarding=bool(config.recursors),
         state=server.state,
         pool=server.pool,
+        http=guard,
     )
     api = Api(
         server.registry,
@@ -151,9 +155,10 @@ async def _listen(server: Server) -> None:
         metrics_registry(collector),
         reload=lambda: reload(server),
         refresh=(lambda service: _gather(server, service)) if server.pool is not None else None,
+        guard=guard,
     )
     server.api = api
-    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+    runner = GuardedRunner(api.app(), guard, access_log=None, handle_signals=False)
     await runner.setup()
     server.http_runner = runner
     site = web.TCPSite(runner, config.http_listen.host, config.http_listen.port, reuse_address=True)
