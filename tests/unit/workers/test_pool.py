@@ -8,6 +8,7 @@ import asyncio
 import pickle
 import socket
 import struct
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -235,8 +236,10 @@ def test_a_starting_worker_gets_a_start_s_time_to_confirm(monkeypatch: pytest.Mo
     # a large snapshot was killed after CONFIRM_TIMEOUT, again and again. A ready one still is.
     monkeypatch.setattr(protocol, "CONFIRM_TIMEOUT", 0.05)
     monkeypatch.setattr(protocol, "START_TIMEOUT", 2.0)
+    monkeypatch.setattr(protocol, "LIVENESS_TIMEOUT", 0.1)
+    monkeypatch.setattr(protocol, "PING_INTERVAL", 0.02)
 
-    async def scenario(ready: bool) -> list[int]:
+    async def scenario(ready: bool, pinging: bool = False) -> list[int]:
         pool = make_pool()
         follow_nothing(pool)
         killed: list[int] = []
@@ -254,13 +257,18 @@ def test_a_starting_worker_gets_a_start_s_time_to_confirm(monkeypatch: pytest.Mo
         worker.answering, worker.ready = True, ready
         pool.rebuild("web", SETTINGS, [])
         settling = asyncio.ensure_future(pool.settle())
-        await asyncio.sleep(0.3)  # well past CONFIRM_TIMEOUT
+        for _ in range(30):  # 0.3 s: well past CONFIRM_TIMEOUT and LIVENESS_TIMEOUT
+            if pinging:  # busy with the change, but answering its pings
+                worker.heard = time.monotonic()
+            await asyncio.sleep(0.01)
         worker.ack(worker.sent)
         await asyncio.wait_for(settling, 3)
         return killed
 
     assert asyncio.run(scenario(ready=False)) == []
     assert asyncio.run(scenario(ready=True)) == [0]
+    # #16 item 1: busy (it answers its pings) is not hung; the write waits for it.
+    assert asyncio.run(scenario(ready=True, pinging=True)) == []
 
 
 def test_a_new_worker_is_sent_dns_settings_and_no_secret() -> None:
