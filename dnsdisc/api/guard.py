@@ -141,7 +141,7 @@ class _GuardedHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         # Between requests (a fresh or kept-alive connection), the first bytes of the next one
         # start its header deadline; an idle kept-alive connection is keepalive_timeout's.
-        between = not self._request_in_progress and not self._messages
+        between = not getattr(self, "_request_in_progress", False) and not self._messages
         if between and data and self.header_timer is None:
             self._arm()
         count = self._request_count

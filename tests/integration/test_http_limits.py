@@ -155,6 +155,28 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408(tmp_path: Path) -> None:
         assert server.http("GET", "/v1/services/web").status == 404  # nothing was stored
 
 
+def test_the_header_deadline_holds_on_kept_alive_and_silent_connections(tmp_path: Path) -> None:
+    config = tmp_path / "dnsdisc.yaml"
+    config.write_text(LIMITS)
+    args = ["--config", str(config), "--workers", "0", "--storage", "memory"]
+    with running(tmp_path, extra_args=args) as server:
+        address = ("127.0.0.1", server.http_port)
+        with (
+            socket.create_connection(address, timeout=10) as kept,
+            socket.create_connection(address, timeout=10) as silent,
+        ):
+            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: dnsdisc\r\n\r\n")
+            assert kept.recv(4096).startswith(b"HTTP/1.1 200")
+            time.sleep(3)  # idle past header_timeout: keepalive_timeout's business, not closed
+            kept.sendall(HALF_SENT)
+            started = time.monotonic()
+            answer = outcome(kept, 10)
+            assert answer is not None and answer.startswith(b"HTTP/1.1 408"), answer
+            assert 1.5 < time.monotonic() - started < 8
+            assert outcome(silent, 1) == b""  # nothing sent: closed without a word
+        assert metric(server, 'dnsdisc_http_request_timeouts_total{phase="header"}') == 2
+
+
 def test_a_worker_killed_while_descriptors_are_exhausted_is_started_again(
     tmp_path: Path,
 ) -> None:
