@@ -387,7 +387,10 @@ class Supervisor:
             stalled, last = now - last > 2 * WATCH_INTERVAL, now
             if stalled:
                 # This process was busy (a reload, a large snapshot): replies may be waiting
-                # unread (uvloop runs timers before it polls), so judge on the next round.
+                # unread (uvloop runs timers before it polls), and no pings went out meanwhile,
+                # so silence so far proves nothing: every worker's clock starts again.
+                for w in self.workers.values():
+                    w.heard = max(w.heard, now)
                 continue
             for w, why in self.overdue(now):
                 self.kill(w, why)
