@@ -27,8 +27,9 @@ EXPOSE 8053/udp 8053/tcp 8054/tcp
 
 # The listeners bind 0.0.0.0 inside the container; set a token (DNSDISC_TOKEN) before publishing
 # the HTTP port beyond the host.
+# /readyz, not /healthz: 503 while the store is unreachable or a DNS worker is being replaced.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8054/healthz', timeout=2).status != 200)"
+    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8054/readyz', timeout=2).status != 200)"
 
 ENTRYPOINT ["dnsdisc"]
 CMD ["serve", "--dns", "0.0.0.0:8053", "--http", "0.0.0.0:8054", "--data-dir", "/data", "--zones", "/etc/dnsdisc/zones"]

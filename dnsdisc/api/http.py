@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from dnsdisc.api.guard import HttpGuard
 from dnsdisc.errors import (
     ConfigError,
     DnsdiscError,
@@ -85,6 +87,8 @@ class ServerState:
     store_open: bool = False
     # True while a shared store (etcd) is out of reach: answers come from the last view.
     store_stale: Callable[[], bool] = field(default=lambda: False)
+    # (DNS worker processes answering, how many are configured); None: DNS in this process.
+    dns_workers: Callable[[], tuple[int, int]] | None = None
 
 
 def error_response(status: int, message: str, fld: str = "") -> web.Response:
@@ -155,6 +159,7 @@ class Api:
         reload: Callable[[], Awaitable[None]] | None = None,
         refresh: Callable[[str | None], Awaitable[None]] | None = None,
         check_rules: Callable[[], RemoteCheckRules] | None = None,
+        guard: HttpGuard | None = None,
     ) -> None:
         self.registry = registry
         self.state = state
@@ -169,9 +174,13 @@ class Api:
             NetRules.parse(DEFAULT_CHECK_NETWORKS, "", "health.check_networks")
         )
         self.check_rules = check_rules or (lambda: default)
+        self.guard = guard  # the HTTP port's limits; its body deadline is a middleware here
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors, self._auth])
+        middlewares: list[Middleware] = [self._errors, self._auth]
+        if self.guard is not None:
+            middlewares.append(self.guard.body_deadline)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
@@ -241,17 +250,26 @@ class Api:
     async def readyz(self, request: web.Request) -> web.Response:
         s = self.state
         stale = s.store_stale()
-        ready = s.listeners_up and s.store_open and not stale
+        answering, configured = s.dns_workers() if s.dns_workers is not None else (0, 0)
+        short = answering < configured
+        ready = s.listeners_up and s.store_open and not stale and not short
         body: dict[str, Any] = {
             "ready": ready,
             "listeners": s.listeners_up,
             "store": s.store_open,
             "stale": stale,
         }
+        if s.dns_workers is not None:
+            body["dns_workers"] = {"answering": answering, "configured": configured}
         if stale:
             body["reason"] = (
                 "the shared store is unreachable: DNS answers from this node's last view and "
                 "writes are refused"
+            )
+        elif short and s.listeners_up:
+            body["reason"] = (
+                f"{answering} of {configured} DNS worker processes answer: the others are "
+                "being replaced, and their share of the queries goes unanswered"
             )
         return web.json_response(body, status=200 if ready else 503)
 

@@ -41,6 +41,14 @@ class Config:
     dns_listen: tuple[HostPort, ...] = (_DNS_LISTEN,)
     http_listen: HostPort = _HTTP_LISTEN
     token: str | None = None
+    # The HTTP port's limits (``api.guard``): a request's headers, then its body, are due within
+    # these seconds; an idle kept-alive connection is closed after keepalive_timeout; connections
+    # over a cap are closed at once.
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_keepalive_timeout: float = 75.0
+    http_max_connections: int = 1000
+    http_max_connections_per_client: int = 100
     storage: str = "sqlite"
     data_dir: Path = Path("dnsdisc-data")
     etcd: EtcdSettings = field(default_factory=EtcdSettings)

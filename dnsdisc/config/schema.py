@@ -141,6 +141,14 @@ KEYS: tuple[Key, ...] = (
         Flag("--http", "HTTP API listen address (default {default})", "HOST:PORT"),
     ),
     Key("http.token", "token", p.optional_text, "live", env="DNSDISC_TOKEN"),
+    Key("http.header_timeout", "http_header_timeout", p.duration(0, 3600), "restart"),
+    Key("http.body_timeout", "http_body_timeout", p.duration(0, 3600), "restart"),
+    Key("http.keepalive_timeout", "http_keepalive_timeout", p.duration(0, 86400), "restart"),
+    Key("http.max_connections", "http_max_connections", p.integer(1, 1_000_000), "restart"),
+    Key(
+        "http.max_connections_per_client", "http_max_connections_per_client",
+        p.integer(1, 1_000_000), "restart",
+    ),
     Key(
         "domain", "domain", p.domain, "restart",
         Flag("--domain", "the domain services live under (default {default})", "NAME"),

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
 from dnsdisc import heap
+from dnsdisc.api.guard import GuardedRunner, HttpGuard
 from dnsdisc.api.http import Api
 from dnsdisc.config.load import Config
 from dnsdisc.dnsserver.face import DnsFace
@@ -23,6 +25,7 @@ from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.netaddr import is_loopback
 from dnsdisc.registry.model import RemoteCheckRules, ServiceSettings
 from dnsdisc.registry.registry import Registry
+from dnsdisc.server.limits import http_limits, raise_nofile
 from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry
 from dnsdisc.server.parts import Server, attach, build_index, load_zones, reserved_names
 from dnsdisc.server.reload import reload
@@ -55,6 +58,11 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         server.pool = server.index = pool
         registry.set_barrier(pool.settle)
         registry.on_figures(pool.figures)
+        supervisor = pool.supervisor
+        server.state.dns_workers = lambda: (
+            supervisor.answering(time.monotonic()),
+            supervisor.count,
+        )
     else:
         server.face = DnsFace.create(config.dns_settings(), index)
     attach(registry, server, health)
@@ -130,6 +138,7 @@ async def _listen(server: Server) -> None:
         await server.pool.listen()
     elif server.face is not None:
         await server.face.listen()
+    guard = HttpGuard(http_limits(config, raise_nofile()))
     collector = DnsdiscCollector(
         server.registry,
         server.health,
@@ -138,6 +147,7 @@ async def _listen(server: Server) -> None:
         forwarding=bool(config.recursors),
         state=server.state,
         pool=server.pool,
+        http=guard,
     )
     api = Api(
         server.registry,
@@ -149,9 +159,10 @@ async def _listen(server: Server) -> None:
         check_rules=lambda: RemoteCheckRules(
             server.health.settings.check_networks, server.health.settings.min_check_interval
         ),
+        guard=guard,
     )
     server.api = api
-    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+    runner = GuardedRunner(api.app(), guard, access_log=None, handle_signals=False)
     await runner.setup()
     server.http_runner = runner
     site = web.TCPSite(runner, config.http_listen.host, config.http_listen.port, reuse_address=True)

@@ -7,6 +7,7 @@ scraped, so counting costs a query nothing but an integer increment.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from dnsdisc.api.guard import HttpGuard
 from dnsdisc.api.http import ServerState
 from dnsdisc.dnsserver.stats import DnsCounters
 from dnsdisc.health.monitor import HealthMonitor
@@ -41,6 +43,7 @@ class DnsdiscCollector(Collector):
         forwarding: bool = False,
         state: ServerState | None = None,
         pool: WorkerPool | None = None,
+        http: HttpGuard | None = None,
     ) -> None:
         self.state = state
         self.registry = registry
@@ -50,6 +53,7 @@ class DnsdiscCollector(Collector):
         self.rate_limited = rate_limited
         self.forwarding = forwarding
         self.pool = pool
+        self.http = http
 
     def collect(self) -> Iterator[Metric]:
         states: Counter[tuple[str, str]] = Counter()
@@ -154,6 +158,19 @@ class DnsdiscCollector(Collector):
                 "DNS worker processes started again after one exited or hung",
                 value=supervisor.restarts,
             )
+            yield CounterMetricFamily(
+                "dnsdisc_dns_worker_spawn_failures",
+                "Starts of a DNS worker process that failed (out of descriptors or memory); "
+                "each is retried, with a growing delay",
+                value=supervisor.spawn_failures,
+            )
+            yield GaugeMetricFamily(
+                "dnsdisc_dns_answering_workers",
+                "DNS worker processes answering (ready, and answering the supervisor's pings)",
+                value=supervisor.answering(time.monotonic()),
+            )
+        if self.http is not None:
+            yield from _http_metrics(self.http)
         if self.rate_limited:
             limited = CounterMetricFamily(
                 "dnsdisc_dns_rate_limited", "UDP responses over the rate limit", labels=["action"]
@@ -172,6 +189,30 @@ class DnsdiscCollector(Collector):
                 "Relayed queries no recursor answered (SERVFAIL)",
                 value=stats.failures,
             )
+
+
+def _http_metrics(guard: HttpGuard) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "dnsdisc_http_connections", "HTTP connections open (under the caps)", value=guard.open
+    )
+    refused = CounterMetricFamily(
+        "dnsdisc_http_connections_refused",
+        "HTTP connections closed at once: over http.max_connections (global) or "
+        "http.max_connections_per_client (per_client)",
+        labels=["limit"],
+    )
+    for limit in ("global", "per_client"):
+        refused.add_metric([limit], guard.refused[limit])
+    yield refused
+    timeouts = CounterMetricFamily(
+        "dnsdisc_http_request_timeouts",
+        "HTTP requests whose headers (http.header_timeout) or body (http.body_timeout) did not "
+        "arrive in time; the connection was closed",
+        labels=["phase"],
+    )
+    for phase in ("header", "body"):
+        timeouts.add_metric([phase], guard.timeouts[phase])
+    yield timeouts
 
 
 def metrics_registry(collector: DnsdiscCollector) -> CollectorRegistry:

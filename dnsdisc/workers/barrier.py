@@ -65,6 +65,24 @@ class WriteBarrier:
         if answering:
             self.confirm.observe(time.perf_counter() - started)
 
+    async def _busy(
+        self,
+        pending: list[tuple[Worker, asyncio.Future[Any]]],
+        late: set[asyncio.Future[Any]],
+        until: float,
+    ) -> set[asyncio.Future[Any]]:
+        """Of the late workers, those that still answer their pings are busy with a large change,
+        not hung: they get until ``until`` (killing one would only have its replacement build
+        everything again). The futures of the workers still late, to be killed."""
+        while late:
+            now = time.monotonic()
+            busy = {f for w, f in pending if f in late and w.alive(now)}
+            if not busy or now >= until:
+                break
+            _, still = await asyncio.wait(busy, timeout=min(protocol.PING_INTERVAL, until - now))
+            late = (late - busy) | still
+        return late
+
     async def _confirm(self, pending: list[tuple[Worker, asyncio.Future[Any]]]) -> None:
         """Wait for these acknowledgements; kill the workers that do not send them in time."""
         # A worker that has not said LISTENING yet may still be building its index from a large
@@ -73,6 +91,8 @@ class WriteBarrier:
         ready = all(w.ready for w, _ in pending)
         timeout = protocol.CONFIRM_TIMEOUT if ready else protocol.START_TIMEOUT
         _, late = await asyncio.wait([f for _, f in pending], timeout=timeout)
+        if ready and late:
+            late = await self._busy(pending, late, time.monotonic() + protocol.STALL_TIMEOUT)
         killed = []
         for w, fut in pending:
             if fut in late:

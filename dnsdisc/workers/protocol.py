@@ -15,10 +15,13 @@ main -> worker
     LISTEN    seq                                     (bind the DNS port; reply LISTENING)
     STATS     seq, service or None                    (reply STATS)
     STOP      seq                                     (drain and exit; no reply)
+    PING      n                                       (not numbered in the feed: reply PONG
+                                                       at once, ahead of any queued work)
 worker -> main
     ACK       seq                                     (applied, with everything before it)
     LISTENING seq, "" or why it could not listen
     STATS     seq, DnsCounters, {(service, instance id): answers led}
+    PONG      n, the seq applied so far               (alive; the watchdog's evidence)
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ STATS = "stats"
 STOP = "stop"
 ACK = "ack"
 LISTENING = "listening"
+PING = "ping"
+PONG = "pong"
 
 # One message as it is framed and read back.
 Message = tuple[Any, ...]
@@ -48,6 +53,13 @@ ServiceFrame = tuple[str, ServiceView | None, list[MemberFrame]]
 
 # How long a worker may take to confirm a change, to stop, or to send its counters (seconds).
 CONFIRM_TIMEOUT = 5.0
+# The supervisor pings every worker this often (seconds); a ready worker that has said nothing
+# (no PONG, no ACK) for LIVENESS_TIMEOUT is hung or stopped, and is killed and replaced.
+PING_INTERVAL = 1.0
+LIVENESS_TIMEOUT = 2.5
+# A worker that answers its pings is alive but may be busy applying a large change: it is killed
+# only when it has owed an acknowledgement, without its applied number advancing, this long.
+STALL_TIMEOUT = 30.0
 # How long a worker may take to start: to build its index from a snapshot and bind the port.
 START_TIMEOUT = 30.0
 

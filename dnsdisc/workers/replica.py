@@ -111,7 +111,7 @@ class Follower:
         self.failed = False
 
     def start(self, messages: list[tuple[Any, ...]]) -> None:
-        self.queue.extend(messages)
+        self._take(messages)
         self._watch(True)
         self.pump()
 
@@ -128,7 +128,7 @@ class Follower:
         if self.failed:
             return
         try:
-            self.queue.extend(self.channel.receive())
+            self._take(self.channel.receive())
             self._apply_queued()
         except Exception as exc:
             self._fail(exc)
@@ -136,6 +136,15 @@ class Follower:
         if self.channel.eof and not self.queue and not self.paused:
             self._watch(False)  # the main process is gone: nothing more will come
             self.finish()
+
+    def _take(self, messages: list[tuple[Any, ...]]) -> None:
+        """Queue what arrived; a PING is answered at once, ahead of the queue, so a worker busy
+        with a large change still shows the supervisor it is alive."""
+        for message in messages:
+            if message[0] == protocol.PING:
+                self.channel.write(feed.frame(protocol.PONG, message[1], self.applied))
+            else:
+                self.queue.append(message)
 
     def _apply_queued(self) -> None:
         queue, replica, face = self.queue, self.replica, self.face

@@ -21,14 +21,19 @@ from typing import Any
 
 from dnsdisc.netaddr import HostPort
 from dnsdisc.workers import feed, protocol
+from dnsdisc.workers.ports import check_free
 from dnsdisc.workers.protocol import Message
 
 log = logging.getLogger("dnsdisc.workers.supervisor")
 
-# How often to look for a worker that has stopped acknowledging its feed.
-WATCH_INTERVAL = 1.0
-# A worker that keeps dying is restarted at most this often.
-RESTART_DELAY = 1.0
+# How often the watchdog looks for a worker that has stopped answering (seconds).
+WATCH_INTERVAL = 0.5
+# A replacement is started this long after its predecessor exits; the delay doubles, up to
+# RESTART_MAX_DELAY, for each start that fails (no descriptors, no memory) and for each worker
+# that dies within STABLE seconds of starting, so a worker that keeps dying is not a busy loop.
+RESTART_DELAY = 0.2
+RESTART_MAX_DELAY = 10.0
+STABLE = 10.0
 
 
 @dataclass(eq=False)
@@ -47,6 +52,10 @@ class Worker:
     owing_since: float | None = None
     waiters: list[tuple[int, asyncio.Future[Any]]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    # When it last said anything (monotonic seconds): the pings make a live worker speak.
+    heard: float = field(default_factory=time.monotonic)
+    born: float = field(default_factory=time.monotonic)
+    killed: bool = False  # killed once; its exit is handled by ``Supervisor._follow``
 
     def __post_init__(self) -> None:
         self.channel.on_drained = self._publish
@@ -65,6 +74,15 @@ class Worker:
         """Everything sent is in the worker's socket buffer: let its fence say so."""
         if self.fence is not None:
             self.fence.view[0] = self.sent
+
+    def ping(self, n: int) -> None:
+        """Ask for a PONG; not numbered, so a write never waits for it."""
+        if self.channel.writable and self.channel.write(feed.frame(protocol.PING, n)):
+            self._publish()
+
+    def alive(self, now: float) -> bool:
+        """Ready, and heard from within LIVENESS_TIMEOUT: it answers its share of the queries."""
+        return self.ready and not self.killed and now - self.heard <= protocol.LIVENESS_TIMEOUT
 
     def wait_for(self, seq: int) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -107,8 +125,13 @@ class Worker:
 
         def readable() -> None:
             try:
-                for message in channel.receive():
+                messages = channel.receive()
+                if messages:
+                    self.heard = time.monotonic()
+                for message in messages:
                     kind, seq = message[0], message[1]
+                    if kind == protocol.PONG:
+                        continue  # alive is all it says; ACKs say what is applied
                     if kind == protocol.STATS:
                         self.ack(seq, message[2:])
                     elif kind == protocol.LISTENING:
@@ -152,6 +175,9 @@ class Supervisor:
         self.seq = 0
         self.stopping = False
         self.restarts = 0
+        self.spawn_failures = 0  # starts that failed (and were retried)
+        self._streak: dict[int, int] = {}  # per worker number: failed or short-lived starts
+        self._pings = 0
         self._restart_tasks: set[asyncio.Task[None]] = set()
         # Set once the workers started with the server have been told to listen: a worker
         # restarted before that (while the store loads) must wait for the same word.
@@ -179,7 +205,7 @@ class Supervisor:
     async def spawn(self) -> None:
         """Start the workers, before the registry loads: they build their indexes from the
         feed while this process is still reading the store. ``listen`` then binds the port."""
-        await _check_free(self.addresses)
+        await check_free(self.addresses)
         self._enrol(await asyncio.gather(*(self._spawn(n) for n in range(self.count))))
 
     async def listen(self) -> None:
@@ -268,29 +294,53 @@ class Supervisor:
             worker.close()
             code = await worker.process.wait()
             if not self.stopping:
+                number = worker.number
+                short = time.monotonic() - worker.born < STABLE
+                self._streak[number] = self._streak.get(number, 0) + 1 if short else 0
+                delay = self._delay(number)
                 log.error(
-                    "DNS worker %d (pid %d) exited with status %s; starting a new one",
-                    worker.number,
+                    "DNS worker %d (pid %d) exited with status %s; starting a new one in %g s",
+                    number,
                     worker.process.pid,
                     code,
+                    delay,
                 )
-                task = asyncio.ensure_future(self._restart(worker.number))
+                task = asyncio.ensure_future(self._restart(number, delay))
                 self._restart_tasks.add(task)
                 task.add_done_callback(self._restart_tasks.discard)
 
-    async def _restart(self, number: int) -> None:
-        await asyncio.sleep(RESTART_DELAY)
-        if self.stopping:
-            return
-        try:
-            await self._start([number])
-            self.restarts += 1
-        except Exception as exc:  # retried when this one, too, goes away
-            log.error("could not start DNS worker %d: %s", number, exc)
+    def _delay(self, number: int) -> float:
+        return min(RESTART_MAX_DELAY, RESTART_DELAY * 2.0 ** min(self._streak.get(number, 0), 16))
+
+    async def _restart(self, number: int, delay: float) -> None:
+        """Start worker ``number`` again, retrying a start that fails for ever: a server whose
+        workers could not start while its descriptors were exhausted must recover once they are
+        free again, not stay dark."""
+        while True:
+            await asyncio.sleep(delay)
+            if self.stopping:
+                return
+            try:
+                worker = await self._spawn(number)
+            except Exception as exc:
+                self.spawn_failures += 1
+                self._streak[number] = self._streak.get(number, 0) + 1
+                delay = self._delay(number)
+                log.error("could not start DNS worker %d: %s; retrying in %g s", number, exc, delay)
+                continue
+            break
+        self._enrol([worker])
+        self.restarts += 1
+        if self.listening:  # else ``listen`` will tell it, with the others
+            try:
+                await self._listen([worker])
+            except Exception as exc:  # it is killed; its exit starts the next attempt
+                log.error("could not start DNS worker %d: %s", number, exc)
 
     def kill(self, worker: Worker, why: str) -> None:
         """Its socket closes with it, so it answers nobody; ``_follow`` then replaces it."""
         log.error("DNS worker %d (pid %d) %s; killing it", worker.number, worker.process.pid, why)
+        worker.killed = True
         with contextlib.suppress(ProcessLookupError):
             worker.process.kill()
 
@@ -318,56 +368,49 @@ class Supervisor:
     # -- the watchdog ------------------------------------------------------------------------
 
     async def _watch(self) -> None:
-        """Kill a worker that has owed an acknowledgement for CONFIRM_TIMEOUT. Writes covered by
-        the fence do not wait for acknowledgements, so a worker that stopped reading its feed
-        (hung, or stopped) is found here; it answers nothing stale meanwhile, since it would catch
-        up before answering, but its share of the queries goes unanswered until it is gone."""
+        """Ping every worker each PING_INTERVAL; kill a ready one that is hung or stopped (it
+        says nothing for LIVENESS_TIMEOUT) or that answers but makes no progress (``overdue``).
+        Writes covered by the fence do not wait for acknowledgements, and a stopped worker owes
+        none while nothing is written, so the pings are what find it; it answers nothing stale
+        meanwhile (it would catch up first), but its share of the queries goes unanswered."""
         last = time.monotonic()
+        next_ping = last
         while True:
+            now = time.monotonic()
+            if now >= next_ping:
+                self._pings += 1
+                for w in list(self.workers.values()):
+                    w.ping(self._pings)
+                next_ping = now + protocol.PING_INTERVAL
             await asyncio.sleep(WATCH_INTERVAL)
             now = time.monotonic()
             stalled, last = now - last > 2 * WATCH_INTERVAL, now
             if stalled:
-                # This process was busy (a reload, a large snapshot): acknowledgements may be
-                # waiting unread (uvloop runs timers before it polls), so judge on the next round.
+                # This process was busy (a reload, a large snapshot): replies may be waiting
+                # unread (uvloop runs timers before it polls), and no pings went out meanwhile,
+                # so silence so far proves nothing: every worker's clock starts again.
+                for w in self.workers.values():
+                    w.heard = max(w.heard, now)
                 continue
-            for w in self.overdue(now):
-                w.owing_since = None  # killed once; its exit is handled by ``_follow``
-                timeout = protocol.CONFIRM_TIMEOUT
-                self.kill(w, f"did not confirm change {w.acked + 1} in {timeout:g} s")
+            for w, why in self.overdue(now):
+                self.kill(w, why)
 
-    def overdue(self, now: float) -> list[Worker]:
-        """The answering workers that have owed an acknowledgement for over CONFIRM_TIMEOUT."""
-        timeout = protocol.CONFIRM_TIMEOUT
-        return [
-            w
-            for w in self.workers.values()
-            if w.ready and w.owing_since is not None and now - w.owing_since > timeout
-        ]
+    def overdue(self, now: float) -> list[tuple[Worker, str]]:
+        """The answering workers to kill, and why: silent for LIVENESS_TIMEOUT (hung, stopped),
+        or answering pings while owing an acknowledgement with no progress for STALL_TIMEOUT. A
+        worker busy with a large change keeps answering pings between its chunks of work and
+        its acknowledgements keep coming: it is left alone."""
+        found = []
+        for w in self.workers.values():
+            if not w.ready or w.killed:
+                continue  # a starting worker is judged by its start (START_TIMEOUT)
+            if now - w.heard > protocol.LIVENESS_TIMEOUT:
+                found.append((w, f"has not answered for {now - w.heard:.1f} s"))
+            elif w.owing_since is not None and now - w.owing_since > protocol.STALL_TIMEOUT:
+                found.append((w, f"made no progress on change {w.acked + 1} for "
+                                 f"{protocol.STALL_TIMEOUT:g} s"))  # fmt: skip
+        return found
 
-
-async def _check_free(listen: Sequence[HostPort], patience: float = 3.0) -> None:
-    """Fail if another server holds a DNS port. The workers bind with SO_REUSEPORT, which would
-    let them share a port with another dnsdisc of the same user, silently splitting its queries;
-    a plain bind first makes that an error. Workers of a server that was just killed may hold the
-    port for a moment while they notice, so a refusal is retried for ``patience`` seconds."""
-    deadline = asyncio.get_running_loop().time() + patience
-    for hp in listen:
-        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-            while True:
-                try:
-                    _probe(hp, kind)
-                    break
-                except OSError:
-                    if asyncio.get_running_loop().time() >= deadline:
-                        raise
-                    await asyncio.sleep(0.1)
-
-
-def _probe(hp: HostPort, kind: int) -> None:
-    family = socket.AF_INET6 if ":" in hp.host else socket.AF_INET
-    for info in socket.getaddrinfo(hp.host, hp.port, family, kind):
-        with socket.socket(info[0], kind) as sock:
-            if kind == socket.SOCK_STREAM:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(info[4])
+    def answering(self, now: float) -> int:
+        """How many workers answer DNS now (ready, and not silent)."""
+        return sum(1 for w in self.workers.values() if w.alive(now))

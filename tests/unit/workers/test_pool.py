@@ -8,6 +8,7 @@ import asyncio
 import pickle
 import socket
 import struct
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -199,21 +200,35 @@ def test_queued_bytes_reach_the_fence_once_they_are_sent() -> None:
     assert asyncio.run(scenario()) == (True, 50_000, 1)
 
 
-def test_only_answering_workers_long_in_debt_are_overdue() -> None:
+def test_only_silent_or_stalled_answering_workers_are_overdue() -> None:
     pool = make_pool()
     ready, _ = fake_worker(0)
     starting, _ = fake_worker(1)
-    paid, _ = fake_worker(2)
-    for w in (ready, starting, paid):
+    busy, _ = fake_worker(2)
+    for w in (ready, starting, busy):
         pool.supervisor.workers[w.number] = w
         w.answering = True
-    ready.ready = paid.ready = True
-    ready.sent = starting.sent = 2
-    ready.owing_since = starting.owing_since = 100.0  # sent, never acknowledged
-    assert pool.supervisor.overdue(now=104.0) == []
-    assert pool.supervisor.overdue(now=106.0) == [ready]  # a starting worker is judged by its start
-    ready.ack(1)  # any acknowledgement shows it reads its feed: the clock starts again
-    assert pool.supervisor.overdue(now=106.0) == [] and ready.owing_since is not None
+        w.heard = 100.0
+    ready.ready = busy.ready = True
+    ready.sent = starting.sent = busy.sent = 2
+    ready.owing_since = starting.owing_since = busy.owing_since = 100.0
+    assert pool.supervisor.overdue(now=102.0) == []
+    assert pool.supervisor.answering(102.0) == 2
+    # Silent past LIVENESS_TIMEOUT: hung or stopped. A starting worker is judged by its start.
+    busy.heard = 102.9  # it answers its pings while it works on change 1
+    assert [w for w, _ in pool.supervisor.overdue(now=103.0)] == [ready]
+    assert pool.supervisor.answering(103.0) == 1
+    # Busy but answering is left alone until it has made no progress for STALL_TIMEOUT.
+    busy.heard = 129.9
+    assert [w for w, _ in pool.supervisor.overdue(now=130.0)] == [ready]
+    busy.ack(1)  # progress: the clock starts again (at 131 s, on this test's clock)
+    assert busy.owing_since is not None
+    busy.owing_since, busy.heard = 131.0, 135.0
+    assert busy not in [w for w, _ in pool.supervisor.overdue(now=135.0)]
+    busy.heard = 131.0 + protocol.STALL_TIMEOUT
+    assert [w for w, _ in pool.supervisor.overdue(now=busy.heard + 0.1)] == [ready, busy]
+    ready.killed = True  # killed once, not again
+    assert [w for w, _ in pool.supervisor.overdue(now=busy.heard + 0.1)] == [busy]
 
 
 def test_a_starting_worker_gets_a_start_s_time_to_confirm(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,8 +236,10 @@ def test_a_starting_worker_gets_a_start_s_time_to_confirm(monkeypatch: pytest.Mo
     # a large snapshot was killed after CONFIRM_TIMEOUT, again and again. A ready one still is.
     monkeypatch.setattr(protocol, "CONFIRM_TIMEOUT", 0.05)
     monkeypatch.setattr(protocol, "START_TIMEOUT", 2.0)
+    monkeypatch.setattr(protocol, "LIVENESS_TIMEOUT", 0.1)
+    monkeypatch.setattr(protocol, "PING_INTERVAL", 0.02)
 
-    async def scenario(ready: bool) -> list[int]:
+    async def scenario(ready: bool, pinging: bool = False) -> list[int]:
         pool = make_pool()
         follow_nothing(pool)
         killed: list[int] = []
@@ -240,13 +257,18 @@ def test_a_starting_worker_gets_a_start_s_time_to_confirm(monkeypatch: pytest.Mo
         worker.answering, worker.ready = True, ready
         pool.rebuild("web", SETTINGS, [])
         settling = asyncio.ensure_future(pool.settle())
-        await asyncio.sleep(0.3)  # well past CONFIRM_TIMEOUT
+        for _ in range(30):  # 0.3 s: well past CONFIRM_TIMEOUT and LIVENESS_TIMEOUT
+            if pinging:  # busy with the change, but answering its pings
+                worker.heard = time.monotonic()
+            await asyncio.sleep(0.01)
         worker.ack(worker.sent)
         await asyncio.wait_for(settling, 3)
         return killed
 
     assert asyncio.run(scenario(ready=False)) == []
     assert asyncio.run(scenario(ready=True)) == [0]
+    # #16 item 1: busy (it answers its pings) is not hung; the write waits for it.
+    assert asyncio.run(scenario(ready=True, pinging=True)) == []
 
 
 def test_a_new_worker_is_sent_dns_settings_and_no_secret() -> None:
