@@ -79,8 +79,15 @@ class ServerState:
     store_stale: Callable[[], bool] = field(default=lambda: False)
 
 
-def error_response(status: int, message: str, fld: str = "") -> web.Response:
-    return web.json_response({"error": message, "field": fld}, status=status)
+def error_response(
+    status: int, message: str, fld: str = "", outcome: str | None = None
+) -> web.Response:
+    body = {"error": message, "field": fld}
+    if outcome is not None:
+        # A store error says whether the write may still be applied (errors.StoreStaleError,
+        # errors.StoreOutcomeUnknownError).
+        body["outcome"] = outcome
+    return web.json_response(body, status=status)
 
 
 def _reject_constant(name: str) -> float:
@@ -187,7 +194,10 @@ class Api:
         except DnsdiscError as exc:
             status = http_status_of(exc)
             return error_response(
-                status, getattr(exc, "message", str(exc)), getattr(exc, "field", "")
+                status,
+                getattr(exc, "message", str(exc)),
+                getattr(exc, "field", ""),
+                getattr(exc, "outcome", None),
             )
         except web.HTTPException as exc:
             if exc.status < 400:
