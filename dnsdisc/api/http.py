@@ -286,8 +286,13 @@ class Api:
     # -- services ----------------------------------------------------------------------------
 
     async def list_services(self, request: web.Request) -> web.Response:
+        """Every service's settings and counts; ``?stats=1`` adds every service's instances
+        with their ``answers`` (what the dashboard draws, in one request per refresh)."""
+        stats = _wants_stats(request)
+        if stats and self.refresh is not None:
+            await self.refresh(None)
         services = sorted(self.registry, key=lambda s: s.settings.name)
-        return web.json_response({"services": [_service_json(s, False) for s in services]})
+        return web.json_response({"services": [_service_json(s, stats, stats) for s in services]})
 
     async def get_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")

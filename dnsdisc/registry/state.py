@@ -292,6 +292,15 @@ class Memory:
                     del self._services[name]
                 self.events.changed.emit(name)
         for settings, instances in services:
+            old = self._services.get(settings.name)
+            if (
+                old is not None
+                and old.static
+                and old.settings == settings
+                and {i: st.instance for i, st in old.instances.items() if st.instance.static}
+                == {inst.id: inst for inst in instances}
+            ):
+                continue  # unchanged by the reload: nothing to rebuild
             self.add_static(settings, instances)
 
     # -- health status -----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry
 from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry
 from dnsdisc.server.parts import Server, attach, build_index, load_zones, reserved_names
-from dnsdisc.server.reload import reload
+from dnsdisc.server.reload import Reloader
 from dnsdisc.store.base import open_store
 from dnsdisc.workers.pool import WorkerPool
 
@@ -43,6 +43,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     )
     health = HealthMonitor(registry, config.health)
     server = Server(config, registry, health, index, loader=loader)
+    server.reload = Reloader(server)
     if config.workers:
         pool = WorkerPool(
             config.dns_settings(),
@@ -143,7 +144,7 @@ async def _listen(server: Server) -> None:
         server.state,
         config.token,
         metrics_registry(collector),
-        reload=lambda: reload(server),
+        reload=server.reload,
         refresh=(lambda service: _gather(server, service)) if server.pool is not None else None,
     )
     server.api = api
@@ -194,8 +195,9 @@ async def serve(config: Config, loader: Callable[[], Config] | None = None) -> N
         loop.add_signal_handler(sig, stopping.set)
 
     async def on_hup() -> None:
+        assert server.reload is not None
         try:
-            await reload(server)
+            await server.reload()
         except ConfigError as exc:
             log.error("reload rejected, the old configuration keeps serving: %s", exc)
 
