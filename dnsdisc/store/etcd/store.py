@@ -71,9 +71,11 @@ class EtcdStore:
         return snap
 
     def _refuse_if_stale(self) -> None:
-        """A node that knows it cannot reach etcd sends nothing: a request queued on a frozen
-        member would run when it resumes, after the client was told 503."""
-        if self.stale:
+        """A node that knows it cannot reach etcd (its quorum probe failed) sends nothing: a
+        request queued on a frozen member would run when it resumes, after the client was told
+        503. A watch that is only moving to another member is no reason: the write is applied
+        and waits for the watch (``caught_up``)."""
+        if not self._election.reachable:
             raise StoreStaleError(
                 "etcd is unavailable: this node cannot reach a quorum (its view is stale); "
                 "nothing was sent, retry once /readyz answers 200"

@@ -29,7 +29,8 @@ def test_a_stale_store_refuses_every_write_before_sending() -> None:
             return {}
 
         store._gateway.call = call  # type: ignore[method-assign]
-        assert store.stale  # no watch yet
+        store._election.reachable = False  # the quorum probe failed
+        assert store.stale
         op = Op("put_instance", "web", "a", {"address": "10.0.0.1", "port": 80, "ttl": 5})
         for attempt in (
             store.commit([op]),
