@@ -75,6 +75,20 @@ class StoreUnavailableError(StoreError):
     may be retried; reads go on from this node's last view."""
 
 
+class StoreStaleError(StoreUnavailableError):
+    """This node knows it cannot reach a shared store (it reports stale): the write was refused
+    before anything was sent, so it will never be applied."""
+
+    outcome: ClassVar[str] = "not_applied"
+
+
+class StoreOutcomeUnknownError(StoreUnavailableError):
+    """A write reached (or may have reached) a store member and no answer came in time: it may
+    still be applied. The HTTP body says so (``"outcome": "unknown"``); read back to know."""
+
+    outcome: ClassVar[str] = "unknown"
+
+
 class ConfigError(DnsdiscError):
     """A config or zone file is wrong. The message names the file, the key and what was expected.
     The server stops with exit status 2; a reload that meets one is refused with a 400."""

@@ -91,8 +91,15 @@ class ServerState:
     dns_workers: Callable[[], tuple[int, int]] | None = None
 
 
-def error_response(status: int, message: str, fld: str = "") -> web.Response:
-    return web.json_response({"error": message, "field": fld}, status=status)
+def error_response(
+    status: int, message: str, fld: str = "", outcome: str | None = None
+) -> web.Response:
+    body = {"error": message, "field": fld}
+    if outcome is not None:
+        # A store error says whether the write may still be applied (errors.StoreStaleError,
+        # errors.StoreOutcomeUnknownError).
+        body["outcome"] = outcome
+    return web.json_response(body, status=status)
 
 
 def _reject_constant(name: str) -> float:
@@ -210,7 +217,10 @@ class Api:
         except DnsdiscError as exc:
             status = http_status_of(exc)
             return error_response(
-                status, getattr(exc, "message", str(exc)), getattr(exc, "field", "")
+                status,
+                getattr(exc, "message", str(exc)),
+                getattr(exc, "field", ""),
+                getattr(exc, "outcome", None),
             )
         except web.HTTPException as exc:
             if exc.status < 400:
@@ -308,8 +318,13 @@ class Api:
     # -- services ----------------------------------------------------------------------------
 
     async def list_services(self, request: web.Request) -> web.Response:
+        """Every service's settings and counts; ``?stats=1`` adds every service's instances
+        with their ``answers`` (what the dashboard draws, in one request per refresh)."""
+        stats = _wants_stats(request)
+        if stats and self.refresh is not None:
+            await self.refresh(None)
         services = sorted(self.registry, key=lambda s: s.settings.name)
-        return web.json_response({"services": [_service_json(s, False) for s in services]})
+        return web.json_response({"services": [_service_json(s, stats, stats) for s in services]})
 
     async def get_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")

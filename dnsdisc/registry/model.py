@@ -61,6 +61,18 @@ PASSING, WARNING, CRITICAL, MAINTENANCE = "passing", "warning", "critical", "mai
 REPORTABLE = (PASSING, WARNING, CRITICAL)
 
 
+def known_fields(body: object, allowed: tuple[str, ...]) -> object:
+    """A value read from a shared store without the fields this version does not know: during
+    a rolling upgrade a newer node may write them, and the rest still describes the object.
+    (Over HTTP an unknown field stays a 400: there it is a client's mistake.)"""
+    if not isinstance(body, Mapping):
+        return body
+    out = {k: v for k, v in body.items() if k in allowed}
+    if allowed is INSTANCE_FIELDS and isinstance(out.get("check"), Mapping):
+        out["check"] = {k: v for k, v in out["check"].items() if k in CHECK_FIELDS}
+    return out
+
+
 def meta_map(value: object, fld: str = "meta") -> tuple[tuple[str, str], ...]:
     if not isinstance(value, Mapping):
         raise ValidationError(fld, f"{fld} must be an object of string keys to string values")

@@ -67,6 +67,11 @@ class Registry:
         self.memory.settings = settings
 
     @property
+    def skipped_keys(self) -> int:
+        """Stored keys ignored because they do not validate, at load or since."""
+        return self.memory.skipped + int(getattr(self.store, "skipped", 0))
+
+    @property
     def shared(self) -> bool:
         """True when other nodes write the same store (etcd)."""
         return bool(getattr(self.store, "shared", False))

@@ -14,7 +14,13 @@ import logging
 from typing import Any
 
 from dnsdisc.errors import StoreError, ValidationError
-from dnsdisc.registry.model import Instance, ServiceSettings
+from dnsdisc.registry.model import (
+    INSTANCE_FIELDS,
+    SERVICE_FIELDS,
+    Instance,
+    ServiceSettings,
+    known_fields,
+)
 from dnsdisc.registry.state import InstanceState, Memory
 from dnsdisc.store.base import Op, SharedStore, Snapshot
 
@@ -33,7 +39,9 @@ class Follower:
         memory = self.memory
         try:
             if op.kind == "put_instance":
-                inst = Instance.from_json(op.service, op.instance, op.data)
+                inst = Instance.from_json(
+                    op.service, op.instance, known_fields(op.data, INSTANCE_FIELDS)
+                )
                 prev = memory.find(op.service, op.instance)
                 if prev is not None and prev.instance.static:
                     return  # a zone file owns this name on this node
@@ -47,7 +55,8 @@ class Follower:
                 if svc is not None and (svc.static or op.kind == "ensure_service"):
                     return
                 base = memory.settings.for_service(op.service)
-                memory.put_service(ServiceSettings.from_json(op.service, op.data or {}, base))
+                data = known_fields(op.data or {}, SERVICE_FIELDS)
+                memory.put_service(ServiceSettings.from_json(op.service, data, base))
             elif op.kind == "del_service":
                 svc = memory.get(op.service)
                 if svc is not None and not svc.static:
@@ -55,14 +64,7 @@ class Follower:
             elif op.kind == "put_status":
                 memory.take_verdict(op.service, op.instance, op.data or {})
         except ValidationError as exc:
-            log.warning(
-                "ignoring stored %s %s/%s: %s: %s",
-                op.kind,
-                op.service,
-                op.instance,
-                exc.field,
-                exc.message,
-            )
+            memory.skip(op.kind, f"{op.service}/{op.instance}", exc)
 
     def resync(self, snap: Snapshot) -> None:
         """Make memory what a freshly loaded store holds (after the watch lost its place):
@@ -75,16 +77,20 @@ class Follower:
         for name, data in snap.services.items():
             current = memory.get(name)
             try:
-                settings = ServiceSettings.from_json(name, data, memory.settings.for_service(name))
-            except ValidationError:
+                settings = ServiceSettings.from_json(
+                    name, known_fields(data, SERVICE_FIELDS), memory.settings.for_service(name)
+                )
+            except ValidationError as exc:
+                memory.skip("service settings", name, exc)
                 continue
             if current is None or (not current.static and current.settings != settings):
                 memory.put_service(settings)
         for (service, iid), data in snap.instances.items():
             known = memory.find(service, iid)
             try:
-                inst = Instance.from_json(service, iid, data)
-            except ValidationError:
+                inst = Instance.from_json(service, iid, known_fields(data, INSTANCE_FIELDS))
+            except ValidationError as exc:
+                memory.skip("instance", f"{service}/{iid}", exc)
                 continue
             if known is None or known.instance != inst:
                 self.apply_change(Op("put_instance", service, iid, data))

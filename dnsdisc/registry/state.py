@@ -18,15 +18,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dnsdisc.errors import StoreError, ValidationError
+from dnsdisc.errors import ValidationError
 from dnsdisc.registry.events import Events
 from dnsdisc.registry.model import (
     CRITICAL,
+    INSTANCE_FIELDS,
     MAINTENANCE,
     PASSING,
+    SERVICE_FIELDS,
     WARNING,
     Instance,
     ServiceSettings,
+    known_fields,
 )
 from dnsdisc.registry.settings import RegistrySettings
 from dnsdisc.store.base import Snapshot
@@ -142,6 +145,8 @@ class Memory:
         self.events = events
         self.clock = clock
         self._services: dict[str, Service] = {}
+        # Stored values skipped because they do not validate (dnsdisc_store_skipped_keys).
+        self.skipped = 0
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -165,23 +170,26 @@ class Memory:
 
     def load(self, snap: Snapshot) -> None:
         """Take what a store holds (at start, before anything else), then add the services the
-        config names. Announces the health verdicts it finds, not the services."""
+        config names. Announces the health verdicts it finds, not the services. A stored value
+        that does not validate is logged, counted and skipped, as the watch does: one bad key
+        must not keep every node from starting. Fields this version does not know are dropped
+        (a newer node may have written them)."""
         now = self.clock()
-        try:
-            for name, data in snap.services.items():
-                settings = ServiceSettings.from_json(name, data, self.settings.for_service(name))
-                self._services[name] = Service(settings)
-        except ValidationError as exc:
-            raise StoreError(
-                f"stored settings of service {name!r} are invalid: {exc.message}"
-            ) from None
+        for name, data in snap.services.items():
+            try:
+                settings = ServiceSettings.from_json(
+                    name, known_fields(data, SERVICE_FIELDS), self.settings.for_service(name)
+                )
+            except ValidationError as exc:
+                self.skip("service settings", name, exc)
+                continue
+            self._services[name] = Service(settings)
         for (service, iid), data in snap.instances.items():
             try:
-                inst = Instance.from_json(service, iid, data)
+                inst = Instance.from_json(service, iid, known_fields(data, INSTANCE_FIELDS))
             except ValidationError as exc:
-                raise StoreError(
-                    f"stored instance {service}/{iid} is invalid ({exc.field}): {exc.message}"
-                ) from None
+                self.skip("instance", f"{service}/{iid}", exc)
+                continue
             svc = self._service_or_new(service)
             # After a restart each lease starts afresh and checks start from passing: the
             # restart must not expire or hide anything; the checks resume at once.
@@ -190,6 +198,10 @@ class Memory:
             self.take_verdict(service, iid, data)
         for name, settings in self.settings.configured.items():
             self._services.setdefault(name, Service(settings))
+
+    def skip(self, what: str, name: str, exc: ValidationError) -> None:
+        self.skipped += 1
+        log.warning("ignoring the stored %s %s: %s: %s", what, name, exc.field, exc.message)
 
     def put_instance(self, inst: Instance) -> bool:
         """Put ``inst`` in memory, keeping what was learnt about its health; True when new."""
@@ -280,6 +292,15 @@ class Memory:
                     del self._services[name]
                 self.events.changed.emit(name)
         for settings, instances in services:
+            old = self._services.get(settings.name)
+            if (
+                old is not None
+                and old.static
+                and old.settings == settings
+                and {i: st.instance for i, st in old.instances.items() if st.instance.static}
+                == {inst.id: inst for inst in instances}
+            ):
+                continue  # unchanged by the reload: nothing to rebuild
             self.add_static(settings, instances)
 
     # -- health status -----------------------------------------------------------------------
@@ -315,6 +336,7 @@ class Memory:
         process: an invalid one is logged and skipped."""
         status, output, reason = data.get("status"), data.get("output", ""), data.get("maintenance")
         if status not in (PASSING, WARNING, CRITICAL) or not isinstance(output, str):
+            self.skipped += 1
             log.warning("ignoring the stored status of %s/%s: %r", service, instance_id, data)
             return
         if reason is not None and not isinstance(reason, str):

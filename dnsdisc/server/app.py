@@ -28,7 +28,7 @@ from dnsdisc.registry.registry import Registry
 from dnsdisc.server.limits import http_limits, raise_nofile
 from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry
 from dnsdisc.server.parts import Server, attach, build_index, load_zones, reserved_names
-from dnsdisc.server.reload import reload
+from dnsdisc.server.reload import Reloader
 from dnsdisc.store.base import open_store
 from dnsdisc.workers.pool import WorkerPool
 
@@ -47,6 +47,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     )
     health = HealthMonitor(registry, config.health)
     server = Server(config, registry, health, index, loader=loader)
+    server.reload = Reloader(server)
     if config.workers:
         pool = WorkerPool(
             config.dns_settings(),
@@ -154,7 +155,7 @@ async def _listen(server: Server) -> None:
         server.state,
         config.token,
         metrics_registry(collector),
-        reload=lambda: reload(server),
+        reload=server.reload,
         refresh=(lambda service: _gather(server, service)) if server.pool is not None else None,
         check_rules=lambda: RemoteCheckRules(
             server.health.settings.check_networks, server.health.settings.min_check_interval
@@ -209,8 +210,9 @@ async def serve(config: Config, loader: Callable[[], Config] | None = None) -> N
         loop.add_signal_handler(sig, stopping.set)
 
     async def on_hup() -> None:
+        assert server.reload is not None
         try:
-            await reload(server)
+            await server.reload()
         except ConfigError as exc:
             log.error("reload rejected, the old configuration keeps serving: %s", exc)
 

@@ -126,6 +126,12 @@ class DnsdiscCollector(Collector):
                 "1 while a shared store (etcd) is unreachable and answers come from the last view",
                 value=int(self.state.store_stale()),
             )
+        yield CounterMetricFamily(
+            "dnsdisc_store_skipped_keys",
+            "Stored keys ignored because they do not validate (logged; a shared store's keys "
+            "may come from another version or from hand)",
+            value=self.registry.skipped_keys,
+        )
         yield GaugeMetricFamily(
             "dnsdisc_health_checker",
             "1 while this node runs the active health checks (always, unless storage is etcd)",

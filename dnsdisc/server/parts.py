@@ -4,7 +4,7 @@ the config: the answer index, the zone data, the names nobody may register."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,6 +40,8 @@ class Server:
     pool: WorkerPool | None = None
     # Re-reads the config file and applies the same flags again (for reload); None: no file.
     loader: Callable[[], Config] | None = None
+    # Runs a reload, one at a time, coalescing requests (reload.Reloader; set by start).
+    reload: Callable[[], Awaitable[None]] | None = None
     api: Api | None = None
     state: ServerState = field(default_factory=ServerState)
     http_runner: web.AppRunner | None = None

@@ -1,17 +1,75 @@
 """Reload: re-read the config and zone files, build everything new and check it, then swap each
 part's settings whole. A bad file changes nothing; settings that need the listeners or the store
-reopened keep their old values until a restart (with a warning)."""
+reopened keep their old values until a restart (with a warning).
+
+Incremental: the workers' answer index is rebuilt (a new index, every service's names sent
+again) only when something it is made of changed: the domain, the nameserver settings, the
+negative TTL, the zones and the zone files' records. Otherwise only the zone files' services
+that changed are rebuilt into the index in place, or every service's names when the health
+settings (which decide who is handed out) changed.
+
+``Reloader`` runs one reload at a time: a request while one runs is coalesced into one more
+(which reads the files after every request it stands for), and every caller waits for it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 
 from dnsdisc.config.schema import RESTART_FIELDS
+from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.registry.settings import RegistrySettings
 from dnsdisc.server.parts import Server, build_index, load_zones, reserved_names
 
 log = logging.getLogger("dnsdisc")
+
+
+class Reloader:
+    """At most one reload running and one more waiting: a burst of SIGHUPs or POSTs costs two
+    reloads, not one each. Callers wait for a reload that started after they asked (so it read
+    their files) and get its error, if any."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._running: asyncio.Task[None] | None = None
+        self._next: asyncio.Task[None] | None = None
+        self.runs = 0  # reloads run (for tests and the log)
+
+    async def __call__(self) -> None:
+        if self._next is not None:  # one is queued: it has not read the files yet
+            task = self._next
+        elif self._running is None or self._running.done():
+            task = self._running = asyncio.get_running_loop().create_task(self._run())
+        else:
+            task = self._next = asyncio.get_running_loop().create_task(self._after(self._running))
+        # Shielded: a caller that hangs up must not cancel the reload the others wait for.
+        await asyncio.shield(task)
+
+    async def _after(self, previous: asyncio.Task[None]) -> None:
+        await asyncio.wait([previous])  # its outcome is its own callers'
+        self._next = None
+        self._running = asyncio.current_task()
+        await self._run()
+
+    async def _run(self) -> None:
+        self.runs += 1
+        await reload(self._server)
+
+
+def _current_index(server: Server) -> AnswerIndex | None:
+    current = server.pool.index if server.pool is not None else server.index
+    return current if isinstance(current, AnswerIndex) else None
+
+
+def _same_index(old: AnswerIndex | None, new: AnswerIndex) -> bool:
+    """Whether ``new`` would answer exactly as ``old`` before any service is added: the same
+    settings (the SOA serial aside, which only a change needs to move) and zone records."""
+    return (
+        old is not None
+        and replace(new.settings, serial=old.settings.serial) == old.settings
+        and new.static_records == old.static_records
+    )
 
 
 async def reload(server: Server) -> None:
@@ -26,8 +84,15 @@ async def reload(server: Server) -> None:
     for key in kept:
         log.warning("reload: %s changed; that takes effect after a restart", key)
     new = replace(new, **kept)
+    if old.token is not None and new.token is None:
+        log.warning(
+            "reload: http.token was removed: write requests (PUT, POST, DELETE) on %s are no "
+            "longer authenticated",
+            new.http_listen,
+        )
     zone_data = load_zones(new)
     index = build_index(new, zone_data)
+    rebuild = not _same_index(_current_index(server), index)
     settings = RegistrySettings(
         new.defaults, new.services, reserved_names(new, zone_data), new.limits
     )
@@ -35,25 +100,35 @@ async def reload(server: Server) -> None:
     # gets its new settings as one value, swapped whole.
     registry = server.registry
     registry.settings = settings
+    if rebuild:
+        if server.pool is not None:
+            server.pool.new_index(index)
+        else:
+            server.index = index
+    # Changed zone-file services are rebuilt into the current index (the new one if any).
     registry.replace_static([(s, list(i)) for s, i in zone_data.services])
+    health_changed = server.health.settings != new.health
     server.health.settings = new.health
     if server.api is not None:
         server.api.token = new.token
-    if server.pool is not None:
-        server.pool.new_index(index)
-    else:
-        server.index = index
-    for svc in list(registry):
-        registry.touch(svc.settings.name)  # rebuilds every service into the new index
+    if rebuild or health_changed:
+        for svc in list(registry):
+            registry.touch(svc.settings.name)  # every service's names, from the new settings
     # Queries switch over only now, to a complete index.
     if server.pool is not None:
-        server.pool.swap()
+        if rebuild:
+            server.pool.swap()
         await registry.settled()
-    elif server.face is not None:
+    elif server.face is not None and rebuild:
         server.face.responder.index = index
     server.config = new
     log.info(
-        "reloaded: %d zone records, %d static services",
+        "reloaded: %d zone records, %d static services; %s",
         len(zone_data.records),
         len(zone_data.services),
+        "answer index rebuilt"
+        if rebuild
+        else "every service rebuilt (health settings changed)"
+        if health_changed
+        else "answer index kept",
     )

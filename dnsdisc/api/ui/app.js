@@ -35,17 +35,11 @@ async function getJSON(url) {
   }
 }
 
+// One request per refresh, however many services: the bulk form of the list carries every
+// service's instances and their answer counts.
 async function load() {
-  const list = await getJSON(API);
-  const details = await Promise.all(
-    list.services.map((s) =>
-      getJSON(`${API}/${encodeURIComponent(s.name)}?stats=1`).catch((err) => {
-        if (err instanceof HttpError && err.status === 404) return null; // deleted meanwhile
-        throw err;
-      }),
-    ),
-  );
-  return details.filter((d) => d !== null);
+  const list = await getJSON(`${API}?stats=1`);
+  return list.services;
 }
 
 // -- small DOM helpers ----------------------------------------------------------------------

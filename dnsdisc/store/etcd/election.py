@@ -27,15 +27,22 @@ _PROBE = 1.0
 
 class Election:
     """This node's candidacy for ``key``; ``also`` runs after each round (the watch's check) and
-    its failure to reach etcd counts like the round's own."""
+    its failure to reach etcd counts like the round's own; ``recover`` runs once etcd answers
+    again, before the node stops reporting stale."""
 
     def __init__(
-        self, gateway: Gateway, key: str, node: str, also: Callable[[], Awaitable[None]]
+        self,
+        gateway: Gateway,
+        key: str,
+        node: str,
+        also: Callable[[], Awaitable[None]],
+        recover: Callable[[], Awaitable[None]],
     ) -> None:
         self._gateway = gateway
         self._key = key
         self.node = node
         self._also = also
+        self._recover = recover  # brings the view up to date before it stops being stale
         self.is_leader = False
         self.reachable = True  # the last quorum probe succeeded
         self._lease = 0
@@ -50,6 +57,7 @@ class Election:
                 self._set_leader(await self._step())
                 await self._also()
                 if not self.reachable:
+                    await self._recover()
                     log.info("etcd: reachable again")
                 self.reachable = True
             except StoreError as exc:

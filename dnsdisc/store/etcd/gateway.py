@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from dnsdisc.errors import StoreError, StoreUnavailableError
+from dnsdisc.errors import StoreError, StoreOutcomeUnknownError, StoreUnavailableError
 from dnsdisc.store.settings import EtcdSettings
 
 # gRPC codes etcd answers with when another member (or a retry) may do better.
@@ -88,16 +88,21 @@ class Gateway:
             self._token = str(data["token"])
 
     async def call(
-        self, path: str, body: dict[str, Any], timeout: float | None = None
+        self, path: str, body: dict[str, Any], timeout: float | None = None, *, write: bool = False
     ) -> dict[str, Any]:
         """POST to the first endpoint that answers within ``timeout`` (the configured one by
-        default): connection errors and 'try another member' answers move on to the next."""
+        default): connection errors and 'try another member' answers move on to the next.
+
+        A ``write`` that got no answer after it may have reached a member raises
+        StoreOutcomeUnknownError: a frozen member holds the request in its socket and runs it
+        when it resumes, so "not answered" is not "not applied"."""
         if self._session is None:
             raise StoreUnavailableError("the etcd store is not open")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout or self.cfg.timeout)
         endpoints = self.cfg.endpoints
         last = "no endpoint was tried"
+        maybe_sent = False
         for _ in range(4 * len(endpoints) + 2):  # bounded: each endpoint a few times at most
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -129,11 +134,20 @@ class Gateway:
                     continue
                 if code not in _RETRY_CODES and resp.status < 500:
                     raise EtcdRequestError(f"etcd refused {path}: {message}")
+                maybe_sent = True  # e.g. "request timed out": proposed, outcome not known
                 last = f"{endpoint}: {message}"
+            except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent
+                last = f"{endpoint}: {str(exc) or type(exc).__name__}"
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                maybe_sent = True
                 last = f"{endpoint}: {str(exc) or type(exc).__name__}"
             self._endpoint += 1
             await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+        if write and maybe_sent:
+            raise StoreOutcomeUnknownError(
+                f"etcd is unavailable ({last}); the write was sent and may still be applied: "
+                "read it back before retrying"
+            )
         raise StoreUnavailableError(f"etcd is unavailable ({last})")
 
     @contextlib.asynccontextmanager

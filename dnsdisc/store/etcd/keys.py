@@ -43,10 +43,11 @@ def range_end(prefix: str) -> str:
 class Keys:
     """The keys of one registry, all under ``prefix`` (kept with exactly one trailing /)."""
 
-    __slots__ = ("prefix",)
+    __slots__ = ("prefix", "skipped")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix.rstrip("/") + "/"
+        self.skipped = 0  # keys under the prefix ignored as unreadable (bad name or value)
 
     def service(self, service: str) -> str:
         return f"{self.prefix}services/{service}"
@@ -76,6 +77,7 @@ class Keys:
             if parts[0] in ("instances", "status") and len(parts) == 3:
                 return parts[0], label(parts[1], "service"), label(parts[2], "id")
         except ValidationError:
+            self.skipped += 1
             log.warning("etcd: ignoring key %r: not a valid service or instance name", key)
         return None
 

@@ -17,7 +17,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dnsdisc.errors import NotFoundError, StoreError
+from dnsdisc.errors import NotFoundError, StoreError, StoreStaleError
 from dnsdisc.store.base import ChangeSink, Op, Snapshot
 from dnsdisc.store.etcd.election import Election
 from dnsdisc.store.etcd.gateway import Gateway
@@ -43,6 +43,7 @@ class EtcdStore:
             self._keys.leader,
             node or f"{socket.gethostname()}:{os.getpid()}",
             self._watch.check,
+            self._watch.reconcile,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -50,6 +51,11 @@ class EtcdStore:
     def stale(self) -> bool:
         """True while this node's view may be behind etcd (watch down or no quorum)."""
         return not (self._watch.watching and self._election.reachable)
+
+    @property
+    def skipped(self) -> int:
+        """Keys under the prefix ignored as unreadable (a bad name or a value not JSON)."""
+        return self._keys.skipped
 
     async def open(self) -> Snapshot:
         self._gateway.open()
@@ -64,7 +70,19 @@ class EtcdStore:
         log.info("etcd: loaded %s at revision %d", self.prefix, self._watch.rev)
         return snap
 
+    def _refuse_if_stale(self) -> None:
+        """A node that knows it cannot reach etcd (its quorum probe failed) sends nothing: a
+        request queued on a frozen member would run when it resumes, after the client was told
+        503. A watch that is only moving to another member is no reason: the write is applied
+        and waits for the watch (``caught_up``)."""
+        if not self._election.reachable:
+            raise StoreStaleError(
+                "etcd is unavailable: this node cannot reach a quorum (its view is stale); "
+                "nothing was sent, retry once /readyz answers 200"
+            )
+
     async def commit(self, ops: Sequence[Op]) -> None:
+        self._refuse_if_stale()
         keys = self._keys
         compare: list[dict[str, Any]] = []
         success: list[dict[str, Any]] = []
@@ -103,7 +121,7 @@ class EtcdStore:
         await self._txn(body)
 
     async def _txn(self, body: dict[str, Any]) -> dict[str, Any]:
-        result = await self._gateway.call("/v3/kv/txn", body)
+        result = await self._gateway.call("/v3/kv/txn", body, write=True)
         rev = int(result["header"]["revision"])
         changed = any(
             "response_put" in r or int(r.get("response_delete_range", {}).get("deleted", 0))
@@ -122,7 +140,9 @@ class EtcdStore:
             return 0
         lease, granted_for = self._watch.lease(op.service, op.instance)
         if lease and granted_for == ttl:
-            reply = await self._gateway.call("/v3/lease/keepalive", {"ID": str(lease)})
+            reply = await self._gateway.call(
+                "/v3/lease/keepalive", {"ID": str(lease)}, write=True
+            )
             if int(reply.get("result", {}).get("TTL") or 0) > 0:
                 return lease
         reply = await self._gateway.call("/v3/lease/grant", {"TTL": str(max(1, math.ceil(ttl)))})
@@ -132,7 +152,8 @@ class EtcdStore:
         lease, _ = self._watch.lease(service, instance)
         if not lease:
             return
-        reply = await self._gateway.call("/v3/lease/keepalive", {"ID": str(lease)})
+        self._refuse_if_stale()
+        reply = await self._gateway.call("/v3/lease/keepalive", {"ID": str(lease)}, write=True)
         if int(reply.get("result", {}).get("TTL") or 0) <= 0:
             raise NotFoundError(
                 f"the lease of instance {instance!r} of {service!r} has expired; register it again",
@@ -140,6 +161,7 @@ class EtcdStore:
             )
 
     async def put_status(self, service: str, instance: str, data: dict[str, Any]) -> None:
+        self._refuse_if_stale()
         key = self._keys.instance(service, instance)
         lease, _ = self._watch.lease(service, instance)
         # Only while the instance exists: a verdict must not outlive (or resurrect) it.

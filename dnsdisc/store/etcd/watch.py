@@ -52,10 +52,12 @@ class Watch:
 
     async def start(self, timeout: float | None = None) -> Snapshot:
         """Load everything under the prefix; ``run`` then follows from the revision after it."""
-        snap, self.rev = await self._load(timeout)
+        snap, self.rev, self._leases = await self._load(timeout)
         return snap
 
-    async def _load(self, timeout: float | None = None) -> tuple[Snapshot, int]:
+    async def _load(
+        self, timeout: float | None = None
+    ) -> tuple[Snapshot, int, dict[tuple[str, str], tuple[int, float | None]]]:
         data = await self._gateway.call("/v3/kv/range", self._keys.everything(), timeout)
         snap = Snapshot()
         leases: dict[tuple[str, str], tuple[int, float | None]] = {}
@@ -67,6 +69,7 @@ class Watch:
             kind, service, iid = parsed
             value = decode_value(key, kv)
             if value is None:
+                self._keys.skipped += 1
                 continue
             if kind == "services":
                 snap.services[service] = value
@@ -75,8 +78,19 @@ class Watch:
                 leases[(service, iid)] = (int(kv.get("lease") or 0), value.get("ttl"))
             else:
                 snap.statuses[(service, iid)] = value
-        self._leases = leases
-        return snap, int(data["header"]["revision"])
+        return snap, int(data["header"]["revision"]), leases
+
+    async def reconcile(self) -> None:
+        """Make the view etcd's after an outage: load the range and, if the watch has not
+        delivered that far yet, converge on it (writes whose outcome was unknown show as they
+        came out). A watch already past the load is current: nothing to do."""
+        snap, rev, leases = await self._load()
+        if rev > self.rev and self._sink is not None:
+            log.info("etcd: catching up from revision %d to %d after the outage", self.rev, rev)
+            self._leases = leases
+            self._sink.resync(snap)
+            self.rev = rev
+            self._wake()
 
     async def caught_up(self, rev: int) -> None:
         """Wait (bounded) until the watch has handed the sink everything up to ``rev``."""
@@ -111,10 +125,11 @@ class Watch:
                     "etcd: the watch fell behind a compaction; reloading %s", self._keys.prefix
                 )
                 try:
-                    snap, rev = await self._load()
+                    snap, rev, leases = await self._load()
                 except StoreError as exc:
                     log.warning("etcd: reload failed: %s", exc)
                 else:
+                    self._leases = leases
                     if self._sink is not None:
                         self._sink.resync(snap)
                     self.rev = rev
@@ -189,6 +204,7 @@ class Watch:
         kind, service, iid = parsed
         value = None if deleted else decode_value(key, kv)
         if not deleted and value is None:
+            self._keys.skipped += 1
             return
         if kind == "services":
             op = Op("del_service" if deleted else "put_service", service, data=value)
