@@ -185,7 +185,7 @@ class AnswerIndex:
         drop: dict[bytes, set[str]] = {}
         add: dict[bytes, list[PtrEntry]] = {}
         reverse = self.naming.reverse
-        for iid in ids:
+        for iid in dict.fromkeys(ids):
             old = mine.pop(iid, None)
             if old is not None:
                 drop.setdefault(old, set()).add(iid)

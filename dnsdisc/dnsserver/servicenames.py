@@ -49,6 +49,9 @@ class ServiceNames:
         self._next = 0
         self._addr: dict[str, Item] = {}
         self._srv: dict[str, Item] = {}
+        # A member's bucket in ``_balanced``: 4 if fallback, 2 if IPv6, 1 if active; -1 when
+        # it is handed out nowhere (out of rotation).
+        self._facts: dict[str, int] = {}
         self.hosts: dict[str, bytes] = {}
         self._groups: dict[tuple[str, str], set[str]] = {_ALL: set()}
         for proto in PROTOCOLS:
@@ -72,7 +75,7 @@ class ServiceNames:
         for iid in removed:
             if iid in self.members:
                 self._leave(iid, dirty)
-                del self._pos[iid]
+                del self.members[iid], self._pos[iid]
                 hosts_dirty.add(iid)
         for member in changed:
             iid = member.instance.id
@@ -111,8 +114,9 @@ class ServiceNames:
         return [_ALL, ("proto", inst.protocol)] + [("tag", t) for t in inst.tags]
 
     def _leave(self, iid: str, dirty: set[tuple[str, str]]) -> None:
-        member = self.members.pop(iid)
-        del self._addr[iid], self._srv[iid]
+        # ``members`` keeps the entry: a member replaced keeps its place (``_join``).
+        member = self.members[iid]
+        del self._addr[iid], self._srv[iid], self._facts[iid]
         for group in self._groups_of(member):
             dirty.add(group)
             ids = self._groups.get(group)
@@ -140,6 +144,12 @@ class ServiceNames:
             glue=(addr.body,),
             live=member,
         )
+        role = member.role
+        self._facts[iid] = (
+            ((4 if role == FALLBACK else 0) | (2 if inst.is_ipv6 else 0) | (weight > 0))
+            if role in (IN, FALLBACK)
+            else -1
+        )
         self.encoded += 1
         for group in self._groups_of(member):
             dirty.add(group)
@@ -147,11 +157,10 @@ class ServiceNames:
 
     # -- names -------------------------------------------------------------------------------
 
-    def _ordered(self, ids: set[str]) -> list[MemberView]:
-        members = self.members
-        if len(ids) == len(members):
-            return list(members.values())  # the whole service: already in joining order
-        return [members[i] for i in sorted(ids, key=self._pos.__getitem__)]
+    def _ordered(self, ids: set[str]) -> Sequence[str]:
+        if len(ids) == len(self.members):
+            return list(self.members)  # the whole service: already in joining order
+        return sorted(ids, key=self._pos.__getitem__)
 
     def _build_group(self, group: tuple[str, str]) -> list[bytes]:
         """Rebuild the names of one group; the names it covers."""
@@ -205,37 +214,41 @@ class ServiceNames:
         self._host_nodes[host] = Node(self.zone, rrsets, host)
         return host
 
-    def _balanced(
-        self, group: Sequence[MemberView], with_addr: bool = True
-    ) -> dict[int, RRSet]:
+    def _balanced(self, group: Sequence[str], with_addr: bool = True) -> dict[int, RRSet]:
         # Drained instances (weight 0) are handed out only when no active one is left, so
         # each RRset keeps the active members, or the drained ones if that is all there is.
         # Fail-open members go behind the healthy ones (and, in SRV, at a worse priority).
-        settings = self.settings
-        addr_items, srv_items = self._addr, self._srv
-        handed = [m for m in group if m.role == IN]
-        fallback = [m for m in group if m.role == FALLBACK]
+        # One pass over the group, sorting each member into its bucket by what ``_join``
+        # noted of it: (healthy or fallback, IPv6, active).
+        facts = self._facts
+        buckets: list[list[str]] = [[] for _ in range(8)]
+        for iid in group:
+            slot = facts[iid]
+            if slot >= 0:
+                buckets[slot].append(iid)
         rrsets: dict[int, RRSet] = {}
         if with_addr:
+            settings = self.settings
             policy = POLICIES[settings.policy]
-            for rtype, v6 in ((wire.A, False), (wire.AAAA, True)):
-                main = _eligible([m for m in handed if m.instance.is_ipv6 is v6])
-                tail = _eligible([m for m in fallback if m.instance.is_ipv6 is v6])
+            addr = self._addr
+            for rtype, v6 in ((wire.A, 0), (wire.AAAA, 2)):
+                main = buckets[v6 | 1] or buckets[v6]
+                tail = buckets[4 | v6 | 1] or buckets[4 | v6]
                 if main or tail:
                     rrsets[rtype] = RRSet(
                         rtype,
-                        [addr_items[m.instance.id] for m in main],
+                        [addr[i] for i in main],
                         policy,
                         settings.max_answers,
-                        [addr_items[m.instance.id] for m in tail],
+                        [addr[i] for i in tail],
                     )
-        eligible = _eligible(handed) + _eligible(fallback)
-        if eligible:
+        srv = self._srv
+        handed = _active(buckets[0:4], self._pos)
+        fallback = _active(buckets[4:8], self._pos)
+        if handed or fallback:
             # SRV clients choose by the records' priority and weight themselves; the record
             # order follows RFC 2782 whatever the service's policy.
-            rrsets[wire.SRV] = RRSet(
-                wire.SRV, [srv_items[m.instance.id] for m in eligible], srv_order
-            )
+            rrsets[wire.SRV] = RRSet(wire.SRV, [srv[i] for i in handed + fallback], srv_order)
         self.rrsets_built += len(rrsets)
         return rrsets
 
@@ -249,9 +262,15 @@ def build_service(
     return names
 
 
-def _eligible(members: Sequence[MemberView]) -> list[MemberView]:
-    active = [m for m in members if m.weight > 0]
-    return active or list(members)
+def _active(buckets: list[list[str]], pos: dict[str, int]) -> list[str]:
+    """The active members of a role across both address families (else the drained ones), in
+    the group's order. Buckets: (v4 drained, v4 active, v6 drained, v6 active)."""
+    v4, v6 = (buckets[1], buckets[3]) if buckets[1] or buckets[3] else (buckets[0], buckets[2])
+    if not v6:
+        return v4
+    if not v4:
+        return v6
+    return sorted(v4 + v6, key=pos.__getitem__)
 
 
 def txt_body(meta: tuple[tuple[str, str], ...], ttl: int) -> bytes:
