@@ -13,21 +13,10 @@ from dnsdisc.dnsserver.servicenames import ServiceNames
 from dnsdisc.dnsserver.zone import IndexSettings
 from dnsdisc.policies.roles import FALLBACK, IN
 from dnsdisc.registry.model import Instance, ServiceSettings
+from tests.support.members import Member, names
 
 DOMAIN = wire.text_to_wire("svc.internal.")
 TAGS = [f"t{n}" for n in range(32)]
-
-
-class Member:
-    """A ``MemberView`` as health hands it out."""
-
-    def __init__(self, instance: Instance, weight: int = 1, priority: int = 0, role: int = IN):
-        self.instance, self.weight, self.priority, self.role = instance, weight, priority, role
-        self.load: float | None = None
-        self.latency_ms: float | None = None
-
-    def handed_out(self) -> None:
-        pass
 
 
 def make_index() -> AnswerIndex:
@@ -58,23 +47,6 @@ def instance(iid: str, rng: random.Random, tags: int = 3, **body: Any) -> Instan
             **body,
         },
     )
-
-
-def names(index: AnswerIndex) -> object:
-    """The name table as answers see it: each name's RRsets with their records in order."""
-    table = {}
-    for name, node in index.nodes.items():
-        table[name] = {
-            rtype: (
-                [i.body for i in r.items],
-                [i.body for i in r.tail],
-                r.policy,
-                r.limit,
-                [(i.weight, i.priority, i.glue, i.target) for i in r.members],
-            )
-            for rtype, r in node.rrsets.items()
-        }
-    return table, dict(index.ents), dict(index._ptr)
 
 
 def scratch(settings: ServiceSettings, members: dict[str, Member]) -> AnswerIndex:

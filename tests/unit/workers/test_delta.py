@@ -13,7 +13,7 @@ from dnsdisc.registry.model import Instance, ServiceSettings
 from dnsdisc.server.parts import build_index
 from dnsdisc.workers.protocol import SentServices
 from dnsdisc.workers.replica import Replica
-from tests.unit.dnsserver.test_servicenames import Member, names
+from tests.support.members import Member, names
 
 
 def replica() -> Replica:
