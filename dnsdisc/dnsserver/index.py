@@ -1,9 +1,10 @@
 """The answer index: every name we answer for, with its records already encoded.
 
-When the registry reports that a service changed, the index rebuilds that service's names
-(`rebuild`) from its current instances. The responder then only looks a lower-cased wire name up
-in ``nodes`` and splices pre-encoded record bodies behind compression pointers; a per-query policy
-only chooses the order of the items of a balanced RRset.
+When the registry reports that a service changed, the index patches that service's names
+(`rebuild` with every member, `patch` with the changed ones; see ``servicenames``): the cost is
+that of the members that changed, not of the service. The responder then only looks a
+lower-cased wire name up in ``nodes`` and splices pre-encoded record bodies behind compression
+pointers; a per-query policy only chooses the order of the items of a balanced RRset.
 
 Names come from three layers: static records from zone files (they win a collision), the names of
 each service, and PTR names for registered addresses. Ancestors of every name are counted so that
@@ -16,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from dnsdisc.dnsserver import wire
-from dnsdisc.dnsserver.build import PtrEntry, ptr_rrset, service_nodes
+from dnsdisc.dnsserver.build import PtrEntry, ptr_rrset
 from dnsdisc.dnsserver.cache import ReplyCache
 from dnsdisc.dnsserver.names import Naming, serves_ptr
-from dnsdisc.dnsserver.view import InstanceView, MemberView, ServiceView
+from dnsdisc.dnsserver.servicenames import ServiceNames, build_service, settings_key
+from dnsdisc.dnsserver.view import MemberView, ServiceView
 from dnsdisc.dnsserver.zone import (
     IndexSettings,
     Node,
@@ -44,11 +46,12 @@ class AnswerIndex:
         self.zones: dict[bytes, Zone] = {}
         self.ents: dict[bytes, int] = {}  # name -> how many names lie below it
         self._static: set[bytes] = set()
-        self._service_names: dict[str, list[bytes]] = {}
+        self._services: dict[str, ServiceNames] = {}
         # reverse name -> who points there, from every service, sorted; tuples, not dicts:
         # there is one per registered address.
         self._ptr: dict[bytes, tuple[PtrEntry, ...]] = {}
-        self._service_ptrs: dict[str, tuple[bytes, ...]] = {}  # the reverse names of a service
+        # service -> instance id -> the reverse name of its address
+        self._service_ptrs: dict[str, dict[str, bytes]] = {}
         self._build_static()
 
     # -- lookup helpers used by the responder ------------------------------------------------
@@ -82,51 +85,127 @@ class AnswerIndex:
     def rebuild(
         self, service: str, settings: ServiceView | None, members: Sequence[MemberView]
     ) -> None:
-        """Replace every name of ``service``; ``settings`` None means the service is gone."""
-        naming = self.naming
-        hosts = {m.instance.id: naming.instance(service, m.instance.id) for m in members}
-        # Built before anything is removed: if building fails, the old answers stay.
-        names = (
-            service_nodes(naming, self.zones[self.settings.domain], settings, members, hosts)
-            if settings is not None
-            else {}
-        )
-        self.cache.forget()
-        before = set(self._service_names.pop(service, ()))
-        for name in before - names.keys():
-            self._uninstall(name)
-        if settings is not None:
-            installed = []
-            for name, node in names.items():
-                if name in self._static:
-                    continue  # the registry refuses such names; a zone file loaded later wins
-                if name in before:
-                    self.nodes[name] = node  # its ancestors are counted already
-                else:
-                    self._install(name, node)
-                installed.append(name)
-            self._service_names[service] = installed
-        instances = [m.instance for m in members] if settings else []
-        self._rebuild_ptrs(service, settings.ttl if settings else 0, instances, hosts)
+        """Make ``service``'s names those of ``settings`` and ``members``; ``settings`` None
+        means the service is gone. Only the members that differ from those the index holds
+        (registration, weight, priority, role) are encoded again, and only the RRsets of the
+        groups they are in are rebuilt; the others just take the new member objects."""
+        current = self._services.get(service)
+        if settings is None:
+            if current is not None:
+                self._replace(service, current, None)
+            return
+        if current is None or current.key != settings_key(settings):
+            # Built before anything is removed: if building fails, the old answers stay.
+            fresh = build_service(self.naming, self.zones[self.settings.domain], settings, members)
+            self._replace(service, current, fresh)
+            return
+        old = current.members
+        changed = []
+        for member in members:
+            before = old.get(member.instance.id)
+            if before is not None and _same(before, member):
+                current.refresh(member)
+            else:
+                changed.append(member)
+        ids = {m.instance.id for m in members}
+        removed = [iid for iid in old if iid not in ids]
+        if changed or removed:
+            self._patch(service, current, changed, removed)
 
-    def _rebuild_ptrs(
-        self, service: str, ttl: int, instances: Sequence[InstanceView], hosts: dict[str, bytes]
+    def patch(
+        self, service: str, changed: Sequence[MemberView], removed: Sequence[str]
     ) -> None:
-        wanted: dict[bytes, list[PtrEntry]] = {}
+        """Replace or add the ``changed`` members of ``service``, drop the ``removed`` ids:
+        the work is that of the members named, not of the service."""
+        current = self._services.get(service)
+        if current is None:
+            raise ValueError(f"a change to {service!r}, which the index does not hold")
+        self._patch(service, current, changed, removed)
+
+    def members_of(self, service: str) -> dict[str, MemberView]:
+        """The members the answers of ``service`` are built from, by instance id."""
+        current = self._services.get(service)
+        return current.members if current is not None else {}
+
+    def service_names(self, service: str) -> ServiceNames | None:
+        return self._services.get(service)
+
+    def _patch(
+        self,
+        service: str,
+        current: ServiceNames,
+        changed: Sequence[MemberView],
+        removed: Sequence[str],
+    ) -> None:
+        touched = current.apply(changed, removed)
+        self.cache.forget()
+        nodes = current.nodes
+        for name in touched:
+            if name in self._static:
+                continue  # the registry refuses such names; a zone file loaded later wins
+            node = nodes.get(name)
+            if node is None:
+                self._uninstall(name)
+            elif name in self.nodes:
+                self.nodes[name] = node  # its ancestors are counted already
+            else:
+                self._install(name, node)
+        ids = [m.instance.id for m in changed]
+        ids.extend(removed)
+        self._update_ptrs(service, current, ids)
+
+    def _replace(self, service: str, old: ServiceNames | None, new: ServiceNames | None) -> None:
+        self.cache.forget()
+        before = old.nodes if old is not None else {}
+        after = new.nodes if new is not None else {}
+        for name in before.keys() - after.keys():
+            if name not in self._static:
+                self._uninstall(name)
+        for name, node in after.items():
+            if name in self._static:
+                continue
+            if name in before:
+                self.nodes[name] = node
+            else:
+                self._install(name, node)
+        if new is None:
+            self._services.pop(service, None)
+        else:
+            self._services[service] = new
+        ids = list(old.members) if old is not None else []
+        if new is not None:
+            ids.extend(new.members)
+        self._update_ptrs(service, new, ids)
+
+    def _update_ptrs(self, service: str, names: ServiceNames | None, ids: Sequence[str]) -> None:
+        """Bring the PTR entries of the instances ``ids`` of ``service`` up to date."""
+        mine = self._service_ptrs.setdefault(service, {})
+        members = names.members if names is not None else {}
+        ttl = names.settings.ttl if names is not None else 0
+        drop: dict[bytes, set[str]] = {}
+        add: dict[bytes, list[PtrEntry]] = {}
         reverse = self.naming.reverse
-        for inst in instances:
-            name = reverse(inst.address)
-            if serves_ptr(inst.address, name, self.zones):
-                wanted.setdefault(name, []).append((service, inst.id, ttl, hosts[inst.id]))
-        before = self._service_ptrs.pop(service, ())
-        if wanted:
-            self._service_ptrs[service] = tuple(wanted)
-        for name in wanted.keys() | before if before else wanted:
-            old = self._ptr.get(name, ())
-            mine = wanted.get(name, [])
-            entries = tuple(sorted([e for e in old if e[0] != service] + mine))
-            if entries == old:
-                continue  # unchanged: most names, when one instance of many changes
+        for iid in dict.fromkeys(ids):
+            old = mine.pop(iid, None)
+            if old is not None:
+                drop.setdefault(old, set()).add(iid)
+            member = members.get(iid)
+            if member is not None and names is not None:
+                address = member.instance.address
+                name = reverse(address)
+                if not serves_ptr(address, name, self.zones):
+                    continue  # a public address outside our reverse zones is not ours to name
+                mine[iid] = name
+                add.setdefault(name, []).append((service, iid, ttl, names.hosts[iid]))
+                drop.setdefault(name, set()).add(iid)
+        if not mine:
+            del self._service_ptrs[service]
+        for name, gone in drop.items():
+            old_entries = self._ptr.get(name, ())
+            kept = [e for e in old_entries if e[0] != service or e[1] not in gone]
+            entries = tuple(sorted(kept + add.get(name, [])))
+            if entries == old_entries:
+                continue
             if entries:
                 self._ptr[name] = entries
             else:
@@ -158,3 +237,13 @@ class AnswerIndex:
                 self.ents[parent] = left
             else:
                 del self.ents[parent]
+
+
+def _same(before: MemberView, after: MemberView) -> bool:
+    """Whether ``after`` has the records of ``before`` (reported figures are read live)."""
+    return (
+        before.instance == after.instance
+        and before.weight == after.weight
+        and before.priority == after.priority
+        and before.role == after.role
+    )

@@ -50,6 +50,7 @@ class WorkerPool:
         # what ``settle`` waits on until they are.
         self._dirty: dict[str, tuple[ServiceView | None, Sequence[MemberView]]] = {}
         self._flushed: asyncio.Future[None] | None = None
+        self.sent = protocol.SentServices()
 
     async def spawn(self) -> None:
         await self.supervisor.spawn()
@@ -96,11 +97,21 @@ class WorkerPool:
         dirty, self._dirty = self._dirty, {}
         flushed, self._flushed = self._flushed, None
         try:
-            if dirty and self.supervisor.workers:  # else new workers start from a snapshot
-                changed = [
-                    (name, s, member_frames(members)) for name, (s, members) in dirty.items()
-                ]
-                self.supervisor.send_all(protocol.SERVICES, changed)
+            # Recorded as sent even with no worker: a new worker starts from a snapshot at
+            # least as new, and a delta's members replace theirs whatever they were.
+            whole: list[protocol.ServiceFrame] = []
+            deltas: list[protocol.DeltaFrame] = []
+            for name, (settings, members) in dirty.items():
+                frame, delta = self.sent.diff(name, settings, members)
+                if frame is not None:
+                    whole.append(frame)
+                if delta is not None:
+                    deltas.append(delta)
+            if self.supervisor.workers:
+                if whole:
+                    self.supervisor.send_all(protocol.SERVICES, whole)
+                if deltas:
+                    self.supervisor.send_all(protocol.DELTA, deltas)
         finally:
             if flushed is not None and not flushed.done():
                 flushed.set_result(None)
@@ -116,6 +127,7 @@ class WorkerPool:
         """A reload: the services that follow go into a new index, answered from at ``swap``."""
         self.index = index
         self._broadcast(protocol.INDEX, index.settings, index.static_records)
+        self.sent.forget()  # the new index starts empty
 
     def swap(self) -> None:
         self._broadcast(protocol.SWAP)

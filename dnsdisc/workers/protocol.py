@@ -9,6 +9,8 @@ feed carries a message for every change and every acknowledgement.
 main -> worker
     INIT      seq, DnsSettings, IndexSettings, zone records, processes sharing the port
     SERVICES  seq, [ServiceFrame, ...]                (settings None: the service is gone)
+    DELTA     seq, [(service, [MemberFrame, ...], [instance id, ...]), ...]
+                                                      (members changed or added, ids removed)
     FIGURES   seq, service, instance id, load, latency_ms
     INDEX     seq, IndexSettings, zone records        (a reload: build a new index beside the old)
     SWAP      seq                                     (answer from the new index from now on)
@@ -29,11 +31,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dnsdisc.dnsserver.servicenames import settings_key
 from dnsdisc.dnsserver.view import InstanceView, MemberView, ServiceView
 
 INIT = "init"
 SERVICES = "services"
 FIGURES = "figures"
+DELTA = "delta"
 INDEX = "index"
 SWAP = "swap"
 LISTEN = "listen"
@@ -51,6 +55,9 @@ MemberFrame = tuple[InstanceView, int, int, int, float | None, float | None]
 # One service in a SERVICES message: (name, settings or None, members).
 ServiceFrame = tuple[str, ServiceView | None, list[MemberFrame]]
 
+# One service in a DELTA message: (name, members changed or added, ids removed).
+DeltaFrame = tuple[str, list[MemberFrame], list[str]]
+
 # How long a worker may take to confirm a change, to stop, or to send its counters (seconds).
 CONFIRM_TIMEOUT = 5.0
 # The supervisor pings every worker this often (seconds); a ready worker that has said nothing
@@ -67,3 +74,39 @@ START_TIMEOUT = 30.0
 def member_frames(members: Sequence[MemberView]) -> list[MemberFrame]:
     """The members as a SERVICES message carries them (a worker's ``RemoteMember``)."""
     return [(m.instance, m.weight, m.priority, m.role, m.load, m.latency_ms) for m in members]
+
+
+class SentServices:
+    """What the workers were last sent of each service, so that a change is sent as what
+    changed (DELTA) rather than as the whole service (SERVICES): a write to one instance of a
+    large service then costs the workers, and the pickling, one instance. A service is sent
+    whole when it is new to the workers, when its settings change, and when it is gone."""
+
+    def __init__(self) -> None:
+        self._sent: dict[str, tuple[tuple[object, ...], dict[str, MemberFrame]]] = {}
+
+    def forget(self) -> None:
+        """The workers' index starts empty (a reload): everything goes whole again."""
+        self._sent.clear()
+
+    def diff(
+        self, name: str, settings: ServiceView | None, members: Sequence[MemberView]
+    ) -> tuple[ServiceFrame | None, DeltaFrame | None]:
+        """Record ``name`` as sent; the frame to send it with (whole, or a delta; neither
+        when nothing the workers hold changed)."""
+        if settings is None:
+            self._sent.pop(name, None)
+            return (name, None, []), None
+        frames = member_frames(members)
+        now = {f[0].id: f for f in frames}
+        key = settings_key(settings)
+        before = self._sent.get(name)
+        self._sent[name] = (key, now)
+        if before is None or before[0] != key:
+            return (name, settings, frames), None
+        old = before[1]
+        changed = [f for f in frames if old.get(f[0].id) != f]
+        removed = [iid for iid in old if iid not in now]
+        if not changed and not removed:
+            return None, None
+        return None, (name, changed, removed)

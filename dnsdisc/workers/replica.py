@@ -50,27 +50,38 @@ class Replica:
         # While a whole index is being built (from INIT until LISTEN, from INDEX until SWAP)
         # the cyclic collector is paused: see ``heap``. None when it is not paused by us.
         self.collector_was: bool | None = None
-        self.members: dict[str, dict[str, RemoteMember]] = {}
         # Answers led per instance; they outlive rebuilds, and go when the instance goes.
         self.tallies: dict[str, dict[str, list[int]]] = {}
 
     def service(
         self, name: str, settings: ServiceView | None, views: Sequence[MemberFrame]
     ) -> None:
-        old = self.tallies.get(name, {})
-        tallies = {v[0].id: old.get(v[0].id) or [0] for v in views}
-        members = [RemoteMember(v, tallies[v[0].id]) for v in views]
+        """The whole service (SERVICES); only the members that differ are encoded again."""
+        tallies = self.tallies.get(name, {})
+        members = [RemoteMember(v, tallies.get(v[0].id) or [0]) for v in views]
         self.building.rebuild(name, settings, members)
         if settings is None:
-            self.members.pop(name, None)
             self.tallies.pop(name, None)
         else:
-            self.members[name] = {m.instance.id: m for m in members}
-            self.tallies[name] = tallies
+            self.tallies[name] = {
+                iid: m.tally
+                for iid, m in self.building.members_of(name).items()
+                if isinstance(m, RemoteMember)
+            }
+
+    def delta(self, name: str, views: Sequence[MemberFrame], removed: Sequence[str]) -> None:
+        """What changed of a service (DELTA): the members named, nothing else."""
+        tallies = self.tallies.setdefault(name, {})
+        members = [RemoteMember(v, tallies.get(v[0].id) or [0]) for v in views]
+        self.building.patch(name, members, removed)
+        for member in members:
+            tallies[member.instance.id] = member.tally
+        for iid in removed:
+            tallies.pop(iid, None)
 
     def figures(self, name: str, iid: str, load: float | None, latency: float | None) -> None:
-        member = self.members.get(name, {}).get(iid)
-        if member is not None:
+        member = self.building.members_of(name).get(iid)
+        if isinstance(member, RemoteMember):
             member.load, member.latency_ms = load, latency
 
     def answers(self, service: str | None) -> dict[tuple[str, str], int]:
@@ -242,6 +253,9 @@ def _apply(message: tuple[Any, ...], replica: Replica, face: DnsFace) -> bytes:
     if kind == protocol.SERVICES:
         for name, settings, views in message[2]:
             replica.service(name, settings, views)
+    elif kind == protocol.DELTA:
+        for name, views, removed in message[2]:
+            replica.delta(name, views, removed)
     elif kind == protocol.FIGURES:
         replica.figures(*message[2:6])
     elif kind == protocol.INDEX:

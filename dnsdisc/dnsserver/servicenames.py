@@ -1,0 +1,278 @@
+"""The names of one service, kept between changes so that a change costs what changed.
+
+``ServiceNames`` keeps each member's encoded records (``Item``) and which groups it belongs to
+(its protocol, each of its tags: membership built in one pass). A change of some members
+re-encodes those members only, and rebuilds only the RRsets of the groups they are or were in
+(the service's own name, their protocol, their tags) from the items already encoded; the other
+names of the service keep their nodes. A change of the service's settings (TTL, policy, limit,
+metadata) re-encodes everything, as every record carries them.
+
+Within an RRset the members keep the order in which they joined the service (as the registry
+lists them), so a patched service answers exactly as one built from scratch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.names import PROTOCOLS, Naming
+from dnsdisc.dnsserver.rrset import SRV_TARGET, Item, RRSet
+from dnsdisc.dnsserver.view import MemberView, ServiceView
+from dnsdisc.dnsserver.zone import Node, Zone
+from dnsdisc.policies.balance import POLICIES, srv_order
+from dnsdisc.policies.roles import FALLBACK, IN
+
+# A group of members with names of its own: the whole service (""), a protocol, or a tag.
+_ALL = ("all", "")
+
+
+def settings_key(settings: ServiceView) -> tuple[object, ...]:
+    """What of a service's settings its records are built from."""
+    return (settings.name, settings.policy, settings.max_answers, settings.ttl, settings.meta)
+
+
+class ServiceNames:
+    """Every name of one service (``nodes``), patched in place by ``apply``."""
+
+    def __init__(self, naming: Naming, zone: Zone, settings: ServiceView) -> None:
+        self.naming = naming
+        self.zone = zone
+        self.settings = settings
+        self.key = settings_key(settings)
+        self.members: dict[str, MemberView] = {}
+        self.nodes: dict[bytes, Node] = {}
+        # Work done, for tests and the benchmark: members encoded, RRsets built.
+        self.encoded = 0
+        self.rrsets_built = 0
+        self._pos: dict[str, int] = {}  # when each member joined: the order within RRsets
+        self._next = 0
+        self._addr: dict[str, Item] = {}
+        self._srv: dict[str, Item] = {}
+        # A member's bucket in ``_balanced``: 4 if fallback, 2 if IPv6, 1 if active; -1 when
+        # it is handed out nowhere (out of rotation).
+        self._facts: dict[str, int] = {}
+        self.hosts: dict[str, bytes] = {}
+        self._groups: dict[tuple[str, str], set[str]] = {_ALL: set()}
+        for proto in PROTOCOLS:
+            self._groups[("proto", proto)] = set()
+        self._group_nodes: dict[bytes, Node] = {}
+        self._host_nodes: dict[bytes, Node] = {}
+        self._meta_txt = (
+            RRSet(wire.TXT, [Item(txt_body(settings.meta, settings.ttl))])
+            if settings.meta
+            else None
+        )
+
+    def apply(self, changed: Sequence[MemberView], removed: Iterable[str] = ()) -> set[bytes]:
+        """Replace or add ``changed`` members, drop the ``removed`` ids; the names whose node
+        changed (in ``nodes`` now, or gone from it)."""
+        dirty: set[tuple[str, str]] = set()
+        if not self.nodes:
+            # The service's own name and its protocols' names exist even with no members.
+            dirty.update(g for g in self._groups if g[0] != "tag")
+        hosts_dirty: set[str] = set()
+        for iid in removed:
+            if iid in self.members:
+                self._leave(iid, dirty)
+                del self.members[iid], self._pos[iid]
+                hosts_dirty.add(iid)
+        for member in changed:
+            iid = member.instance.id
+            if iid in self.members:
+                self._leave(iid, dirty)
+            else:
+                self._pos[iid] = self._next
+                self._next += 1
+            self._join(member, dirty)
+            hosts_dirty.add(iid)
+        touched: set[bytes] = set()
+        for group in dirty:
+            touched.update(self._build_group(group))
+        for iid in hosts_dirty:
+            touched.add(self._build_host(iid))
+        for name in touched:
+            node = self._host_nodes.get(name) or self._group_nodes.get(name)
+            if node is None:
+                self.nodes.pop(name, None)
+            else:
+                self.nodes[name] = node
+        return touched
+
+    def refresh(self, member: MemberView) -> None:
+        """Take a new object for a member whose records are unchanged (its figures and tally
+        are read through it)."""
+        iid = member.instance.id
+        self.members[iid] = member
+        self._addr[iid].live = member
+        self._srv[iid].live = member
+
+    # -- members -----------------------------------------------------------------------------
+
+    def _groups_of(self, member: MemberView) -> list[tuple[str, str]]:
+        inst = member.instance
+        return [_ALL, ("proto", inst.protocol)] + [("tag", t) for t in inst.tags]
+
+    def _leave(self, iid: str, dirty: set[tuple[str, str]]) -> None:
+        # ``members`` keeps the entry: a member replaced keeps its place (``_join``).
+        member = self.members[iid]
+        del self._addr[iid], self._srv[iid], self._facts[iid]
+        for group in self._groups_of(member):
+            dirty.add(group)
+            ids = self._groups.get(group)
+            if ids is not None:
+                ids.discard(iid)
+
+    def _join(self, member: MemberView, dirty: set[tuple[str, str]]) -> None:
+        inst = member.instance
+        iid = inst.id
+        self.members[iid] = member
+        ttl = self.settings.ttl
+        host = self.hosts.get(iid)
+        if host is None:
+            host = self.hosts[iid] = self.naming.instance(self.settings.name, iid)
+        weight, prio = member.weight, member.priority
+        rtype, rdata = wire.address_rdata(inst.address)
+        addr = Item(wire.rr_body(rtype, ttl, rdata), weight, prio, live=member)
+        self._addr[iid] = addr
+        self._srv[iid] = Item(
+            wire.rr_body(wire.SRV, ttl, wire.srv_rdata(prio, weight, inst.port, host)),
+            weight,
+            prio,
+            target_off=SRV_TARGET,
+            target=host,
+            glue=(addr.body,),
+            live=member,
+        )
+        role = member.role
+        self._facts[iid] = (
+            ((4 if role == FALLBACK else 0) | (2 if inst.is_ipv6 else 0) | (weight > 0))
+            if role in (IN, FALLBACK)
+            else -1
+        )
+        self.encoded += 1
+        for group in self._groups_of(member):
+            dirty.add(group)
+            self._groups.setdefault(group, set()).add(iid)
+
+    # -- names -------------------------------------------------------------------------------
+
+    def _ordered(self, ids: set[str]) -> Sequence[str]:
+        if len(ids) == len(self.members):
+            return list(self.members)  # the whole service: already in joining order
+        return sorted(ids, key=self._pos.__getitem__)
+
+    def _build_group(self, group: tuple[str, str]) -> list[bytes]:
+        """Rebuild the names of one group; the names it covers."""
+        kind, label = group
+        naming, svc = self.naming, self.settings.name
+        ids = self._groups.get(group, set())
+        if kind == "all":
+            rrsets = self._balanced(self._ordered(ids))
+            if self._meta_txt is not None:
+                rrsets[wire.TXT] = self._meta_txt
+            self._set(naming.service(svc), rrsets)
+            return [naming.service(svc)]
+        if kind == "proto":
+            name = naming.srv(svc, label)
+            self._set(name, self._balanced(self._ordered(ids), with_addr=False))
+            return [name]
+        names = [naming.tag(label, svc)]
+        if label not in PROTOCOLS:
+            names.append(naming.srv(svc, label))
+        if not ids:
+            self._groups.pop(group, None)
+            for name in names:
+                self._group_nodes.pop(name, None)
+            return names
+        members = self._ordered(ids)
+        self._set(names[0], self._balanced(members))
+        if len(names) > 1:
+            self._set(names[1], self._balanced(members, with_addr=False))
+        return names
+
+    def _set(self, name: bytes, rrsets: dict[int, RRSet]) -> None:
+        self._group_nodes[name] = Node(self.zone, rrsets, name)
+
+    def _build_host(self, iid: str) -> bytes:
+        # An instance id wins over a tag with the same label: see ``apply``.
+        host = self.hosts[iid]
+        member = self.members.get(iid)
+        if member is None:
+            self._host_nodes.pop(host, None)
+            del self.hosts[iid]
+            return host
+        inst = member.instance
+        addr_type = wire.AAAA if inst.is_ipv6 else wire.A
+        rrsets = {
+            addr_type: RRSet(addr_type, [self._addr[iid]]),
+            wire.SRV: RRSet(wire.SRV, [self._srv[iid]]),
+        }
+        if inst.meta:
+            rrsets[wire.TXT] = RRSet(wire.TXT, [Item(txt_body(inst.meta, self.settings.ttl))])
+        self.rrsets_built += len(rrsets)
+        self._host_nodes[host] = Node(self.zone, rrsets, host)
+        return host
+
+    def _balanced(self, group: Sequence[str], with_addr: bool = True) -> dict[int, RRSet]:
+        # Drained instances (weight 0) are handed out only when no active one is left, so
+        # each RRset keeps the active members, or the drained ones if that is all there is.
+        # Fail-open members go behind the healthy ones (and, in SRV, at a worse priority).
+        # One pass over the group, sorting each member into its bucket by what ``_join``
+        # noted of it: (healthy or fallback, IPv6, active).
+        facts = self._facts
+        buckets: list[list[str]] = [[] for _ in range(8)]
+        for iid in group:
+            slot = facts[iid]
+            if slot >= 0:
+                buckets[slot].append(iid)
+        rrsets: dict[int, RRSet] = {}
+        if with_addr:
+            settings = self.settings
+            policy = POLICIES[settings.policy]
+            addr = self._addr
+            for rtype, v6 in ((wire.A, 0), (wire.AAAA, 2)):
+                main = buckets[v6 | 1] or buckets[v6]
+                tail = buckets[4 | v6 | 1] or buckets[4 | v6]
+                if main or tail:
+                    rrsets[rtype] = RRSet(
+                        rtype,
+                        [addr[i] for i in main],
+                        policy,
+                        settings.max_answers,
+                        [addr[i] for i in tail],
+                    )
+        srv = self._srv
+        handed = _active(buckets[0:4], self._pos)
+        fallback = _active(buckets[4:8], self._pos)
+        if handed or fallback:
+            # SRV clients choose by the records' priority and weight themselves; the record
+            # order follows RFC 2782 whatever the service's policy.
+            rrsets[wire.SRV] = RRSet(wire.SRV, [srv[i] for i in handed + fallback], srv_order)
+        self.rrsets_built += len(rrsets)
+        return rrsets
+
+
+def build_service(
+    naming: Naming, zone: Zone, settings: ServiceView, members: Sequence[MemberView]
+) -> ServiceNames:
+    """Every name of a service, built from scratch."""
+    names = ServiceNames(naming, zone, settings)
+    names.apply(members)
+    return names
+
+
+def _active(buckets: list[list[str]], pos: dict[str, int]) -> list[str]:
+    """The active members of a role across both address families (else the drained ones), in
+    the group's order. Buckets: (v4 drained, v4 active, v6 drained, v6 active)."""
+    v4, v6 = (buckets[1], buckets[3]) if buckets[1] or buckets[3] else (buckets[0], buckets[2])
+    if not v6:
+        return v4
+    if not v4:
+        return v6
+    return sorted(v4 + v6, key=pos.__getitem__)
+
+
+def txt_body(meta: tuple[tuple[str, str], ...], ttl: int) -> bytes:
+    # RFC 1464 style, one character-string per pair.
+    return wire.rr_body(wire.TXT, ttl, wire.txt_rdata([f"{k}={v}".encode() for k, v in meta]))

@@ -1,0 +1,136 @@
+"""A change to a large service costs the index what changed: one instance of a 10,000-instance
+service with 32 tags is encoded once and rebuilds only the RRsets of the groups it is in; and
+random sequences of changes leave exactly the name table a build from scratch makes."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.index import AnswerIndex
+from dnsdisc.dnsserver.servicenames import ServiceNames
+from dnsdisc.dnsserver.zone import IndexSettings
+from dnsdisc.policies.roles import FALLBACK, IN
+from dnsdisc.registry.model import Instance, ServiceSettings
+from tests.support.members import Member, names
+
+DOMAIN = wire.text_to_wire("svc.internal.")
+TAGS = [f"t{n}" for n in range(32)]
+
+
+def make_index() -> AnswerIndex:
+    return AnswerIndex(
+        IndexSettings(
+            domain=DOMAIN,
+            ns_label="ns",
+            ns_addresses=("127.0.0.1",),
+            hostmaster="hostmaster",
+            serial=1,
+            negative_ttl=30,
+            extra_zones=(wire.text_to_wire("10.in-addr.arpa."),),
+        )
+    )
+
+
+def instance(iid: str, rng: random.Random, tags: int = 3, **body: Any) -> Instance:
+    v6 = rng.random() < 0.2
+    address = f"fd00::{rng.randrange(1, 60000):x}" if v6 else f"10.{rng.randrange(256)}.0.1"
+    return Instance.from_json(
+        "big",
+        iid,
+        {
+            "address": address,
+            "port": rng.randrange(1, 65536),
+            "tags": rng.sample(TAGS, rng.randrange(tags + 1)),
+            "protocol": rng.choice(["tcp", "udp"]),
+            **body,
+        },
+    )
+
+
+def scratch(settings: ServiceSettings, members: dict[str, Member]) -> AnswerIndex:
+    index = make_index()
+    index.rebuild("big", settings, list(members.values()))
+    return index
+
+
+def test_one_change_to_a_10000_instance_service_touches_only_its_names() -> None:
+    rng = random.Random(16)
+    settings = ServiceSettings.from_json("big", {})
+    members = {f"i{n}": Member(instance(f"i{n}", rng)) for n in range(10_000)}
+    index = make_index()
+    index.rebuild("big", settings, list(members.values()))
+    held = index.service_names("big")
+    assert isinstance(held, ServiceNames)
+    built_from_scratch = held.rrsets_built
+    assert held.encoded == 10_000 and built_from_scratch > 20_000
+    nodes_before = dict(index.nodes)
+
+    changed = Member(instance("i5000", rng, tags=2), weight=3)
+    members["i5000"] = changed
+    encoded, built = held.encoded, held.rrsets_built
+    index.patch("big", [changed], [])
+    assert held.encoded - encoded == 1
+    # The service's own name (A, AAAA, SRV), a protocol or two, the old and new tags' two
+    # names (A, AAAA, SRV each) and the host name: a few dozen RRsets, not tens of thousands.
+    assert held.rrsets_built - built <= 3 + 2 + 2 * 3 * 2 * 5 + 3
+    still = [n for n in index.nodes if index.nodes[n] is nodes_before.get(n)]
+    assert len(still) >= len(index.nodes) - 20  # every other name keeps its node
+
+    # A full member list (SERVICES, or the registry in one process) with one member changed
+    # is diffed: the others are not encoded again.
+    members["i7"] = Member(instance("i7", rng), weight=0)
+    encoded = held.encoded
+    index.rebuild("big", settings, list(members.values()))
+    assert held.encoded - encoded == 1
+    assert names(index) == names(scratch(settings, members))
+
+    index.patch("big", [], ["i42"])
+    del members["i42"]
+    assert names(index) == names(scratch(settings, members))
+
+
+def test_random_changes_give_the_name_table_of_a_build_from_scratch() -> None:
+    rng = random.Random(1216)
+    settings = ServiceSettings.from_json("big", {"meta": {"team": "a"}})
+    members: dict[str, Member] = {}
+    index = make_index()
+    index.rebuild("big", settings, [])
+    other = ServiceSettings.from_json("other", {})
+    index.rebuild("other", other, [Member(instance("x", rng))])  # shares reverse names
+    for step in range(400):
+        op = rng.random()
+        if op < 0.45 or not members:
+            iid = f"i{rng.randrange(80)}"
+            extra: dict[str, Any] = {"meta": {"k": str(step)}} if rng.random() < 0.2 else {}
+            if rng.random() < 0.1:
+                iid = rng.choice(TAGS[:6])  # an instance id that is also a tag's label
+            member = Member(
+                instance(iid, rng, tags=4, **extra),
+                weight=rng.choice([0, 1, 1, 2, 5]),
+                priority=rng.choice([0, 0, 1]),
+                role=rng.choice([IN, IN, IN, FALLBACK]),
+            )
+            members[iid] = member
+            if rng.random() < 0.5:
+                index.patch("big", [member], [])
+            else:
+                index.rebuild("big", settings, list(members.values()))
+        elif op < 0.8:
+            iid = rng.choice(list(members))
+            del members[iid]
+            index.patch("big", [], [iid])
+        elif op < 0.85:
+            ttl = rng.choice([5, 30, 60])
+            settings = ServiceSettings.from_json("big", {"ttl": ttl, "policy": "weighted"})
+            index.rebuild("big", settings, list(members.values()))
+        else:
+            continue
+        if step % 10 == 0 or step > 390:
+            expected = scratch(settings, members)
+            expected.rebuild("other", other, list(index.members_of("other").values()))
+            assert names(index) == names(expected), f"step {step}"
+    index.rebuild("big", None, [])
+    index.rebuild("other", None, [])
+    assert names(index) == names(make_index())

@@ -1,0 +1,64 @@
+"""The feed sends a write as what changed: ``SentServices`` turns each whole member list into a
+delta against what the workers were sent, and a worker's ``Replica`` applying the deltas answers
+from the same names as one given every service whole."""
+
+from __future__ import annotations
+
+import random
+
+from dnsdisc.config import zones
+from dnsdisc.config.load import Config
+from dnsdisc.policies.roles import IN
+from dnsdisc.registry.model import Instance, ServiceSettings
+from dnsdisc.server.parts import build_index
+from dnsdisc.workers.protocol import SentServices
+from dnsdisc.workers.replica import Replica
+from tests.support.members import Member, names
+
+
+def replica() -> Replica:
+    config = Config()
+    return Replica(build_index(config, zones.ZoneData()))
+
+
+def member(n: int, port: int, tags: list[str]) -> Member:
+    return Member(
+        Instance.from_json("web", f"w{n}", {"address": f"10.0.{n}.1", "port": port, "tags": tags})
+    )
+
+
+def test_only_the_changed_members_are_sent_and_applied() -> None:
+    sent = SentServices()
+    settings = ServiceSettings.from_json("web", {})
+    rng = random.Random(7)
+    members = {n: member(n, 80, rng.sample(["a", "b", "c"], 2)) for n in range(200)}
+    whole, delta = sent.diff("web", settings, list(members.values()))
+    assert delta is None and whole is not None and len(whole[2]) == 200
+    deltas, full = replica(), replica()
+    deltas.service(*whole)
+    assert sent.diff("web", settings, list(members.values())) == (None, None)  # nothing new
+
+    members[5] = member(5, 81, ["a"])
+    del members[9]
+    whole, delta = sent.diff("web", settings, list(members.values()))
+    assert whole is None and delta is not None
+    name, changed, removed = delta
+    assert [f[0].id for f in changed] == ["w5"] and removed == ["w9"]
+    index = deltas.building
+    encoded = index.service_names("web").encoded  # type: ignore[union-attr]
+    deltas.delta(name, changed, removed)
+    assert index.service_names("web").encoded == encoded + 1  # type: ignore[union-attr]
+
+    frames = [(m.instance, m.weight, m.priority, IN, None, None) for m in members.values()]
+    full.service("web", settings, frames)
+    assert names(deltas.building) == names(full.building)
+    assert set(deltas.tallies["web"]) == {f"w{n}" for n in members}
+
+    # New settings go whole; a service gone goes as such.
+    other = ServiceSettings.from_json("web", {"ttl": 17})
+    whole, delta = sent.diff("web", other, list(members.values()))
+    assert delta is None and whole is not None and whole[1] is other
+    assert sent.diff("web", None, []) == (("web", None, []), None)
+    sent.forget()
+    whole, _ = sent.diff("web", settings, list(members.values()))
+    assert whole is not None  # after a reload everything goes whole again
