@@ -65,10 +65,10 @@ class Forwarder:
         """Whether ``host`` (a v4-mapped address counts as the IPv4 one) may use recursion."""
         try:
             ip = ipaddress.ip_address(ratelimit.unmapped(host.partition("%")[0]))
+            if any(ip in net for net in self.allow):
+                return True
         except ValueError:
-            return False
-        if any(ip in net for net in self.allow):
-            return True
+            pass
         self.refused += 1
         return False
 

@@ -83,7 +83,8 @@ class DnsdiscCollector(Collector):
         folded: Counter[tuple[str, str]] = Counter()
         for (qtype, rcode), n in stats.by_type_rcode.items():
             key = type_key(qtype)
-            kind = "OTHER" if key == OTHER_TYPE else dns.rdatatype.to_text(key)
+            known = key != OTHER_TYPE
+            kind = dns.rdatatype.to_text(dns.rdatatype.RdataType.make(key)) if known else "OTHER"
             folded[(kind, dns.rcode.to_text(dns.rcode.Rcode.make(rcode)))] += n
         for labels, n in sorted(folded.items()):
             queries.add_metric(list(labels), n)
