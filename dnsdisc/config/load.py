@@ -31,6 +31,14 @@ from dnsdisc.store.settings import EtcdSettings
 # The server listens where its clients look by default.
 _DNS_LISTEN = parse_hostport(DEFAULT_DNS, "", "dns.listen")
 _HTTP_LISTEN = parse_hostport(DEFAULT_HTTP, "", "http.listen")
+# Who may use ``recursors``: loopback and private ranges (RFC 1918, shared 100.64/10, ULA,
+# link-local), as a resolver's default allow list would; never the whole Internet.
+RECURSION_ALLOW = (
+    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+    "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10",
+)  # fmt: skip
+# NSD's rrl-ratelimit default: identical responses per second per client prefix.
+DEFAULT_RRL_RATE = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,9 @@ class Config:
     reverse_zones: tuple[str, ...] = ()
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    tcp_max_connections_per_client: int = 20
+    # ANY: "minimal" (one RRset, RFC 8482) or "full" (every RRset of the name).
+    dns_any: str = "minimal"
     # UDP read and answered in batches (recvmmsg/sendmmsg) where the platform has them.
     udp_batch: bool = True
     # Bytes of queries each UDP socket may hold while its process is busy or not scheduled; 0: the
@@ -74,6 +85,9 @@ class Config:
     event_loop: str = "auto"
     recursors: tuple[HostPort, ...] = ()
     recursor_timeout: float = 2.0
+    recursion_allow: tuple[str, ...] = RECURSION_ALLOW
+    # None: not configured, on by default when DNS listens beyond loopback (see dns_settings);
+    # responses_per_second 0: configured off.
     rate_limit: RateLimit | None = None
     health: HealthSettings = field(default_factory=HealthSettings)
     limits: Limits = field(default_factory=Limits)
@@ -87,15 +101,28 @@ class Config:
             listen=self.dns_listen,
             tcp_idle_timeout=self.tcp_idle_timeout,
             tcp_max_connections=self.tcp_max_connections,
+            tcp_max_connections_per_client=self.tcp_max_connections_per_client,
+            any_full=self.dns_any == "full",
             udp_batch=self.udp_batch,
             udp_receive_buffer=self.udp_receive_buffer,
             recursors=self.recursors,
             recursor_timeout=self.recursor_timeout,
-            rate_limit=self.rate_limit,
+            recursion_allow=self.recursion_allow,
+            rate_limit=self.effective_rate_limit(),
             query_log=self.query_log,
             log_level=self.log_level,
             log_format=self.log_format,
         )
+
+    def effective_rate_limit(self) -> RateLimit | None:
+        """The configured rate limit (None when set to 0); unconfigured, the default limit when
+        DNS listens on any address but loopback (a wildcard included), as NSD does, and none on
+        loopback-only listens (tests, a local stub), where spoofed sources cannot reach it."""
+        if self.rate_limit is not None:
+            return self.rate_limit if self.rate_limit.responses_per_second else None
+        if all(_is_loopback(hp.host) for hp in self.dns_listen):
+            return None
+        return RateLimit(DEFAULT_RRL_RATE)
 
     def nameserver_addresses(self) -> tuple[str, ...]:
         """NS glue: configured, else the specific DNS listen addresses, else loopback."""
@@ -110,6 +137,15 @@ class Config:
             if not ip.is_unspecified:
                 found.append(str(ip))
         return tuple(dict.fromkeys(found)) or ("127.0.0.1",)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: may resolve to anything
 
 
 def load_file(path: Path) -> Config:
@@ -151,7 +187,9 @@ def _read_section(
     for key in keys:
         value = key.parse(data[key.name], at.to(key.path)) if key.name in data else None
         if key.name == gate and not value:
-            return []  # the section is off: its other keys are not read
+            # The section is off: its other keys are not read. Off when given (0) is kept,
+            # apart from not given, where a default may apply (rate_limit: see dns_settings).
+            return [(key, value)] if key.name in data else []
         if key.name in data:
             given.append((key, value))
     return given

@@ -4,6 +4,7 @@ key. schema.py says which key takes which parser."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -173,6 +174,19 @@ def ip_addresses(value: object, at: At) -> tuple[str, ...]:
         return tuple(ip_address(a, at.key) for a in value)
     except ValidationError as exc:
         raise at.error(exc.message) from None
+
+
+def networks(value: object, at: At) -> tuple[str, ...]:
+    """A list of networks (``10.0.0.0/8``) or addresses (one-address networks)."""
+    if not isinstance(value, list):
+        raise at.error("expected a list of networks like 10.0.0.0/8")
+    out = []
+    for item in value:
+        try:
+            out.append(str(ipaddress.ip_network(str(item))))
+        except ValueError:
+            raise at.error(f"{item!r} is not a network (host bits set?)") from None
+    return tuple(out)
 
 
 def hostport(value: object, at: At) -> HostPort:

@@ -27,6 +27,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 STORAGES = ("sqlite", "memory", "etcd")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+ANY_MODES = ("minimal", "full")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,11 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("dns.tcp_idle_timeout", "tcp_idle_timeout", p.whole_seconds(1, 3600), "restart"),
     Key("dns.tcp_max_connections", "tcp_max_connections", p.integer(1, 100000), "restart"),
+    Key(
+        "dns.tcp_max_connections_per_client", "tcp_max_connections_per_client",
+        p.integer(1, 100000), "restart",
+    ),
+    Key("dns.any", "dns_any", p.one_of(ANY_MODES), "restart"),
     Key("dns.udp_batch", "udp_batch", p.boolean, "restart"),
     Key("dns.udp_receive_buffer", "udp_receive_buffer", p.integer(0, 1 << 30), "restart"),
     Key(
@@ -218,6 +224,7 @@ KEYS: tuple[Key, ...] = (
     Key("reverse_zones", "reverse_zones", p.reverse_zones, "live"),
     Key("recursors", "recursors", p.upstreams, "restart"),
     Key("recursor_timeout", "recursor_timeout", p.whole_seconds(1, 60), "live"),
+    Key("recursion_allow", "recursion_allow", p.networks, "restart"),
     Key(
         "rate_limit.responses_per_second", "rate_limit.responses_per_second",
         p.integer(0, 10**6), "restart",

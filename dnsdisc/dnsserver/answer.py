@@ -20,7 +20,7 @@ from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.cache import CachedQuery
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.rrset import Item, RRSet
-from dnsdisc.dnsserver.stats import LATENCY_BUCKETS, QueryStats
+from dnsdisc.dnsserver.stats import LATENCY_BUCKETS, QueryStats, type_key
 from dnsdisc.dnsserver.zone import Node
 from dnsdisc.errors import rcode_of
 
@@ -46,12 +46,19 @@ FORWARD = _Forward()
 
 class Responder:
     def __init__(
-        self, index: AnswerIndex, rng: random.Random | None = None, *, forwarding: bool = False
+        self,
+        index: AnswerIndex,
+        rng: random.Random | None = None,
+        *,
+        forwarding: bool = False,
+        any_full: bool = False,
     ) -> None:
         self.index = index  # binds the index's reply cache too (see the property)
         self.rng = rng or random.Random()
         # With recursors configured, names outside our zones are FORWARDed instead of REFUSED.
         self.forwarding = forwarding
+        # ANY gets one RRset of the name (RFC 8482 section 4.1) unless ``dns.any: full``.
+        self.any_full = any_full
         self.errors = 0
         self.stats = QueryStats()
         # Filled while answering one query: the RRsets whose order was drawn, and whether the
@@ -150,7 +157,7 @@ class Responder:
             out += wire.opt_record(
                 wire.EDNS_SIZE, wire.BADVERS >> 4, bool(q.edns_flags & wire.DO_BIT)
             )
-            self.stats.by_type_rcode[(q.qtype, wire.BADVERS)] += 1
+            self.stats.by_type_rcode[(type_key(q.qtype), wire.BADVERS)] += 1
             return bytes(out)
         if q.qclass != wire.CLASS_IN:
             return self._finish(q, reply_flags | wire.REFUSED, bytearray(), 0, 0, 0)
@@ -172,8 +179,8 @@ class Responder:
         if node is None:
             zone = index.find_zone(qkey)
             if zone is None:
-                if self.forwarding:
-                    return FORWARD
+                if self.forwarding and flags & wire.FLAG_RD:
+                    return FORWARD  # recursion only when asked for (RD=0 gets REFUSED)
                 return self._finish(q, reply_flags | wire.REFUSED, body, 0, 0, 0)
             rcode = wire.NOERROR if qkey in index.ents else wire.NXDOMAIN
             # The apex is a label suffix of the name, so the SOA owner points into the question.
@@ -188,7 +195,7 @@ class Responder:
         qtype = q.qtype
         name = qkey
         for _ in range(_MAX_CHAIN):
-            rrsets = _select(node, qtype)
+            rrsets = _select(node, qtype, self.any_full)
             if rrsets is None:
                 cname = node.rrsets.get(wire.CNAME)
                 if cname is not None and qtype != wire.CNAME:
@@ -259,19 +266,23 @@ class Responder:
             ar += 1
         wire.HEADER.pack_into(body, 0, q.id, flags, 1, an, ns, ar)
         stats = self.stats
-        stat = self._stat = (q.qtype, flags & 0x0F)
+        stat = self._stat = (type_key(q.qtype), flags & 0x0F)
         stats.by_type_rcode[stat] += 1
         if flags & wire.FLAG_TC:
             stats.truncated += 1
         return bytes(body)
 
 
-def _select(node: Node, qtype: int) -> Sequence[RRSet] | None:
+def _select(node: Node, qtype: int, any_full: bool) -> Sequence[RRSet] | None:
     rrset = node.rrsets.get(qtype)
     if rrset is not None:
         return (rrset,)
     if qtype == wire.ANY and node.rrsets:
-        return tuple(node.rrsets.values())
+        if any_full:
+            return tuple(node.rrsets.values())
+        # RFC 8482 4.1: one RRset the name has (the first), a real answer a client can use
+        # where HINFO "RFC8482" would be a made-up one; the reply stays pre-encoded.
+        return (next(iter(node.rrsets.values())),)
     return None
 
 

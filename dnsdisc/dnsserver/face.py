@@ -55,7 +55,11 @@ class DnsFace:
         """``processes``: how many faces share the port. The kernel spreads a client's queries
         over them by source port, so each enforces its share of the rate limit."""
         forwarder = (
-            Forwarder(settings.recursors, settings.recursor_timeout) if settings.recursors else None
+            Forwarder(
+                settings.recursors, settings.recursor_timeout, allow=settings.recursion_allow
+            )
+            if settings.recursors
+            else None
         )
         rrl = settings.rate_limit
         limiter = (
@@ -70,10 +74,15 @@ class DnsFace:
         )
         return cls(
             settings,
-            Responder(index, forwarding=forwarder is not None),
+            Responder(index, forwarding=forwarder is not None, any_full=settings.any_full),
             forwarder,
             limiter,
-            TCPState(settings.tcp_max_connections, settings.tcp_idle_timeout, settings.query_log),
+            TCPState(
+                settings.tcp_max_connections,
+                settings.tcp_idle_timeout,
+                settings.query_log,
+                settings.tcp_max_connections_per_client,
+            ),
         )
 
     async def listen(self, reuse_port: bool = False) -> None:
@@ -103,14 +112,25 @@ class DnsFace:
             self.transports.append(transport)
             if cfg.udp_receive_buffer:
                 _receive_buffer(transport.get_extra_info("socket"), cfg.udp_receive_buffer)
-            tcp = await loop.create_server(
-                lambda: TCPProtocol(responder, self.tcp_state, forwarder, catch_up),
-                hp.host,
-                hp.port,
-                family=family,
-                reuse_address=True,
-                reuse_port=reuse_port or None,
-            )
+            def tcp_protocol() -> TCPProtocol:
+                return TCPProtocol(responder, self.tcp_state, forwarder, catch_up)
+
+            if _is_wildcard6(hp.host):
+                # asyncio sets IPV6_V6ONLY on the sockets it binds, so TCP on [::] would miss
+                # the IPv4 clients its UDP socket (bound dual-stack) answers, and the TCP retry
+                # of their truncated replies: this socket is bound dual-stack too.
+                tcp = await loop.create_server(
+                    tcp_protocol, sock=_dual_stack_listener(hp.port, reuse_port)
+                )
+            else:
+                tcp = await loop.create_server(
+                    tcp_protocol,
+                    hp.host,
+                    hp.port,
+                    family=family,
+                    reuse_address=True,
+                    reuse_port=reuse_port or None,
+                )
             self.tcp_servers.append(tcp)
 
     def stop_answering(self) -> None:
@@ -168,3 +188,24 @@ def _receive_buffer(sock: socket.socket, size: int) -> None:
 
 def _family(hp: HostPort) -> int:
     return socket.AF_INET6 if ":" in hp.host else socket.AF_UNSPEC
+
+
+def _is_wildcard6(host: str) -> bool:
+    return ":" in host and host.strip("[]").strip(":0") == ""
+
+
+def _dual_stack_listener(port: int, reuse_port: bool) -> socket.socket:
+    """A TCP socket on [::]:``port`` that accepts IPv4 clients too (as v4-mapped addresses)."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

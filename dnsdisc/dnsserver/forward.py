@@ -1,19 +1,24 @@
 """Forwarding of names outside our zones to configured upstream resolvers (``recursors``).
 
-Off by default: without recursors such names get REFUSED, so dnsdisc is no open resolver. The
-client's query is relayed byte for byte (its id, flags and EDNS included) and the upstream's reply
-is relayed back unchanged, over UDP for UDP clients and TCP for TCP clients. Each upstream gets
-``timeout`` seconds; when none answers the client gets SERVFAIL.
+Off by default: without recursors such names get REFUSED. With them, dnsdisc is still no open
+resolver: only clients inside ``allow`` (``recursion_allow``: loopback and private ranges by
+default) asking for recursion (RD=1) are relayed; the others get REFUSED, as an authoritative
+server answers names outside its zones. The query is relayed byte for byte (its id, flags and
+EDNS included) over UDP for UDP clients and TCP for TCP clients, and the upstream's reply comes
+back unchanged, except that a UDP reply larger than the client's size (512 bytes, or its EDNS
+size up to ours) is cut to header and question with TC set: a small spoofed query must not buy a
+large reply. Each upstream gets ``timeout`` seconds; when none answers the client gets SERVFAIL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import struct
 from collections.abc import Callable, Sequence
 
-from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver import ratelimit, wire
 from dnsdisc.netaddr import HostPort
 
 log = logging.getLogger(__name__)
@@ -39,9 +44,14 @@ class _OneReply(asyncio.DatagramProtocol):
 
 class Forwarder:
     def __init__(
-        self, upstreams: Sequence[HostPort], timeout: float = 2.0, max_inflight: int = 512
+        self,
+        upstreams: Sequence[HostPort],
+        timeout: float = 2.0,
+        max_inflight: int = 512,
+        allow: Sequence[str] = ("127.0.0.0/8", "::1/128"),
     ) -> None:
         self.upstreams = tuple(upstreams)
+        self.allow = tuple(ipaddress.ip_network(net) for net in allow)
         self.timeout = timeout
         # Each relayed query holds a socket until answered: a flood of out-of-zone names must
         # not run the process out of file descriptors. Past the cap, SERVFAIL at once.
@@ -49,6 +59,18 @@ class Forwarder:
         self.tasks: set[asyncio.Task[None]] = set()
         self.forwarded = 0
         self.failures = 0
+        self.refused = 0
+
+    def allowed(self, host: str) -> bool:
+        """Whether ``host`` (a v4-mapped address counts as the IPv4 one) may use recursion."""
+        try:
+            ip = ipaddress.ip_address(ratelimit.unmapped(host.partition("%")[0]))
+            if any(ip in net for net in self.allow):
+                return True
+        except ValueError:
+            pass
+        self.refused += 1
+        return False
 
     def submit(self, query: bytes, tcp: bool, send: Callable[[bytes], None]) -> None:
         """Relay ``query`` in the background and ``send`` the reply when it comes."""
@@ -104,6 +126,32 @@ def servfail(query: bytes) -> bytes:
     q = wire.parse_query(query)
     flags = wire.FLAG_QR | (q.flags & (wire.FLAG_RD | wire.FLAG_CD)) | wire.SERVFAIL
     out = wire.header(q.id, flags, 1, 0, 0, 1 if q.edns else 0) + q.question
+    if q.edns:
+        out += wire.opt_record(wire.EDNS_SIZE)
+    return out
+
+
+def refused(query: bytes) -> bytes:
+    """REFUSED echoing the question: recursion is not offered to this client."""
+    q = wire.parse_query(query)
+    flags = wire.FLAG_QR | (q.flags & (wire.FLAG_RD | wire.FLAG_CD)) | wire.REFUSED
+    out = wire.header(q.id, flags, 1, 0, 0, 1 if q.edns else 0) + q.question
+    if q.edns:
+        out += wire.opt_record(wire.EDNS_SIZE)
+    return out
+
+
+def fit_udp(query: bytes, reply: bytes) -> bytes:
+    """``reply`` if it fits the UDP size of ``query``'s client, else its header and question
+    with TC set (the client retries over TCP, where the whole reply goes)."""
+    if len(reply) <= wire.UDP_LEGACY_SIZE:
+        return reply
+    q = wire.parse_query(query)
+    limit = min(q.udp_size, wire.EDNS_SIZE) if q.edns else wire.UDP_LEGACY_SIZE
+    if len(reply) <= limit:
+        return reply
+    flags = wire.HEADER.unpack_from(reply)[1]
+    out = wire.header(q.id, flags | wire.FLAG_TC, 1, 0, 0, 1 if q.edns else 0) + q.question
     if q.edns:
         out += wire.opt_record(wire.EDNS_SIZE)
     return out

@@ -4,7 +4,7 @@ Identical responses (same question and rcode) to one client prefix (/24 for IPv4
 default) are allowed ``rate`` per second. Past that, every ``slip``-th one is sent as an empty
 truncated reply (TC=1), which a real client answers by retrying over TCP, where no limit applies;
 the others are dropped. A spoofed-source flood thus gets little amplification, and real clients
-still get through. Off unless configured.
+still get through. On by default when DNS listens beyond loopback (see config/load.py).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ class RateLimiter:
     def check(self, host: str, reply: bytes) -> int:
         """ALLOW, SLIP or DROP for sending ``reply`` to ``host``."""
         ip = ipaddress.ip_address(host)
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # an IPv4 client of a dual-stack [::] socket: its /24, not ::/56
         prefix = int(ip) >> (self.v6_shift if ip.version == 6 else self.v4_shift)
         key = (prefix * 2 + (ip.version == 6), _response_key(reply))
         now = self.clock()
@@ -73,6 +75,14 @@ class RateLimiter:
             # not all of them, so a flood of new keys cannot reset the busy ones.
             for k in list(self.buckets)[: _MAX_BUCKETS // 2]:
                 del self.buckets[k]
+
+
+def unmapped(host: str) -> str:
+    """``host`` with an IPv4-mapped IPv6 address (``::ffff:192.0.2.1``, how a dual-stack
+    ``[::]`` socket names an IPv4 client) written as the IPv4 address it is."""
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
 
 
 def _question_end(reply: bytes) -> int:

@@ -24,6 +24,8 @@ class DnsSettings:
     listen: tuple[HostPort, ...] = (HostPort("127.0.0.1", 8053),)
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    tcp_max_connections_per_client: int = 20
+    any_full: bool = False
     # UDP read and answered in batches (recvmmsg/sendmmsg) where the platform has them.
     udp_batch: bool = True
     # Bytes of queries each UDP socket may hold while its process is busy or not scheduled; 0: the
@@ -31,6 +33,7 @@ class DnsSettings:
     udp_receive_buffer: int = 1 << 20
     recursors: tuple[HostPort, ...] = ()
     recursor_timeout: float = 2.0
+    recursion_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     rate_limit: RateLimit | None = None
     query_log: bool = False
     log_level: str = "info"

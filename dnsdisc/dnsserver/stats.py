@@ -6,6 +6,20 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter
 
+# Query types counted by their own name; any other (a client picks the type, 65,536 of them)
+# is counted as OTHER, so the metric's series are bounded by this list, not by clients.
+KNOWN_TYPES = frozenset(
+    (1, 2, 5, 6, 12, 13, 15, 16, 28, 33, 35, 39, 41, 43, 44, 46, 47, 48, 50, 52, 59, 60, 64,
+     65, 99, 251, 252, 255, 256, 257)
+)  # fmt: skip
+OTHER_TYPE = -1
+
+
+def type_key(qtype: int) -> int:
+    """The query type as counted: itself if known, else OTHER_TYPE."""
+    return qtype if qtype in KNOWN_TYPES else OTHER_TYPE
+
+
 # Upper bounds of the answer-time buckets, in seconds (the last bucket is +Inf).
 LATENCY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01)
 

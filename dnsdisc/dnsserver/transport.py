@@ -13,7 +13,7 @@ from typing import cast
 
 from dnsdisc.dnsserver import ratelimit, wire
 from dnsdisc.dnsserver.answer import FORWARD, Responder
-from dnsdisc.dnsserver.forward import Forwarder
+from dnsdisc.dnsserver.forward import Forwarder, fit_udp, refused
 
 log = logging.getLogger(__name__)
 query_log = logging.getLogger("dnsdisc.query")
@@ -83,8 +83,13 @@ class UDPProtocol(asyncio.DatagramProtocol):
         if reply is None:
             return
         if reply is FORWARD:
-            if self.forwarder is not None:
-                self.forwarder.submit(data, False, lambda answer: self._send(answer, addr))
+            forwarder = self.forwarder
+            if forwarder is None:
+                return
+            if forwarder.allowed(str(addr[0])):
+                forwarder.submit(data, False, lambda got: self._send(fit_udp(data, got), addr))
+            else:
+                self._send(refused(data), addr)
             return
         self._send(cast(bytes, reply), addr)
 
@@ -104,15 +109,60 @@ class UDPProtocol(asyncio.DatagramProtocol):
 
 
 class TCPState:
-    """Shared by every TCP connection of one listener: the connection cap and idle timeout."""
+    """Shared by every TCP connection of one listener: the connection caps and idle timeout.
+
+    ``connections`` is kept in order of last activity (a dict moved to the end on each
+    answered query), so the least recently active one is first: the one reclaimed when the
+    global cap is reached (as Knot and NSD do), if it has been quiet for ``reclaim_after``."""
 
     def __init__(
-        self, max_connections: int = 1000, idle_timeout: float = 10.0, log_queries: bool = False
+        self,
+        max_connections: int = 1000,
+        idle_timeout: float = 10.0,
+        log_queries: bool = False,
+        max_per_client: int = 20,
+        reclaim_after: float = 1.0,
     ) -> None:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.log_queries = log_queries
-        self.connections: set[TCPProtocol] = set()
+        self.max_per_client = max_per_client
+        self.reclaim_after = min(reclaim_after, idle_timeout)
+        self.connections: dict[TCPProtocol, None] = {}
+        self.per_client: dict[str, int] = {}
+        self.refused = 0
+        self.reclaimed = 0
+
+    def admit(self, conn: TCPProtocol, client: str, now: float) -> bool:
+        """Whether ``conn`` from ``client`` may stay; makes room by reclaiming if it can."""
+        if self.per_client.get(client, 0) >= self.max_per_client:
+            self.refused += 1
+            return False
+        if len(self.connections) >= self.max_connections:
+            oldest = next(iter(self.connections))
+            if now - oldest.active < self.reclaim_after or oldest.transport is None:
+                self.refused += 1
+                return False
+            self.reclaimed += 1
+            self.release(oldest)
+            oldest.transport.abort()
+        self.connections[conn] = None
+        self.per_client[client] = self.per_client.get(client, 0) + 1
+        return True
+
+    def release(self, conn: TCPProtocol) -> None:
+        if conn in self.connections:
+            del self.connections[conn]
+            left = self.per_client.get(conn.client, 1) - 1
+            if left > 0:
+                self.per_client[conn.client] = left
+            else:
+                self.per_client.pop(conn.client, None)
+
+    def touch(self, conn: TCPProtocol) -> None:
+        if conn in self.connections:
+            del self.connections[conn]
+            self.connections[conn] = None
 
 
 class TCPProtocol(asyncio.Protocol):
@@ -137,24 +187,37 @@ class TCPProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.idle: asyncio.TimerHandle | None = None
         self.paused = False
+        self.client = "-"
+        self.active = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        if len(self.state.connections) >= self.state.max_connections:
+        peer = self.transport.get_extra_info("peername")
+        self.client = ratelimit.unmapped(str(peer[0])) if peer else "-"
+        self.active = asyncio.get_running_loop().time()
+        if not self.state.admit(self, self.client, self.active):
             self.transport.abort()
             return
-        self.state.connections.add(self)
         self._arm()
 
     def _arm(self) -> None:
         if self.idle is not None:
             self.idle.cancel()
         loop = asyncio.get_running_loop()
+        self.active = loop.time()
+        self.state.touch(self)
         self.idle = loop.call_later(self.state.idle_timeout, self._expire)
 
     def _expire(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None:
+            return
+        # close() waits for the write buffer to drain, which never happens if the client stopped
+        # reading: replies still unsent at the idle timeout are given up and the slot freed.
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -176,13 +239,15 @@ class TCPProtocol(asyncio.Protocol):
             answered = True
             reply = self.responder.respond(message, True)
             if self.state.log_queries:
-                peer = self.transport.get_extra_info("peername") if self.transport else None
-                client = peer[0] if peer else "-"
-                log_query(client, message, reply if isinstance(reply, bytes) else None, True)
+                log_query(self.client, message, reply if isinstance(reply, bytes) else None, True)
             if reply is FORWARD:
-                if self.forwarder is not None:
+                if self.forwarder is None:
+                    pass
+                elif self.forwarder.allowed(self.client):
                     # Answered when the upstream replies; RFC 7766 lets replies overtake.
                     self.forwarder.submit(message, True, self._write)
+                else:
+                    self._write(refused(message))
             elif reply is not None:
                 self._write(cast(bytes, reply))
         if answered:
@@ -204,6 +269,6 @@ class TCPProtocol(asyncio.Protocol):
             self._answer_buffered()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.state.connections.discard(self)
+        self.state.release(self)
         if self.idle is not None:
             self.idle.cancel()

@@ -144,7 +144,7 @@ async def _listen(server: Server) -> None:
         server.registry,
         server.health,
         lambda: server.face.counters() if server.face is not None else server.dns_counters,
-        rate_limited=config.rate_limit is not None,
+        rate_limited=config.effective_rate_limit() is not None,
         forwarding=bool(config.recursors),
         state=server.state,
         pool=server.pool,

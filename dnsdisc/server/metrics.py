@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from dnsdisc.api.guard import HttpGuard
 from dnsdisc.api.http import ServerState
-from dnsdisc.dnsserver.stats import DnsCounters
+from dnsdisc.dnsserver.stats import OTHER_TYPE, DnsCounters, type_key
 from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.registry.registry import Registry
 
@@ -82,9 +82,16 @@ class DnsdiscCollector(Collector):
             "Queries answered, by query type and rcode (type 0: the question was not read)",
             labels=["type", "rcode"],
         )
-        for (qtype, rcode), n in sorted(stats.by_type_rcode.items()):
-            kind = dns.rdatatype.to_text(dns.rdatatype.RdataType.make(qtype))
-            queries.add_metric([kind, dns.rcode.to_text(dns.rcode.Rcode.make(rcode))], n)
+        # Both labels come from a bounded set (the responder folds unknown types into
+        # OTHER_TYPE; rcodes are ours, 4 bits or BADVERS), whatever clients send.
+        folded: Counter[tuple[str, str]] = Counter()
+        for (qtype, rcode), n in stats.by_type_rcode.items():
+            key = type_key(qtype)
+            known = key != OTHER_TYPE
+            kind = dns.rdatatype.to_text(dns.rdatatype.RdataType.make(key)) if known else "OTHER"
+            folded[(kind, dns.rcode.to_text(dns.rcode.Rcode.make(rcode)))] += n
+        for labels, n in sorted(folded.items()):
+            queries.add_metric(list(labels), n)
         yield queries
         yield CounterMetricFamily(
             "dnsdisc_dns_truncated", "UDP replies sent with TC set", value=stats.truncated

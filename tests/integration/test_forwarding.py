@@ -54,6 +54,15 @@ def configured(tmp_path: Path, text: str) -> Iterator[DnsdiscProcess]:
         node.stop()
 
 
+def recursive(
+    node: DnsdiscProcess, name: str, tcp: bool = False, timeout: float = 3.0
+) -> dns.message.Message:
+    """A query with RD=1: only these are relayed (``node.query`` sends RD=0)."""
+    q = dns.message.make_query(name, "A")
+    fn = dns.query.tcp if tcp else dns.query.udp
+    return fn(q, node.dns_host, port=node.dns_port, timeout=timeout)
+
+
 def test_out_of_zone_is_refused_without_recursors(server: DnsdiscProcess) -> None:
     msg = server.query("upstream.example", "A")
     assert msg.rcode() == dns.rcode.REFUSED and not msg.answer
@@ -63,7 +72,7 @@ def test_recursors_answer_other_names_over_udp_and_tcp(tmp_path: Path, upstream:
     with configured(tmp_path, f"recursors: ['127.0.0.1:{upstream.port}']\n") as node:
         node.register("web", "web-1", address="10.0.0.1", port=80)
         for tcp in (False, True):
-            msg = node.query("upstream.example", "A", tcp=tcp)
+            msg = recursive(node, "upstream.example", tcp=tcp)
             assert msg.rcode() == dns.rcode.NOERROR
             assert [rr.to_text() for rr in msg.answer[0]] == ["192.0.2.99"]
         # Our own names are still ours (authoritative, not forwarded).
@@ -79,12 +88,12 @@ def test_servfail_when_no_upstream_answers(tmp_path: Path) -> None:
         text = f"recursors: ['127.0.0.1:{dead}', '127.0.0.1:{silent.getsockname()[1]}']\nrecursor_timeout: 1\n"
         with configured(tmp_path, text) as node:
             started_at = time.monotonic()
-            msg = node.query("anything.example", "A", timeout=5)
+            msg = recursive(node, "anything.example", timeout=5)
             assert msg.rcode() == dns.rcode.SERVFAIL
             assert msg.question[0].name.to_text() == "anything.example."
             assert time.monotonic() - started_at < 4
             assert (
-                node.query("anything.example", "A", tcp=True, timeout=5).rcode()
+                recursive(node, "anything.example", tcp=True, timeout=5).rcode()
                 == dns.rcode.SERVFAIL
             )
 

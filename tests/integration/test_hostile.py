@@ -64,8 +64,14 @@ def read_frame(sock: socket.socket, timeout: float = 2.0) -> bytes:
     return recv_exact(sock, length, deadline)
 
 
-def tcp_connect(server: DnsdiscProcess, timeout: float = 2.0) -> socket.socket:
-    sock = socket.create_connection((server.dns_host, server.dns_port), timeout=timeout)
+def tcp_connect(
+    server: DnsdiscProcess, timeout: float = 2.0, source: str | None = None
+) -> socket.socket:
+    sock = socket.create_connection(
+        (server.dns_host, server.dns_port),
+        timeout=timeout,
+        source_address=(source, 0) if source else None,
+    )
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -306,7 +312,8 @@ def test_half_open_and_slowloris_tcp_do_not_block_others(server: DnsdiscProcess)
     ]
     with sockets() as held:
         for i in range(200):
-            s = tcp_connect(server)
+            # From 10 addresses: one client alone gets tcp_max_connections_per_client (20).
+            s = tcp_connect(server, source=f"127.0.0.{10 + i % 10}")
             held.append(s)
             if partials[i % len(partials)]:
                 s.sendall(partials[i % len(partials)])

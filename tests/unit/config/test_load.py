@@ -160,6 +160,8 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "dns.listen": (["127.0.0.1:5353"], "nope"),
     "dns.tcp_idle_timeout": (30, 0),
     "dns.tcp_max_connections": (10, 0),
+    "dns.tcp_max_connections_per_client": (5, 0),
+    "dns.any": ("full", "some"),
     "dns.udp_batch": (False, "no"),
     "dns.udp_receive_buffer": (0, -1),
     "dns.workers": (63, 65),
@@ -193,6 +195,7 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "reverse_zones": (["10.in-addr.arpa"], ["example.com"]),
     "recursors": (["127.0.0.1:5300"], "127.0.0.1:5300"),
     "recursor_timeout": (5, 0),
+    "recursion_allow": (["192.0.2.0/24"], ["10.0.0.1/8"]),
     "rate_limit.responses_per_second": (100, -1),
     "rate_limit.slip": (1, 101),
     "rate_limit.ipv4_prefix": (16, 33),
@@ -332,6 +335,9 @@ def test_the_fields_a_reload_keeps_until_a_restart() -> None:
         "rate_limit",
         "tcp_idle_timeout",
         "tcp_max_connections",
+        "tcp_max_connections_per_client",
+        "dns_any",
+        "recursion_allow",
         "udp_batch",
         "udp_receive_buffer",
         "workers",
@@ -341,6 +347,8 @@ def test_the_fields_a_reload_keeps_until_a_restart() -> None:
 
 def test_rate_limit_keys_are_not_read_while_it_is_off() -> None:
     assert from_mapping({"rate_limit": {"slip": "x"}}, "c.yaml").rate_limit is None
+    off = from_mapping({"rate_limit": {"responses_per_second": 0, "slip": "x"}}, "c.yaml")
+    assert off.rate_limit is not None and off.rate_limit.responses_per_second == 0
     cfg = from_mapping({"rate_limit": {"responses_per_second": 5, "slip": 0}}, "c.yaml")
     assert cfg.rate_limit is not None
     assert (cfg.rate_limit.responses_per_second, cfg.rate_limit.slip) == (5, 0)
@@ -357,3 +365,35 @@ def test_domain_length_is_bounded_so_generated_names_fit() -> None:
     with pytest.raises(ConfigError, match="domain"):
         from_mapping({"domain": ".".join(["a" * 40] * 4)}, "c.yaml")
     assert from_mapping({"domain": ".".join(["a" * 40] * 3)}).domain.count(".") == 3
+
+
+def test_rate_limit_is_on_by_default_only_beyond_loopback() -> None:
+    from dnsdisc.config.load import DEFAULT_RRL_RATE
+
+    def rrl(text: dict[str, Any]) -> object:
+        return from_mapping(text, "c.yaml").dns_settings().rate_limit
+
+    assert rrl({}) is None  # the default listen is loopback
+    assert rrl({"dns": {"listen": ["127.0.0.2:53", "[::1]:53", "localhost:53"]}}) is None
+    for listen in ("0.0.0.0:53", "[::]:53", "192.0.2.1:53", "dns.example:53"):
+        got = rrl({"dns": {"listen": ["127.0.0.1:53", listen]}})
+        assert got is not None and got.responses_per_second == DEFAULT_RRL_RATE, listen  # type: ignore[attr-defined]
+    # Configured wins either way: off on a public address, on at loopback.
+    assert rrl({"dns": {"listen": "0.0.0.0:53"}, "rate_limit": {"responses_per_second": 0}}) is None
+    on = rrl({"rate_limit": {"responses_per_second": 7}})
+    assert on is not None and on.responses_per_second == 7  # type: ignore[attr-defined]
+
+
+def test_dns_settings_carry_the_edge_keys() -> None:
+    cfg = from_mapping(
+        {
+            "dns": {"any": "full", "tcp_max_connections_per_client": 3},
+            "recursion_allow": ["192.0.2.0/24", "2001:db8::1"],
+        },
+        "c.yaml",
+    )
+    dns = cfg.dns_settings()
+    assert dns.any_full and dns.tcp_max_connections_per_client == 3
+    assert dns.recursion_allow == ("192.0.2.0/24", "2001:db8::1/128")
+    assert not Config().dns_settings().any_full
+    assert "10.0.0.0/8" in Config().dns_settings().recursion_allow

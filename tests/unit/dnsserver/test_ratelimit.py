@@ -76,3 +76,15 @@ def test_rate_limit_is_not_bypassed_by_random_names() -> None:
         for i in range(1000)
     )
     assert allowed == 5
+
+
+def test_v4_mapped_clients_are_limited_by_their_ipv4_prefix() -> None:
+    from dnsdisc.dnsserver.ratelimit import ALLOW, DROP, RateLimiter, unmapped
+
+    now = [0.0]
+    limiter = RateLimiter(1, slip=0, clock=lambda: now[0])
+    reply = bytes.fromhex("0001818000010001000000000377656200000100 01".replace(" ", ""))
+    assert limiter.check("::ffff:10.0.1.1", reply) == ALLOW
+    assert limiter.check("10.0.1.2", reply) == DROP  # the same /24, mapped or not
+    assert limiter.check("::ffff:10.0.2.1", reply) == ALLOW  # another /24: its own bucket
+    assert unmapped("::ffff:192.0.2.1") == "192.0.2.1" and unmapped("2001:db8::1") == "2001:db8::1"
