@@ -285,7 +285,8 @@ def weight_factor(value: object, at: At) -> float:
     return float(value)
 
 
-def networks(value: object, at: At) -> NetRules:
+def net_rules(value: object, at: At) -> NetRules:
+    """An ordered list of networks, ``!`` refusing; the first match decides."""
     if not isinstance(value, list) or not value:
         raise at.error("expected a list of networks, e.g. [10.0.0.0/8, '!10.9.0.0/16']")
     return NetRules.parse(value, at.source, at.key)
