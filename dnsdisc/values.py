@@ -83,5 +83,3 @@ def as_float(value: object, fld: str) -> float:
         return float(value)
     except OverflowError:  # a 400-digit integer is valid JSON, but no float
         raise ValidationError(fld, f"{fld} is out of range") from None
-
-

@@ -70,7 +70,11 @@ class DnsFace:
         )
         return cls(
             settings,
-            Responder(index, forwarding=forwarder is not None),
+            Responder(
+                index,
+                forwarding=forwarder is not None,
+                reply_cache_bytes=settings.reply_cache_bytes,
+            ),
             forwarder,
             limiter,
             TCPState(settings.tcp_max_connections, settings.tcp_idle_timeout, settings.query_log),
@@ -145,6 +149,8 @@ class DnsFace:
         out = DnsCounters()
         out.add_stats(self.responder.stats)
         out.errors = self.responder.errors
+        cache = self.responder.index.cache
+        out.reply_cache_bytes, out.reply_cache_evictions = cache.size, cache.evicted
         if self.limiter is not None:
             out.slipped, out.dropped = self.limiter.slipped, self.limiter.dropped
         if self.forwarder is not None:
