@@ -10,18 +10,20 @@ options other than ``_USUAL_OPTIONS``, packets over ``MAX_KEYED`` bytes. The res
 EDNS option, so the usual ones need not be in the key; an option that changes a reply must go
 in the key first.
 
-A cached reply is kept without its ID and its question: a hit is spliced from the query's own
-ID, the cached header, the query's question as the client spelled it (0x20 resolvers check the
-letter case) and the cached rest. Compression pointers into the question stay valid: its labels
-lie where they lie in the spelling the reply was encoded for.
+Replies are kept without their ID, with the question as the key's first query spelled it. A
+query sent again byte for byte (after the ID) is found with one lookup of its bytes (``udp``,
+``tcp``: a few exact queries per key) and answered as before; another spelling is found by its
+key and its question patched in from the query (0x20 resolvers check the letter case).
+Compression pointers into the question stay valid: its labels lie where they lie in every
+spelling.
 
 Under one key, only the balanced RRset draws an order, and the reply for that order is reused,
 or encoded once and kept (``CachedQuery.replies``). A reply is kept only if its order has no
 more places than the reply could show (a 5,000-long order of a large service is not kept). The
 index owns one ``ReplyCache`` and empties it on every change of a name (``forget``); the
-responder reads ``table`` directly (its hit path is a lookup) and writes through ``store`` and
-``discard``. ``size`` counts the bytes held, objects included (a conservative estimate); past
-``limit`` the oldest keys go first.
+responder reads the tables directly (its hit path is a lookup) and writes through ``store``,
+``alias`` and ``discard``. ``size`` counts the bytes held, objects included (a conservative
+estimate); past ``limit`` the oldest keys go first.
 """
 
 from __future__ import annotations
@@ -202,11 +204,10 @@ class ReplyCache:
 
     def alias(self, entry: CachedQuery, data: bytes) -> None:
         """Index the query ``data``, found by its key and spelled as ``entry`` is, under its
-        exact bytes too (a few per key: clients differ in EDNS options and flags)."""
-        if len(entry.raws) < MAX_RAWS:
+        exact bytes too (a few per key: clients differ in EDNS options and flags). Nothing is
+        evicted for it (the entry being answered could go): past the limit it is not indexed."""
+        if len(entry.raws) < MAX_RAWS and self.size + RAW_OVERHEAD + len(data) <= self.limit:
             self._index(entry, data[2:])
-            if self.size > self.limit:
-                self._evict()
 
     def _index(self, entry: CachedQuery, raw: bytes) -> None:
         (self.tcp if entry.tcp else self.udp)[raw] = entry
