@@ -80,6 +80,8 @@ class Config:
     # Bytes of queries each UDP socket may hold while its process is busy or not scheduled; 0: the
     # system's default (often 208 KiB: a few hundred queries, a few tens of ms at 10k/s).
     udp_receive_buffer: int = 1 << 20
+    # Bytes of encoded replies (with their keys) each DNS process keeps; 0: none.
+    reply_cache_bytes: int = 32 << 20
     # DNS worker processes sharing the DNS port; 0: DNS is answered in the main process.
     workers: int = field(default_factory=auto_workers)
     event_loop: str = "auto"
@@ -105,6 +107,7 @@ class Config:
             any_full=self.dns_any == "full",
             udp_batch=self.udp_batch,
             udp_receive_buffer=self.udp_receive_buffer,
+            reply_cache_bytes=self.reply_cache_bytes,
             recursors=self.recursors,
             recursor_timeout=self.recursor_timeout,
             recursion_allow=self.recursion_allow,

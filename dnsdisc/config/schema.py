@@ -133,6 +133,7 @@ KEYS: tuple[Key, ...] = (
     Key("dns.any", "dns_any", p.one_of(ANY_MODES), "restart"),
     Key("dns.udp_batch", "udp_batch", p.boolean, "restart"),
     Key("dns.udp_receive_buffer", "udp_receive_buffer", p.integer(0, 1 << 30), "restart"),
+    Key("dns.reply_cache_bytes", "reply_cache_bytes", p.integer(0, 1 << 34), "restart"),
     Key(
         "dns.workers", "workers", p.workers, "restart",
         Flag(

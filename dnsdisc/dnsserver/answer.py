@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from time import perf_counter
 
 from dnsdisc.dnsserver import wire
-from dnsdisc.dnsserver.cache import CachedQuery
+from dnsdisc.dnsserver.cache import DEFAULT_BYTES, CachedQuery, key_of, udp_limit
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.rrset import Item, RRSet
 from dnsdisc.dnsserver.stats import LATENCY_BUCKETS, QueryStats, type_key
@@ -52,7 +52,9 @@ class Responder:
         *,
         forwarding: bool = False,
         any_full: bool = False,
+        reply_cache_bytes: int = DEFAULT_BYTES,
     ) -> None:
+        self.reply_cache_bytes = reply_cache_bytes  # 0: no reply is cached
         self.index = index  # binds the index's reply cache too (see the property)
         self.rng = rng or random.Random()
         # With recursors configured, names outside our zones are FORWARDed instead of REFUSED.
@@ -76,6 +78,8 @@ class Responder:
         tables are bound here, so that a query seen before costs one lookup to find them."""
         self._index = index
         self._cache = index.cache
+        self._cache.limit = self.reply_cache_bytes
+        self._table = index.cache.table
         self._udp = index.cache.udp
         self._tcp = index.cache.tcp
 
@@ -83,38 +87,87 @@ class Responder:
         """The reply to one query; None when the packet gets no reply at all; FORWARD when the
         name is outside our zones and an upstream should answer it.
 
-        A query seen before (the same bytes but the ID) is answered from the replies already
-        encoded for it: only its balanced RRset draws an order, and a reply for that order is
-        reused, or encoded once. The index empties this cache whenever a name changes."""
+        A question seen before (see cache.py for what keys it) is answered from the replies
+        already encoded for it, with this query's ID and question: only its balanced RRset draws
+        an order, and a reply for that order is reused, or encoded once. The index empties this
+        cache whenever a name changes."""
         started = perf_counter()
-        key = data[2:]
-        entry: CachedQuery | None = (self._tcp if tcp else self._udp).get(key)
-        rrset: RRSet | None = None
-        if entry is not None:
-            rrset = entry.rrset
-            order: tuple[int, ...] = ()
-            if rrset is not None:
-                order = rrset.next_order(self.rng)
-                dropped = rrset.dropped
-                if dropped is not None:  # out of the pool (only after a redraw)
-                    rrset.dropped = None
-                    self._cache.discard(entry, dropped)
-            hit = entry.replies.get(order)
-            if hit is not None:
-                body, stat, truncated = hit
-                stats = self.stats
-                stats.by_type_rcode[stat] += 1
-                if truncated:
-                    stats.truncated += 1
-                # QueryStats.observe, inline: this is the path nearly every query takes.
-                took = perf_counter() - started
-                latency = stats.latency
-                latency.buckets[bisect_left(LATENCY_BUCKETS, took)] += 1
-                latency.total += took
-                latency.count += 1
-                return data[:2] + body
-            if rrset is not None:
-                rrset.forced = order  # encode this order now (it was drawn and counted above)
+        # The query as sent before (after the ID): the reply needs no patching.
+        entry = (self._tcp if tcp else self._udp).get(data[2:])
+        if entry is None:
+            return self._respond_keyed(data, tcp, started)
+        rrset = entry.rrset
+        order: tuple[int, ...] = ()
+        if rrset is not None:
+            order = rrset.next_order(self.rng)
+            dropped = rrset.dropped
+            if dropped is not None:  # out of the pool (only after a redraw)
+                rrset.dropped = None
+                self._cache.discard(entry, dropped)
+        hit = entry.replies.get(order)
+        if hit is not None:
+            body, stat, truncated = hit
+            stats = self.stats
+            stats.by_type_rcode[stat] += 1
+            if truncated:
+                stats.truncated += 1
+            # QueryStats.observe, inline: this is the path nearly every query takes.
+            took = perf_counter() - started
+            latency = stats.latency
+            latency.buckets[bisect_left(LATENCY_BUCKETS, took)] += 1
+            latency.total += took
+            latency.count += 1
+            return data[:2] + body
+        return self._encode(data, tcp, started, entry.key, entry, order)
+
+    def _respond_keyed(self, data: bytes, tcp: bool, started: float) -> bytes | _Forward | None:
+        """``respond`` for a query not sent before byte for byte: by its key, from a reply
+        cached for another spelling of its question (patched with this one), or encoded."""
+        key = key_of(data, tcp)
+        entry = self._table.get(key) if key is not None else None
+        if entry is None:
+            return self._encode(data, tcp, started, key, None, ())
+        qend = entry.qend
+        spelled = data[12:qend] == entry.spelled
+        if spelled:
+            self._cache.alias(entry, data)  # found in one lookup from now on
+        rrset = entry.rrset
+        order: tuple[int, ...] = ()
+        if rrset is not None:
+            order = rrset.next_order(self.rng)
+            dropped = rrset.dropped
+            if dropped is not None:
+                rrset.dropped = None
+                self._cache.discard(entry, dropped)
+        hit = entry.replies.get(order)
+        if hit is None:
+            return self._encode(data, tcp, started, key, entry, order)
+        body, stat, truncated = hit
+        stats = self.stats
+        stats.by_type_rcode[stat] += 1
+        if truncated:
+            stats.truncated += 1
+        stats.observe(perf_counter() - started)
+        if spelled:
+            return data[:2] + body
+        # The question as this query spells it (0x20 resolvers check the case): it has the
+        # entry's length and labels, so compression pointers into it stay right.
+        return b"".join((data[:2], body[:10], data[12:qend], body[qend - 2 :]))
+
+    def _encode(
+        self,
+        data: bytes,
+        tcp: bool,
+        started: float,
+        key: bytes | None,
+        entry: CachedQuery | None,
+        order: tuple[int, ...],
+    ) -> bytes | _Forward | None:
+        """Answer from the index; keep the reply under ``key`` (None: the query is not kept)
+        with ``order``, the order drawn for ``entry``'s RRset, or the one drawn now."""
+        rrset = entry.rrset if entry is not None else None
+        if rrset is not None:
+            rrset.forced = order  # encode this order now (it was drawn and counted above)
         self._drawn.clear()
         self._stat = None
         try:
@@ -130,11 +183,12 @@ class Responder:
                 rrset.forced = None
         self.stats.observe(perf_counter() - started)
         made = self._stat
-        if made is not None and len(self._drawn) <= 1 and isinstance(reply, bytes):
+        if made is not None and key is not None and len(self._drawn) <= 1:
             # Cached only when at most one RRset was ordered: the order then keys the reply.
+            assert isinstance(reply, bytes)  # what _finish returns
             drawn = self._drawn[0] if self._drawn else None
             order = () if drawn is None else drawn.last if rrset is None else order
-            self._cache.store(tcp, key, entry, drawn, order, reply, made)
+            self._cache.store(tcp, key, data, entry, drawn, order, reply, made)
         return reply
 
     def _respond(self, data: bytes, tcp: bool) -> bytes | _Forward | None:
@@ -165,7 +219,7 @@ class Responder:
         if tcp:
             limit = 65535
         elif q.edns:
-            limit = min(q.udp_size, wire.EDNS_SIZE)
+            limit = udp_limit(q.udp_size)  # by size class: the reply cache keys on it
         else:
             limit = wire.UDP_LEGACY_SIZE
         if q.edns:

@@ -74,7 +74,12 @@ class DnsFace:
         )
         return cls(
             settings,
-            Responder(index, forwarding=forwarder is not None, any_full=settings.any_full),
+            Responder(
+                index,
+                forwarding=forwarder is not None,
+                any_full=settings.any_full,
+                reply_cache_bytes=settings.reply_cache_bytes,
+            ),
             forwarder,
             limiter,
             TCPState(
@@ -165,6 +170,8 @@ class DnsFace:
         out = DnsCounters()
         out.add_stats(self.responder.stats)
         out.errors = self.responder.errors
+        cache = self.responder.index.cache
+        out.reply_cache_bytes, out.reply_cache_evictions = cache.size, cache.evicted
         if self.limiter is not None:
             out.slipped, out.dropped = self.limiter.slipped, self.limiter.dropped
         if self.forwarder is not None:

@@ -31,6 +31,8 @@ class DnsSettings:
     # Bytes of queries each UDP socket may hold while its process is busy or not scheduled; 0: the
     # system's default (often 208 KiB: a few hundred queries, a few tens of ms at 10k/s).
     udp_receive_buffer: int = 1 << 20
+    # Bytes of encoded replies (with their keys) each DNS process keeps; 0: none.
+    reply_cache_bytes: int = 32 << 20
     recursors: tuple[HostPort, ...] = ()
     recursor_timeout: float = 2.0
     recursion_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")

@@ -71,10 +71,20 @@ class DnsCounters(QueryStats):
     """A snapshot of one DNS face's counters (or the sum over worker processes): what the
     metrics read. Plain data, so a worker can send it to the main process."""
 
-    __slots__ = ("dropped", "errors", "failures", "forwarded", "slipped")
+    __slots__ = (
+        "dropped",
+        "errors",
+        "failures",
+        "forwarded",
+        "reply_cache_bytes",
+        "reply_cache_evictions",
+        "slipped",
+    )
 
     def __init__(self) -> None:
         super().__init__()
+        self.reply_cache_bytes = 0
+        self.reply_cache_evictions = 0
         self.errors = 0
         self.slipped = 0
         self.dropped = 0
@@ -89,6 +99,8 @@ class DnsCounters(QueryStats):
     def __iadd__(self, other: DnsCounters) -> DnsCounters:
         self.add_stats(other)
         self.errors += other.errors
+        self.reply_cache_bytes += other.reply_cache_bytes
+        self.reply_cache_evictions += other.reply_cache_evictions
         self.slipped += other.slipped
         self.dropped += other.dropped
         self.forwarded += other.forwarded

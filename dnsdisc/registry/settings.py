@@ -17,9 +17,7 @@ NS_HOST = "it is the name server's host name"
 @dataclass(frozen=True, slots=True)
 class RegistrySettings:
     defaults: ServiceSettings = field(default_factory=lambda: ServiceSettings("default"))
-    configured: Mapping[str, ServiceSettings] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    configured: Mapping[str, ServiceSettings] = field(default_factory=lambda: MappingProxyType({}))
     # service name -> why it cannot be registered (the NS host, a zone file's record)
     reserved: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     limits: Limits = field(default_factory=Limits)

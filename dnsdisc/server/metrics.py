@@ -149,6 +149,16 @@ class DnsdiscCollector(Collector):
             "Queries answered SERVFAIL because answering raised (a bug)",
             value=stats.errors,
         )
+        yield GaugeMetricFamily(
+            "dnsdisc_dns_reply_cache_bytes",
+            "Bytes the reply caches of the DNS processes hold (estimated, objects included)",
+            value=stats.reply_cache_bytes,
+        )
+        yield CounterMetricFamily(
+            "dnsdisc_dns_reply_cache_evictions",
+            "Questions dropped from a reply cache to keep it within dns.reply_cache_bytes",
+            value=stats.reply_cache_evictions,
+        )
         if self.pool is not None:
             supervisor, barrier = self.pool.supervisor, self.pool.barrier
             yield GaugeMetricFamily(

@@ -465,17 +465,25 @@ def test_a_query_still_copies_rd_and_cd(world: World) -> None:
     assert not reply.flags & (dns.flags.RA | dns.flags.AD)
 
 
-def test_the_reply_cache_starts_over_at_its_bound(world: World) -> None:
-    """Distinct queries fill the cache up to its limit; the next one to be kept empties it
-    first, so the count never exceeds the limit and always matches the entries."""
+def test_the_reply_cache_drops_its_oldest_keys_at_its_bound(world: World) -> None:
+    """Distinct questions fill the cache up to its limit in bytes; past it the oldest keys go
+    first, so the bytes held never exceed the limit and always match the entries."""
     cache = world.index.cache
-    cache.limit = 3
+    world.ask("web.svc.internal.", "TXT")
+    one = cache.size  # one key with one reply (the names below are as long or longer)
+    world.responder.index = world.index  # binds the limit below
+    cache.limit = world.responder.reply_cache_bytes = 3 * one + one // 2
+    cache.forget()
     names = ["web", "blue.web", "green.web", "web-1.web", "web-2.web"]
     for n, name in enumerate(names):
         world.ask(f"{name}.svc.internal.", "TXT")  # one reply each, TXT or NODATA
-        assert cache.count == sum(len(e.replies) for e in cache.udp.values())
-        assert cache.count == n % 3 + 1
+        assert cache.size == sum(e.size for e in cache.table.values()) <= cache.limit
+        assert len(cache.table) == min(n + 1, 3)
+    assert [k[:6] for k in cache.table] == [b"\x05green", b"\x05web-1", b"\x05web-2"]
+    assert cache.evicted == 2
     assert texts(world.ask("blue.web.svc.internal.")) == ["10.0.0.1"]  # answers are unchanged
+
+
 # -- found in review: each of these failed before its fix --------------------------------------
 
 
