@@ -126,6 +126,7 @@ KEYS: tuple[Key, ...] = (
     Key("dns.tcp_max_connections", "tcp_max_connections", p.integer(1, 100000), "restart"),
     Key("dns.udp_batch", "udp_batch", p.boolean, "restart"),
     Key("dns.udp_receive_buffer", "udp_receive_buffer", p.integer(0, 1 << 30), "restart"),
+    Key("dns.udp_answer_limit", "udp_answer_limit", p.integer(0, 1000), "restart"),
     Key(
         "dns.workers", "workers", p.workers, "restart",
         Flag(

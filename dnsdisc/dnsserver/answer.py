@@ -46,12 +46,20 @@ FORWARD = _Forward()
 
 class Responder:
     def __init__(
-        self, index: AnswerIndex, rng: random.Random | None = None, *, forwarding: bool = False
+        self,
+        index: AnswerIndex,
+        rng: random.Random | None = None,
+        *,
+        forwarding: bool = False,
+        udp_answer_limit: int | None = None,
     ) -> None:
         self.index = index  # binds the index's reply cache too (see the property)
         self.rng = rng or random.Random()
         # With recursors configured, names outside our zones are FORWARDed instead of REFUSED.
         self.forwarding = forwarding
+        # Records of a balanced answer over UDP when its service sets no max_answers (None or
+        # 0: no cap); also how many places of its order are drawn.
+        self.udp_cap = udp_answer_limit or None
         self.errors = 0
         self.stats = QueryStats()
         # Filled while answering one query: the RRsets whose order was drawn, and whether the
@@ -87,7 +95,7 @@ class Responder:
             rrset = entry.rrset
             order: tuple[int, ...] = ()
             if rrset is not None:
-                order = rrset.next_order(self.rng)
+                order = rrset.next_order(self.rng, None if tcp else self.udp_cap)
                 dropped = rrset.dropped
                 if dropped is not None:  # out of the pool (only after a redraw)
                     rrset.dropped = None
@@ -155,6 +163,7 @@ class Responder:
         if q.qclass != wire.CLASS_IN:
             return self._finish(q, reply_flags | wire.REFUSED, bytearray(), 0, 0, 0)
 
+        cap = None if tcp else self.udp_cap
         if tcp:
             limit = 65535
         elif q.edns:
@@ -222,7 +231,7 @@ class Responder:
             for rrset in rrsets:
                 if not rrset.fixed:
                     self._drawn.append(rrset)
-                count, full = _add_records(body, owner, rrset.ordered(self.rng), limit, glue)
+                count, full = _add_records(body, owner, rrset.ordered(self.rng, cap), limit, glue)
                 an += count
                 if not full:
                     truncated = True

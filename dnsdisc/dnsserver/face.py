@@ -70,7 +70,11 @@ class DnsFace:
         )
         return cls(
             settings,
-            Responder(index, forwarding=forwarder is not None),
+            Responder(
+                index,
+                forwarding=forwarder is not None,
+                udp_answer_limit=settings.udp_answer_limit,
+            ),
             forwarder,
             limiter,
             TCPState(settings.tcp_max_connections, settings.tcp_idle_timeout, settings.query_log),

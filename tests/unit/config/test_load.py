@@ -162,6 +162,7 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "dns.tcp_max_connections": (10, 0),
     "dns.udp_batch": (False, "no"),
     "dns.udp_receive_buffer": (0, -1),
+    "dns.udp_answer_limit": (3, 1001),
     "dns.workers": (63, 65),
     "http.listen": ("127.0.0.1:9000", "127.0.0.1"),
     "http.token": ("secret", 5),
@@ -314,6 +315,7 @@ def test_the_fields_a_reload_keeps_until_a_restart() -> None:
         "tcp_max_connections",
         "udp_batch",
         "udp_receive_buffer",
+        "udp_answer_limit",
         "workers",
         "event_loop",
     }
