@@ -21,8 +21,8 @@ from itertools import accumulate
 
 from dnsdisc.policies.balance import Tier
 
-# Redraws allowed per place before the rest of a tier is drawn the long way: placed candidates
-# holding most of a tier's weight (one heavy instance) would otherwise cost many redraws.
+# Batches of draws before the rest of a tier is drawn the long way: placed candidates holding
+# most of a tier's weight (one heavy instance) would otherwise cost many redraws.
 _REDRAWS = 4
 
 
@@ -35,6 +35,9 @@ class _Prepared:
         self.uniform = len(set(self.weights)) <= 1
         self.cum = list(accumulate(self.weights))
         self.total = self.cum[-1] if self.cum else 0.0
+        if self.cum:
+            # rand() * total may round up to total: it then lands on the last candidate.
+            self.cum[-1] = math.inf
 
 
 class TierSampler:
@@ -65,28 +68,19 @@ def _draw_tier(tier: _Prepared, take: int, rng: random.Random) -> list[int]:
         # Equal weights: any ordered sample of ``take`` is equally likely, as in a shuffle.
         return [indices[j] for j in rng.sample(range(n), take)]
     if 2 * take > n:
-        return _long_way(tier, set(), [], take, rng)
+        return _long_way(tier, {}, take, rng)
     cum, total, rand = tier.cum, tier.total, rng.random
-    placed: set[int] = set()
-    order: list[int] = []
-    redraws = _REDRAWS * take
-    while len(order) < take:
-        j = bisect_right(cum, rand() * total)
-        if j >= n:  # rand() * total rounded up to total
-            j = n - 1
-        if j in placed or tier.weights[j] <= 0:
-            redraws -= 1
-            if redraws < 0:
-                return _long_way(tier, placed, order, take, rng)
-            continue
-        placed.add(j)
-        order.append(j)
-    return [indices[j] for j in order]
+    # Draws with replacement, kept in order of first appearance: the candidates that appear
+    # are a draw without replacement (a repeat is the redraw), in batches to save the loop.
+    placed: dict[int, None] = {}
+    for _ in range(_REDRAWS):
+        placed.update(dict.fromkeys([bisect_right(cum, rand() * total) for _ in range(take)]))
+        if len(placed) >= take:
+            return [indices[j] for j in list(placed)[:take]]
+    return _long_way(tier, placed, take, rng)
 
 
-def _long_way(
-    tier: _Prepared, placed: set[int], order: list[int], take: int, rng: random.Random
-) -> list[int]:
+def _long_way(tier: _Prepared, placed: dict[int, None], take: int, rng: random.Random) -> list[int]:
     """The places after ``order``, by Efraimidis-Spirakis keys over the candidates not yet
     placed (which, given the places drawn, is the same distribution as going on)."""
     rand, log = rng.random, math.log
@@ -97,5 +91,5 @@ def _long_way(
         if j not in placed and weights[j] > 0
     ]
     keys.sort(reverse=True)
-    rest = [j for _, j in keys[: take - len(order)]]
-    return [tier.indices[j] for j in order + rest]
+    rest = [j for _, j in keys[: take - len(placed)]]
+    return [tier.indices[j] for j in [*placed, *rest]]
