@@ -60,7 +60,7 @@ class Config:
     # Bytes of queries each UDP socket may hold while its process is busy or not scheduled; 0: the
     # system's default (often 208 KiB: a few hundred queries, a few tens of ms at 10k/s).
     udp_receive_buffer: int = 1 << 20
-    # Records of a balanced answer (A, AAAA, SRV) over UDP when its service sets no max_answers;
+    # Records of a balanced A/AAAA answer over UDP when its service sets no max_answers;
     # 0: no cap. 16 AAAA records fit a 512-byte reply, so a capped address answer needs no TC.
     udp_answer_limit: int = 16
     # DNS worker processes sharing the DNS port; 0: DNS is answered in the main process.

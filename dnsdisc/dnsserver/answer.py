@@ -57,8 +57,8 @@ class Responder:
         self.rng = rng or random.Random()
         # With recursors configured, names outside our zones are FORWARDed instead of REFUSED.
         self.forwarding = forwarding
-        # Records of a balanced answer over UDP when its service sets no max_answers (None or
-        # 0: no cap); also how many places of its order are drawn.
+        # Records of a balanced A/AAAA answer over UDP when its service sets no max_answers
+        # (None or 0: no cap); also how many places of its order are drawn.
         self.udp_cap = udp_answer_limit or None
         self.errors = 0
         self.stats = QueryStats()
@@ -95,7 +95,7 @@ class Responder:
             rrset = entry.rrset
             order: tuple[int, ...] = ()
             if rrset is not None:
-                order = rrset.next_order(self.rng, None if tcp else self.udp_cap)
+                order = rrset.next_order(self.rng, None if tcp else self.udp_cap, tcp)
                 dropped = rrset.dropped
                 if dropped is not None:  # out of the pool (only after a redraw)
                     rrset.dropped = None
@@ -231,7 +231,9 @@ class Responder:
             for rrset in rrsets:
                 if not rrset.fixed:
                     self._drawn.append(rrset)
-                count, full = _add_records(body, owner, rrset.ordered(self.rng, cap), limit, glue)
+                count, full = _add_records(
+                    body, owner, rrset.ordered(self.rng, cap, tcp), limit, glue
+                )
                 an += count
                 if not full:
                     truncated = True

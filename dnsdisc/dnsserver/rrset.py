@@ -115,6 +115,8 @@ class RRSet:
         "counter",
         "draws",
         "dropped",
+        "fit_tcp",
+        "fit_udp",
         "fixed",
         "forced",
         "items",
@@ -155,19 +157,30 @@ class RRSet:
         self.fixed = policy is None and not self.tail and limit is None
         # Who a balanced address answer hands out first is counted (the dashboard's shares).
         self.counted = policy is not None and rtype in (wire.A, wire.AAAA)
+        # More places than the largest reply can hold (each record takes its body and at least
+        # a 2-byte owner pointer): drawing this many shows the same records, and the same TC,
+        # as drawing them all.
+        least = min((len(m.body) for m in self.members), default=0) + 2
+        self.fit_udp = wire.EDNS_SIZE // least + 1
+        self.fit_tcp = 65535 // least + 1
 
-    def length(self, cap: int | None = None) -> int | None:
-        """How many places an answer shows: ``limit``, else ``cap`` (the responder's UDP cap);
-        None for all of them."""
+    def length(self, cap: int | None = None, tcp: bool = True) -> int | None:
+        """How many places of the order to draw (None: all): ``limit`` (max_answers), else for
+        a balanced address RRset ``cap`` (the responder's UDP cap), and never more than the
+        reply could hold (``fit_udp``, ``fit_tcp``)."""
         limit = self.limit
-        if limit is None:
+        if limit is None and self.counted:
             limit = cap
-        return None if limit is None or limit >= len(self.members) else limit
+        fit = self.fit_tcp if tcp else self.fit_udp
+        if limit is None or fit < limit:
+            limit = fit
+        return None if limit >= len(self.members) else limit
 
-    def next_order(self, rng: random.Random, cap: int | None = None) -> tuple[int, ...]:
-        """The order of the next answer: indices into ``members``, cut to ``limit`` (or, if
-        the RRset has none, to ``cap``)."""
-        limit = self.length(cap)
+    def next_order(
+        self, rng: random.Random, cap: int | None = None, tcp: bool = True
+    ) -> tuple[int, ...]:
+        """The order of the next answer: indices into ``members``, cut to ``length``."""
+        limit = self.length(cap, tcp)
         draws = self.draws.get(limit)
         if draws is None:
             draws = self.draws[limit] = _Orders(limit)
@@ -281,11 +294,13 @@ class RRSet:
         sampler = self.sampler = TierSampler(groups or [])
         return sampler
 
-    def ordered(self, rng: random.Random, cap: int | None = None) -> Sequence[Item]:
-        """The items for one answer: in the policy's order, cut to ``limit`` (or ``cap``)."""
+    def ordered(
+        self, rng: random.Random, cap: int | None = None, tcp: bool = True
+    ) -> Sequence[Item]:
+        """The items for one answer: in the policy's order, cut to ``length``."""
         if self.fixed:
             return self.items
-        order = self.forced if self.forced is not None else self.next_order(rng, cap)
+        order = self.forced if self.forced is not None else self.next_order(rng, cap, tcp)
         members = self.members
         return [members[i] for i in order]
 

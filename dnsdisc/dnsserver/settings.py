@@ -29,7 +29,7 @@ class DnsSettings:
     # Bytes of queries each UDP socket may hold while its process is busy or not scheduled; 0: the
     # system's default (often 208 KiB: a few hundred queries, a few tens of ms at 10k/s).
     udp_receive_buffer: int = 1 << 20
-    # Records of a balanced answer over UDP when its service sets no max_answers; 0: no cap.
+    # Records of a balanced A/AAAA answer over UDP when its service sets no max_answers; 0: no cap.
     udp_answer_limit: int = 16
     recursors: tuple[HostPort, ...] = ()
     recursor_timeout: float = 2.0

@@ -231,3 +231,16 @@ def test_a_large_rrset_draw_costs_the_answer_not_the_set() -> None:
     for _ in range(100):
         assert len(rrset._draw(rng, 16)) == 16
     assert Counting.calls < 100 * 20
+
+
+def test_the_cap_is_for_balanced_addresses_and_no_order_is_longer_than_a_reply_holds() -> None:
+    items = make([1] * 5000)  # 1-byte bodies here: a reply holds at most 1232 // 3 over UDP
+    a = RRSet(1, items, weighted)
+    srv = RRSet(33, items, srv_order)
+    assert a.length(16, tcp=False) == 16
+    assert a.length(None, tcp=False) == 1232 // 3 + 1
+    assert a.length(None, tcp=True) is None  # 65535 // 3 + 1 places: more than the set
+    # SRV answers carry every record that fits, with TC when some do not: no cap, only the fit.
+    assert srv.length(16, tcp=False) == 1232 // 3 + 1
+    assert RRSet(1, items[:5], weighted).length(16, tcp=False) is None
+    assert RRSet(1, items, weighted, 3).length(16, tcp=True) == 3
