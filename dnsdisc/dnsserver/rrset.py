@@ -89,12 +89,11 @@ class _Orders:
     """How the orders of one length are drawn: their table (see ``RRSet._table``), or the
     standing pool of drawn orders and where it is read."""
 
-    __slots__ = ("limit", "pool", "pos", "table", "tabled")
+    __slots__ = ("limit", "pool", "pos", "table")
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
         self.table: tuple[list[float], list[tuple[int, ...]]] | None = None
-        self.tabled = False  # made at the first draw
         self.pool: list[tuple[int, ...]] = []
         self.pos = 0
 
@@ -128,6 +127,10 @@ class RRSet:
         "sampled_at",
         "sampler",
         "tail",
+        "tcp_cap",
+        "tcp_orders",
+        "udp_cap",
+        "udp_orders",
     )
 
     def __init__(
@@ -147,6 +150,11 @@ class RRSet:
         self.members = self.items + self.tail
         self.counter = 0
         self.draws: dict[int | None, _Orders] = {}  # by order length; see next_order
+        # The draws each transport used last, and the cap they were for.
+        self.udp_cap: int | None = None
+        self.udp_orders: _Orders | None = None
+        self.tcp_cap: int | None = None
+        self.tcp_orders: _Orders | None = None
         self.sampler: TierSampler | None = None  # made at the first draw; see _sample
         self.sampled_at = 0.0
         self.last: tuple[int, ...] = ()  # the order drawn last
@@ -180,12 +188,10 @@ class RRSet:
         self, rng: random.Random, cap: int | None = None, tcp: bool = True
     ) -> tuple[int, ...]:
         """The order of the next answer: indices into ``members``, cut to ``length``."""
-        limit = self.length(cap, tcp)
-        draws = self.draws.get(limit)
-        if draws is None:
-            draws = self.draws[limit] = _Orders(limit)
-        if not draws.tabled:
-            draws.table, draws.tabled = self._table(limit), True
+        draws = self.tcp_orders if tcp else self.udp_orders
+        if draws is None or cap != (self.tcp_cap if tcp else self.udp_cap):
+            draws = self._orders(cap, tcp)
+        limit = draws.limit
         table = draws.table
         if table is not None:
             cum, orders = table
@@ -215,6 +221,18 @@ class RRSet:
             if live is not None:
                 live.handed_out()
         return order
+
+    def _orders(self, cap: int | None, tcp: bool) -> _Orders:
+        limit = self.length(cap, tcp)
+        draws = self.draws.get(limit)
+        if draws is None:
+            draws = self.draws[limit] = _Orders(limit)
+            draws.table = self._table(limit)
+        if tcp:
+            self.tcp_cap, self.tcp_orders = cap, draws
+        else:
+            self.udp_cap, self.udp_orders = cap, draws
+        return draws
 
     def _groups(self, policy: Policy) -> list[Tier] | None:
         """The tiers of ``items`` then of ``tail``, as indices into ``members``."""
@@ -263,7 +281,8 @@ class RRSet:
             self.counter += 1
         want = len(self.members) if limit is None else limit
         start = self.counter % n if rotating and n else 0
-        out = [(start + j) % n for j in range(min(want, n))]
+        end = start + min(want, n)
+        out = list(range(start, end)) if end <= n else [*range(start, n), *range(end - n)]
         if want > n and self.tail:
             m = len(self.tail)
             tail_start = self.counter % m if rotating else 0
