@@ -82,6 +82,9 @@ class Config:
     udp_receive_buffer: int = 1 << 20
     # Bytes of encoded replies (with their keys) each DNS process keeps; 0: none.
     reply_cache_bytes: int = 32 << 20
+    # Records of a balanced A/AAAA answer over UDP when its service sets no max_answers;
+    # 0: no cap. 16 AAAA records fit a 512-byte reply, so a capped address answer needs no TC.
+    udp_answer_limit: int = 16
     # DNS worker processes sharing the DNS port; 0: DNS is answered in the main process.
     workers: int = field(default_factory=auto_workers)
     event_loop: str = "auto"
@@ -108,6 +111,7 @@ class Config:
             udp_batch=self.udp_batch,
             udp_receive_buffer=self.udp_receive_buffer,
             reply_cache_bytes=self.reply_cache_bytes,
+            udp_answer_limit=self.udp_answer_limit,
             recursors=self.recursors,
             recursor_timeout=self.recursor_timeout,
             recursion_allow=self.recursion_allow,

@@ -134,6 +134,7 @@ KEYS: tuple[Key, ...] = (
     Key("dns.udp_batch", "udp_batch", p.boolean, "restart"),
     Key("dns.udp_receive_buffer", "udp_receive_buffer", p.integer(0, 1 << 30), "restart"),
     Key("dns.reply_cache_bytes", "reply_cache_bytes", p.integer(0, 1 << 34), "restart"),
+    Key("dns.udp_answer_limit", "udp_answer_limit", p.integer(0, 1000), "restart"),
     Key(
         "dns.workers", "workers", p.workers, "restart",
         Flag(

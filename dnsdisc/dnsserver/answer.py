@@ -53,6 +53,7 @@ class Responder:
         forwarding: bool = False,
         any_full: bool = False,
         reply_cache_bytes: int = DEFAULT_BYTES,
+        udp_answer_limit: int | None = None,
     ) -> None:
         self.reply_cache_bytes = reply_cache_bytes  # 0: no reply is cached
         self.index = index  # binds the index's reply cache too (see the property)
@@ -61,6 +62,9 @@ class Responder:
         self.forwarding = forwarding
         # ANY gets one RRset of the name (RFC 8482 section 4.1) unless ``dns.any: full``.
         self.any_full = any_full
+        # Records of a balanced A/AAAA answer over UDP when its service sets no max_answers
+        # (None or 0: no cap); also how many places of its order are drawn.
+        self.udp_cap = udp_answer_limit or None
         self.errors = 0
         self.stats = QueryStats()
         # Filled while answering one query: the RRsets whose order was drawn, and whether the
@@ -99,7 +103,7 @@ class Responder:
         rrset = entry.rrset
         order: tuple[int, ...] = ()
         if rrset is not None:
-            order = rrset.next_order(self.rng)
+            order = rrset.next_order(self.rng, None if tcp else self.udp_cap, tcp)
             dropped = rrset.dropped
             if dropped is not None:  # out of the pool (only after a redraw)
                 rrset.dropped = None
@@ -134,7 +138,7 @@ class Responder:
         rrset = entry.rrset
         order: tuple[int, ...] = ()
         if rrset is not None:
-            order = rrset.next_order(self.rng)
+            order = rrset.next_order(self.rng, None if tcp else self.udp_cap, tcp)
             dropped = rrset.dropped
             if dropped is not None:
                 rrset.dropped = None
@@ -216,6 +220,7 @@ class Responder:
         if q.qclass != wire.CLASS_IN:
             return self._finish(q, reply_flags | wire.REFUSED, bytearray(), 0, 0, 0)
 
+        cap = None if tcp else self.udp_cap
         if tcp:
             limit = 65535
         elif q.edns:
@@ -283,7 +288,9 @@ class Responder:
             for rrset in rrsets:
                 if not rrset.fixed:
                     self._drawn.append(rrset)
-                count, full = _add_records(body, owner, rrset.ordered(self.rng), limit, glue)
+                count, full = _add_records(
+                    body, owner, rrset.ordered(self.rng, cap, tcp), limit, glue
+                )
                 an += count
                 if not full:
                     truncated = True

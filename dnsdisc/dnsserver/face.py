@@ -79,6 +79,7 @@ class DnsFace:
                 forwarding=forwarder is not None,
                 any_full=settings.any_full,
                 reply_cache_bytes=settings.reply_cache_bytes,
+                udp_answer_limit=settings.udp_answer_limit,
             ),
             forwarder,
             limiter,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_right
 from collections.abc import Sequence
+from time import monotonic
 
 from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.view import MemberView
@@ -19,13 +20,17 @@ from dnsdisc.policies.balance import (
     LIVE_POLICIES,
     MAX_TABLE_ORDERS,
     Policy,
+    Tier,
+    live_tiers,
     order_table,
     priority,
+    round_robin,
     shuffle,
     srv_order,
     tiers,
     weighted,
 )
+from dnsdisc.policies.sample import TierSampler
 
 # Offset of the target name inside a record body: 10 bytes of type/class/ttl/rdlength, then
 # 6 bytes of SRV priority/weight/port before the target, none before an NS or CNAME target.
@@ -73,21 +78,44 @@ class Item:
 
 # Policies whose orders are independent random draws (see RRSet.next_order).
 RESAMPLED = frozenset({weighted, priority, shuffle, srv_order})
+# Seconds a large RRset's least_loaded or latency tiers stand before they are read again from
+# the reported figures, which change between rebuilds (heartbeats): reading them is O(n).
+LIVE_REFRESH = 0.2
+# Up to this many items a live policy simply orders them all per answer (as cheap as a refresh).
+LIVE_SMALL = 64
+
+
+class _Orders:
+    """How the orders of one length are drawn: their table (see ``RRSet._table``), or the
+    standing pool of drawn orders and where it is read."""
+
+    __slots__ = ("limit", "pool", "pos", "table")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.table: tuple[list[float], list[tuple[int, ...]]] | None = None
+        self.pool: list[tuple[int, ...]] = []
+        self.pos = 0
 
 
 class RRSet:
     """The records of one (name, type), and how to order them for each answer.
 
-    An order is a small tuple of indices, which the responder also uses as the key to a reply
-    it has already encoded. Where a policy's orders are few enough, they are drawn from a table
-    of every order with its exact chance (one random number per answer); else from a standing
-    pool (see ``next_order``). Round robin and the policies that read reported load and latency
-    draw for every answer."""
+    An order is a small tuple of indices, only as long as the answer may be (``limit``, or the
+    responder's cap for UDP), which the responder also uses as the key to a reply it has already
+    encoded. Where a policy's orders are few enough, they are drawn from a table of every order
+    with its exact chance (one random number per answer); else from a standing pool (see
+    ``next_order``). Round robin and the policies that read reported load and latency draw for
+    every answer. Only the places an answer shows are drawn (``TierSampler``, a rotating
+    offset): the cost of a draw grows with the answer, not with the RRset."""
 
     __slots__ = (
         "counted",
         "counter",
+        "draws",
         "dropped",
+        "fit_tcp",
+        "fit_udp",
         "fixed",
         "forced",
         "items",
@@ -95,12 +123,14 @@ class RRSet:
         "limit",
         "members",
         "policy",
-        "pool",
-        "pos",
         "rtype",
-        "table",
-        "tabled",
+        "sampled_at",
+        "sampler",
         "tail",
+        "tcp_cap",
+        "tcp_orders",
+        "udp_cap",
+        "udp_orders",
     )
 
     def __init__(
@@ -119,10 +149,14 @@ class RRSet:
         self.tail = tuple(tail)
         self.members = self.items + self.tail
         self.counter = 0
-        self.table: tuple[list[float], list[tuple[int, ...]]] | None = None  # see _table
-        self.tabled = False  # made at the first draw
-        self.pool: list[tuple[int, ...]] | None = None  # see next_order; made when first used
-        self.pos = 0
+        self.draws: dict[int | None, _Orders] = {}  # by order length; see next_order
+        # The draws each transport used last, and the cap they were for.
+        self.udp_cap: int | None = None
+        self.udp_orders: _Orders | None = None
+        self.tcp_cap: int | None = None
+        self.tcp_orders: _Orders | None = None
+        self.sampler: TierSampler | None = None  # made at the first draw; see _sample
+        self.sampled_at = 0.0
         self.last: tuple[int, ...] = ()  # the order drawn last
         # An order the standing pool has just replaced: its cached replies can go.
         self.dropped: tuple[int, ...] | None = None
@@ -131,12 +165,34 @@ class RRSet:
         self.fixed = policy is None and not self.tail and limit is None
         # Who a balanced address answer hands out first is counted (the dashboard's shares).
         self.counted = policy is not None and rtype in (wire.A, wire.AAAA)
+        # More places than the largest reply can hold (each record takes its body and at least
+        # a 2-byte owner pointer): drawing this many shows the same records, and the same TC,
+        # as drawing them all.
+        least = min((len(m.body) for m in self.members), default=0) + 2
+        self.fit_udp = wire.EDNS_SIZE // least + 1
+        self.fit_tcp = 65535 // least + 1
 
-    def next_order(self, rng: random.Random) -> tuple[int, ...]:
-        """The order of the next answer: indices into ``members``, cut to ``limit``."""
-        if not self.tabled:
-            self.table, self.tabled = self._table(), True
-        table = self.table
+    def length(self, cap: int | None = None, tcp: bool = True) -> int | None:
+        """How many places of the order to draw (None: all): ``limit`` (max_answers), else for
+        a balanced address RRset ``cap`` (the responder's UDP cap), and never more than the
+        reply could hold (``fit_udp``, ``fit_tcp``)."""
+        limit = self.limit
+        if limit is None and self.counted:
+            limit = cap
+        fit = self.fit_tcp if tcp else self.fit_udp
+        if limit is None or fit < limit:
+            limit = fit
+        return None if limit >= len(self.members) else limit
+
+    def next_order(
+        self, rng: random.Random, cap: int | None = None, tcp: bool = True
+    ) -> tuple[int, ...]:
+        """The order of the next answer: indices into ``members``, cut to ``length``."""
+        draws = self.tcp_orders if tcp else self.udp_orders
+        if draws is None or cap != (self.tcp_cap if tcp else self.udp_cap):
+            draws = self._orders(cap, tcp)
+        limit = draws.limit
+        table = draws.table
         if table is not None:
             cum, orders = table
             order = self.last = orders[bisect_right(cum, rng.random())]
@@ -146,29 +202,54 @@ class RRSet:
             # slot always holds an independent draw and which slot is read does not depend on
             # what it holds, so each answer's order has exactly the policy's distribution;
             # only neighbouring answers are no longer independent.
-            pool = self.pool
-            if pool is None:
-                pool = self.pool = []
+            pool = draws.pool
             if len(pool) < POOL:
-                order = self._draw(rng)
+                order = self._draw(rng, limit)
                 pool.append(order)
             else:
-                pos = self.pos
-                self.pos = (pos + 1) % POOL
+                pos = draws.pos
+                draws.pos = (pos + 1) % POOL
                 if rng.random() < 1 / REUSE:
                     self.dropped = pool[pos]
-                    pool[pos] = self._draw(rng)
+                    pool[pos] = self._draw(rng, limit)
                 order = pool[pos]
             self.last = order
         else:  # round robin counts queries; load and latency change between queries
-            order = self.last = self._draw(rng)
+            order = self.last = self._draw(rng, limit)
         if self.counted and order:
             live = self.members[order[0]].live
             if live is not None:
                 live.handed_out()
         return order
 
-    def _table(self) -> tuple[list[float], list[tuple[int, ...]]] | None:
+    def _orders(self, cap: int | None, tcp: bool) -> _Orders:
+        limit = self.length(cap, tcp)
+        draws = self.draws.get(limit)
+        if draws is None:
+            draws = self.draws[limit] = _Orders(limit)
+            draws.table = self._table(limit)
+        if tcp:
+            self.tcp_cap, self.tcp_orders = cap, draws
+        else:
+            self.udp_cap, self.udp_orders = cap, draws
+        return draws
+
+    def _groups(self, policy: Policy) -> list[Tier] | None:
+        """The tiers of ``items`` then of ``tail``, as indices into ``members``."""
+        pick = live_tiers if policy in LIVE_POLICIES else tiers
+        items = self.items
+        groups = pick(policy, items) if len(items) > 1 else [(list(range(len(items))), [1.0])]
+        if groups is None:
+            return None
+        if self.tail:
+            rest = pick(policy, self.tail)
+            if rest is None:
+                return None
+            first = len(items)
+            groups += [([first + i for i in ix], ws) for ix, ws in rest]
+        return groups
+
+    def _table(self, limit: int | None) -> tuple[list[float], list[tuple[int, ...]]] | None:
         """For policies whose orders are independent weighted tiers (weighted, priority,
         random, SRV) and not too many: every possible order with its exact chance, so that a
         draw costs one random number. The same distribution as ``_draw``, by construction
@@ -176,38 +257,69 @@ class RRSet:
         policy = self.policy
         if policy is None or policy in LIVE_POLICIES:
             return None
-        items = self.items
-        groups = tiers(policy, items) if len(items) > 1 else [(list(range(len(items))), [1.0])]
-        if groups is None:
-            return None
-        if self.tail:
-            rest = tiers(policy, self.tail)
-            if rest is None:
-                return None
-            first = len(items)
-            groups += [([first + i for i in ix], ws) for ix, ws in rest]
-        return order_table(groups, self.limit)
+        groups = self._groups(policy)
+        return None if groups is None else order_table(groups, limit)
 
-    def _draw(self, rng: random.Random) -> tuple[int, ...]:
-        items = self.items
+    def _draw(self, rng: random.Random, limit: int | None) -> tuple[int, ...]:
         policy = self.policy
-        if policy is not None and len(items) > 1:
-            self.counter += 1
-            out = list(policy(items, self.counter, rng))
+        items = self.items
+        n = len(items)
+        if policy is round_robin or policy is None or n + len(self.tail) <= 1:
+            out = self._rotate(limit)
+        elif policy in LIVE_POLICIES and len(self.members) <= LIVE_SMALL:
+            out = self._full(policy, rng)
         else:
-            out = list(range(len(items)))
-        if self.tail:
-            tail = self.tail
-            first = len(items)
-            order = policy(tail, self.counter, rng) if policy else range(len(tail))
-            out += [first + i for i in order]
-        return tuple(out[: self.limit] if self.limit is not None else out)
+            out = self._sample(policy).draw(limit, rng)
+        return tuple(out[:limit] if limit is not None else out)
 
-    def ordered(self, rng: random.Random) -> Sequence[Item]:
-        """The items for one answer: in the policy's order, cut to ``limit``."""
+    def _rotate(self, limit: int | None) -> list[int]:
+        """Round robin's first ``limit`` places (or the items as they are, without a policy):
+        the order rotated by one place per answer, the tail after the items."""
+        n, first = len(self.items), len(self.items)
+        rotating = self.policy is round_robin
+        if rotating and n > 1:
+            self.counter += 1
+        want = len(self.members) if limit is None else limit
+        start = self.counter % n if rotating and n else 0
+        end = start + min(want, n)
+        out = list(range(start, end)) if end <= n else [*range(start, n), *range(end - n)]
+        if want > n and self.tail:
+            m = len(self.tail)
+            tail_start = self.counter % m if rotating else 0
+            out += [first + (tail_start + j) % m for j in range(min(want - n, m))]
+        return out
+
+    def _full(self, policy: Policy, rng: random.Random) -> list[int]:
+        items = self.items
+        self.counter += 1
+        out = list(policy(items, self.counter, rng)) if len(items) > 1 else list(range(len(items)))
+        if self.tail:
+            first = len(items)
+            out += [first + i for i in policy(self.tail, self.counter, rng)]
+        return out
+
+    def _sample(self, policy: Policy) -> TierSampler:
+        """The sampler of this RRset's tiers; re-read every LIVE_REFRESH seconds for policies
+        that read reported figures, kept until the RRset is rebuilt for the others."""
+        sampler = self.sampler
+        if policy in LIVE_POLICIES:
+            now = monotonic()
+            if sampler is not None and now - self.sampled_at < LIVE_REFRESH:
+                return sampler
+            self.sampled_at = now
+        elif sampler is not None:
+            return sampler
+        groups = self._groups(policy)
+        sampler = self.sampler = TierSampler(groups or [])
+        return sampler
+
+    def ordered(
+        self, rng: random.Random, cap: int | None = None, tcp: bool = True
+    ) -> Sequence[Item]:
+        """The items for one answer: in the policy's order, cut to ``length``."""
         if self.fixed:
             return self.items
-        order = self.forced if self.forced is not None else self.next_order(rng)
+        order = self.forced if self.forced is not None else self.next_order(rng, cap, tcp)
         members = self.members
         return [members[i] for i in order]
 
@@ -218,6 +330,6 @@ def cached_orders(rrset: RRSet | None) -> int:
     (a weighted RRset of 5 with max_answers 5 has 120), so that its entry never empties itself
     while its answers cycle through the table. For one that draws its orders (pool, round robin,
     load), twice the pool: the pool's orders, and room for what it replaces."""
-    if rrset is None or rrset.table is not None:
+    if rrset is None or any(d.table is not None for d in rrset.draws.values()):
         return MAX_TABLE_ORDERS
     return 2 * POOL

@@ -33,6 +33,8 @@ class DnsSettings:
     udp_receive_buffer: int = 1 << 20
     # Bytes of encoded replies (with their keys) each DNS process keeps; 0: none.
     reply_cache_bytes: int = 32 << 20
+    # Records of a balanced A/AAAA answer over UDP when its service sets no max_answers; 0: no cap.
+    udp_answer_limit: int = 16
     recursors: tuple[HostPort, ...] = ()
     recursor_timeout: float = 2.0
     recursion_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")

@@ -238,3 +238,35 @@ def _prefixes(
         for q, tail in _prefixes(rest_i, rest_w, take - 1):
             out.append((w / total * q, (i, *tail)))
     return out
+
+
+def live_tiers(policy: Policy, cands: Sequence[Candidate]) -> list[Tier] | None:
+    """``least_loaded`` and ``latency`` as tiers, from the figures reported now: the same
+    distribution as the functions above (tests compare them). Least loaded: one uniform tier per
+    distinct load, lowest first (a random tie-break is a uniform order within equal loads), then
+    the candidates without a load, weighted. Latency: one weighted tier of weight / latency."""
+    n = len(cands)
+    if policy is least_loaded:
+        known = [i for i, c in enumerate(cands) if c.load is not None]
+        if not known:
+            return _weight_tiers(range(n), [c.weight for c in cands])
+        by_load: dict[float, list[int]] = {}
+        for i in known:
+            load = cands[i].load
+            assert load is not None
+            by_load.setdefault(load, []).append(i)
+        out: list[Tier] = [(by_load[x], [1.0] * len(by_load[x])) for x in sorted(by_load)]
+        unknown = [i for i, c in enumerate(cands) if c.load is None]
+        return out + _weight_tiers(unknown, [cands[i].weight for i in unknown])
+    if policy is latency:
+        lat = [c.latency_ms for c in cands]
+        measured = sorted(max(x, _MIN_LATENCY_MS) for x in lat if x is not None)
+        if not measured:
+            return _weight_tiers(range(n), [c.weight for c in cands])
+        median = measured[len(measured) // 2]
+        weights = [
+            c.weight / (max(x, _MIN_LATENCY_MS) if x is not None else median)
+            for c, x in zip(cands, lat, strict=True)
+        ]
+        return _weight_tiers(range(n), weights)
+    return None

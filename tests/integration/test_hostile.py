@@ -105,7 +105,8 @@ def closed_by_peer(sock: socket.socket, timeout: float) -> float | None:
 def assert_healthy(server: DnsdiscProcess, expected: tuple[str, ...] = (WEB_ADDRESS,)) -> None:
     """The process is alive, answers over UDP and TCP, and logged no traceback."""
     assert server.proc is not None and server.proc.poll() is None, server.log()
-    assert sorted(server.addresses(WEB, timeout=2.0)) == list(expected)
+    udp = server.addresses(WEB, timeout=2.0)  # at most dns.udp_answer_limit (16) records
+    assert len(udp) == min(len(expected), 16) and set(udp) <= set(expected), udp
     assert sorted(server.addresses(WEB, tcp=True, timeout=2.0)) == list(expected)
     assert "Traceback" not in server.log(), server.log()
 

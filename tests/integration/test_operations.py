@@ -29,17 +29,20 @@ def test_dns_and_registry_metrics(server: DnsdiscProcess) -> None:
     for i in range(40):
         server.register("big", f"node-{i}", address=f"10.4.0.{i + 1}", port=80)
     for _ in range(3):
-        server.query("big.svc.internal", "A", use_edns=False)  # 40 A records: TC over UDP
+        # 40 A records, no TC: a UDP answer carries dns.udp_answer_limit (16) of them.
+        server.query("big.svc.internal", "A", use_edns=False)
+    for _ in range(3):
+        server.query("_big._tcp.svc.internal", "SRV", use_edns=False)  # 40 SRV records: TC
     for _ in range(2):
         server.query("nothing.svc.internal", "A")
     server.query("node-1.big.svc.internal", "SRV")
     got = samples(server)
     assert got[("dnsdisc_dns_queries_total", (("rcode", "NOERROR"), ("type", "A")))] == 3
     assert got[("dnsdisc_dns_queries_total", (("rcode", "NXDOMAIN"), ("type", "A")))] == 2
-    assert got[("dnsdisc_dns_queries_total", (("rcode", "NOERROR"), ("type", "SRV")))] == 1
+    assert got[("dnsdisc_dns_queries_total", (("rcode", "NOERROR"), ("type", "SRV")))] == 4
     assert got[("dnsdisc_dns_truncated_total", ())] == 3
-    assert got[("dnsdisc_dns_answer_seconds_count", ())] == 6
-    assert got[("dnsdisc_dns_answer_seconds_bucket", (("le", "+Inf"),))] == 6
+    assert got[("dnsdisc_dns_answer_seconds_count", ())] == 9
+    assert got[("dnsdisc_dns_answer_seconds_bucket", (("le", "+Inf"),))] == 9
     assert 0 < got[("dnsdisc_dns_answer_seconds_sum", ())] < 1
     assert got[("dnsdisc_registry_writes_total", (("kind", "put_instance"),))] == 40
     assert got[("dnsdisc_store_up", ())] == 1

@@ -165,6 +165,7 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "dns.udp_batch": (False, "no"),
     "dns.udp_receive_buffer": (0, -1),
     "dns.reply_cache_bytes": (1 << 20, -1),
+    "dns.udp_answer_limit": (3, 1001),
     "dns.workers": (63, 65),
     "http.listen": ("127.0.0.1:9000", "127.0.0.1"),
     "http.token": ("secret", 5),
@@ -342,6 +343,7 @@ def test_the_fields_a_reload_keeps_until_a_restart() -> None:
         "udp_batch",
         "udp_receive_buffer",
         "reply_cache_bytes",
+        "udp_answer_limit",
         "workers",
         "event_loop",
     }
