@@ -123,18 +123,17 @@ class Forwarder:
 
 def servfail(query: bytes) -> bytes:
     """SERVFAIL echoing the question of a query that parsed (the responder checked it)."""
-    q = wire.parse_query(query)
-    flags = wire.FLAG_QR | (q.flags & (wire.FLAG_RD | wire.FLAG_CD)) | wire.SERVFAIL
-    out = wire.header(q.id, flags, 1, 0, 0, 1 if q.edns else 0) + q.question
-    if q.edns:
-        out += wire.opt_record(wire.EDNS_SIZE)
-    return out
+    return _error(query, wire.SERVFAIL)
 
 
 def refused(query: bytes) -> bytes:
     """REFUSED echoing the question: recursion is not offered to this client."""
+    return _error(query, wire.REFUSED)
+
+
+def _error(query: bytes, rcode: int) -> bytes:
     q = wire.parse_query(query)
-    flags = wire.FLAG_QR | (q.flags & (wire.FLAG_RD | wire.FLAG_CD)) | wire.REFUSED
+    flags = wire.FLAG_QR | (q.flags & (wire.FLAG_RD | wire.FLAG_CD)) | rcode
     out = wire.header(q.id, flags, 1, 0, 0, 1 if q.edns else 0) + q.question
     if q.edns:
         out += wire.opt_record(wire.EDNS_SIZE)
