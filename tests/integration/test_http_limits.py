@@ -109,8 +109,15 @@ def test_half_sent_requests_are_capped_and_closed_at_the_header_deadline(tmp_pat
             attack_took = time.monotonic() - started
             assert held <= 60, (held, attack_took)
             assert server.http("GET", "/v1/services").status == 200
-            with half_sent(server, "127.0.0.3", 50), half_sent(server, "127.0.0.4", 50):
-                time.sleep(0.5)  # 120 in all: the last 30 are over the global cap
+            # 200 more from four clients, each within its own cap: at least 80 are over the
+            # global cap of 120, whether or not the attack's 50 have met their deadline yet.
+            with (
+                half_sent(server, "127.0.0.3", 50),
+                half_sent(server, "127.0.0.4", 50),
+                half_sent(server, "127.0.0.5", 50),
+                half_sent(server, "127.0.0.6", 50),
+            ):
+                time.sleep(0.5)
             wait_until(
                 lambda: (
                     metric(server, 'dnsdisc_http_connections_refused_total{limit="global"}') >= 30
