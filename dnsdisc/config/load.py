@@ -20,7 +20,7 @@ import yaml
 from dnsdisc.config import schema
 from dnsdisc.config.cpus import auto_workers
 from dnsdisc.config.parsers import At, check_keys, mapping
-from dnsdisc.dnsserver.settings import DnsSettings, RateLimit
+from dnsdisc.dnsserver.settings import RECURSION_ALLOW, DnsSettings, RateLimit
 from dnsdisc.errors import ConfigError
 from dnsdisc.health.settings import HealthSettings
 from dnsdisc.netaddr import DEFAULT_DNS, DEFAULT_DOMAIN, DEFAULT_HTTP, HostPort, parse_hostport
@@ -31,12 +31,6 @@ from dnsdisc.store.settings import EtcdSettings
 # The server listens where its clients look by default.
 _DNS_LISTEN = parse_hostport(DEFAULT_DNS, "", "dns.listen")
 _HTTP_LISTEN = parse_hostport(DEFAULT_HTTP, "", "http.listen")
-# Who may use ``recursors``: loopback and private ranges (RFC 1918, shared 100.64/10, ULA,
-# link-local), as a resolver's default allow list would; never the whole Internet.
-RECURSION_ALLOW = (
-    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
-    "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10",
-)  # fmt: skip
 # NSD's rrl-ratelimit default: identical responses per second per client prefix.
 DEFAULT_RRL_RATE = 200
 

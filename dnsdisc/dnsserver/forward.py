@@ -19,6 +19,7 @@ import struct
 from collections.abc import Callable, Sequence
 
 from dnsdisc.dnsserver import ratelimit, wire
+from dnsdisc.dnsserver.settings import RECURSION_ALLOW
 from dnsdisc.netaddr import HostPort
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class Forwarder:
         upstreams: Sequence[HostPort],
         timeout: float = 2.0,
         max_inflight: int = 512,
-        allow: Sequence[str] = ("127.0.0.0/8", "::1/128"),
+        allow: Sequence[str] = RECURSION_ALLOW,
     ) -> None:
         self.upstreams = tuple(upstreams)
         self.allow = tuple(ipaddress.ip_network(net) for net in allow)

@@ -10,6 +10,13 @@ from dataclasses import dataclass
 
 from dnsdisc.netaddr import HostPort
 
+# Who may use ``recursors``: loopback and private ranges (RFC 1918, shared 100.64/10, ULA,
+# link-local), as a resolver's default allow list would; never the whole Internet.
+RECURSION_ALLOW = (
+    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+    "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10",
+)  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
@@ -37,7 +44,7 @@ class DnsSettings:
     udp_answer_limit: int = 16
     recursors: tuple[HostPort, ...] = ()
     recursor_timeout: float = 2.0
-    recursion_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    recursion_allow: tuple[str, ...] = RECURSION_ALLOW
     rate_limit: RateLimit | None = None
     query_log: bool = False
     log_level: str = "info"

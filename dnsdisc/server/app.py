@@ -36,6 +36,8 @@ log = logging.getLogger("dnsdisc")
 
 
 async def start(config: Config, loader: Callable[[], Config] | None = None) -> Server:
+    # Before any worker is spawned or store opened: they inherit the raised limit.
+    nofile = raise_nofile()
     zone_data = load_zones(config)
     index = build_index(config, zone_data)
     registry = Registry(
@@ -48,6 +50,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     health = HealthMonitor(registry, config.health)
     server = Server(config, registry, health, index, loader=loader)
     server.reload = Reloader(server)
+    server.nofile = nofile
     if config.workers:
         pool = WorkerPool(
             config.dns_settings(),
@@ -139,7 +142,7 @@ async def _listen(server: Server) -> None:
         await server.pool.listen()
     elif server.face is not None:
         await server.face.listen()
-    guard = HttpGuard(http_limits(config, raise_nofile()))
+    guard = HttpGuard(http_limits(config, server.nofile))
     collector = DnsdiscCollector(
         server.registry,
         server.health,

@@ -42,6 +42,8 @@ class Server:
     loader: Callable[[], Config] | None = None
     # Runs a reload, one at a time, coalescing requests (reload.Reloader; set by start).
     reload: Callable[[], Awaitable[None]] | None = None
+    # The open-file limit in force (raised to the hard limit at start): the HTTP cap fits under it.
+    nofile: int = 1024
     api: Api | None = None
     state: ServerState = field(default_factory=ServerState)
     http_runner: web.AppRunner | None = None

@@ -87,7 +87,8 @@ class WriteBarrier:
         """Wait for these acknowledgements; kill the workers that do not send them in time."""
         # A worker that has not said LISTENING yet may still be building its index from a large
         # snapshot (it answers nothing before the change is applied): it gets as long as a start.
-        # A ready worker that hangs is also found by the watchdog after CONFIRM_TIMEOUT.
+        # A ready worker still answering pings gets STALL_TIMEOUT more to make progress
+        # (``_busy``); one that hangs is found by the liveness watchdog.
         ready = all(w.ready for w, _ in pending)
         timeout = protocol.CONFIRM_TIMEOUT if ready else protocol.START_TIMEOUT
         _, late = await asyncio.wait([f for _, f in pending], timeout=timeout)
@@ -98,7 +99,7 @@ class WriteBarrier:
             if fut in late:
                 # A worker that cannot confirm must not answer from an old view: it goes, and
                 # the write is acknowledged once it is gone (its socket closes with it).
-                self.supervisor.kill(w, f"did not confirm change {w.sent} in {timeout:g} s")
+                self.supervisor.kill(w, f"did not confirm change {w.sent} in time")
                 killed.append(w.process.wait())
         if killed:
             try:

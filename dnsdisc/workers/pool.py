@@ -27,7 +27,7 @@ from dnsdisc.workers.supervisor import Supervisor
 # (service, settings, members): every service as health hands it out, for a new worker.
 Snapshot = Callable[[], Iterable[tuple[str, ServiceView, Sequence[MemberView]]]]
 
-# Services per feed message in the snapshot a new worker starts from.
+# Services per feed message: in the snapshot a new worker starts from, and in a large change.
 SNAPSHOT_CHUNK = 256
 
 
@@ -63,6 +63,9 @@ class WorkerPool:
 
     def _state(self) -> list[Message]:
         """INIT and every service as health hands it out: all a new worker needs."""
+        # Pending changes go to the running workers first, so that the record of what was sent
+        # matches the snapshot: a later DELTA then never names a service the new worker lacks.
+        self._flush()
         parts: list[Message] = [
             (
                 protocol.INIT,
@@ -108,10 +111,13 @@ class WorkerPool:
                 if delta is not None:
                     deltas.append(delta)
             if self.supervisor.workers:
-                if whole:
-                    self.supervisor.send_all(protocol.SERVICES, whole)
-                if deltas:
-                    self.supervisor.send_all(protocol.DELTA, deltas)
+                # In chunks: a worker acknowledges each, so one applying a reload's every
+                # service is heard from (not taken for hung) and its fence advances meanwhile.
+                step = SNAPSHOT_CHUNK
+                for first in range(0, len(whole), step):
+                    self.supervisor.send_all(protocol.SERVICES, whole[first : first + step])
+                for first in range(0, len(deltas), step):
+                    self.supervisor.send_all(protocol.DELTA, deltas[first : first + step])
         finally:
             if flushed is not None and not flushed.done():
                 flushed.set_result(None)

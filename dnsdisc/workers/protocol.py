@@ -105,7 +105,9 @@ class SentServices:
         if before is None or before[0] != key:
             return (name, settings, frames), None
         old = before[1]
-        changed = [f for f in frames if old.get(f[0].id) != f]
+        # Load and latency reach the workers as FIGURES, which do not update this record: a
+        # member whose registration, weight, priority and role are as sent has not changed.
+        changed = [f for f in frames if (o := old.get(f[0].id)) is None or o[:4] != f[:4]]
         removed = [iid for iid in old if iid not in now]
         if not changed and not removed:
             return None, None

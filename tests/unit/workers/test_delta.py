@@ -62,3 +62,18 @@ def test_only_the_changed_members_are_sent_and_applied() -> None:
     sent.forget()
     whole, _ = sent.diff("web", settings, list(members.values()))
     assert whole is not None  # after a reload everything goes whole again
+
+
+def test_new_load_or_latency_alone_sends_no_member() -> None:
+    # Load and latency reach the workers as FIGURES; counting them as a change would send every
+    # member of a checked service again at its next write, undoing the delta.
+    sent = SentServices()
+    settings = ServiceSettings.from_json("web", {})
+    members = [member(n, 80, ["a"]) for n in range(50)]
+    sent.diff("web", settings, members)
+    for n, m in enumerate(members):
+        m.load, m.latency_ms = n / 50, float(n)
+    assert sent.diff("web", settings, members) == (None, None)
+    members[3] = member(3, 81, ["a"])
+    _, delta = sent.diff("web", settings, members)
+    assert delta is not None and [f[0].id for f in delta[1]] == ["w3"]
