@@ -119,10 +119,13 @@ class Config:
         """The configured rate limit (None when set to 0); unconfigured, the default limit when
         DNS listens on any address but loopback (a wildcard included), as NSD does, and none on
         loopback-only listens (tests, a local stub), where spoofed sources cannot reach it."""
-        if self.rate_limit is not None:
-            return self.rate_limit if self.rate_limit.responses_per_second else None
+        given = self.rate_limit
+        if given is not None and given.responses_per_second != schema.AUTO_RATE:
+            return given if given.responses_per_second else None
         if all(_is_loopback(hp.host) for hp in self.dns_listen):
             return None
+        if given is not None:  # slip or prefixes given: they shape the default limit
+            return replace(given, responses_per_second=DEFAULT_RRL_RATE)
         return RateLimit(DEFAULT_RRL_RATE)
 
     def nameserver_addresses(self) -> tuple[str, ...]:
@@ -187,10 +190,10 @@ def _read_section(
     given: list[tuple[schema.Key, object]] = []
     for key in keys:
         value = key.parse(data[key.name], at.to(key.path)) if key.name in data else None
-        if key.name == gate and not value:
-            # The section is off: its other keys are not read. Off when given (0) is kept,
-            # apart from not given, where a default may apply (rate_limit: see dns_settings).
-            return [(key, value)] if key.name in data else []
+        if key.name == gate and not value and key.name in data:
+            # The section is off (given as 0): its other keys are not read. Not given, a
+            # default may apply, and the other keys shape it (rate_limit: effective_rate_limit).
+            return [(key, value)]
         if key.name in data:
             given.append((key, value))
     return given

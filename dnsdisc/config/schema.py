@@ -105,7 +105,13 @@ def _etcd(current: EtcdSettings, parts: dict[str, Any], source: str) -> EtcdSett
     return etcd
 
 
+# ``rate_limit`` given without ``responses_per_second``: its other keys shape the default limit,
+# which is on only when DNS listens beyond loopback (Config.effective_rate_limit).
+AUTO_RATE = -1
+
+
 def _rate_limit(current: RateLimit | None, parts: dict[str, Any], source: str) -> RateLimit:
+    parts.setdefault("responses_per_second", AUTO_RATE)
     return RateLimit(**parts)
 
 

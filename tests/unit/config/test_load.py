@@ -350,7 +350,8 @@ def test_the_fields_a_reload_keeps_until_a_restart() -> None:
 
 
 def test_rate_limit_keys_are_not_read_while_it_is_off() -> None:
-    assert from_mapping({"rate_limit": {"slip": "x"}}, "c.yaml").rate_limit is None
+    with pytest.raises(ConfigError, match=r"rate_limit\.slip"):  # not off: it shapes the default
+        from_mapping({"rate_limit": {"slip": "x"}}, "c.yaml")
     off = from_mapping({"rate_limit": {"responses_per_second": 0, "slip": "x"}}, "c.yaml")
     assert off.rate_limit is not None and off.rate_limit.responses_per_second == 0
     cfg = from_mapping({"rate_limit": {"responses_per_second": 5, "slip": 0}}, "c.yaml")
@@ -373,6 +374,7 @@ def test_domain_length_is_bounded_so_generated_names_fit() -> None:
 
 def test_rate_limit_is_on_by_default_only_beyond_loopback() -> None:
     from dnsdisc.config.load import DEFAULT_RRL_RATE
+    from dnsdisc.dnsserver.settings import RateLimit
 
     def rrl(text: dict[str, Any]) -> object:
         return from_mapping(text, "c.yaml").dns_settings().rate_limit
@@ -386,6 +388,11 @@ def test_rate_limit_is_on_by_default_only_beyond_loopback() -> None:
     assert rrl({"dns": {"listen": "0.0.0.0:53"}, "rate_limit": {"responses_per_second": 0}}) is None
     on = rrl({"rate_limit": {"responses_per_second": 7}})
     assert on is not None and on.responses_per_second == 7  # type: ignore[attr-defined]
+    # Slip and prefixes without a rate shape the default limit (on beyond loopback only).
+    shaped = {"rate_limit": {"slip": 0, "ipv4_prefix": 16}}
+    assert rrl(shaped) is None
+    got = rrl({**shaped, "dns": {"listen": "0.0.0.0:53"}})
+    assert got == RateLimit(DEFAULT_RRL_RATE, slip=0, ipv4_prefix=16)
 
 
 def test_dns_settings_carry_the_edge_keys() -> None:
