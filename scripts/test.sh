@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 declare -A PACKAGES=(
   [dig]=bind9-dnsutils [kdig]=knot-dnsutils [unbound]=unbound [dnsmasq]=dnsmasq-base
   [ip]=iproute2 [ss]=iproute2 [getent]=libc-bin [curl]=curl [chromium]=chromium
-  [etcd]=etcd-server [etcdctl]=etcd-client
+  [etcd]=etcd-server [etcdctl]=etcd-client [dpkg]=dpkg
 )
 missing=()
 for tool in "${!PACKAGES[@]}"; do
@@ -31,6 +31,11 @@ fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,etcd]'
+# Console scripts of the test extras that the checks and tests run (tests/meta/test_imports.py
+# runs lint-imports from this .venv): a clear error here rather than a failed test later.
+for tool in ruff mypy lint-imports; do
+  [ -x ".venv/bin/$tool" ] || { echo "the test extras did not install $tool into .venv" >&2; exit 1; }
+done
 .venv/bin/ruff check dnsdisc tests bench fuzz
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.support.helpers import ROOT
+from tests.support.helpers import ROOT, require_tool
 
 TEST_SH = ROOT / "scripts" / "test.sh"
 
@@ -35,9 +35,7 @@ def test_every_required_tool_is_in_the_install_list() -> None:
 
 
 def test_each_installed_tool_comes_from_the_listed_package() -> None:
-    dpkg = shutil.which("dpkg")
-    if dpkg is None:
-        return  # not a Debian machine: the install list does not apply
+    dpkg = require_tool("dpkg")  # the install list is of Debian packages
     for tool, package in listed_packages().items():
         path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
         if path is None:
