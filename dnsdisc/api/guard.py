@@ -41,8 +41,9 @@ class HttpGuard:
         self.limits = limits
         self.open = 0
         self.per_client: Counter[str] = Counter()
-        self.refused: Counter[str] = Counter()  # "global" | "per_client"
-        self.timeouts: Counter[str] = Counter()  # "header" | "body"
+        # Every label value present from the start: /metrics shows each series at 0.
+        self.refused: Counter[str] = Counter({"global": 0, "per_client": 0})
+        self.timeouts: Counter[str] = Counter({"header": 0, "body": 0})
 
     def admit(self, client: str) -> bool:
         """Count a new connection in, or say it is over a cap (and count that)."""

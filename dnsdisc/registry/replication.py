@@ -76,21 +76,15 @@ class Follower:
         memory.retain(snap.instances, kept)
         for name, data in snap.services.items():
             current = memory.get(name)
-            try:
-                settings = ServiceSettings.from_json(
-                    name, known_fields(data, SERVICE_FIELDS), memory.settings.for_service(name)
-                )
-            except ValidationError as exc:
-                memory.skip("service settings", name, exc)
+            settings = memory.stored_settings(name, data)
+            if settings is None:
                 continue
             if current is None or (not current.static and current.settings != settings):
                 memory.put_service(settings)
         for (service, iid), data in snap.instances.items():
             known = memory.find(service, iid)
-            try:
-                inst = Instance.from_json(service, iid, known_fields(data, INSTANCE_FIELDS))
-            except ValidationError as exc:
-                memory.skip("instance", f"{service}/{iid}", exc)
+            inst = memory.stored_instance(service, iid, data)
+            if inst is None:
                 continue
             if known is None or known.instance != inst:
                 self.apply_change(Op("put_instance", service, iid, data))

@@ -176,19 +176,12 @@ class Memory:
         (a newer node may have written them)."""
         now = self.clock()
         for name, data in snap.services.items():
-            try:
-                settings = ServiceSettings.from_json(
-                    name, known_fields(data, SERVICE_FIELDS), self.settings.for_service(name)
-                )
-            except ValidationError as exc:
-                self.skip("service settings", name, exc)
-                continue
-            self._services[name] = Service(settings)
+            settings = self.stored_settings(name, data)
+            if settings is not None:
+                self._services[name] = Service(settings)
         for (service, iid), data in snap.instances.items():
-            try:
-                inst = Instance.from_json(service, iid, known_fields(data, INSTANCE_FIELDS))
-            except ValidationError as exc:
-                self.skip("instance", f"{service}/{iid}", exc)
+            inst = self.stored_instance(service, iid, data)
+            if inst is None:
                 continue
             svc = self._service_or_new(service)
             # After a restart each lease starts afresh and checks start from passing: the
@@ -202,6 +195,25 @@ class Memory:
     def skip(self, what: str, name: str, exc: ValidationError) -> None:
         self.skipped += 1
         log.warning("ignoring the stored %s %s: %s: %s", what, name, exc.field, exc.message)
+
+    def stored_settings(self, name: str, data: dict[str, Any]) -> ServiceSettings | None:
+        """A service's settings as a store holds them; None (logged, counted) when they do not
+        validate. Fields this version does not know are dropped."""
+        try:
+            return ServiceSettings.from_json(
+                name, known_fields(data, SERVICE_FIELDS), self.settings.for_service(name)
+            )
+        except ValidationError as exc:
+            self.skip("service settings", name, exc)
+            return None
+
+    def stored_instance(self, service: str, iid: str, data: dict[str, Any]) -> Instance | None:
+        """An instance as a store holds it; None (logged, counted) when it does not validate."""
+        try:
+            return Instance.from_json(service, iid, known_fields(data, INSTANCE_FIELDS))
+        except ValidationError as exc:
+            self.skip("instance", f"{service}/{iid}", exc)
+            return None
 
     def put_instance(self, inst: Instance) -> bool:
         """Put ``inst`` in memory, keeping what was learnt about its health; True when new."""

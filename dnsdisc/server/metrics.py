@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import dns.rcode
@@ -218,24 +218,27 @@ def _http_metrics(guard: HttpGuard) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "dnsdisc_http_connections", "HTTP connections open (under the caps)", value=guard.open
     )
-    refused = CounterMetricFamily(
+    yield _by_label(
         "dnsdisc_http_connections_refused",
         "HTTP connections closed at once: over http.max_connections (global) or "
         "http.max_connections_per_client (per_client)",
-        labels=["limit"],
+        "limit",
+        guard.refused,
     )
-    for limit in ("global", "per_client"):
-        refused.add_metric([limit], guard.refused[limit])
-    yield refused
-    timeouts = CounterMetricFamily(
+    yield _by_label(
         "dnsdisc_http_request_timeouts",
         "HTTP requests whose headers (http.header_timeout) or body (http.body_timeout) did not "
         "arrive in time; the connection was closed",
-        labels=["phase"],
+        "phase",
+        guard.timeouts,
     )
-    for phase in ("header", "body"):
-        timeouts.add_metric([phase], guard.timeouts[phase])
-    yield timeouts
+
+
+def _by_label(name: str, doc: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for value, count in counts.items():
+        family.add_metric([value], count)
+    return family
 
 
 def metrics_registry(collector: DnsdiscCollector) -> CollectorRegistry:

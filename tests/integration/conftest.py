@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.etcdcluster import EtcdCluster
 from tests.support.helpers import DnsdiscProcess, running
 
 HERE = Path(__file__).resolve().parent
@@ -25,3 +26,15 @@ def server(tmp_path: Path) -> Iterator[DnsdiscProcess]:
     """A fresh dnsdisc with SQLite storage in a temp dir, on free loopback ports."""
     with running(tmp_path) as srv:
         yield srv
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """A real etcd cluster on loopback, for the tests of several nodes sharing a registry."""
+    cluster = EtcdCluster(tmp_path / "etcd").start()
+    try:
+        yield cluster
+    finally:
+        for m in cluster.members:
+            cluster.freeze(m, False)  # a failed test must not leave a stopped member behind
+        cluster.stop()

@@ -34,15 +34,6 @@ from tests.support.helpers import (
 NAME = "web.svc.internal"
 
 
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(tmp_path / "etcd").start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 def node(tmp_path: Path, name: str, cluster: EtcdCluster, *extra: str) -> DnsdiscProcess:
     return DnsdiscProcess(
         tmp_path / name,

@@ -6,27 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.support.etcdcluster import EtcdCluster, etcd_post
 from tests.support.helpers import DnsdiscProcess
 
 PREFIX = "/dnsdisc-hard"
-
-
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(tmp_path / "etcd").start()
-    try:
-        yield cluster
-    finally:
-        for m in cluster.members:
-            cluster.freeze(m, False)  # a failed test must not leave a stopped member behind
-        cluster.stop()
 
 
 def node(tmp_path: Path, name: str, cluster: EtcdCluster) -> DnsdiscProcess:

@@ -16,18 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import DnsdiscProcess, running, wait_until
+from tests.support.helpers import DnsdiscProcess, metric, running, wait_until
 
 HALF_SENT = b"GET /v1/services HTTP/1.1\r\nHost: dnsdisc\r\nX-Slow: "  # never finished
-
-
-def metric(server: DnsdiscProcess, name: str) -> float:
-    text = server.http("GET", "/metrics").raw.decode()
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )
 
 
 def descriptors(pid: int) -> int:

@@ -7,24 +7,14 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import time
 from pathlib import Path
 
 import aiohttp
 
 from dnsdisc.api.http import UI_FILES
-from tests.support.helpers import DnsdiscProcess
+from tests.support.helpers import DnsdiscProcess, wait_until
 
 DOMAIN = "svc.internal"
-
-
-def wait_for(cond: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met")
 
 
 async def _register(port: int, services: int) -> None:
@@ -62,7 +52,7 @@ def test_removing_the_token_by_reload_is_warned_about(tmp_path: Path) -> None:
         conf.write_text("negative_ttl: 5\n")
         assert node.proc is not None
         node.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "http.token was removed" in node.log())
+        wait_until(lambda: "http.token was removed" in node.log(), 10)
         line = next(x for x in node.log().splitlines() if "http.token was removed" in x)
         assert "WARNING" in line and "no longer authenticated" in line
     finally:

@@ -19,7 +19,7 @@ import dns.rdatatype
 import pytest
 
 from dnsdisc.dnsserver.face import SO_RCVBUFFORCE
-from tests.support.helpers import DnsdiscProcess, require_tool, running, wait_until
+from tests.support.helpers import DnsdiscProcess, metric, require_tool, running, wait_until
 
 SPREAD = 16  # source ports per check: all on one worker of two has odds of 2**-15
 
@@ -55,15 +55,6 @@ def answered_all(server: DnsdiscProcess, name: str, expected: set[str]) -> bool:
         return spread_answers(server, name) == [expected] * SPREAD
     except TimeoutError:
         return False
-
-
-def metric(server: DnsdiscProcess, name: str) -> float:
-    text = server.http("GET", "/metrics").raw.decode()
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )
 
 
 def gone(pid: int) -> bool:

@@ -254,6 +254,17 @@ def running(tmp_path: Path, name: str = "node", **kw: Any) -> Iterator[DnsdiscPr
         server.stop()
 
 
+def metric(server: DnsdiscProcess, name: str) -> float:
+    """The sum of the samples of ``name`` (a series, labels included, or a prefix of several)
+    in the server's /metrics; 0 when it has none."""
+    text = server.http("GET", "/metrics").raw.decode()
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
 def wait_until(cond: Callable[[], bool], timeout: float) -> float:
     """Seconds until ``cond`` held (polled every 20 ms); fails after ``timeout``."""
     start = time.monotonic()
