@@ -112,15 +112,15 @@ class AnswerIndex:
         if changed or removed:
             self._patch(service, current, changed, removed)
 
-    def patch(
-        self, service: str, changed: Sequence[MemberView], removed: Sequence[str]
-    ) -> None:
+    def patch(self, service: str, changed: Sequence[MemberView], removed: Sequence[str]) -> bool:
         """Replace or add the ``changed`` members of ``service``, drop the ``removed`` ids:
-        the work is that of the members named, not of the service."""
+        the work is that of the members named, not of the service. False, with nothing done,
+        when the index does not hold ``service``."""
         current = self._services.get(service)
         if current is None:
-            raise ValueError(f"a change to {service!r}, which the index does not hold")
+            return False
         self._patch(service, current, changed, removed)
+        return True
 
     def members_of(self, service: str) -> dict[str, MemberView]:
         """The members the answers of ``service`` are built from, by instance id."""

@@ -97,3 +97,9 @@ class AnswerSink(Protocol):
     ) -> None:
         """Replace every name of ``service``; ``settings`` None means the service is gone."""
         ...
+
+    def patch(self, service: str, changed: Sequence[MemberView], removed: Sequence[str]) -> bool:
+        """Replace or add the ``changed`` members of ``service`` and drop the ``removed`` ids,
+        leaving the others as they are. False, with nothing done, when the sink does not hold
+        ``service``: then it must be sent whole (``rebuild``)."""
+        ...

@@ -1,12 +1,11 @@
 """Health: which instances the answers hand out, and the work that keeps that current.
 
-``handout`` is a pure function of a service's instances, its settings and the time: it decides
-each instance's role (in, out, or fallback when the service fails open), and the weight and SRV
-priority health leaves it (warning factor, slow-start ramp). ``HealthMonitor`` does the work off
-the DNS answer path: it expires TTL leases, runs active HTTP/TCP checks with rise/fall counting,
-deregisters instances that stayed critical too long, and re-evaluates services whose hand-out
-changes with time alone (a flapping instance being released, a slow-start ramp). It writes only
-through the registry, which rebuilds the affected pre-encoded answers.
+What the answers hand out is ``handout``'s (a pure function of a service's instances, its
+settings and the time). ``HealthMonitor`` does the work off the DNS answer path: it expires TTL
+leases, runs active HTTP/TCP checks with rise/fall counting, deregisters instances that stayed
+critical too long, and re-evaluates services whose hand-out changes with time alone (a flapping
+instance being released, a slow-start ramp). It writes only through the registry, which
+rebuilds the affected pre-encoded answers.
 
 With a shared store (etcd) leases are etcd's (an expired lease deletes the instance on every
 node), and only one node, elected through etcd (``checking``), runs the active checks and the
@@ -29,95 +28,14 @@ from collections.abc import Iterable
 import aiohttp
 
 from dnsdisc.health.gate import CheckGate
+from dnsdisc.health.handout import Handouts, Member
 from dnsdisc.health.settings import HealthSettings
 from dnsdisc.logs import escape
-from dnsdisc.policies.roles import FALLBACK, IN, OUT
-from dnsdisc.registry.model import CRITICAL, MAINTENANCE, PASSING, WARNING, CheckSpec, Instance
+from dnsdisc.registry.model import CRITICAL, PASSING, CheckSpec, Instance
 from dnsdisc.registry.registry import Registry
-from dnsdisc.registry.state import InstanceState, Service
+from dnsdisc.registry.state import Service
 
 log = logging.getLogger(__name__)
-
-# A slow-start ramp starts at this share of the weight, and the ramp is re-evaluated this often.
-_RAMP_FLOOR = 0.05
-_RAMP_STEPS = 20
-
-
-class Member:
-    """One instance as the answers show it (a ``dnsserver.view.MemberView``)."""
-
-    __slots__ = ("instance", "priority", "role", "state", "weight")
-
-    def __init__(self, state: InstanceState, weight: int, priority: int, role: int) -> None:
-        self.state = state
-        self.instance = state.instance
-        self.weight = weight
-        self.priority = priority
-        self.role = role
-
-    @property
-    def load(self) -> float | None:
-        return self.state.load
-
-    @property
-    def latency_ms(self) -> float | None:
-        return self.state.latency_ms
-
-    def handed_out(self) -> None:
-        self.state.answers += 1
-
-
-def is_flapping(state: InstanceState, now: float, cfg: HealthSettings) -> bool:
-    changes = state.changes
-    if not changes or now - changes[-1] >= cfg.flap_stable:
-        return False
-    recent = sum(1 for t in changes if now - t <= cfg.flap_window)
-    return recent >= cfg.flap_threshold
-
-
-def handout(svc: Service, now: float, cfg: HealthSettings) -> tuple[list[Member], float | None]:
-    """Every instance of ``svc`` with its role, weight and priority; and the time at which this
-    would change with no new event (None: not before something happens)."""
-    settings = svc.settings
-    members: list[Member] = []
-    wake: float | None = None
-
-    def at(t: float) -> None:
-        nonlocal wake
-        wake = t if wake is None else min(wake, t)
-
-    for state in svc.instances.values():
-        inst = state.instance
-        status = state.effective_status
-        healthy = status in (PASSING, WARNING)
-        if status != MAINTENANCE and is_flapping(state, now, cfg):
-            healthy = cfg.flap_hold == "in"
-            at(state.changes[-1] + cfg.flap_stable)
-        weight = inst.weight
-        if weight and status == WARNING:
-            weight = max(1, round(weight * cfg.warning_weight))
-        ramp = settings.slow_start
-        if weight and ramp and healthy and state.recovered_at is not None:
-            elapsed = now - state.recovered_at
-            if elapsed < ramp:
-                weight = max(1, round(weight * max(_RAMP_FLOOR, elapsed / ramp)))
-                at(now + ramp / _RAMP_STEPS)
-        members.append(Member(state, weight, inst.priority, IN if healthy else OUT))
-
-    threshold = settings.panic_threshold
-    if threshold:
-        counted = [m for m in members if m.state.effective_status != MAINTENANCE]
-        healthy_count = sum(1 for m in counted if m.role == IN)
-        if counted and healthy_count / len(counted) < threshold:
-            # Fail open: better to spread load over all than to crush the few survivors or
-            # answer nothing. The unhealthy go behind the healthy, and in SRV below them.
-            worst = max((m.priority for m in counted if m.role == IN), default=0)
-            for m in counted:
-                if m.role == OUT:
-                    m.role = FALLBACK
-                    m.priority = min(65535, max(worst, m.priority) + 1)
-    return members, wake
-
 
 class HealthMonitor:
     def __init__(self, registry: Registry, cfg: HealthSettings | None = None) -> None:
@@ -129,6 +47,7 @@ class HealthMonitor:
         self.checks_skipped = 0  # runs that found no slot in the budgets before the next was due
         self.gate = CheckGate(lambda: self.settings)
         self._wake: dict[str, float] = {}
+        self.handouts = Handouts()
         self._leases: list[tuple[float, str, str]] = []
         self._leased: set[tuple[str, str]] = set()
         self._critical: set[tuple[str, str]] = set()
@@ -144,13 +63,32 @@ class HealthMonitor:
     # -- the view the answer index is built from ---------------------------------------------
 
     def view(self, svc: Service) -> list[Member]:
-        members, wake = handout(svc, self.clock(), self.settings)
+        """Every instance of ``svc`` as handed out now."""
+        members, wake = self.handouts.whole(svc, self.clock(), self.settings)
         name = svc.settings.name
         if wake is None:
             self._wake.pop(name, None)
         else:
             self._wake[name] = wake
         return members
+
+    def view_one(self, svc: Service, iid: str) -> tuple[list[Member], list[str]] | None:
+        """Instance ``iid`` of ``svc`` as handed out now that it changed (or went): the members
+        changed and the ids removed. None: hand out the whole service (``view``)."""
+        found = self.handouts.one(svc, iid, self.clock(), self.settings)
+        if found is None:
+            return None
+        changed, removed, wake = found
+        if wake is not None:
+            # Only ever earlier: a wake left early by a member that no longer needs it costs
+            # one whole hand-out then, which finds the next one.
+            name = svc.settings.name
+            self._wake[name] = min(wake, self._wake.get(name, wake))
+        return changed, removed
+
+    def forget(self, service: str) -> None:
+        self.handouts.forget(service)
+        self._wake.pop(service, None)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -161,7 +99,7 @@ class HealthMonitor:
             connector=aiohttp.TCPConnector(force_close=True, limit=0),
             headers={"User-Agent": "dnsdisc-health-check"},
         )
-        self.registry.subscribe(self.reconcile)
+        self.registry.subscribe_changes(self.reconcile)
         now = self.clock()
         for svc in self.registry:
             for state in svc.instances.values():
@@ -199,20 +137,28 @@ class HealthMonitor:
                 task.cancel()
             self._checks.clear()
 
-    def reconcile(self, service: str) -> None:
-        """Start leases and checks of new instances, stop checks of gone or changed ones."""
+    def reconcile(self, service: str, iid: str | None = None) -> None:
+        """Start leases and checks of new instances, stop checks of gone or changed ones: of
+        instance ``iid`` only when it is the only one that changed, else of every instance."""
         svc = self.registry.get(service)
         current = svc.instances if svc else {}
-        for key in [k for k in self._checks if k[0] == service]:
+        if iid is not None:
+            keys = [(service, iid)] if (service, iid) in self._checks else []
+            states = [(iid, state)] if (state := current.get(iid)) is not None else []
+        else:
+            keys = [k for k in self._checks if k[0] == service]
+            states = list(current.items())
+        for key in keys:
             state = current.get(key[1])
             if state is None or state.instance != self._checks[key][0]:
                 self._checks.pop(key)[1].cancel()
-        for iid, state in current.items():
+        for instance_id, state in states:
             inst = state.instance
-            key = (service, iid)
+            key = (service, instance_id)
             if inst.ttl is not None and self.local_leases and key not in self._leased:
                 self._leased.add(key)
-                heapq.heappush(self._leases, (state.last_heartbeat + inst.ttl, service, iid))
+                deadline = state.last_heartbeat + inst.ttl
+                heapq.heappush(self._leases, (deadline, service, instance_id))
             if state.status == CRITICAL:
                 # Critical with no change of state to report it (a check that has not passed yet,
                 # or a status read from a shared store): deregister_after counts from then on,

@@ -1,6 +1,7 @@
-"""What the registry announces, synchronously, to whoever listens: which service changed, which
-instance's status changed, whose reported figures changed. Listeners run inside the change, so
-by the time a write returns every listener has seen it."""
+"""What the registry announces, synchronously, to whoever listens: which service (and, when it
+was only one, which instance) changed, which instance's status changed, whose reported figures
+changed. Listeners run inside the change, so by the time a write returns every listener has
+seen it."""
 
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ class Events:
     __slots__ = ("changed", "figures", "status")
 
     def __init__(self) -> None:
-        # (service): anything about it changed, or it is gone; rebuild what derives from it
-        self.changed: Bus[[str]] = Bus()
+        # (service, instance id): anything about the service changed, or it is gone; rebuild
+        # what derives from it. With an instance id, only that instance changed (or went):
+        # what derives from each instance alone may be rebuilt for it alone.
+        self.changed: Bus[[str, str | None]] = Bus()
         # (service, instance id, old effective status, new effective status)
         self.status: Bus[[str, str, str, str]] = Bus()
         # (service, instance id, load, latency in ms): reported figures changed, nothing else did

@@ -10,7 +10,8 @@ store's changes from other nodes are applied as they come (the node that took th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from dnsdisc.errors import LimitError
@@ -52,17 +53,26 @@ def check_new_service(limits: Limits, services: int) -> None:
         )
 
 
+def tag_counts(instances: Iterable[Instance]) -> Counter[str]:
+    """How many of ``instances`` carry each tag (what ``check_instance`` is given)."""
+    counts: Counter[str] = Counter()
+    for inst in instances:
+        counts.update(inst.tags)
+    return counts
+
+
 def check_instance(
     limits: Limits,
     inst: Instance,
-    held: Iterable[Instance],
+    tags: Mapping[str, int],
     held_count: int,
     old: Instance | None,
     total: Callable[[], int],
 ) -> None:
     """Before ``inst`` replaces ``old`` (None: it is new) in a service holding ``held_count``
-    instances (``held``); ``total()`` counts the instances registered in all (asked only
-    for a new instance)."""
+    instances that carry ``tags`` (tag -> how many carry it, ``old`` included); ``total()``
+    counts the instances registered in all (asked only for a new instance). The cost is that
+    of the instance's tags, not of the service."""
     check_meta(limits, inst.meta, f"instance {inst.id!r}")
     if old is None:
         if held_count >= limits.instances_per_service:
@@ -77,15 +87,15 @@ def check_instance(
                 f"{count} instances are registered; limits.instances allows {limits.instances}",
                 "limits.instances",
             )
-    new_tags = set(inst.tags).difference(old.tags if old is not None else ())
-    if new_tags:
-        # Only a write that brings a tag its instance did not carry can add one: the scan over the
-        # service is paid then, not on every re-registration.
-        tags = {t for other in held if other.id != inst.id for t in other.tags}
-        tags.update(inst.tags)
-        if len(tags) > limits.tags_per_service:
+    mine = set(inst.tags)
+    added = sum(1 for t in mine if not tags.get(t))
+    if added:
+        # Tags only ``old`` carried go with it.
+        gone = sum(1 for t in set(old.tags if old else ()) - mine if tags.get(t) == 1)
+        distinct = sum(1 for n in tags.values() if n) - gone + added
+        if distinct > limits.tags_per_service:
             raise LimitError(
-                f"service {inst.service!r} would carry {len(tags)} distinct tags; "
+                f"service {inst.service!r} would carry {distinct} distinct tags; "
                 f"limits.tags_per_service allows {limits.tags_per_service}",
                 "limits.tags_per_service",
             )

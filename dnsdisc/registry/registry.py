@@ -116,6 +116,11 @@ class Registry:
 
     def subscribe(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(service)`` after every change to a service (or its removal)."""
+        self.events.changed.add(lambda service, _: listener(service))
+
+    def subscribe_changes(self, listener: Callable[[str, str | None], None]) -> None:
+        """Call ``listener(service, instance id)`` after every change to a service (or its
+        removal); the id names the only instance that changed (or went), None: not just one."""
         self.events.changed.add(listener)
 
     def on_status(self, listener: Callable[[str, str, str, str], None]) -> None:
@@ -132,7 +137,7 @@ class Registry:
         """Fill memory from the store, then create the services the config names."""
         self.memory.load(await self.store.open())
         for n, name in enumerate(self.memory.names(), 1):
-            self.events.changed.emit(name)
+            self.events.changed.emit(name, None)
             if n % LOAD_BATCH == 0:
                 # Let the loop run: with DNS workers, the feed carrying these services flows
                 # to them meanwhile, so they build while this process goes on loading.
@@ -165,7 +170,7 @@ class Registry:
         check_instance(
             limits,
             inst,
-            (s.instance for s in svc.instances.values()) if svc else (),
+            svc.tag_counts() if svc else {},
             len(svc.instances) if svc else 0,
             old.instance if old is not None else None,
             lambda: sum(len(s.instances) for s in self.memory),

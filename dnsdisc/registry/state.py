@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +20,7 @@ from typing import Any
 
 from dnsdisc.errors import ValidationError
 from dnsdisc.registry.events import Events
+from dnsdisc.registry.limits import tag_counts
 from dnsdisc.registry.model import (
     CRITICAL,
     INSTANCE_FIELDS,
@@ -132,6 +133,47 @@ class Service:
     settings: ServiceSettings
     instances: dict[str, InstanceState] = field(default_factory=dict)
     static: bool = False
+    # How many instances carry each tag (for limits.tags_per_service): counted when first asked
+    # for, then kept by ``put`` and ``drop``; any other change to ``instances`` drops it.
+    _tags: Counter[str] | None = field(default=None, repr=False, compare=False)
+
+    def put(self, state: InstanceState) -> InstanceState | None:
+        """Add or replace an instance; the one it replaced."""
+        iid = state.instance.id
+        prev = self.instances.get(iid)
+        self.instances[iid] = state
+        if self._tags is not None:
+            if prev is not None:
+                self._untag(prev)
+            self._tags.update(state.instance.tags)
+        return prev
+
+    def drop(self, instance_id: str) -> InstanceState | None:
+        state = self.instances.pop(instance_id, None)
+        if state is not None and self._tags is not None:
+            self._untag(state)
+        return state
+
+    def keep(self, instances: dict[str, InstanceState]) -> None:
+        """Hold exactly ``instances`` from now on."""
+        self.instances = instances
+        self._tags = None
+
+    def tag_counts(self) -> Counter[str]:
+        """Tag -> how many instances carry it (none with 0)."""
+        if self._tags is None:
+            self._tags = tag_counts(s.instance for s in self.instances.values())
+        return self._tags
+
+    def _untag(self, state: InstanceState) -> None:
+        tags = self._tags
+        assert tags is not None
+        for tag in state.instance.tags:
+            left = tags[tag] - 1
+            if left > 0:
+                tags[tag] = left
+            else:
+                del tags[tag]
 
 
 class Memory:
@@ -186,7 +228,7 @@ class Memory:
             svc = self._service_or_new(service)
             # After a restart each lease starts afresh and checks start from passing: the
             # restart must not expire or hide anything; the checks resume at once.
-            svc.instances[iid] = InstanceState(inst, now, now, since=now)
+            svc.put(InstanceState(inst, now, now, since=now))
         for (service, iid), data in snap.statuses.items():
             self.take_verdict(service, iid, data)
         for name, settings in self.settings.configured.items():
@@ -219,7 +261,7 @@ class Memory:
         """Put ``inst`` in memory, keeping what was learnt about its health; True when new."""
         svc = self._service_or_new(inst.service)
         prev = svc.instances.get(inst.id)
-        svc.instances[inst.id] = InstanceState.registered(inst, self.clock(), prev)
+        svc.put(InstanceState.registered(inst, self.clock(), prev))
         log.info(
             "%s instance %s/%s at %s port %d",
             "registered" if prev is None else "replaced",
@@ -228,14 +270,14 @@ class Memory:
             inst.address,
             inst.port,
         )
-        self.events.changed.emit(inst.service)
+        self.events.changed.emit(inst.service, inst.id)
         return prev is None
 
     def drop_instance(self, service: str, instance_id: str) -> None:
         svc = self._services.get(service)
-        if svc is not None and svc.instances.pop(instance_id, None) is not None:
+        if svc is not None and svc.drop(instance_id) is not None:
             log.info("deregistered instance %s/%s", service, instance_id)
-            self.events.changed.emit(service)
+            self.events.changed.emit(service, instance_id)
 
     def put_service(self, settings: ServiceSettings) -> None:
         svc = self._services.get(settings.name)
@@ -243,12 +285,12 @@ class Memory:
             svc = self._services[settings.name] = Service(settings)
         svc.settings = settings
         log.info("service %s settings: %s", settings.name, settings_data(settings))
-        self.events.changed.emit(settings.name)
+        self.events.changed.emit(settings.name, None)
 
     def drop_service(self, name: str) -> None:
         if self._services.pop(name, None) is not None:
             log.info("deleted service %s", name)
-            self.events.changed.emit(name)
+            self.events.changed.emit(name, None)
 
     def retain(self, instances: Container[tuple[str, str]], services: Container[str]) -> None:
         """Drop every instance not in ``instances``, then every service left empty that is not
@@ -257,13 +299,13 @@ class Memory:
         for name, svc in list(self._services.items()):
             for iid, state in list(svc.instances.items()):
                 if not state.instance.static and (name, iid) not in instances:
-                    del svc.instances[iid]
+                    svc.drop(iid)
                     touched.add(name)
             if not svc.static and not svc.instances and name not in services:
                 del self._services[name]
                 touched.add(name)
         for name in touched:
-            self.events.changed.emit(name)
+            self.events.changed.emit(name, None)
 
     def _service_or_new(self, name: str) -> Service:
         # Not setdefault: that would build default settings for every instance loaded.
@@ -288,7 +330,7 @@ class Memory:
                 elif iid in svc.instances and state.instance == svc.instances[iid].instance:
                     svc.instances[iid] = state  # unchanged by a reload: keep its health
         self._services[settings.name] = svc
-        self.events.changed.emit(settings.name)
+        self.events.changed.emit(settings.name, None)
 
     def replace_static(self, services: list[tuple[ServiceSettings, list[Instance]]]) -> None:
         """Make the zone files' services exactly ``services`` (a reload)."""
@@ -299,10 +341,10 @@ class Memory:
                 kept = {i: st for i, st in svc.instances.items() if not st.instance.static}
                 if kept:
                     svc.static = False
-                    svc.instances = kept
+                    svc.keep(kept)
                 else:
                     del self._services[name]
-                self.events.changed.emit(name)
+                self.events.changed.emit(name, None)
         for settings, instances in services:
             old = self._services.get(settings.name)
             if (
@@ -378,11 +420,11 @@ class Memory:
     def touch(self, service: str) -> None:
         """Have the listeners rebuild ``service`` although nothing in it changed."""
         if service in self._services:
-            self.events.changed.emit(service)
+            self.events.changed.emit(service, None)
 
     def _status_changed(self, service: str, instance_id: str, before: str, after: str) -> None:
         self.events.status.emit(service, instance_id, before, after)
-        self.events.changed.emit(service)
+        self.events.changed.emit(service, instance_id)
 
     def _figures(self, service: str, state: InstanceState) -> None:
         self.events.figures.emit(service, state.instance.id, state.load, state.latency_ms)

@@ -73,16 +73,23 @@ class _HasIndex(Protocol):
 def attach(registry: Registry, target: _HasIndex, health: HealthMonitor) -> None:
     """Keep ``target.index`` current: every registry change rebuilds the changed service's names
     from the instances health hands out (into whichever index is current: a reload swaps it;
-    with workers, the pool sends it to each of them)."""
+    with workers, the pool sends it to each of them). A change to one instance is handed out
+    and patched in alone where health and the index allow: a write to a large service then
+    costs what changed, not the service."""
 
-    def on_change(service: str) -> None:
+    def on_change(service: str, iid: str | None) -> None:
         svc = registry.get(service)
         if svc is None:
+            health.forget(service)
             target.index.rebuild(service, None, ())
-        else:
-            target.index.rebuild(service, svc.settings, health.view(svc))
+            return
+        if iid is not None:
+            found = health.view_one(svc, iid)
+            if found is not None and target.index.patch(service, *found):
+                return
+        target.index.rebuild(service, svc.settings, health.view(svc))
 
-    registry.subscribe(on_change)
+    registry.subscribe_changes(on_change)
 
 
 def load_zones(config: Config) -> zones.ZoneData:

@@ -27,8 +27,10 @@ from dnsdisc.workers.supervisor import Supervisor
 # (service, settings, members): every service as health hands it out, for a new worker.
 Snapshot = Callable[[], Iterable[tuple[str, ServiceView, Sequence[MemberView]]]]
 
-# Services per feed message: in the snapshot a new worker starts from, and in a large change.
+# Services per feed message: in the snapshot a new worker starts from and in a change's deltas;
+# services sent whole in a change (a reload sends every one) go fewer at a time.
 SNAPSHOT_CHUNK = 256
+CHANGE_CHUNK = 32
 
 
 class WorkerPool:
@@ -47,8 +49,10 @@ class WorkerPool:
         self.supervisor = Supervisor(settings.listen, count, loop_kind, self._state, self._flush)
         self.barrier = WriteBarrier(self.supervisor)
         # Services changed in this turn of the event loop, not sent yet (see ``rebuild``), and
-        # what ``settle`` waits on until they are.
-        self._dirty: dict[str, tuple[ServiceView | None, Sequence[MemberView]]] = {}
+        # what ``settle`` waits on until they are: whole (members by id), or only the members
+        # changed (None: removed) of a service the workers hold.
+        self._dirty: dict[str, tuple[ServiceView | None, dict[str, MemberView]]] = {}
+        self._patches: dict[str, dict[str, MemberView | None]] = {}
         self._flushed: asyncio.Future[None] | None = None
         self.sent = protocol.SentServices()
 
@@ -90,14 +94,42 @@ class WorkerPool:
         several times meanwhile is sent once, as it is last. The writes of one group commit
         complete together, often to the same service, and each would otherwise have every worker
         rebuild that service again."""
+        self._pending()
+        self._patches.pop(service, None)
+        self._dirty[service] = (settings, {m.instance.id: m for m in members})
+
+    def patch(self, service: str, changed: Sequence[MemberView], removed: Sequence[str]) -> bool:
+        """Like ``AnswerIndex.patch``, in every worker, sent as ``rebuild`` is; it costs the
+        members named. False when the workers were never sent ``service`` (send it whole)."""
+        whole = self._dirty.get(service)
+        if whole is not None:
+            if whole[0] is None:
+                return False
+            members = whole[1]
+            for m in changed:
+                members[m.instance.id] = m
+            for iid in removed:
+                members.pop(iid, None)
+            return True
+        if not self.sent.holds(service):
+            return False
+        self._pending()
+        patches = self._patches.setdefault(service, {})
+        for m in changed:
+            patches[m.instance.id] = m
+        for iid in removed:
+            patches[iid] = None
+        return True
+
+    def _pending(self) -> None:
         if self._flushed is None:
             loop = asyncio.get_running_loop()
             self._flushed = loop.create_future()
             loop.call_soon(self._flush)
-        self._dirty[service] = (settings, members)
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, {}
+        patches, self._patches = self._patches, {}
         flushed, self._flushed = self._flushed, None
         try:
             # Recorded as sent even with no worker: a new worker starts from a snapshot at
@@ -105,19 +137,25 @@ class WorkerPool:
             whole: list[protocol.ServiceFrame] = []
             deltas: list[protocol.DeltaFrame] = []
             for name, (settings, members) in dirty.items():
-                frame, delta = self.sent.diff(name, settings, members)
+                frame, delta = self.sent.diff(name, settings, members.values())
                 if frame is not None:
                     whole.append(frame)
+                if delta is not None:
+                    deltas.append(delta)
+            for name, change in patches.items():
+                delta = self.sent.patch(name, change)
                 if delta is not None:
                     deltas.append(delta)
             if self.supervisor.workers:
                 # In chunks: a worker acknowledges each, so one applying a reload's every
                 # service is heard from (not taken for hung) and its fence advances meanwhile.
-                step = SNAPSHOT_CHUNK
-                for first in range(0, len(whole), step):
-                    self.supervisor.send_all(protocol.SERVICES, whole[first : first + step])
-                for first in range(0, len(deltas), step):
-                    self.supervisor.send_all(protocol.DELTA, deltas[first : first + step])
+                # Small ones: a worker answers queries between messages (``replica.SLICE``).
+                n = CHANGE_CHUNK
+                for first in range(0, len(whole), n):
+                    self.supervisor.send_all(protocol.SERVICES, whole[first : first + n])
+                n = SNAPSHOT_CHUNK
+                for first in range(0, len(deltas), n):
+                    self.supervisor.send_all(protocol.DELTA, deltas[first : first + n])
         finally:
             if flushed is not None and not flushed.done():
                 flushed.set_result(None)

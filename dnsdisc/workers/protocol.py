@@ -28,7 +28,7 @@ worker -> main
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from dnsdisc.dnsserver.servicenames import settings_key
@@ -71,7 +71,7 @@ STALL_TIMEOUT = 30.0
 START_TIMEOUT = 30.0
 
 
-def member_frames(members: Sequence[MemberView]) -> list[MemberFrame]:
+def member_frames(members: Iterable[MemberView]) -> list[MemberFrame]:
     """The members as a SERVICES message carries them (a worker's ``RemoteMember``)."""
     return [(m.instance, m.weight, m.priority, m.role, m.load, m.latency_ms) for m in members]
 
@@ -89,8 +89,11 @@ class SentServices:
         """The workers' index starts empty (a reload): everything goes whole again."""
         self._sent.clear()
 
+    def holds(self, name: str) -> bool:
+        return name in self._sent
+
     def diff(
-        self, name: str, settings: ServiceView | None, members: Sequence[MemberView]
+        self, name: str, settings: ServiceView | None, members: Iterable[MemberView]
     ) -> tuple[ServiceFrame | None, DeltaFrame | None]:
         """Record ``name`` as sent; the frame to send it with (whole, or a delta; neither
         when nothing the workers hold changed)."""
@@ -112,3 +115,23 @@ class SentServices:
         if not changed and not removed:
             return None, None
         return None, (name, changed, removed)
+
+    def patch(self, name: str, change: dict[str, MemberView | None]) -> DeltaFrame | None:
+        """Record the members of ``name`` in ``change`` as sent (None: removed), a service the
+        workers hold (``holds``); the delta to send them with (None: nothing they hold changed).
+        The work is that of the members named."""
+        sent = self._sent[name][1]
+        changed: list[MemberFrame] = []
+        removed: list[str] = []
+        for iid, m in change.items():
+            before = sent.get(iid)
+            if m is None:
+                if before is not None:
+                    del sent[iid]
+                    removed.append(iid)
+                continue
+            f = (m.instance, m.weight, m.priority, m.role, m.load, m.latency_ms)
+            sent[iid] = f
+            if before is None or before[:4] != f[:4]:
+                changed.append(f)
+        return (name, changed, removed) if changed or removed else None

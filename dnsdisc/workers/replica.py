@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 import socket
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,13 @@ from dnsdisc.workers import feed, protocol
 from dnsdisc.workers.protocol import MemberFrame
 
 log = logging.getLogger("dnsdisc.workers.replica")
+
+# Seconds of queued feed work applied per turn of the event loop when no answer waits on it:
+# queries read meanwhile are answered between slices (a reload's thousands of services, a burst
+# of registrations), instead of after all of it.
+SLICE = 0.005
+# What goes into the index being built (see ``Follower._unseen``).
+_BUILDING = frozenset((protocol.SERVICES, protocol.DELTA, protocol.FIGURES))
 
 
 class RemoteMember:
@@ -73,7 +81,8 @@ class Replica:
         """What changed of a service (DELTA): the members named, nothing else."""
         tallies = self.tallies.setdefault(name, {})
         members = [RemoteMember(v, tallies.get(v[0].id) or [0]) for v in views]
-        self.building.patch(name, members, removed)
+        if not self.building.patch(name, members, removed):
+            raise ValueError(f"a change to {name!r}, which the index does not hold")
         for member in members:
             tallies[member.instance.id] = member.tally
         for iid in removed:
@@ -120,6 +129,8 @@ class Follower:
         self.paused = False
         # The feed can no longer be applied: nothing is read from it, nothing is answered.
         self.failed = False
+        self.swaps = 0  # SWAP messages queued
+        self._more: asyncio.Handle | None = None  # the next slice of queued work, if due
 
     def start(self, messages: list[tuple[Any, ...]]) -> None:
         self._take(messages)
@@ -133,14 +144,17 @@ class Follower:
         """Called before answering what was just read: a few loads when nothing is new."""
         fence = self.fence
         if fence is not None and fence[0] > self.applied and not self.paused:
-            self.pump()
+            self.pump(fence[0])
 
-    def pump(self) -> None:
+    def pump(self, until: int | None = None) -> None:
+        """Read what arrived and apply it: up to message ``until`` and what the answers need
+        at once (the fence), else for SLICE seconds and the rest in later turns of the loop,
+        so that queries are answered in between."""
         if self.failed:
             return
         try:
             self._take(self.channel.receive())
-            self._apply_queued()
+            self._apply_queued(until)
         except Exception as exc:
             self._fail(exc)
             return
@@ -155,11 +169,22 @@ class Follower:
             if message[0] == protocol.PING:
                 self.channel.write(feed.frame(protocol.PONG, message[1], self.applied))
             else:
+                if message[0] == protocol.SWAP:
+                    self.swaps += 1
                 self.queue.append(message)
 
-    def _apply_queued(self) -> None:
+    def _apply_queued(self, until: int | None) -> None:
         queue, replica, face = self.queue, self.replica, self.face
+        deadline = time.monotonic() + SLICE
         while queue and not self.paused:
+            if (
+                self.applied >= until or self._unseen()  # no answer can show the rest yet
+                if until is not None
+                else time.monotonic() > deadline
+            ):
+                if self._more is None:  # the rest in a later turn
+                    self._more = asyncio.get_running_loop().call_soon(self._go_on)
+                return
             message = queue.popleft()
             kind, seq = message[0], message[1]
             if kind == protocol.STOP:
@@ -171,9 +196,24 @@ class Follower:
                 listening = asyncio.ensure_future(self._listen(seq))
                 listening.add_done_callback(self._listened)
                 return
+            if kind == protocol.SWAP:
+                self.swaps -= 1
             reply = _apply(message, replica, face)
             self.applied = seq
             self.channel.write(reply)
+
+    def _go_on(self) -> None:
+        self._more = None
+        self.pump()
+
+    def _unseen(self) -> bool:
+        """Whether the next message only goes into an index being built beside the one
+        answering (a reload), with no SWAP to it queued: no answer can show it yet."""
+        return (
+            not self.swaps
+            and self.replica.building is not self.face.responder.index
+            and self.queue[0][0] in _BUILDING
+        )
 
     async def _listen(self, seq: int) -> None:
         _built(self.replica)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from dnsdisc.health.monitor import handout
+from dnsdisc.health.handout import handout
 from dnsdisc.health.settings import HealthSettings
 from dnsdisc.policies.roles import FALLBACK, IN, OUT
 from dnsdisc.registry.model import CRITICAL, PASSING, WARNING, Instance, ServiceSettings

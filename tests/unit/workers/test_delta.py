@@ -4,13 +4,17 @@ from the same names as one given every service whole."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from dnsdisc.config import zones
 from dnsdisc.config.load import Config
+from dnsdisc.dnsserver.index import AnswerIndex
+from dnsdisc.dnsserver.zone import IndexSettings
 from dnsdisc.policies.roles import IN
 from dnsdisc.registry.model import Instance, ServiceSettings
 from dnsdisc.server.parts import build_index
+from dnsdisc.workers.pool import WorkerPool
 from dnsdisc.workers.protocol import SentServices
 from dnsdisc.workers.replica import Replica
 from tests.support.members import Member, names
@@ -19,6 +23,11 @@ from tests.support.members import Member, names
 def replica() -> Replica:
     config = Config()
     return Replica(build_index(config, zones.ZoneData()))
+
+
+def make_pool() -> WorkerPool:
+    index = AnswerIndex(IndexSettings(domain=b"\x03svc\x08internal\x00"))
+    return WorkerPool(Config().dns_settings(), 2, index, lambda: [], "asyncio")
 
 
 def member(n: int, port: int, tags: list[str]) -> Member:
@@ -77,3 +86,44 @@ def test_new_load_or_latency_alone_sends_no_member() -> None:
     members[3] = member(3, 81, ["a"])
     _, delta = sent.diff("web", settings, members)
     assert delta is not None and [f[0].id for f in delta[1]] == ["w3"]
+
+
+def test_patch_records_and_sends_only_the_members_named() -> None:
+    sent = SentServices()
+    settings = ServiceSettings.from_json("web", {})
+    members = {n: member(n, 80, ["a"]) for n in range(100)}
+    assert not sent.holds("web")
+    sent.diff("web", settings, list(members.values()))
+    assert sent.holds("web")
+    members[4] = member(4, 81, ["a"])
+    delta = sent.patch("web", {"w4": members[4], "w7": None, "w99": None, "w1000": None})
+    assert delta is not None
+    _name, changed, removed = delta
+    assert [f[0].id for f in changed] == ["w4"] and sorted(removed) == ["w7", "w99"]
+    # What was recorded is what a whole diff now compares against.
+    del members[7], members[99]
+    assert sent.diff("web", settings, list(members.values())) == (None, None)
+    assert sent.patch("web", {"w4": members[4]}) is None  # as sent: nothing to send
+
+
+def test_pool_patch_merges_into_what_is_pending() -> None:
+    async def scenario() -> None:
+        pool = make_pool()
+        settings = ServiceSettings.from_json("web", {})
+        first = [member(n, 80, ["a"]) for n in range(10)]
+        assert not pool.patch("web", first[:1], [])  # never sent: must go whole
+        pool.rebuild("web", settings, first)
+        assert pool.patch("web", [member(3, 90, ["a"])], ["w5"])  # merged into the whole
+        await pool.settle()
+        assert pool.sent.holds("web")
+        assert pool.patch("web", [member(11, 80, ["a"])], ["w6"])
+        assert pool.patch("web", [member(6, 80, ["a"])], [])  # back in the same turn
+        await pool.settle()
+        assert pool.sent.diff("web", settings, [
+            *(m for m in first if m.instance.id not in ("w3", "w5")),
+            member(3, 90, ["a"]), member(11, 80, ["a"]),
+        ]) == (None, None)  # fmt: skip
+        pool.rebuild("web", None, [])
+        assert not pool.patch("web", first[:1], [])  # gone in this turn: send it whole
+
+    asyncio.run(scenario())

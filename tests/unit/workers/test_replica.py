@@ -204,3 +204,71 @@ def test_a_worker_told_to_stop_still_catches_up_while_it_drains() -> None:
             await worker.close()
 
     assert asyncio.run(scenario()) == ["10.0.0.3"]
+
+
+def heavy(seq: int, name: str, size: int = 300) -> bytes:
+    """A SERVICES message with one service of ``size`` instances: milliseconds to apply."""
+    views = []
+    for n in range(size):
+        inst = Instance.from_json(name, f"i{n}", {"address": f"10.1.{n // 250}.{n % 250}", "port": 80})
+        views.append((inst, inst.weight, inst.priority, IN, None, None))
+    return feed.frame(protocol.SERVICES, seq, [(name, ServiceSettings.from_json(name, {}), views)])
+
+
+def test_queued_work_is_applied_in_slices_with_the_loop_running_between() -> None:
+    async def scenario() -> tuple[int, int, int]:
+        worker = Worker(udp_batch=True)
+        await worker.listen()
+        try:
+            last = 12  # all in the socket buffer at once (about 17 KB each)
+            worker.send(b"".join(heavy(seq, f"s{seq}") for seq in range(1, last + 1)), None)
+            worker.follower.pump()
+            first = worker.follower.applied
+            for _ in range(2000):  # bounded: each turn applies a slice
+                if worker.follower.applied == last:
+                    break
+                await asyncio.sleep(0.001)
+            return first, worker.follower.applied, last
+        finally:
+            await worker.close()
+
+    first, applied, last = asyncio.run(scenario())
+    assert 0 < first < last  # one pump did a slice, not all of it (before: all 12)
+    assert applied == last  # and the rest followed without any new bytes or fence
+
+
+def test_a_reload_being_built_does_not_hold_up_answers_from_the_current_index() -> None:
+    # A reload sends a new index (INDEX), every service into it, then SWAP. Until SWAP no
+    # answer can show what is built, so a query read meanwhile is answered at once from the
+    # index in use, not after the whole build (before: the fence made it apply everything).
+    async def scenario() -> tuple[list[str], int, list[str]]:
+        worker = Worker(udp_batch=True)
+        seen: list[int] = []
+        follower = worker.follower
+
+        def catch_up() -> None:
+            follower.catch_up()
+            seen.append(follower.applied)
+
+        worker.face.catch_up = catch_up  # what the transports call before answering
+        udp, _ = await worker.listen()
+        try:
+            worker.send(services(1, "10.0.0.1"), fence=1)
+            assert texts(await ask_udp(udp)) == ["10.0.0.1"]
+            index = follower.replica.building
+            reload = [feed.frame(protocol.INDEX, 2, index.settings, index.static_records)]
+            reload += [heavy(seq, f"s{seq}") for seq in range(3, 13)]
+            reload.append(services(13, "10.0.0.9"))
+            worker.send(b"".join(reload), fence=13)
+            before = texts(await ask_udp(udp))
+            held = min(seen[1:])  # what the catch-ups applied up to before answering
+            worker.send(feed.frame(protocol.SWAP, 14), fence=14)
+            after = texts(await ask_udp(udp))
+            return before, held, after
+        finally:
+            await worker.close()
+
+    before, held, after = asyncio.run(scenario())
+    assert before == ["10.0.0.1"]
+    assert held < 13  # the build was left to the feed's own turns
+    assert after == ["10.0.0.9"]  # SWAP fenced: everything before it applied first
