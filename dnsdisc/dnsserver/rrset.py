@@ -346,12 +346,25 @@ class RRSet:
         return [members[i] for i in order]
 
 
-def cached_orders(rrset: RRSet | None) -> int:
+# Round robin shows one window per rotation offset, the same one every time the rotation comes
+# round: all of them are kept while they hold this many places in all (5,000 windows of 16
+# records, about 3 MB of replies), so that from the second round on each answer is a cached
+# reply. Longer windows (TCP, every record) would push the rest of the cache out for nothing.
+ROTATION_PLACES = 1 << 17
+
+
+def cached_orders(rrset: RRSet | None, places: int = 0) -> int:
     """How many replies (one per order) the responder keeps for a query whose answer ``rrset``
-    orders (None: nothing is ordered). For an RRset whose orders come from a table, all of them
-    (a weighted RRset of 5 with max_answers 5 has 120), so that its entry never empties itself
-    while its answers cycle through the table. For one that draws its orders (pool, round robin,
-    load), twice the pool: the pool's orders, and room for what it replaces."""
+    orders (None: nothing is ordered), its orders being of ``places`` places. For an RRset whose
+    orders come from a table, all of them (a weighted RRset of 5 with max_answers 5 has 120), so
+    that its entry never empties itself while its answers cycle through the table. For round
+    robin, every window while they hold ROTATION_PLACES places in all. For one that draws its
+    orders from a pool (load and latency above a table's size too), twice the pool: the pool's
+    orders, and room for what it replaces."""
     if rrset is None or any(d.table is not None for d in rrset.draws.values()):
         return MAX_TABLE_ORDERS
+    if rrset.policy is round_robin:
+        windows = len(rrset.members)
+        if windows * max(places, 1) <= ROTATION_PLACES:
+            return max(windows, 2 * POOL)
     return 2 * POOL
