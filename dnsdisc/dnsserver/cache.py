@@ -244,7 +244,7 @@ class ReplyCache:
             self.size += entry.size
             self._index(entry, data[2:])
         replies = entry.replies
-        if len(replies) >= cached_orders(drawn):
+        if len(replies) >= cached_orders(drawn, len(order)):
             # Orders beyond count (round robin of many): stay bounded.
             freed = sum(_reply_size(o, r) for o, r in replies.items())
             replies.clear()

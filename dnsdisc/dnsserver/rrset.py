@@ -3,8 +3,7 @@
 An ``Item`` is one pre-encoded record body (no owner) with what balancing and glue need to know
 about it; an ``RRSet`` holds the items of one name and type and draws the order of each answer:
 from a table of every order with its exact chance, from a standing pool of orders, or afresh
-(round robin, and the policies that read reported load and latency). The drawn order also keys
-the responder's cached replies (``cached_orders``).
+(round robin). The drawn order also keys the responder's cached replies (``cached_orders``).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from dnsdisc.policies.balance import (
     MAX_TABLE_ORDERS,
     Policy,
     Tier,
+    least_loaded,
     live_tiers,
     order_table,
     priority,
@@ -78,10 +78,11 @@ class Item:
 
 # Policies whose orders are independent random draws (see RRSet.next_order).
 RESAMPLED = frozenset({weighted, priority, shuffle, srv_order})
-# Seconds a large RRset's least_loaded or latency tiers stand before they are read again from
-# the reported figures, which change between rebuilds (heartbeats): reading them is O(n).
+# least_loaded and latency read figures reported between rebuilds (heartbeats). Their tiers,
+# table and pool stand while the figures stand: up to LIVE_SMALL members the figures are
+# compared on every answer (a heartbeat shows in the next answer); above, reading them is O(n),
+# so at most every LIVE_REFRESH seconds.
 LIVE_REFRESH = 0.2
-# Up to this many items a live policy simply orders them all per answer (as cheap as a refresh).
 LIVE_SMALL = 64
 
 
@@ -105,15 +106,17 @@ class RRSet:
     responder's cap for UDP), which the responder also uses as the key to a reply it has already
     encoded. Where a policy's orders are few enough, they are drawn from a table of every order
     with its exact chance (one random number per answer); else from a standing pool (see
-    ``next_order``). Round robin and the policies that read reported load and latency draw for
-    every answer. Only the places an answer shows are drawn (``TierSampler``, a rotating
-    offset): the cost of a draw grows with the answer, not with the RRset."""
+    ``next_order``); for the policies that read reported load and latency, from the figures
+    standing (``_watch``). Round robin draws for every answer. Only the places an answer shows
+    are drawn (``TierSampler``, a rotating offset): the cost of a draw grows with the answer,
+    not with the RRset."""
 
     __slots__ = (
         "counted",
         "counter",
         "draws",
         "dropped",
+        "figures",
         "fit_tcp",
         "fit_udp",
         "fixed",
@@ -157,6 +160,7 @@ class RRSet:
         self.tcp_orders: _Orders | None = None
         self.sampler: TierSampler | None = None  # made at the first draw; see _sample
         self.sampled_at = 0.0
+        self.figures: tuple[float | None, ...] = ()  # the live figures it was made from
         self.last: tuple[int, ...] = ()  # the order drawn last
         # An order the standing pool has just replaced: its cached replies can go.
         self.dropped: tuple[int, ...] | None = None
@@ -188,6 +192,9 @@ class RRSet:
         self, rng: random.Random, cap: int | None = None, tcp: bool = True
     ) -> tuple[int, ...]:
         """The order of the next answer: indices into ``members``, cut to ``length``."""
+        figures = self.policy in LIVE_POLICIES
+        if figures:
+            self._watch()
         draws = self.tcp_orders if tcp else self.udp_orders
         if draws is None or cap != (self.tcp_cap if tcp else self.udp_cap):
             draws = self._orders(cap, tcp)
@@ -196,12 +203,13 @@ class RRSet:
         if table is not None:
             cum, orders = table
             order = self.last = orders[bisect_right(cum, rng.random())]
-        elif self.policy in RESAMPLED:
+        elif figures or self.policy in RESAMPLED:
             # Too many orders for a table (more than 720): a standing pool of orders drawn from
             # the policy, read in turn, each slot redrawn with chance 1/REUSE when read. Every
             # slot always holds an independent draw and which slot is read does not depend on
             # what it holds, so each answer's order has exactly the policy's distribution;
-            # only neighbouring answers are no longer independent.
+            # only neighbouring answers are no longer independent. (Live policies: for the
+            # figures standing; ``_watch`` empties the pool when they change.)
             pool = draws.pool
             if len(pool) < POOL:
                 order = self._draw(rng, limit)
@@ -214,7 +222,7 @@ class RRSet:
                     pool[pos] = self._draw(rng, limit)
                 order = pool[pos]
             self.last = order
-        else:  # round robin counts queries; load and latency change between queries
+        else:  # round robin counts queries
             order = self.last = self._draw(rng, limit)
         if self.counted and order:
             live = self.members[order[0]].live
@@ -255,8 +263,10 @@ class RRSet:
         draw costs one random number. The same distribution as ``_draw``, by construction
         (tests compare the two)."""
         policy = self.policy
-        if policy is None or policy in LIVE_POLICIES:
+        if policy is None:
             return None
+        if policy in LIVE_POLICIES:
+            return order_table(self._sample(policy).groups, limit)
         groups = self._groups(policy)
         return None if groups is None else order_table(groups, limit)
 
@@ -266,8 +276,6 @@ class RRSet:
         n = len(items)
         if policy is round_robin or policy is None or n + len(self.tail) <= 1:
             out = self._rotate(limit)
-        elif policy in LIVE_POLICIES and len(self.members) <= LIVE_SMALL:
-            out = self._full(policy, rng)
         else:
             out = self._sample(policy).draw(limit, rng)
         return tuple(out[:limit] if limit is not None else out)
@@ -289,29 +297,43 @@ class RRSet:
             out += [first + (tail_start + j) % m for j in range(min(want - n, m))]
         return out
 
-    def _full(self, policy: Policy, rng: random.Random) -> list[int]:
-        items = self.items
-        self.counter += 1
-        out = list(policy(items, self.counter, rng)) if len(items) > 1 else list(range(len(items)))
-        if self.tail:
-            first = len(items)
-            out += [first + i for i in policy(self.tail, self.counter, rng)]
-        return out
-
     def _sample(self, policy: Policy) -> TierSampler:
-        """The sampler of this RRset's tiers; re-read every LIVE_REFRESH seconds for policies
-        that read reported figures, kept until the RRset is rebuilt for the others."""
+        """The sampler of this RRset's tiers: kept until the RRset is rebuilt, or for the live
+        policies until their figures change (``_watch``)."""
         sampler = self.sampler
-        if policy in LIVE_POLICIES:
+        if sampler is None:
+            if policy in LIVE_POLICIES:
+                self._watch()
+                assert self.sampler is not None
+                return self.sampler
+            sampler = self.sampler = TierSampler(self._groups(policy) or [])
+        return sampler
+
+    def _watch(self) -> None:
+        """For least_loaded and latency: when the reported figures changed, the tiers, and the
+        tables and pools drawn from them, are made again from the figures now. Everything an
+        answer draws is thus computed once per change of the figures, not per answer."""
+        sampler = self.sampler
+        members = self.members
+        if len(members) > LIVE_SMALL:
             now = monotonic()
             if sampler is not None and now - self.sampled_at < LIVE_REFRESH:
-                return sampler
+                return
             self.sampled_at = now
-        elif sampler is not None:
-            return sampler
-        groups = self._groups(policy)
-        sampler = self.sampler = TierSampler(groups or [])
-        return sampler
+        if self.policy is least_loaded:
+            figures = tuple([m.load for m in members])
+        else:
+            figures = tuple([m.latency_ms for m in members])
+        if sampler is not None and figures == self.figures:
+            return
+        self.figures = figures
+        assert self.policy is not None
+        groups = self._groups(self.policy) or []
+        self.sampler = TierSampler(groups)
+        for draws in self.draws.values():
+            draws.table = order_table(groups, draws.limit)
+            draws.pool.clear()
+            draws.pos = 0
 
     def ordered(
         self, rng: random.Random, cap: int | None = None, tcp: bool = True
@@ -324,12 +346,25 @@ class RRSet:
         return [members[i] for i in order]
 
 
-def cached_orders(rrset: RRSet | None) -> int:
+# Round robin shows one window per rotation offset, the same one every time the rotation comes
+# round: all of them are kept while they hold this many places in all (5,000 windows of 16
+# records, about 3 MB of replies), so that from the second round on each answer is a cached
+# reply. Longer windows (TCP, every record) would push the rest of the cache out for nothing.
+ROTATION_PLACES = 1 << 17
+
+
+def cached_orders(rrset: RRSet | None, places: int = 0) -> int:
     """How many replies (one per order) the responder keeps for a query whose answer ``rrset``
-    orders (None: nothing is ordered). For an RRset whose orders come from a table, all of them
-    (a weighted RRset of 5 with max_answers 5 has 120), so that its entry never empties itself
-    while its answers cycle through the table. For one that draws its orders (pool, round robin,
-    load), twice the pool: the pool's orders, and room for what it replaces."""
+    orders (None: nothing is ordered), its orders being of ``places`` places. For an RRset whose
+    orders come from a table, all of them (a weighted RRset of 5 with max_answers 5 has 120), so
+    that its entry never empties itself while its answers cycle through the table. For round
+    robin, every window while they hold ROTATION_PLACES places in all. For one that draws its
+    orders from a pool (load and latency above a table's size too), twice the pool: the pool's
+    orders, and room for what it replaces."""
     if rrset is None or any(d.table is not None for d in rrset.draws.values()):
         return MAX_TABLE_ORDERS
+    if rrset.policy is round_robin:
+        windows = len(rrset.members)
+        if windows * max(places, 1) <= ROTATION_PLACES:
+            return max(windows, 2 * POOL)
     return 2 * POOL

@@ -43,9 +43,10 @@ class _Prepared:
 class TierSampler:
     """The first ``k`` places of the order that ``groups`` (tiers, one after the other) give."""
 
-    __slots__ = ("length", "tiers")
+    __slots__ = ("groups", "length", "tiers")
 
     def __init__(self, groups: Sequence[Tier]) -> None:
+        self.groups = list(groups)
         self.tiers = [_Prepared(ix, ws) for ix, ws in groups if ix]
         self.length = sum(len(t.indices) for t in self.tiers)
 

@@ -12,7 +12,8 @@ import dns.rcode
 import dns.rdatatype
 import dns.reversename
 
-from dnsdisc.dnsserver.rrset import POOL, REUSE
+from dnsdisc.dnsserver.rrset import POOL, REUSE, ROTATION_PLACES, Item, RRSet, cached_orders
+from dnsdisc.policies.balance import round_robin
 from tests.support.stats import assert_shares, chi_square
 from tests.support.world import World, texts
 
@@ -139,3 +140,44 @@ def test_every_order_of_a_table_stays_cached() -> None:
             w.raw(query)
     assert w.index.cache.size == size  # nothing encoded again
     assert w.responder.stats.latency.count == encoded + 2000
+
+
+def test_round_robin_windows_are_kept_and_each_round_after_the_first_is_cached() -> None:
+    """300 instances, 16 places: one window per rotation offset. After the first round of the
+    rotation every answer is a cached reply, and the rotation stays exact (each instance first
+    once per round, in order)."""
+    w = World()
+    n = 300
+    for i in range(n):
+        w.add("rr", f"i{i}", address=f"10.2.{i // 250}.{i % 250 + 1}", port=80)
+    w.settings("rr", policy="round_robin", max_answers=16)
+    encoded = 0
+    respond = w.responder._respond
+
+    def counting(data: bytes, tcp: bool) -> object:
+        nonlocal encoded
+        encoded += 1
+        return respond(data, tcp)
+
+    w.responder._respond = counting  # type: ignore[assignment,method-assign]
+    query = dns.message.make_query("rr.svc.internal.", "A", use_edns=0).to_wire()
+    firsts = []
+    for _ in range(3 * n):
+        reply = w.raw(query)
+        assert reply is not None
+        records = [rr.to_text() for rr in dns.message.from_wire(reply).answer[0]]
+        assert len(records) == 16
+        firsts.append(records[0])
+    assert encoded == n  # the first round only
+    assert firsts[:n] == firsts[n : 2 * n] == firsts[2 * n :]
+    assert len(set(firsts[:n])) == n
+    entry = next(iter(w.index.cache.table.values()))
+    assert len(entry.replies) == n
+
+
+def test_long_round_robin_windows_are_not_all_kept() -> None:
+    items = [Item(b"x" * 14) for _ in range(5000)]
+    rrset = RRSet(1, items, round_robin)
+    assert cached_orders(rrset, 16) == 5000
+    assert cached_orders(rrset, ROTATION_PLACES // 5000 + 1) == 2 * POOL
+    assert cached_orders(RRSet(1, items[:5], round_robin), 5) == 2 * POOL

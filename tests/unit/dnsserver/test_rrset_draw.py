@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from dnsdisc.dnsserver.rrset import LIVE_SMALL, Item, RRSet
+from dnsdisc.dnsserver.rrset import LIVE_SMALL, REUSE, Item, RRSet
 from dnsdisc.policies.balance import (
     LIVE_POLICIES,
     Policy,
@@ -186,8 +186,8 @@ def test_a_broken_draw_fails_the_check() -> None:
 
 
 def test_live_tiers_are_the_live_policies() -> None:
-    """least_loaded and latency as tiers have the functions' distribution (small sets, which
-    RRSet orders with the functions themselves)."""
+    """least_loaded and latency as tiers have the functions' distribution (the tiers RRSet
+    draws from, through its tables, pools and sampler)."""
     items = make(
         [1, 2, 3, 1, 2, 5],
         loads=[2.0, 1.0, None, 1.0, 2.0, None],
@@ -244,3 +244,98 @@ def test_the_cap_is_for_balanced_addresses_and_no_order_is_longer_than_a_reply_h
     assert srv.length(16, tcp=False) == 1232 // 3 + 1
     assert RRSet(1, items[:5], weighted).length(16, tcp=False) is None
     assert RRSet(1, items, weighted, 3).length(16, tcp=True) == 3
+
+
+# least_loaded and latency draw from tables and pools made when the reported figures change,
+# not per answer: the orders next_order hands out have the policy's exact distribution for the
+# figures standing, a changed figure shows in the next answer of a small RRset and within
+# LIVE_REFRESH of a large one, and nothing drawn from the old figures is handed out after it.
+
+
+def live(item: Item) -> Live:
+    assert isinstance(item.live, Live)
+    return item.live
+
+
+def stale(rrset: RRSet) -> None:
+    """As if LIVE_REFRESH had passed since the figures were last read."""
+    rrset.sampled_at = -math.inf
+
+
+def test_a_small_latency_rrset_draws_from_a_table_with_the_exact_distribution() -> None:
+    items = make([1, 2, 3, 1, 2], lats=[5.0, 1.0, None, 2.0, 0.01])
+    rrset = RRSet(1, items, latency)
+    rng = random.Random(11)
+    assert_places_match(lambda: rrset.next_order(rng, 3), live_tiers(latency, items) or [], 3)
+    assert [d.table is not None for d in rrset.draws.values()] == [True]
+
+
+def test_a_small_rrset_shows_a_changed_figure_in_the_next_answer() -> None:
+    items = make([1, 1, 1], loads=[0.0, 1.0, 2.0])
+    rrset = RRSet(1, items, least_loaded, 1)
+    rng = random.Random(12)
+    assert {rrset.next_order(rng)[0] for _ in range(50)} == {0}
+    live(items[0]).load = 3.0
+    assert {rrset.next_order(rng)[0] for _ in range(50)} == {1}
+    live(items[0]).load = None
+    assert {rrset.next_order(rng)[0] for _ in range(50)} == {1}  # known loads come first
+
+
+def test_a_large_rrset_reads_its_figures_again_after_live_refresh_and_drops_its_pool() -> None:
+    n = LIVE_SMALL + 36
+    items = make([1] * n, loads=[float(i) for i in range(n)])
+    rrset = RRSet(1, items, least_loaded)
+    rng = random.Random(13)
+    for _ in range(200):
+        assert rrset.next_order(rng, 4) == (0, 1, 2, 3)
+    for i, item in enumerate(items):
+        live(item).load = float(n - i)
+    # Within LIVE_REFRESH the standing figures hold (the read is O(n), not per answer)...
+    assert rrset.next_order(rng, 4) == (0, 1, 2, 3)
+    stale(rrset)
+    # ...after it, no order drawn from the old figures is handed out again.
+    want = (n - 1, n - 2, n - 3, n - 4)
+    assert {rrset.next_order(rng, 4) for _ in range(200)} == {want}
+
+
+def test_a_large_latency_rrset_pool_has_the_exact_places() -> None:
+    """5,000 members, 3 places, through next_order (the pool): each place fits its exact
+    distribution. A pooled order serves about REUSE answers, so the chi-square is scaled by
+    2*REUSE - 1 (see test_index); a draw that ignored latency is still far outside."""
+    n = 5000
+    items = make([1 + i % 5 for i in range(n)], lats=[1.0 + i % 40 for i in range(n)])
+    # The places' exact distribution over 5,000 members is too many orders to list: check the
+    # first place, whose chance is weight/latency over the sum.
+    weights = [(1 + i % 5) / (1.0 + i % 40) for i in range(n)]
+    total = sum(weights)
+    # Pool by class (i % 200 gives weight and latency): 200 classes of 25 members each.
+    rrset = RRSet(1, items, latency)
+    rng = random.Random(14)
+    draws = 40000
+    seen: Counter[int] = Counter(rrset.next_order(rng, 3)[0] % 200 for _ in range(draws))
+    assert rrset.draws[3].table is None and rrset.draws[3].pool
+    probs = [sum(weights[j] for j in range(c, n, 200)) / total for c in range(200)]
+    stat = sum((seen[c] - draws * p) ** 2 / (draws * p) for c, p in enumerate(probs))
+    assert stat / (2 * REUSE - 1) < critical(199), stat
+    # The same check on first places drawn ignoring latency (weights only) fails clearly.
+    flat = [1 + i % 5 for i in range(n)]
+    wrong = random.Random(15).choices(range(n), weights=flat, k=draws)
+    bad = Counter(i % 200 for i in wrong)
+    stat_bad = sum((bad[c] - draws * p) ** 2 / (draws * p) for c, p in enumerate(probs))
+    assert stat_bad / (2 * REUSE - 1) > 3 * critical(199), stat_bad
+
+
+@pytest.mark.parametrize("policy", [latency, least_loaded])
+def test_a_change_of_figures_remakes_the_table(policy: object) -> None:
+    items = make([1, 2, 3, 1], loads=[1.0, 0.0, 2.0, 0.0], lats=[1.0, 8.0, 2.0, 4.0])
+    rrset = RRSet(1, items, policy, 2)  # type: ignore[arg-type]
+    rng = random.Random(16)
+    rrset.next_order(rng)
+    for item, (load, ms) in zip(
+        items, [(0.0, 9.0), (3.0, 0.5), (1.0, 1.0), (None, None)], strict=True
+    ):
+        item.live = Live(load, ms)  # type: ignore[assignment]
+    groups = live_tiers(policy, items) or []  # type: ignore[arg-type]
+    assert_places_match(lambda: rrset.next_order(rng), groups, 2)
+    table = order_table(groups, 2)
+    assert table is not None and rrset.draws[2].table == table
