@@ -4,8 +4,10 @@
 (its protocol, each of its tags: membership built in one pass). A change of some members
 re-encodes those members only, and rebuilds only the RRsets of the groups they are or were in
 (the service's own name, their protocol, their tags) from the items already encoded; the other
-names of the service keep their nodes. A change of the service's settings (TTL, policy, limit,
-metadata) re-encodes everything, as every record carries them.
+names of the service keep their nodes. Each group keeps its members sorted by bucket
+(``groups.Group``), so that rebuilding an RRset copies lists rather than passing over the
+group. A change of the service's settings (TTL, policy, limit, metadata) re-encodes everything,
+as every record carries them.
 
 Within an RRset the members keep the order in which they joined the service (as the registry
 lists them), so a patched service answers exactly as one built from scratch.
