@@ -108,7 +108,7 @@ def tiers_hint(policy: Policy, main: Run, tail: Run | None = None) -> Hint | Non
     head: list[Tier] = []
     blocks: list[Block] = []
     if n <= 1:
-        head = [(list(range(n)), [1.0])]
+        head = [([0], [1.0])] if n else []  # as ``RRSet._groups``
     else:
         block = _block(policy, [(0, main)])
         if block is None:

@@ -248,7 +248,8 @@ class RRSet:
             return self.hint()
         pick = live_tiers if policy in LIVE_POLICIES else tiers
         items = self.items
-        groups = pick(policy, items) if len(items) > 1 else [(list(range(len(items))), [1.0])]
+        # No tier for no items: an empty first tier would end an order table before the tail.
+        groups = pick(policy, items) if len(items) > 1 else [([0], [1.0])] if items else []
         if groups is None:
             return None
         if self.tail:

@@ -177,3 +177,26 @@ def test_one_change_to_wide_tags_costs_what_changed() -> None:
 
     assert lines_run(change) < 100_000
     assert index.nodes[tag_names[0]].rrsets[wire.A].items[1500].weight == 3
+
+
+@pytest.mark.parametrize("policy", ["weighted", "random", "priority"])
+def test_a_service_all_fail_open_answers_its_members(policy: str) -> None:
+    # Every member unhealthy and handed out fail-open: the A RRset has no items, only a tail.
+    # Its few orders come from a table, which an empty first tier used to cut short: every
+    # answer was empty.
+    index = make_index()
+    members = [
+        Member(
+            Instance.from_json("web", f"i{n}", {"address": f"10.0.0.{n + 1}", "port": 80}),
+            role=FALLBACK,
+        )
+        for n in range(3)
+    ]
+    index.rebuild("web", ServiceSettings.from_json("web", {"policy": policy}), members)
+    rrset = index.nodes[wire.text_to_wire("web.svc.internal.")].rrsets[wire.A]
+    assert not rrset.items and len(rrset.tail) == 3
+    rng = random.Random(5)
+    orders = {rrset.next_order(rng, None, False) for _ in range(200)}
+    assert all(sorted(o) == [0, 1, 2] for o in orders) and len(orders) == 6
+    plain = unhinted(rrset)
+    assert {plain.next_order(rng, None, False) for _ in range(200)} == orders
