@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import monotonic
 
 from dnsdisc.dnsserver import wire
@@ -121,6 +121,7 @@ class RRSet:
         "fit_udp",
         "fixed",
         "forced",
+        "hint",
         "items",
         "last",
         "limit",
@@ -143,7 +144,11 @@ class RRSet:
         policy: Policy | None = None,
         limit: int | None = None,
         tail: Sequence[Item] = (),
+        least: int | None = None,
+        hint: Callable[[], list[Tier]] | None = None,
     ) -> None:
+        """``least`` (the shortest body) and ``hint`` (makes the tiers of ``_groups``) may be
+        given by a caller that keeps them, so that a large RRset takes no pass in Python."""
         self.rtype = rtype
         self.items = tuple(items)
         self.policy = policy
@@ -172,7 +177,10 @@ class RRSet:
         # More places than the largest reply can hold (each record takes its body and at least
         # a 2-byte owner pointer): drawing this many shows the same records, and the same TC,
         # as drawing them all.
-        least = min((len(m.body) for m in self.members), default=0) + 2
+        self.hint = hint if policy not in LIVE_POLICIES else None
+        if least is None:
+            least = min((len(m.body) for m in self.members), default=0)
+        least += 2
         self.fit_udp = wire.EDNS_SIZE // least + 1
         self.fit_tcp = 65535 // least + 1
 
@@ -244,9 +252,12 @@ class RRSet:
 
     def _groups(self, policy: Policy) -> list[Tier] | None:
         """The tiers of ``items`` then of ``tail``, as indices into ``members``."""
+        if self.hint is not None:
+            return self.hint()
         pick = live_tiers if policy in LIVE_POLICIES else tiers
         items = self.items
-        groups = pick(policy, items) if len(items) > 1 else [(list(range(len(items))), [1.0])]
+        # No tier for no items: an empty first tier would end an order table before the tail.
+        groups = pick(policy, items) if len(items) > 1 else [([0], [1.0])] if items else []
         if groups is None:
             return None
         if self.tail:

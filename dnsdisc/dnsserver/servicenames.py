@@ -4,8 +4,10 @@
 (its protocol, each of its tags: membership built in one pass). A change of some members
 re-encodes those members only, and rebuilds only the RRsets of the groups they are or were in
 (the service's own name, their protocol, their tags) from the items already encoded; the other
-names of the service keep their nodes. A change of the service's settings (TTL, policy, limit,
-metadata) re-encodes everything, as every record carries them.
+names of the service keep their nodes. Each group keeps its members sorted by bucket
+(``groups.Group``), so that rebuilding an RRset copies lists rather than passing over the
+group. A change of the service's settings (TTL, policy, limit, metadata) re-encodes everything,
+as every record carries them.
 
 Within an RRset the members keep the order in which they joined the service (as the registry
 lists them), so a patched service answers exactly as one built from scratch.
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.groups import Group, least, srv_hint, tiers_hint
 from dnsdisc.dnsserver.names import PROTOCOLS, Naming
 from dnsdisc.dnsserver.rrset import SRV_TARGET, Item, RRSet
 from dnsdisc.dnsserver.view import MemberView, ServiceView
@@ -53,9 +56,9 @@ class ServiceNames:
         # it is handed out nowhere (out of rotation).
         self._facts: dict[str, int] = {}
         self.hosts: dict[str, bytes] = {}
-        self._groups: dict[tuple[str, str], set[str]] = {_ALL: set()}
+        self._groups: dict[tuple[str, str], Group] = {_ALL: Group()}
         for proto in PROTOCOLS:
-            self._groups[("proto", proto)] = set()
+            self._groups[("proto", proto)] = Group()
         self._group_nodes: dict[bytes, Node] = {}
         self._host_nodes: dict[bytes, Node] = {}
         self._meta_txt = (
@@ -116,12 +119,13 @@ class ServiceNames:
     def _leave(self, iid: str, dirty: set[tuple[str, str]]) -> None:
         # ``members`` keeps the entry: a member replaced keeps its place (``_join``).
         member = self.members[iid]
+        key, slot = self._pos[iid], self._facts[iid]
         del self._addr[iid], self._srv[iid], self._facts[iid]
         for group in self._groups_of(member):
             dirty.add(group)
-            ids = self._groups.get(group)
-            if ids is not None:
-                ids.discard(iid)
+            held = self._groups.get(group)
+            if held is not None:
+                held.remove(key, slot)
 
     def _join(self, member: MemberView, dirty: set[tuple[str, str]]) -> None:
         inst = member.instance
@@ -145,50 +149,50 @@ class ServiceNames:
             live=member,
         )
         role = member.role
-        self._facts[iid] = (
+        slot = self._facts[iid] = (
             ((4 if role == FALLBACK else 0) | (2 if inst.is_ipv6 else 0) | (weight > 0))
             if role in (IN, FALLBACK)
             else -1
         )
         self.encoded += 1
+        key, srv = self._pos[iid], self._srv[iid]
         for group in self._groups_of(member):
             dirty.add(group)
-            self._groups.setdefault(group, set()).add(iid)
+            held = self._groups.get(group)
+            if held is None:
+                held = self._groups[group] = Group()
+            held.add(key, slot, addr, srv)
 
     # -- names -------------------------------------------------------------------------------
-
-    def _ordered(self, ids: set[str]) -> Sequence[str]:
-        if len(ids) == len(self.members):
-            return list(self.members)  # the whole service: already in joining order
-        return sorted(ids, key=self._pos.__getitem__)
 
     def _build_group(self, group: tuple[str, str]) -> list[bytes]:
         """Rebuild the names of one group; the names it covers."""
         kind, label = group
         naming, svc = self.naming, self.settings.name
-        ids = self._groups.get(group, set())
+        held = self._groups.get(group)
         if kind == "all":
-            rrsets = self._balanced(self._ordered(ids))
+            assert held is not None
+            rrsets = self._balanced(held)
             if self._meta_txt is not None:
                 rrsets[wire.TXT] = self._meta_txt
             self._set(naming.service(svc), rrsets)
             return [naming.service(svc)]
         if kind == "proto":
             name = naming.srv(svc, label)
-            self._set(name, self._balanced(self._ordered(ids), with_addr=False))
+            assert held is not None
+            self._set(name, self._balanced(held, with_addr=False))
             return [name]
         names = [naming.tag(label, svc)]
         if label not in PROTOCOLS:
             names.append(naming.srv(svc, label))
-        if not ids:
+        if held is None or not held.size:
             self._groups.pop(group, None)
             for name in names:
                 self._group_nodes.pop(name, None)
             return names
-        members = self._ordered(ids)
-        self._set(names[0], self._balanced(members))
+        self._set(names[0], self._balanced(held))
         if len(names) > 1:
-            self._set(names[1], self._balanced(members, with_addr=False))
+            self._set(names[1], self._balanced(held, with_addr=False))
         return names
 
     def _set(self, name: bytes, rrsets: dict[int, RRSet]) -> None:
@@ -214,41 +218,43 @@ class ServiceNames:
         self._host_nodes[host] = Node(self.zone, rrsets, host)
         return host
 
-    def _balanced(self, group: Sequence[str], with_addr: bool = True) -> dict[int, RRSet]:
+    def _balanced(self, group: Group, with_addr: bool = True) -> dict[int, RRSet]:
         # Drained instances (weight 0) are handed out only when no active one is left, so
         # each RRset keeps the active members, or the drained ones if that is all there is.
         # Fail-open members go behind the healthy ones (and, in SRV, at a worse priority).
-        # One pass over the group, sorting each member into its bucket by what ``_join``
-        # noted of it: (healthy or fallback, IPv6, active).
-        facts = self._facts
-        buckets: list[list[str]] = [[] for _ in range(8)]
-        for iid in group:
-            slot = facts[iid]
-            if slot >= 0:
-                buckets[slot].append(iid)
+        # The group keeps its members sorted into those buckets (``Group``): an RRset is made
+        # of whole lists, whatever the size of the group.
         rrsets: dict[int, RRSet] = {}
+        buckets = group.addr
         if with_addr:
             settings = self.settings
             policy = POLICIES[settings.policy]
-            addr = self._addr
             for rtype, v6 in ((wire.A, 0), (wire.AAAA, 2)):
-                main = buckets[v6 | 1] or buckets[v6]
-                tail = buckets[4 | v6 | 1] or buckets[4 | v6]
-                if main or tail:
+                main = buckets[v6 | 1] if buckets[v6 | 1].keys else buckets[v6]
+                tail = buckets[4 | v6 | 1] if buckets[4 | v6 | 1].keys else buckets[4 | v6]
+                if main.keys or tail.keys:
                     rrsets[rtype] = RRSet(
                         rtype,
-                        [addr[i] for i in main],
+                        main.items,
                         policy,
                         settings.max_answers,
-                        [addr[i] for i in tail],
+                        tail.items,
+                        least=least(main, tail),
+                        hint=tiers_hint(policy, main, tail),
                     )
-        srv = self._srv
-        handed = _active(buckets[0:4], self._pos)
-        fallback = _active(buckets[4:8], self._pos)
-        if handed or fallback:
+        runs = group.srv
+        handed = runs[1] if runs[1].keys else runs[0]
+        fallback = runs[3] if runs[3].keys else runs[2]
+        if handed.keys or fallback.keys:
             # SRV clients choose by the records' priority and weight themselves; the record
             # order follows RFC 2782 whatever the service's policy.
-            rrsets[wire.SRV] = RRSet(wire.SRV, [srv[i] for i in handed + fallback], srv_order)
+            rrsets[wire.SRV] = RRSet(
+                wire.SRV,
+                handed.items + fallback.items,
+                srv_order,
+                least=least(handed, fallback),
+                hint=srv_hint(handed, fallback),
+            )
         self.rrsets_built += len(rrsets)
         return rrsets
 
@@ -260,17 +266,6 @@ def build_service(
     names = ServiceNames(naming, zone, settings)
     names.apply(members)
     return names
-
-
-def _active(buckets: list[list[str]], pos: dict[str, int]) -> list[str]:
-    """The active members of a role across both address families (else the drained ones), in
-    the group's order. Buckets: (v4 drained, v4 active, v6 drained, v6 active)."""
-    v4, v6 = (buckets[1], buckets[3]) if buckets[1] or buckets[3] else (buckets[0], buckets[2])
-    if not v6:
-        return v4
-    if not v4:
-        return v6
-    return sorted(v4 + v6, key=pos.__getitem__)
 
 
 def txt_body(meta: tuple[tuple[str, str], ...], ttl: int) -> bytes:

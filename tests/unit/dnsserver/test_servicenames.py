@@ -7,46 +7,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.servicenames import ServiceNames
-from dnsdisc.dnsserver.zone import IndexSettings
 from dnsdisc.policies.roles import FALLBACK, IN
-from dnsdisc.registry.model import Instance, ServiceSettings
-from tests.support.members import Member, names
-
-DOMAIN = wire.text_to_wire("svc.internal.")
-TAGS = [f"t{n}" for n in range(32)]
-
-
-def make_index() -> AnswerIndex:
-    return AnswerIndex(
-        IndexSettings(
-            domain=DOMAIN,
-            ns_label="ns",
-            ns_addresses=("127.0.0.1",),
-            hostmaster="hostmaster",
-            serial=1,
-            negative_ttl=30,
-            extra_zones=(wire.text_to_wire("10.in-addr.arpa."),),
-        )
-    )
-
-
-def instance(iid: str, rng: random.Random, tags: int = 3, **body: Any) -> Instance:
-    v6 = rng.random() < 0.2
-    address = f"fd00::{rng.randrange(1, 60000):x}" if v6 else f"10.{rng.randrange(256)}.0.1"
-    return Instance.from_json(
-        "big",
-        iid,
-        {
-            "address": address,
-            "port": rng.randrange(1, 65536),
-            "tags": rng.sample(TAGS, rng.randrange(tags + 1)),
-            "protocol": rng.choice(["tcp", "udp"]),
-            **body,
-        },
-    )
+from dnsdisc.registry.model import ServiceSettings
+from tests.support.members import TAGS, Member, instance, make_index, names
 
 
 def scratch(settings: ServiceSettings, members: dict[str, Member]) -> AnswerIndex:
