@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from dnsdisc.api.guard import HttpGuard
+from dnsdisc.api.principal import LEGACY_TOKEN, set_principal
 from dnsdisc.errors import (
     ConfigError,
     DnsdiscError,
@@ -239,12 +240,15 @@ class Api:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self.token is not None and request.method in _WRITE_METHODS:
+        if self.token is not None:
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             # The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
+            valid = scheme.lower() == "bearer" and hmac.compare_digest(
                 given.strip().encode(), self.token.encode()
-            ):
+            )
+            if valid:
+                set_principal(request, LEGACY_TOKEN)
+            elif request.method in _WRITE_METHODS:
                 return error_response(
                     401,
                     "a valid 'Authorization: Bearer <token>' header is required",
