@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 declare -A PACKAGES=(
   [dig]=bind9-dnsutils [kdig]=knot-dnsutils [unbound]=unbound [dnsmasq]=dnsmasq-base
   [ip]=iproute2 [ss]=iproute2 [getent]=libc-bin [curl]=curl [chromium]=chromium
-  [etcd]=etcd-server [etcdctl]=etcd-client [dpkg]=dpkg
+  [etcd]=etcd-server [etcdctl]=etcd-client [dpkg]=dpkg [openssl]=openssl
 )
 missing=()
 for tool in "${!PACKAGES[@]}"; do
