@@ -124,6 +124,7 @@ class RRSet:
         "hint",
         "items",
         "last",
+        "least",
         "limit",
         "members",
         "policy",
@@ -180,9 +181,17 @@ class RRSet:
         self.hint = hint if policy not in LIVE_POLICIES else None
         if least is None:
             least = min((len(m.body) for m in self.members), default=0)
-        least += 2
-        self.fit_udp = wire.EDNS_SIZE // least + 1
-        self.fit_tcp = 65535 // least + 1
+        self.least = least
+        self.fit_udp = wire.EDNS_SIZE // (least + 2) + 1
+        self.fit_tcp = 65535 // (least + 2) + 1
+
+    def like(self) -> RRSet:
+        """An RRset of the same records and settings, sharing their tuples (no copy), with
+        draw state of its own: names whose groups hold the same members get one each, so each
+        name's answers rotate, and its cached replies are dropped, on their own."""
+        return RRSet(
+            self.rtype, self.items, self.policy, self.limit, self.tail, self.least, self.hint
+        )
 
     def length(self, cap: int | None = None, tcp: bool = True) -> int | None:
         """How many places of the order to draw (None: all): ``limit`` (max_answers), else for

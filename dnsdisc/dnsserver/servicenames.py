@@ -15,10 +15,11 @@ lists them), so a patched service answers exactly as one built from scratch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 from dnsdisc.dnsserver import wire
-from dnsdisc.dnsserver.groups import Group, least, srv_hint, tiers_hint
+from dnsdisc.dnsserver.groups import Group, Run, least, srv_hint, tiers_hint
 from dnsdisc.dnsserver.names import PROTOCOLS, Naming
 from dnsdisc.dnsserver.rrset import SRV_TARGET, Item, RRSet
 from dnsdisc.dnsserver.view import MemberView, ServiceView
@@ -60,6 +61,9 @@ class ServiceNames:
         for proto in PROTOCOLS:
             self._groups[("proto", proto)] = Group()
         self._group_nodes: dict[bytes, Node] = {}
+        # The RRsets built by one ``apply``, by type and bucket sizes, with the runs they were
+        # made of: see ``_rrset``.
+        self._made: dict[tuple[int, ...], list[tuple[tuple[Run, ...], RRSet]]] = {}
         self._host_nodes: dict[bytes, Node] = {}
         self._meta_txt = (
             RRSet(wire.TXT, [Item(txt_body(settings.meta, settings.ttl))])
@@ -90,8 +94,10 @@ class ServiceNames:
             self._join(member, dirty)
             hosts_dirty.add(iid)
         touched: set[bytes] = set()
+        self._made.clear()
         for group in dirty:
             touched.update(self._build_group(group))
+        self._made.clear()
         for iid in hosts_dirty:
             touched.add(self._build_host(iid))
         for name in touched:
@@ -227,20 +233,12 @@ class ServiceNames:
         rrsets: dict[int, RRSet] = {}
         buckets = group.addr
         if with_addr:
-            settings = self.settings
-            policy = POLICIES[settings.policy]
             for rtype, v6 in ((wire.A, 0), (wire.AAAA, 2)):
                 main = buckets[v6 | 1] if buckets[v6 | 1].keys else buckets[v6]
                 tail = buckets[4 | v6 | 1] if buckets[4 | v6 | 1].keys else buckets[4 | v6]
                 if main.keys or tail.keys:
-                    rrsets[rtype] = RRSet(
-                        rtype,
-                        main.items,
-                        policy,
-                        settings.max_answers,
-                        tail.items,
-                        least=least(main, tail),
-                        hint=tiers_hint(policy, main, tail),
+                    rrsets[rtype] = self._rrset(
+                        rtype, (main, tail), partial(self._addresses, rtype, main, tail)
                     )
         runs = group.srv
         handed = runs[1] if runs[1].keys else runs[0]
@@ -248,15 +246,49 @@ class ServiceNames:
         if handed.keys or fallback.keys:
             # SRV clients choose by the records' priority and weight themselves; the record
             # order follows RFC 2782 whatever the service's policy.
-            rrsets[wire.SRV] = RRSet(
+            rrsets[wire.SRV] = self._rrset(
                 wire.SRV,
-                handed.items + fallback.items,
-                srv_order,
-                least=least(handed, fallback),
-                hint=srv_hint(handed, fallback),
+                (handed, fallback),
+                lambda: RRSet(
+                    wire.SRV,
+                    handed.items + fallback.items,
+                    srv_order,
+                    least=least(handed, fallback),
+                    hint=srv_hint(handed, fallback),
+                ),
             )
         self.rrsets_built += len(rrsets)
         return rrsets
+
+    def _addresses(self, rtype: int, main: Run, tail: Run) -> RRSet:
+        policy = POLICIES[self.settings.policy]
+        return RRSet(
+            rtype,
+            main.items,
+            policy,
+            self.settings.max_answers,
+            tail.items,
+            least=least(main, tail),
+            hint=tiers_hint(policy, main, tail),
+        )
+
+    def _rrset(self, rtype: int, runs: tuple[Run, ...], make: Callable[[], RRSet]) -> RRSet:
+        """An RRset of ``runs``, made by ``make`` unless this ``apply`` made one of the same
+        members already. Groups often hold the same members (a tag every instance carries; a
+        tag's name and its SRV name): a change then copies the group's lists once, not once
+        per name (at 10,000 instances with the same 32 tags, per change and worker, ~18 ms
+        of copies plus the collector's passes over the copies; see docs/benchmarks.md)."""
+        sig = (rtype, *(len(r.keys) for r in runs))
+        made = self._made.setdefault(sig, [])
+        for other, rrset in made:
+            # Keys are the members' join positions, so equal keys mean the same items in the
+            # same order (each member's items are shared by all of its groups); the keys are
+            # the very same int objects, which the C-level list compare checks by identity.
+            if all(a is b or a.keys == b.keys for a, b in zip(runs, other, strict=True)):
+                return rrset.like()
+        rrset = make()
+        made.append((runs, rrset))
+        return rrset
 
 
 def build_service(

@@ -7,10 +7,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.servicenames import ServiceNames
 from dnsdisc.policies.roles import FALLBACK, IN
-from dnsdisc.registry.model import ServiceSettings
+from dnsdisc.registry.model import Instance, ServiceSettings
 from tests.support.members import TAGS, Member, instance, make_index, names
 
 
@@ -99,3 +100,37 @@ def test_random_changes_give_the_name_table_of_a_build_from_scratch() -> None:
     index.rebuild("big", None, [])
     index.rebuild("other", None, [])
     assert names(index) == names(make_index())
+
+
+def test_groups_of_the_same_members_share_records_and_others_do_not() -> None:
+    """A tag every member carries gets the service name's records without a copy (its own
+    RRset, with its own draws); tags held by as many members, but other ones, keep theirs."""
+
+    def tagged(iid: str, tags: list[str], address: str) -> Member:
+        body = {"address": address, "port": 80, "tags": tags}
+        return Member(Instance.from_json("big", iid, body))
+
+    def a_rrset(name: str) -> Any:
+        return index.nodes[wire.text_to_wire(f"{name}.svc.internal.")].rrsets[wire.A]
+
+    def check(addresses: dict[int, str]) -> None:
+        whole, every = a_rrset("big"), a_rrset("every.big")
+        assert every is not whole and every.items is whole.items
+        for q in range(4):  # four tags of ten members each: same sizes, other members
+            held = {bytes(i.body[-4:]) for i in a_rrset(f"q{q}.big").items}
+            assert held == {
+                bytes(map(int, a.split("."))) for n, a in addresses.items() if n % 4 == q
+            }, q
+
+    settings = ServiceSettings.from_json("big", {})
+    addresses = {n: f"10.0.{n}.1" for n in range(40)}
+    members = [tagged(f"i{n}", ["every", f"q{n % 4}"], a) for n, a in addresses.items()]
+    index = make_index()
+    index.rebuild("big", settings, members)
+    check(addresses)
+    addresses[3] = "10.9.9.9"
+    index.patch("big", [tagged("i3", ["every", "q3"], addresses[3])], [])
+    check(addresses)
+    every, whole = a_rrset("every.big"), a_rrset("big")
+    every.next_order(random.Random(1), 16, False)
+    assert every.draws and not whole.draws  # drawing from one leaves the other's state alone
