@@ -25,7 +25,7 @@ ANONYMOUS = Principal("anonymous", "anonymous")
 # The legacy `http.token`: one unnamed secret with every right.
 LEGACY_TOKEN = Principal("token", "token")
 
-_KEY = "dnsdisc.principal"
+_KEY = web.RequestKey("dnsdisc.principal", Principal)
 
 
 def set_principal(request: web.Request, principal: Principal) -> None:
@@ -33,5 +33,5 @@ def set_principal(request: web.Request, principal: Principal) -> None:
 
 
 def principal_of(request: web.Request) -> Principal:
-    found = request.get(_KEY)
-    return found if isinstance(found, Principal) else ANONYMOUS
+    found: Principal | None = request.get(_KEY)
+    return ANONYMOUS if found is None else found

@@ -15,6 +15,7 @@ and empties it on every change of a name.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.build import PtrEntry, ptr_rrset
@@ -76,11 +77,42 @@ class AnswerIndex:
 
     def _build_static(self) -> None:
         ns_name = self.naming.nameserver()
-        self.zones.update(make_zones(self.settings, ns_name))
+        for apex, zone in make_zones(self.settings, ns_name).items():
+            held = self.zones.get(apex)
+            if held is None:
+                self.zones[apex] = zone
+            else:
+                held.soa = zone.soa  # every name's node points at it: a new serial reaches all
         layer = static_rrsets(self.settings, self.zones, ns_name, self.static_records)
         for name, rrsets in layer.items():
             self._install(name, Node(self._zone_for(name), rrsets, name))
             self._static.add(name)
+
+    def restatic(self, settings: IndexSettings, records: Iterable[StaticRecord]) -> None:
+        """A reload that changed only the zone files' records (and the SOA serial): the static
+        layer is replaced in place, and the names it no longer holds get back the service or
+        PTR records it shadowed. The services' names are not built again, so this costs the
+        zone records, not the registry. ``settings`` may differ from ours in the serial only;
+        anything else (zones, nameserver, TTLs) needs a new index."""
+        if replace(settings, serial=self.settings.serial) != self.settings:
+            raise ValueError("only the serial may change in place; build a new index")
+        self.settings = settings
+        self.static_records = tuple(records)
+        before = self._static
+        for name in before:
+            self._uninstall(name)
+        self._static = set()
+        self._build_static()
+        freed = before - self._static
+        if not freed:
+            return
+        for names in self._services.values():
+            for name in names.nodes.keys() & freed:
+                self._install(name, names.nodes[name])
+        for name in freed & self._ptr.keys():
+            if name not in self.nodes:
+                rrsets = {wire.PTR: ptr_rrset(self._ptr[name])}
+                self._install(name, Node(self._zone_for(name), rrsets, name))
 
     def rebuild(
         self, service: str, settings: ServiceView | None, members: Sequence[MemberView]

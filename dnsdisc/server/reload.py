@@ -3,10 +3,11 @@ part's settings whole. A bad file changes nothing; settings that need the listen
 reopened keep their old values until a restart (with a warning).
 
 Incremental: the workers' answer index is rebuilt (a new index, every service's names sent
-again) only when something it is made of changed: the domain, the nameserver settings, the
-negative TTL, the zones and the zone files' records. Otherwise only the zone files' services
-that changed are rebuilt into the index in place, or every service's names when the health
-settings (which decide who is handed out) changed.
+again) only when the settings it is made of changed: the domain, the nameserver settings, the
+negative TTL, the zones. Changed zone-file records are replaced in the index in place (the
+services' names stay; a reload that edits one record costs the zone records, not the
+registry). The zone files' services that changed are rebuilt into the index in place, or every
+service's names when the health settings (which decide who is handed out) changed.
 
 ``Reloader`` runs one reload at a time: a request while one runs is coalesced into one more
 (which reads the files after every request it stands for), and every caller waits for it."""
@@ -62,14 +63,24 @@ def _current_index(server: Server) -> AnswerIndex | None:
     return current if isinstance(current, AnswerIndex) else None
 
 
-def _same_index(old: AnswerIndex | None, new: AnswerIndex) -> bool:
-    """Whether ``new`` would answer exactly as ``old`` before any service is added: the same
-    settings (the SOA serial aside, which only a change needs to move) and zone records."""
-    return (
-        old is not None
-        and replace(new.settings, serial=old.settings.serial) == old.settings
-        and new.static_records == old.static_records
-    )
+def _index_change(old: AnswerIndex | None, new: AnswerIndex) -> str:
+    """How ``new`` differs from ``old`` before any service is added: "none"; "records" (only
+    the zone files' records, which ``restatic`` replaces in place); or "settings" (a new index).
+    The SOA serial is left out: only a change needs to move it."""
+    if old is None or replace(new.settings, serial=old.settings.serial) != old.settings:
+        return "settings"
+    return "none" if new.static_records == old.static_records else "records"
+
+
+def _after(current: AnswerIndex, new: AnswerIndex) -> AnswerIndex:
+    """``new`` with a SOA serial ahead of ``current``'s (RFC 1982): the serial is the time in
+    seconds, and two changes in one second must still move it, or secondaries and caches
+    keyed on it would keep the first."""
+    old = current.settings.serial
+    if 0 < (new.settings.serial - old) % 2**32 < 2**31:
+        return new
+    ahead = replace(new.settings, serial=(old + 1) % 2**32)
+    return AnswerIndex(ahead, new.static_records)
 
 
 async def reload(server: Server) -> None:
@@ -92,7 +103,11 @@ async def reload(server: Server) -> None:
         )
     zone_data = load_zones(new)
     index = build_index(new, zone_data)
-    rebuild = not _same_index(_current_index(server), index)
+    current = _current_index(server)
+    change = _index_change(current, index)
+    rebuild = change == "settings"
+    if current is not None and change != "none":
+        index = _after(current, index)
     settings = RegistrySettings(
         new.defaults, new.services, reserved_names(new, zone_data), new.limits
     )
@@ -105,6 +120,11 @@ async def reload(server: Server) -> None:
             server.pool.new_index(index)
         else:
             server.index = index
+    elif change == "records":
+        if server.pool is not None:
+            server.pool.restatic(index.settings, index.static_records)
+        elif current is not None:
+            current.restatic(index.settings, index.static_records)
     # Changed zone-file services are rebuilt into the current index (the new one if any).
     registry.replace_static([(s, list(i)) for s, i in zone_data.services])
     health_changed = server.health.settings != new.health
@@ -130,5 +150,7 @@ async def reload(server: Server) -> None:
         if rebuild
         else "every service rebuilt (health settings changed)"
         if health_changed
+        else "zone records replaced in place"
+        if change == "records"
         else "answer index kept",
     )

@@ -19,6 +19,7 @@ from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.settings import DnsSettings
 from dnsdisc.dnsserver.stats import DnsCounters
 from dnsdisc.dnsserver.view import MemberView, ServiceView
+from dnsdisc.dnsserver.zone import IndexSettings, StaticRecord
 from dnsdisc.workers import protocol
 from dnsdisc.workers.barrier import WriteBarrier
 from dnsdisc.workers.protocol import Message, member_frames
@@ -172,6 +173,12 @@ class WorkerPool:
         self.index = index
         self._broadcast(protocol.INDEX, index.settings, index.static_records)
         self.sent.forget()  # the new index starts empty
+
+    def restatic(self, settings: IndexSettings, records: Sequence[StaticRecord]) -> None:
+        """A reload that changed only zone records: every worker replaces them in place
+        (``AnswerIndex.restatic``), keeping the services' names it holds."""
+        self.index.restatic(settings, records)
+        self._broadcast(protocol.ZONE, settings, tuple(records))
 
     def swap(self) -> None:
         self._broadcast(protocol.SWAP)

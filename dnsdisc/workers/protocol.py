@@ -13,6 +13,8 @@ main -> worker
                                                       (members changed or added, ids removed)
     FIGURES   seq, service, instance id, load, latency_ms
     INDEX     seq, IndexSettings, zone records        (a reload: build a new index beside the old)
+    ZONE      seq, IndexSettings, zone records        (a reload that changed only zone records:
+                                                       replace them in the index in place)
     SWAP      seq                                     (answer from the new index from now on)
     LISTEN    seq                                     (bind the DNS port; reply LISTENING)
     STATS     seq, service or None                    (reply STATS)
@@ -39,6 +41,7 @@ SERVICES = "services"
 FIGURES = "figures"
 DELTA = "delta"
 INDEX = "index"
+ZONE = "zone"
 SWAP = "swap"
 LISTEN = "listen"
 STATS = "stats"

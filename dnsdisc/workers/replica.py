@@ -302,6 +302,8 @@ def _apply(message: tuple[Any, ...], replica: Replica, face: DnsFace) -> bytes:
         replica.building = AnswerIndex(message[2], message[3])
         if replica.collector_was is None:
             replica.collector_was = heap.pause()
+    elif kind == protocol.ZONE:
+        replica.building.restatic(message[2], message[3])
     elif kind == protocol.SWAP:
         face.responder.index = replica.building
         _built(replica)

@@ -69,16 +69,19 @@ def answers(node: DnsdiscProcess, name: str, n: int) -> Iterator[list[str]]:
 def test_weighted_answers_are_capped_with_the_weight_shares(big: DnsdiscProcess) -> None:
     heavy = {address(1, i) for i in range(0, SIZE, 10)}
     firsts, places = 0, 0
-    queries = 1500
+    queries = 4000
     for records in answers(big, "weighted.svc.internal", queries):
         assert len(records) == CAP and len(set(records)) == CAP
         assert all(r.startswith("10.1.") for r in records)
         firsts += records[0] in heavy
         places += sum(r in heavy for r in records)
-    # The heavy tenth holds half the weight: first place is heavy half the time (sd 0.013);
-    # drawing uniformly would give 0.1. Over 16 places of 5,000 the share stays near 0.5 too.
-    assert abs(firsts / queries - 0.5) < 0.06, firsts
-    assert abs(places / (queries * CAP) - 0.5) < 0.03, places
+    # The heavy tenth holds half the weight: first place is heavy half the time; drawing
+    # uniformly would give 0.1. Answers are not independent: an order stays in the RRset's
+    # standing pool for ~8 answers (rrset.POOL, REUSE), so the share over 1,500 answers has an
+    # sd of ~0.04 (measured: 20 runs of 1,500 spread 0.41-0.57), not 0.013; over 4,000, ~0.025.
+    # Over 16 places of 5,000 the share stays near 0.5 too.
+    assert abs(firsts / queries - 0.5) < 0.1, firsts
+    assert abs(places / (queries * CAP) - 0.5) < 0.04, places
 
 
 def test_round_robin_answers_are_a_rotating_window(big: DnsdiscProcess) -> None:
@@ -102,14 +105,16 @@ def test_latency_answers_prefer_the_fast_instance(big: DnsdiscProcess) -> None:
     # Unmeasured instances count as the median (1000 ms): the fast one weighs 10,000 times as
     # much as any other, 1000 / (1000 + 4999 * 0.1) = 2/3 of first places; the slow one and the
     # others share the rest evenly. Uniform drawing would give 1/5000.
-    queries = 900
+    # 3,000 answers: orders are reused from a standing pool (see the weighted test), so the
+    # share's sd is ~0.027 here, not the 0.009 of independent draws.
+    queries = 3000
     firsts: Counter[str] = Counter()
     for records in answers(big, "latency.svc.internal", queries + 100):
         assert len(records) == CAP and len(set(records)) == CAP
         firsts[records[0]] += 1
     share = firsts[fast] / sum(firsts.values())
-    assert abs(share - 2 / 3) < 0.08, firsts.most_common(3)
-    assert firsts[slow] < 10
+    assert abs(share - 2 / 3) < 0.1, firsts.most_common(3)
+    assert firsts[slow] < 30
 
 
 def test_tcp_answers_are_not_capped(big: DnsdiscProcess) -> None:

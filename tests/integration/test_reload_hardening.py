@@ -41,6 +41,10 @@ def a_records(node: DnsdiscProcess, name: str) -> list[str]:
     return sorted(node.addresses(name))
 
 
+def _serial(node: DnsdiscProcess) -> int:
+    return int(node.query(DOMAIN, "SOA").answer[0][0].serial)
+
+
 def test_removing_the_token_by_reload_is_warned_about(tmp_path: Path) -> None:
     conf = tmp_path / "dnsdisc.yaml"
     conf.write_text("http:\n  token: s3cret-token\n")
@@ -59,16 +63,21 @@ def test_removing_the_token_by_reload_is_warned_about(tmp_path: Path) -> None:
         node.stop()
 
 
-def test_an_unchanged_index_is_kept_and_a_burst_of_reloads_sees_the_change(tmp_path: Path) -> None:
+def test_an_unchanged_index_is_kept_and_changed_records_are_replaced_in_place(
+    tmp_path: Path,
+) -> None:
     zones = tmp_path / "zones"
     zones.mkdir()
     zone = zones / "z.yaml"
     zone.write_text(
-        "records:\n  - {name: app, type: A, value: 192.0.2.1}\n"
         "services:\n  db:\n    instances:\n      db-1: {address: 192.0.2.10, port: 5432}\n"
+        "records:\n  - {name: app, type: A, value: 192.0.2.1}\n"
     )
+    conf = tmp_path / "dnsdisc.yaml"
+    conf.write_text("negative_ttl: 5\n")
     node = DnsdiscProcess(
-        tmp_path / "node", extra_args=["--workers", "1", "--zones", str(zones)]
+        tmp_path / "node",
+        extra_args=["--workers", "1", "--zones", str(zones), "--config", str(conf)],
     ).start()
     try:
         asyncio.run(_register(node.http_port, 1500))
@@ -82,14 +91,31 @@ def test_an_unchanged_index_is_kept_and_a_burst_of_reloads_sees_the_change(tmp_p
         assert node.http("POST", "/v1/reload").status == 200
         assert node.log().count("answer index kept") == 2
         assert a_records(node, f"db.{DOMAIN}") == ["192.0.2.11"]
-        # A changed zone record needs a new index; 8 reloads asked at once all see it.
+        # A changed zone record is replaced in place (no new index, no service sent again);
+        # 8 reloads asked at once all see it.
+        serial = _serial(node)
         zone.write_text(zone.read_text().replace("192.0.2.1}", "192.0.2.2}"))
         statuses = asyncio.run(_reload_at_once(node.http_port, 8))
         # Each answered once a reload that started after it asked had run (how many ran
         # depends on when they arrived: tests/unit/server/test_reloader.py counts them).
         assert statuses == [200] * 8
-        assert "answer index rebuilt" in node.log()
+        assert "zone records replaced in place" in node.log()
+        assert "answer index rebuilt" not in node.log()
         assert a_records(node, f"app.{DOMAIN}") == ["192.0.2.2"]
+        assert a_records(node, f"s1499.{DOMAIN}") == ["10.1.5.219"]
+        assert _serial(node) > serial
+        # A record over a registered service's name shadows it; removing it frees the name.
+        zone.write_text(zone.read_text() + "  - {name: s7, type: A, value: 192.0.2.7}\n")
+        assert node.http("POST", "/v1/reload").status == 200
+        assert a_records(node, f"s7.{DOMAIN}") == ["192.0.2.7"]
+        zone.write_text(zone.read_text().replace("  - {name: s7, type: A, value: 192.0.2.7}\n", ""))
+        assert node.http("POST", "/v1/reload").status == 200
+        assert a_records(node, f"s7.{DOMAIN}") == ["10.1.0.7"]
+        assert "answer index rebuilt" not in node.log()
+        # A zone setting still needs a new index.
+        conf.write_text("negative_ttl: 7\n")
+        assert node.http("POST", "/v1/reload").status == 200
+        assert "answer index rebuilt" in node.log()
         assert a_records(node, f"s1499.{DOMAIN}") == ["10.1.5.219"]
     finally:
         node.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -59,19 +60,42 @@ def require_tool(name: str) -> str:
     return path
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+# Ports are drawn below the kernel's ephemeral range: a port the kernel picked (bind to 0) is
+# free now, but is the kind it hands to the next outgoing connection, and a server started a
+# moment later then finds it taken (CI saw an etcd member lose its peer port to the connection
+# of another member). Ports handed out stay out of later draws within this test process.
+_EPHEMERAL_LOW = _ephemeral_low()
+_HANDED: set[int] = set()
+_PORTS = random.Random()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP on ``host``."""
+    """A port free for both UDP and TCP on ``host``, outside the ephemeral range."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
-        with socket.socket(family, socket.SOCK_STREAM) as t:
-            t.bind((host, 0))
-            port = t.getsockname()[1]
-            try:
+    for _ in range(200):
+        if _EPHEMERAL_LOW > 12000:
+            port = _PORTS.randrange(10000, _EPHEMERAL_LOW)
+            if port in _HANDED:
+                continue
+        else:
+            port = 0
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as t:
+                t.bind((host, port))
+                port = t.getsockname()[1]
                 with socket.socket(family, socket.SOCK_DGRAM) as u:
                     u.bind((host, port))
-            except OSError:
-                continue
-            return int(port)
+        except OSError:
+            continue
+        _HANDED.add(port)
+        return int(port)
     raise RuntimeError("no free port")
 
 
