@@ -51,13 +51,22 @@ class Server:
     dns_counters: DnsCounters = field(default_factory=DnsCounters)
 
 
-def build_index(config: Config, zone_data: zones.ZoneData) -> AnswerIndex:
+def build_index(
+    config: Config, zone_data: zones.ZoneData, after: int | None = None
+) -> AnswerIndex:
+    """The index of ``config`` and the zone files, static layer only. Its SOA serial is the
+    time in seconds, or one past ``after`` (the serial in use) when that is not ahead of it by
+    RFC 1982: two changes in one second must still move it, or secondaries and caches keyed on
+    it would keep the first."""
+    serial = int(time.time()) & 0xFFFFFFFF
+    if after is not None and not 0 < (serial - after) % 2**32 < 2**31:
+        serial = (after + 1) % 2**32
     settings = IndexSettings(
         domain=wire.text_to_wire(config.domain),
         ns_label=config.ns_label,
         ns_addresses=config.nameserver_addresses(),
         hostmaster=config.hostmaster,
-        serial=int(time.time()) & 0xFFFFFFFF,
+        serial=serial,
         negative_ttl=config.negative_ttl,
         extra_zones=tuple(zone_data.apexes)
         + tuple(wire.text_to_wire(z) for z in config.reverse_zones),

@@ -72,17 +72,6 @@ def _index_change(old: AnswerIndex | None, new: AnswerIndex) -> str:
     return "none" if new.static_records == old.static_records else "records"
 
 
-def _after(current: AnswerIndex, new: AnswerIndex) -> AnswerIndex:
-    """``new`` with a SOA serial ahead of ``current``'s (RFC 1982): the serial is the time in
-    seconds, and two changes in one second must still move it, or secondaries and caches
-    keyed on it would keep the first."""
-    old = current.settings.serial
-    if 0 < (new.settings.serial - old) % 2**32 < 2**31:
-        return new
-    ahead = replace(new.settings, serial=(old + 1) % 2**32)
-    return AnswerIndex(ahead, new.static_records)
-
-
 async def reload(server: Server) -> None:
     """Re-read the config file and the zone files and apply them without a restart. Anything
     wrong raises ConfigError before a thing has changed: the old config keeps serving."""
@@ -102,12 +91,10 @@ async def reload(server: Server) -> None:
             new.http_listen,
         )
     zone_data = load_zones(new)
-    index = build_index(new, zone_data)
     current = _current_index(server)
+    index = build_index(new, zone_data, current.settings.serial if current else None)
     change = _index_change(current, index)
     rebuild = change == "settings"
-    if current is not None and change != "none":
-        index = _after(current, index)
     settings = RegistrySettings(
         new.defaults, new.services, reserved_names(new, zone_data), new.limits
     )
