@@ -87,16 +87,23 @@ class NetRules:
                 )
             deny = entry.startswith("!")
             try:
-                net = ipaddress.ip_network(entry.removeprefix("!").strip(), strict=False)
+                net = ipaddress.ip_network(entry.removeprefix("!").strip())
             except ValueError:
                 raise ConfigError(
-                    source, key, f"{entry!r} is not a network such as 10.0.0.0/8 or !fe80::/10"
+                    source,
+                    key,
+                    f"{entry!r} is not a network such as 10.0.0.0/8 or !fe80::/10 (host bits set?)",
                 ) from None
             rules.append((not deny, net))
         return cls(tuple(rules))
 
     def allows(self, address: str) -> bool:
-        addr = unmapped(address)
+        """Whether the rules let ``address`` in: a v4-mapped address counts as the IPv4 one, a
+        zone index (``fe80::1%eth0``) is ignored, and what is no address is refused."""
+        try:
+            addr = unmapped(address.partition("%")[0])
+        except ValueError:
+            return False
         for allow, net in self.rules:
             if addr.version == net.version and addr in net:
                 return allow

@@ -14,24 +14,16 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from dnsdisc.api.settings import HttpLimits
+
 log = logging.getLogger(__name__)
 
 Handler = Any  # the next middleware or the route's handler
-
-
-@dataclass(frozen=True, slots=True)
-class HttpLimits:
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    keepalive_timeout: float = 75.0
-    max_connections: int = 1000
-    max_connections_per_client: int = 100
 
 
 class HttpGuard:

@@ -17,13 +17,21 @@ from typing import Any
 
 import yaml
 
+from dnsdisc.api.settings import HttpLimits
 from dnsdisc.config import schema
 from dnsdisc.config.cpus import auto_workers
 from dnsdisc.config.parsers import At, check_keys, mapping
-from dnsdisc.dnsserver.settings import RECURSION_ALLOW, DnsSettings, RateLimit
+from dnsdisc.dnsserver.settings import DnsSettings, RateLimit
 from dnsdisc.errors import ConfigError
 from dnsdisc.health.settings import HealthSettings
-from dnsdisc.netaddr import DEFAULT_DNS, DEFAULT_DOMAIN, DEFAULT_HTTP, HostPort, parse_hostport
+from dnsdisc.netaddr import (
+    DEFAULT_DNS,
+    DEFAULT_DOMAIN,
+    DEFAULT_HTTP,
+    HostPort,
+    NetRules,
+    parse_hostport,
+)
 from dnsdisc.registry.limits import Limits
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.store.settings import EtcdSettings
@@ -31,6 +39,10 @@ from dnsdisc.store.settings import EtcdSettings
 # The server listens where its clients look by default.
 _DNS_LISTEN = parse_hostport(DEFAULT_DNS, "", "dns.listen")
 _HTTP_LISTEN = parse_hostport(DEFAULT_HTTP, "", "http.listen")
+# The parts' own settings hold the defaults; each Config field below that mirrors one takes it
+# from there, so that a default is written once.
+_DNS = DnsSettings()
+_HTTP = HttpLimits()
 # NSD's rrl-ratelimit default: identical responses per second per client prefix.
 DEFAULT_RRL_RATE = 200
 
@@ -46,45 +58,39 @@ class Config:
     # The HTTP port's limits (``api.guard``): a request's headers, then its body, are due within
     # these seconds; an idle kept-alive connection is closed after keepalive_timeout; connections
     # over a cap are closed at once.
-    http_header_timeout: float = 10.0
-    http_body_timeout: float = 30.0
-    http_keepalive_timeout: float = 75.0
-    http_max_connections: int = 1000
-    http_max_connections_per_client: int = 100
+    http_header_timeout: float = _HTTP.header_timeout
+    http_body_timeout: float = _HTTP.body_timeout
+    http_keepalive_timeout: float = _HTTP.keepalive_timeout
+    http_max_connections: int = _HTTP.max_connections
+    http_max_connections_per_client: int = _HTTP.max_connections_per_client
     storage: str = "sqlite"
     data_dir: Path = Path("dnsdisc-data")
     etcd: EtcdSettings = field(default_factory=EtcdSettings)
     zones_dir: Path = Path("zones")
     zones_dir_required: bool = False
-    log_level: str = "info"
-    log_format: str = "text"
-    query_log: bool = False
+    log_level: str = _DNS.log_level
+    log_format: str = _DNS.log_format
+    query_log: bool = _DNS.query_log
     ns_label: str = "ns"
     ns_addresses: tuple[str, ...] = ()
     hostmaster: str = "hostmaster"
     negative_ttl: int = 5
     reverse_zones: tuple[str, ...] = ()
-    tcp_idle_timeout: float = 10.0
-    tcp_max_connections: int = 1000
-    tcp_max_connections_per_client: int = 20
+    tcp_idle_timeout: float = _DNS.tcp_idle_timeout
+    tcp_max_connections: int = _DNS.tcp_max_connections
+    tcp_max_connections_per_client: int = _DNS.tcp_max_connections_per_client
     # ANY: "minimal" (one RRset, RFC 8482) or "full" (every RRset of the name).
     dns_any: str = "minimal"
-    # UDP read and answered in batches (recvmmsg/sendmmsg) where the platform has them.
-    udp_batch: bool = True
-    # Bytes of queries each UDP socket may hold while its process is busy or not scheduled; 0: the
-    # system's default (often 208 KiB: a few hundred queries, a few tens of ms at 10k/s).
-    udp_receive_buffer: int = 1 << 20
-    # Bytes of encoded replies (with their keys) each DNS process keeps; 0: none.
-    reply_cache_bytes: int = 32 << 20
-    # Records of a balanced A/AAAA answer over UDP when its service sets no max_answers;
-    # 0: no cap. 16 AAAA records fit a 512-byte reply, so a capped address answer needs no TC.
-    udp_answer_limit: int = 16
+    udp_batch: bool = _DNS.udp_batch
+    udp_receive_buffer: int = _DNS.udp_receive_buffer
+    reply_cache_bytes: int = _DNS.reply_cache_bytes
+    udp_answer_limit: int = _DNS.udp_answer_limit
     # DNS worker processes sharing the DNS port; 0: DNS is answered in the main process.
     workers: int = field(default_factory=auto_workers)
     event_loop: str = "auto"
     recursors: tuple[HostPort, ...] = ()
-    recursor_timeout: float = 2.0
-    recursion_allow: tuple[str, ...] = RECURSION_ALLOW
+    recursor_timeout: float = _DNS.recursor_timeout
+    recursion_allow: NetRules = _DNS.recursion_allow
     # None: not configured, on by default when DNS listens beyond loopback (see dns_settings);
     # responses_per_second 0: configured off.
     rate_limit: RateLimit | None = None

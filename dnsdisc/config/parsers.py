@@ -4,7 +4,6 @@ key. schema.py says which key takes which parser."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -176,17 +175,12 @@ def ip_addresses(value: object, at: At) -> tuple[str, ...]:
         raise at.error(exc.message) from None
 
 
-def networks(value: object, at: At) -> tuple[str, ...]:
-    """A list of networks (``10.0.0.0/8``) or addresses (one-address networks)."""
+def networks(value: object, at: At) -> NetRules:
+    """A list of networks (``10.0.0.0/8``) or addresses (one-address networks), ``!`` refusing,
+    the first match deciding; empty refuses everyone."""
     if not isinstance(value, list):
         raise at.error("expected a list of networks like 10.0.0.0/8")
-    out = []
-    for item in value:
-        try:
-            out.append(str(ipaddress.ip_network(str(item))))
-        except ValueError:
-            raise at.error(f"{item!r} is not a network (host bits set?)") from None
-    return tuple(out)
+    return NetRules.parse([str(x) for x in value], at.source, at.key)
 
 
 def hostport(value: object, at: At) -> HostPort:
@@ -286,7 +280,7 @@ def weight_factor(value: object, at: At) -> float:
 
 
 def net_rules(value: object, at: At) -> NetRules:
-    """An ordered list of networks, ``!`` refusing; the first match decides."""
+    """``networks``, not empty."""
     if not isinstance(value, list) or not value:
         raise at.error("expected a list of networks, e.g. [10.0.0.0/8, '!10.9.0.0/16']")
     return NetRules.parse(value, at.source, at.key)

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from time import perf_counter
 
 from dnsdisc.dnsserver import wire
-from dnsdisc.dnsserver.cache import DEFAULT_BYTES, CachedQuery, key_of, udp_limit
+from dnsdisc.dnsserver.cache import CachedQuery, key_of, udp_limit
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.rrset import Item, RRSet
+from dnsdisc.dnsserver.settings import REPLY_CACHE_BYTES
 from dnsdisc.dnsserver.stats import LATENCY_BUCKETS, QueryStats, type_key
 from dnsdisc.dnsserver.zone import Node
 from dnsdisc.errors import rcode_of
@@ -52,7 +53,7 @@ class Responder:
         *,
         forwarding: bool = False,
         any_full: bool = False,
-        reply_cache_bytes: int = DEFAULT_BYTES,
+        reply_cache_bytes: int = REPLY_CACHE_BYTES,
         udp_answer_limit: int | None = None,
     ) -> None:
         self.reply_cache_bytes = reply_cache_bytes  # 0: no reply is cached

@@ -31,9 +31,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from dnsdisc.dnsserver.rrset import RRSet, cached_orders
+from dnsdisc.dnsserver.settings import REPLY_CACHE_BYTES
 
-# Bytes of replies (with their keys and orders) one process keeps by default.
-DEFAULT_BYTES = 32 << 20
 # Longer queries are answered without the cache: a name of 255 octets with a cookie fits.
 MAX_KEYED = 512
 # UDP payload sizes of an EDNS reply (the floors of the size classes); 1232 and above: 1232.
@@ -174,7 +173,7 @@ class ReplyCache:
 
     __slots__ = ("evicted", "limit", "size", "table", "tcp", "udp")
 
-    def __init__(self, limit: int = DEFAULT_BYTES) -> None:
+    def __init__(self, limit: int = REPLY_CACHE_BYTES) -> None:
         self.table: OrderedDict[bytes, CachedQuery] = OrderedDict()
         self.udp: dict[bytes, CachedQuery] = {}
         self.tcp: dict[bytes, CachedQuery] = {}

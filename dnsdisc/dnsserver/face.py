@@ -55,9 +55,7 @@ class DnsFace:
         """``processes``: how many faces share the port. The kernel spreads a client's queries
         over them by source port, so each enforces its share of the rate limit."""
         forwarder = (
-            Forwarder(
-                settings.recursors, settings.recursor_timeout, allow=settings.recursion_allow
-            )
+            Forwarder(settings.recursors, settings.recursor_timeout, allow=settings.recursion_allow)
             if settings.recursors
             else None
         )
@@ -118,6 +116,7 @@ class DnsFace:
             self.transports.append(transport)
             if cfg.udp_receive_buffer:
                 _receive_buffer(transport.get_extra_info("socket"), cfg.udp_receive_buffer)
+
             def tcp_protocol() -> TCPProtocol:
                 return TCPProtocol(responder, self.tcp_state, forwarder, catch_up)
 

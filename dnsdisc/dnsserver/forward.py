@@ -13,14 +13,13 @@ large reply. Each upstream gets ``timeout`` seconds; when none answers the clien
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import struct
 from collections.abc import Callable, Sequence
 
-from dnsdisc.dnsserver import ratelimit, wire
-from dnsdisc.dnsserver.settings import RECURSION_ALLOW
-from dnsdisc.netaddr import HostPort
+from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.settings import DnsSettings
+from dnsdisc.netaddr import HostPort, NetRules
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +48,10 @@ class Forwarder:
         upstreams: Sequence[HostPort],
         timeout: float = 2.0,
         max_inflight: int = 512,
-        allow: Sequence[str] = RECURSION_ALLOW,
+        allow: NetRules | None = None,
     ) -> None:
         self.upstreams = tuple(upstreams)
-        self.allow = tuple(ipaddress.ip_network(net) for net in allow)
+        self.allow = allow if allow is not None else DnsSettings().recursion_allow
         self.timeout = timeout
         # Each relayed query holds a socket until answered: a flood of out-of-zone names must
         # not run the process out of file descriptors. Past the cap, SERVFAIL at once.
@@ -64,12 +63,8 @@ class Forwarder:
 
     def allowed(self, host: str) -> bool:
         """Whether ``host`` (a v4-mapped address counts as the IPv4 one) may use recursion."""
-        try:
-            ip = ipaddress.ip_address(ratelimit.unmapped(host.partition("%")[0]))
-            if any(ip in net for net in self.allow):
-                return True
-        except ValueError:
-            pass
+        if self.allow.allows(host):
+            return True
         self.refused += 1
         return False
 

@@ -6,9 +6,9 @@ The log level and format ride along because a worker process sets up its own log
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from dnsdisc.netaddr import HostPort
+from dnsdisc.netaddr import HostPort, NetRules
 
 # Who may use ``recursors``: loopback and private ranges (RFC 1918, shared 100.64/10, ULA,
 # link-local), as a resolver's default allow list would; never the whole Internet.
@@ -16,6 +16,13 @@ RECURSION_ALLOW = (
     "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
     "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10",
 )  # fmt: skip
+
+# Bytes of replies (with their keys and orders) one process keeps by default.
+REPLY_CACHE_BYTES = 32 << 20
+
+
+def _recursion_allow() -> NetRules:
+    return NetRules.parse(RECURSION_ALLOW, "", "recursion_allow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +46,13 @@ class DnsSettings:
     # system's default (often 208 KiB: a few hundred queries, a few tens of ms at 10k/s).
     udp_receive_buffer: int = 1 << 20
     # Bytes of encoded replies (with their keys) each DNS process keeps; 0: none.
-    reply_cache_bytes: int = 32 << 20
+    reply_cache_bytes: int = REPLY_CACHE_BYTES
     # Records of a balanced A/AAAA answer over UDP when its service sets no max_answers; 0: no cap.
+    # 16 AAAA records fit a 512-byte reply, so a capped address answer needs no TC.
     udp_answer_limit: int = 16
     recursors: tuple[HostPort, ...] = ()
     recursor_timeout: float = 2.0
-    recursion_allow: tuple[str, ...] = RECURSION_ALLOW
+    recursion_allow: NetRules = field(default_factory=_recursion_allow)
     rate_limit: RateLimit | None = None
     query_log: bool = False
     log_level: str = "info"

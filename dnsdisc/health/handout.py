@@ -111,9 +111,7 @@ def handout(svc: Service, now: float, cfg: HealthSettings) -> tuple[list[Member]
     if _fails_open(settings, counted, healthy):
         # Fail open: better to spread load over all than to crush the few survivors or answer
         # nothing. The unhealthy go behind the healthy, and in SRV below them.
-        worst = max(
-            (m.priority for m in members if m.role == IN and _counts(m)[0]), default=0
-        )
+        worst = max((m.priority for m in members if m.role == IN and _counts(m)[0]), default=0)
         for m in members:
             if m.role == OUT and _counts(m)[0]:
                 m.role = FALLBACK

@@ -37,6 +37,7 @@ from dnsdisc.registry.state import Service
 
 log = logging.getLogger(__name__)
 
+
 class HealthMonitor:
     def __init__(self, registry: Registry, cfg: HealthSettings | None = None) -> None:
         self.registry = registry

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import resource
 
-from dnsdisc.api.guard import HttpLimits
+from dnsdisc.api.settings import HttpLimits
 from dnsdisc.config.load import Config
 
 log = logging.getLogger("dnsdisc.server.limits")

@@ -51,9 +51,7 @@ class Server:
     dns_counters: DnsCounters = field(default_factory=DnsCounters)
 
 
-def build_index(
-    config: Config, zone_data: zones.ZoneData, after: int | None = None
-) -> AnswerIndex:
+def build_index(config: Config, zone_data: zones.ZoneData, after: int | None = None) -> AnswerIndex:
     """The index of ``config`` and the zone files, static layer only. Its SOA serial is the
     time in seconds, or one past ``after`` (the serial in use) when that is not ahead of it by
     RFC 1982: two changes in one second must still move it, or secondaries and caches keyed on

@@ -70,7 +70,9 @@ def responder(status_line: bytes) -> Iterator[tuple[int, list[float]]]:
                 try:
                     conn.recv(4096)
                     hits.append(time.monotonic())
-                    conn.sendall(status_line + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    conn.sendall(
+                        status_line + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
                 except OSError:
                     pass
 
@@ -103,7 +105,9 @@ def test_a_tarpit_registrant_does_not_starve_another_services_checks(tmp_path: P
         # a zone file may still ask, and its checks are cut to their interval).
         zones = tmp_path / "zones"
         zones.mkdir()
-        slow = f"{{address: 127.0.0.1, port: {pit}, check: {{type: http, interval: 0.1, timeout: 5}}}}"
+        slow = (
+            f"{{address: 127.0.0.1, port: {pit}, check: {{type: http, interval: 0.1, timeout: 5}}}}"
+        )
         (zones / "spam.yaml").write_text(
             "services:\n  spam:\n    instances:\n"
             + "".join(f"      s-{i}: {slow}\n" for i in range(300))
@@ -173,9 +177,10 @@ def test_zone_file_checks_are_trusted_with_any_address(tmp_path: Path) -> None:
 def test_the_check_budget_holds_whatever_is_registered(tmp_path: Path) -> None:
     rate, seconds = 10, 4.0
     extra = f"  checks_per_second: {rate}\n"
-    with responder(b"HTTP/1.1 200 OK") as (port, hits), running(
-        tmp_path, extra_args=_config(tmp_path, extra)
-    ) as node:
+    with (
+        responder(b"HTTP/1.1 200 OK") as (port, hits),
+        running(tmp_path, extra_args=_config(tmp_path, extra)) as node,
+    ):
         check = {"type": "http", "path": "/", "interval": 0.06, "timeout": 0.06}
         for i in range(50):
             node.register("flood", f"f-{i}", address="127.0.0.1", port=port, check=check)

@@ -128,8 +128,15 @@ def test_genreport_probe_says_ok(server: DnsdiscProcess, name: str) -> None:
     dig = require_tool("dig")
     args = PROBES[name].replace("<zone>", ZONE)
     result = subprocess.run(
-        [dig, f"@{server.dns_host}", "-p", str(server.dns_port), "+time=2", "+tries=1",
-         *args.split()],
+        [
+            dig,
+            f"@{server.dns_host}",
+            "-p",
+            str(server.dns_port),
+            "+time=2",
+            "+tries=1",
+            *args.split(),
+        ],
         capture_output=True,
         text=True,
         timeout=20,
@@ -145,4 +152,3 @@ def test_the_judge_catches_the_old_opcodeflg_reply() -> None:
         ";; flags: qr rd cd; QUERY: 0, ANSWER: 0, AUTHORITY: 0, ADDITIONAL: 0\n"
     )
     assert judge("opcodeflg", PROBES["opcodeflg"], old) == ["rd", "cd"]
-

@@ -64,7 +64,9 @@ def test_the_lock_covers_every_runtime_dependency_and_what_it_pulls_in() -> None
             requires = importlib.metadata.requires(req.name) or []
         except importlib.metadata.PackageNotFoundError:
             continue  # not installed here: its own dependencies are checked by pip check
-        todo += [r for r in map(Requirement, requires) if r.marker is None or r.marker.evaluate(ENV)]
+        todo += [
+            r for r in map(Requirement, requires) if r.marker is None or r.marker.evaluate(ENV)
+        ]
     assert {"aiohttp", "dnspython", "pyyaml", "prometheus-client", "uvloop"} <= seen
 
 

@@ -140,9 +140,7 @@ class EtcdStore:
             return 0
         lease, granted_for = self._watch.lease(op.service, op.instance)
         if lease and granted_for == ttl:
-            reply = await self._gateway.call(
-                "/v3/lease/keepalive", {"ID": str(lease)}, write=True
-            )
+            reply = await self._gateway.call("/v3/lease/keepalive", {"ID": str(lease)}, write=True)
             if int(reply.get("result", {}).get("TTL") or 0) > 0:
                 return lease
         reply = await self._gateway.call("/v3/lease/grant", {"TTL": str(max(1, math.ceil(ttl)))})

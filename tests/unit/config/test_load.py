@@ -363,6 +363,8 @@ def test_build_takes_only_the_schemas_flags() -> None:
     with pytest.raises(TypeError, match="unknown flags: colour"):
         build(None, colour="red", environ={})
     assert build(None, query_log=False, environ={}).query_log is False  # a switch not given
+
+
 # -- found in review: each of these failed before its fix --------------------------------------
 
 
@@ -405,6 +407,8 @@ def test_dns_settings_carry_the_edge_keys() -> None:
     )
     dns = cfg.dns_settings()
     assert dns.any_full and dns.tcp_max_connections_per_client == 3
-    assert dns.recursion_allow == ("192.0.2.0/24", "2001:db8::1/128")
+    assert str(dns.recursion_allow) == "192.0.2.0/24 2001:db8::1/128"
+    assert dns.recursion_allow.allows("2001:db8::1") and not dns.recursion_allow.allows("10.0.0.1")
     assert not Config().dns_settings().any_full
-    assert "10.0.0.0/8" in Config().dns_settings().recursion_allow
+    assert Config().dns_settings().recursion_allow.allows("10.1.2.3")
+    assert not Config().dns_settings().recursion_allow.allows("192.0.2.1")

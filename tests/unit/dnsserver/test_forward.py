@@ -8,10 +8,13 @@ import dns.rcode
 import dns.rrset
 
 from dnsdisc.dnsserver.forward import Forwarder, fit_udp, refused
+from dnsdisc.netaddr import NetRules
 
 
 def test_recursion_allow_matches_networks_and_v4_mapped_clients() -> None:
-    fwd = Forwarder((), allow=("10.0.0.0/8", "2001:db8::/32"))
+    fwd = Forwarder(
+        (), allow=NetRules.parse(["10.0.0.0/8", "2001:db8::/32"], "", "recursion_allow")
+    )
     assert fwd.allowed("10.1.2.3") and fwd.allowed("::ffff:10.1.2.3")
     assert fwd.allowed("2001:db8::5") and fwd.allowed("2001:db8::5%eth0")
     assert not fwd.allowed("192.0.2.1") and not fwd.allowed("::ffff:192.0.2.1")

@@ -210,7 +210,9 @@ def heavy(seq: int, name: str, size: int = 300) -> bytes:
     """A SERVICES message with one service of ``size`` instances: milliseconds to apply."""
     views = []
     for n in range(size):
-        inst = Instance.from_json(name, f"i{n}", {"address": f"10.1.{n // 250}.{n % 250}", "port": 80})
+        inst = Instance.from_json(
+            name, f"i{n}", {"address": f"10.1.{n // 250}.{n % 250}", "port": 80}
+        )
         views.append((inst, inst.weight, inst.priority, IN, None, None))
     return feed.frame(protocol.SERVICES, seq, [(name, ServiceSettings.from_json(name, {}), views)])
 
