@@ -31,12 +31,12 @@ from dnsdisc.errors import (
     http_status_of,
 )
 from dnsdisc.netaddr import DEFAULT_CHECK_NETWORKS, NetRules
+from dnsdisc.registry.checks import RemoteCheckRules
 from dnsdisc.registry.model import (
     PASSING,
     WARNING,
     HeartbeatReport,
     Instance,
-    RemoteCheckRules,
     ServiceSettings,
 )
 from dnsdisc.registry.registry import Registry

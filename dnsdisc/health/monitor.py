@@ -31,7 +31,8 @@ from dnsdisc.health.gate import CheckGate
 from dnsdisc.health.handout import Handouts, Member
 from dnsdisc.health.settings import HealthSettings
 from dnsdisc.logs import escape
-from dnsdisc.registry.model import CRITICAL, PASSING, CheckSpec, Instance
+from dnsdisc.registry.checks import CheckSpec
+from dnsdisc.registry.model import CRITICAL, PASSING, Instance
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.state import Service
 

@@ -1,7 +1,8 @@
 """What is registered: services and their instances, in memory, written through a store.
 
-Modules: ``model`` the validated values (Instance, ServiceSettings, CheckSpec, HeartbeatReport,
-the statuses); ``settings`` what the config tells the registry; ``state`` InstanceState, Service
+Modules: ``model`` the validated values (Instance, ServiceSettings, HeartbeatReport,
+the statuses); ``checks`` an instance's CheckSpec and the rules for checks registered over
+the API; ``settings`` what the config tells the registry; ``state`` InstanceState, Service
 and Memory, the only code that changes what is held; ``events`` the announcements of changes;
 ``registry`` the Registry, the one way in for the rest of the program; ``replication``
 following a shared store.

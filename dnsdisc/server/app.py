@@ -23,7 +23,8 @@ from dnsdisc.dnsserver.view import MemberView
 from dnsdisc.errors import ConfigError
 from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.netaddr import is_loopback
-from dnsdisc.registry.model import RemoteCheckRules, ServiceSettings
+from dnsdisc.registry.checks import RemoteCheckRules
+from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry
 from dnsdisc.server.limits import http_limits, raise_nofile
 from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry

@@ -2,7 +2,7 @@
 
 Glossary:
 - *worker*: one such process (``python -m dnsdisc.workers``); ``replica`` is its side,
-  ``supervisor.Worker`` the main process's handle on it.
+  ``handle.Worker`` the main process's handle on it.
 - *feed*: the numbered stream of messages from the main process to one worker, and its replies
   (``feed`` moves the bytes, ``protocol`` says what they mean).
 - *fence*: a number shared in memory with one worker: the last message wholly in its socket

@@ -17,7 +17,8 @@ from typing import Any
 
 from dnsdisc.dnsserver.stats import Histogram
 from dnsdisc.workers import protocol
-from dnsdisc.workers.supervisor import Supervisor, Worker
+from dnsdisc.workers.handle import Worker
+from dnsdisc.workers.supervisor import Supervisor
 
 log = logging.getLogger("dnsdisc.workers.barrier")
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from dnsdisc.errors import ValidationError
-from dnsdisc.registry.model import CheckSpec, HeartbeatReport, Instance, ServiceSettings
+from dnsdisc.registry.checks import CheckSpec, RemoteCheckRules
+from dnsdisc.registry.model import HeartbeatReport, Instance, ServiceSettings
 
 
 def test_instance_pickles_every_field() -> None:
@@ -102,7 +103,6 @@ def test_checks_registered_over_the_api_are_held_to_the_remote_rules() -> None:
 
     from dnsdisc.errors import ValidationError
     from dnsdisc.netaddr import DEFAULT_CHECK_NETWORKS, NetRules
-    from dnsdisc.registry.model import Instance, RemoteCheckRules
 
     rules = RemoteCheckRules(NetRules.parse(DEFAULT_CHECK_NETWORKS, "", "health.check_networks"))
 

@@ -19,8 +19,8 @@ from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.zone import IndexSettings
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.workers import feed, protocol
+from dnsdisc.workers.handle import Worker
 from dnsdisc.workers.pool import WorkerPool
-from dnsdisc.workers.supervisor import Worker
 
 
 class Recorder:
