@@ -8,8 +8,25 @@ only once it was made without error, so a bad new certificate leaves the old one
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from dnsdisc.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """A listener's certificate chain and key, and the CA its clients' certificates must chain
+    to (mutual TLS), as the config names them. The files are read each time a context is made."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+    def context(self, source: str = "", key: str = "tls") -> ssl.SSLContext:
+        ca = str(self.client_ca_file) if self.client_ca_file is not None else None
+        return server_context(str(self.cert_file), str(self.key_file), ca, source=source, key=key)
 
 
 def server_context(
@@ -40,3 +57,27 @@ def server_context(
             ) from exc
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+class ContextSwitch:
+    """The one context a listener was started with, handing each new handshake the context
+    made last: a reload swaps certificates without closing the listening socket, and the
+    connections already open keep theirs.
+
+    The switch happens in the server-name callback, which OpenSSL calls on every ClientHello,
+    with or without SNI. The new context lends its certificate, key and trusted CAs; whether a
+    client certificate is asked for stays the first context's, so turning mutual TLS on or off
+    takes a restart (``mutual`` says which it is)."""
+
+    def __init__(self, first: ssl.SSLContext) -> None:
+        self.listening = first
+        self.current = first
+        self.mutual = first.verify_mode == ssl.CERT_REQUIRED
+        first.sni_callback = self._pick
+
+    def swap(self, context: ssl.SSLContext) -> None:
+        self.current = context
+
+    def _pick(self, conn: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+        if self.current is not context:
+            conn.context = self.current

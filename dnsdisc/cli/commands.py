@@ -27,9 +27,10 @@ def _http_address(text: str) -> str:
     from dnsdisc.client import base_url
 
     try:
-        return base_url(text)
+        base_url(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return text  # as given: without a scheme, --cacert or --cert may still make it https
 
 
 def _number(text: str) -> float:
@@ -56,7 +57,24 @@ def add_parsers(sub: _Subparsers[argparse.ArgumentParser]) -> None:
         metavar="HOST:PORT",
         type=_http_address,
         help=f"the server's HTTP API (default $DNSDISC_HTTP, else {DEFAULT_HTTP}); "
-        "$DNSDISC_TOKEN, when set, is sent as 'Authorization: Bearer <token>'",
+        "$DNSDISC_TOKEN, when set, is sent as 'Authorization: Bearer <token>'; "
+        "https://HOST:PORT for TLS",
+    )
+    common.add_argument(
+        "--cacert",
+        metavar="FILE",
+        help="check the server's certificate against this CA (PEM; default $DNSDISC_CACERT, "
+        "else the system's CAs); implies https",
+    )
+    common.add_argument(
+        "--cert",
+        metavar="FILE",
+        help="client certificate for mutual TLS (PEM; default $DNSDISC_CERT); implies https",
+    )
+    common.add_argument(
+        "--key",
+        metavar="FILE",
+        help="the private key of --cert, if not in that file (default $DNSDISC_KEY)",
     )
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print the server's JSON reply")
@@ -299,13 +317,25 @@ def _maintenance(client: Client, args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run a client command: its output on stdout, or one line on stderr and exit status 1."""
-    from dnsdisc.client import Client, ClientError
+    from dnsdisc.client import Client, ClientError, base_url
 
     http = args.http or os.environ.get("DNSDISC_HTTP") or DEFAULT_HTTP
     try:
-        client = Client(http, os.environ.get("DNSDISC_TOKEN") or None)
+        base_url(http)
     except ValueError as exc:  # only $DNSDISC_HTTP gets here: --http was checked by argparse
         print(f"dnsdisc: error: DNSDISC_HTTP: {exc}", file=sys.stderr)
+        return 2
+    env = os.environ.get
+    try:
+        client = Client(
+            http,
+            env("DNSDISC_TOKEN") or None,
+            cacert=args.cacert or env("DNSDISC_CACERT") or None,
+            cert=args.cert or env("DNSDISC_CERT") or None,
+            key=args.key or env("DNSDISC_KEY") or None,
+        )
+    except ValueError as exc:  # a CA, certificate or key file that cannot be loaded
+        print(f"dnsdisc: error: {exc}", file=sys.stderr)
         return 2
     command: Callable[[Client, argparse.Namespace], str] = args.run
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import http.client
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,11 +25,25 @@ T = TypeVar("T")
 
 class Client:
     """The HTTP API, synchronously (urllib). ``http`` is ``HOST:PORT`` or a URL; with ``token``
-    every request carries ``Authorization: Bearer <token>``."""
+    every request carries ``Authorization: Bearer <token>``.
+
+    Over https the server's certificate is checked against ``cacert`` (a PEM file; default the
+    system's CAs), and ``cert``/``key`` are presented when the server asks for a client
+    certificate (mutual TLS). Given any of them, a ``HOST:PORT`` without a scheme means https.
+    A file that cannot be loaded raises ValueError."""
 
     def __init__(
-        self, http: str = DEFAULT_HTTP, token: str | None = None, *, timeout: float = 10.0
+        self,
+        http: str = DEFAULT_HTTP,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        cacert: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
     ) -> None:
+        if (cacert or cert) and "://" not in http:
+            http = "https://" + http
         self.url = base_url(http)
         self.token = token
         self.timeout = timeout
@@ -38,6 +53,8 @@ class Client:
         handlers: list[urllib.request.BaseHandler] = [_TokenKeepingRedirects()]
         if is_loopback(host):
             handlers.append(urllib.request.ProxyHandler({}))
+        if self.url.startswith("https:"):
+            handlers.append(urllib.request.HTTPSHandler(context=tls_context(cacert, cert, key)))
         self._opener = urllib.request.build_opener(*handlers)
 
     def __repr__(self) -> str:
@@ -173,14 +190,43 @@ def _in_thread(
     return in_thread
 
 
+def tls_context(
+    cacert: str | None, cert: str | None = None, key: str | None = None
+) -> ssl.SSLContext:
+    """A client context: the server's certificate and name are checked (against ``cacert``, or
+    the system's CAs), TLS 1.2 or newer, and ``cert``/``key`` offered to a server that asks."""
+    if key and not cert:
+        raise ValueError("a client key needs its certificate (--cert, $DNSDISC_CERT)")
+    try:
+        ctx = ssl.create_default_context(cafile=cacert)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load the CA file {cacert}: {reason_of(exc)}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert:
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"cannot load the client certificate {cert}: {reason_of(exc)}"
+            ) from None
+    return ctx
+
+
 class AsyncClient:
     """The same API for asyncio code. The calls run the sync client in the default executor's
     threads: a handful of small requests do not need a second HTTP stack."""
 
     def __init__(
-        self, http: str = DEFAULT_HTTP, token: str | None = None, *, timeout: float = 10.0
+        self,
+        http: str = DEFAULT_HTTP,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        cacert: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
     ) -> None:
-        self.sync = Client(http, token, timeout=timeout)
+        self.sync = Client(http, token, timeout=timeout, cacert=cacert, cert=cert, key=key)
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.sync.url!r})"

@@ -35,6 +35,7 @@ from dnsdisc.netaddr import (
 from dnsdisc.registry.limits import Limits
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.store.settings import EtcdSettings
+from dnsdisc.tls import TlsFiles
 
 # The server listens where its clients look by default.
 _DNS_LISTEN = parse_hostport(DEFAULT_DNS, "", "dns.listen")
@@ -55,6 +56,8 @@ class Config:
     dns_listen: tuple[HostPort, ...] = (_DNS_LISTEN,)
     http_listen: HostPort = _HTTP_LISTEN
     token: str | None = None
+    # The HTTP API over TLS: None is plain HTTP.
+    http_tls: TlsFiles | None = None
     # The HTTP port's limits (``api.guard``): a request's headers, then its body, are due within
     # these seconds; an idle kept-alive connection is closed after keepalive_timeout; connections
     # over a cap are closed at once.
@@ -190,18 +193,29 @@ def from_mapping(data: object, source: str = "", base_dir: Path | None = None) -
 def _read_section(
     data: Mapping[str, Any], keys: tuple[schema.Key, ...], at: At
 ) -> list[tuple[schema.Key, object]]:
-    check_keys(data, [key.name for key in keys], at.source, f"{at.key}.")
+    """The given keys of one top-level section, and of the sections inside it (``http.tls``)."""
+    prefix = f"{at.key}."
+    inner: dict[str, Mapping[str, Any]] = {}  # "tls" -> the mapping under http.tls
+    names = dict.fromkeys(key.path.removeprefix(prefix).partition(".")[0] for key in keys)
+    check_keys(data, names, at.source, prefix)
+    for name in names:
+        nested = [key for key in keys if key.section == f"{at.key}.{name}"]
+        if nested:
+            inner[name] = mapping(data.get(name), at.to(prefix + name))
+            check_keys(inner[name], [key.name for key in nested], at.source, f"{prefix}{name}.")
     section = schema.SECTIONS.get(at.key)
     gate = section.gate if section is not None else None
     given: list[tuple[schema.Key, object]] = []
     for key in keys:
-        value = key.parse(data[key.name], at.to(key.path)) if key.name in data else None
-        if key.name == gate and not value and key.name in data:
+        place = inner[key.section.rpartition(".")[2]] if key.section != at.key else data
+        if key.name not in place:
+            continue
+        value = key.parse(place[key.name], at.to(key.path))
+        if key.name == gate and not value:
             # The section is off (given as 0): its other keys are not read. Not given, a
             # default may apply, and the other keys shape it (rate_limit: effective_rate_limit).
             return [(key, value)]
-        if key.name in data:
-            given.append((key, value))
+        given.append((key, value))
     return given
 
 

@@ -19,6 +19,7 @@ from dnsdisc.config import parsers as p
 from dnsdisc.dnsserver.settings import RateLimit
 from dnsdisc.errors import ConfigError
 from dnsdisc.store.settings import EtcdSettings
+from dnsdisc.tls import TlsFiles
 
 Reload = Literal["live", "restart"]
 Parse = Callable[[object, p.At], object]
@@ -115,11 +116,27 @@ def _rate_limit(current: RateLimit | None, parts: dict[str, Any], source: str) -
     return RateLimit(**parts)
 
 
+def _tls(section: str) -> Callable[[TlsFiles | None, dict[str, Any], str], TlsFiles]:
+    def make(current: TlsFiles | None, parts: dict[str, Any], source: str) -> TlsFiles:
+        def part(name: str) -> Any:
+            return parts[name] if name in parts else getattr(current, name, None)
+
+        cert, key = part("cert_file"), part("key_file")
+        if cert is None or key is None:
+            raise ConfigError(source, f"{section}.cert_file", "cert_file and key_file go together")
+        return TlsFiles(cert, key, part("client_ca_file"))
+
+    return make
+
+
+# Keyed by the Config field each section makes; a section inside another (``http.tls``) makes
+# a field named by its path with "_" for "." (``http_tls``).
 SECTIONS: Mapping[str, Section] = {
     "etcd": Section(_etcd),
     "rate_limit": Section(_rate_limit, gate="responses_per_second"),
     "health": Section(lambda current, parts, source: replace(current, **parts)),
     "limits": Section(lambda current, parts, source: replace(current, **parts)),
+    "http_tls": Section(_tls("http.tls")),
 }
 
 _AT_MOST_A_DAY = p.duration(0, 86400)
@@ -155,6 +172,27 @@ KEYS: tuple[Key, ...] = (
         Flag("--http", "HTTP API listen address (default {default})", "HOST:PORT"),
     ),
     Key("http.token", "token", p.optional_text, "live", env="DNSDISC_TOKEN"),
+    # Re-read on every reload (certificate rotation); turning TLS on or off takes a restart.
+    Key(
+        "http.tls.cert_file", "http_tls.cert_file", p.file_path, "live",
+        Flag(
+            "--http-tls-cert", "serve the HTTP API over TLS with this certificate chain (PEM)",
+            "FILE", parse=p.path_as_given,
+        ),
+    ),
+    Key(
+        "http.tls.key_file", "http_tls.key_file", p.file_path, "live",
+        Flag("--http-tls-key", "the private key of --http-tls-cert (PEM)", "FILE",
+             parse=p.path_as_given),
+    ),
+    Key(
+        "http.tls.client_ca_file", "http_tls.client_ca_file", p.file_path, "live",
+        Flag(
+            "--http-tls-client-ca",
+            "require HTTP clients to present a certificate this CA signed (mutual TLS)", "FILE",
+            parse=p.path_as_given,
+        ),
+    ),
     Key("http.header_timeout", "http_header_timeout", p.duration(0, 3600), "restart"),
     Key("http.body_timeout", "http_body_timeout", p.duration(0, 3600), "restart"),
     Key("http.keepalive_timeout", "http_keepalive_timeout", p.duration(0, 86400), "restart"),

@@ -31,6 +31,7 @@ from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry
 from dnsdisc.server.parts import Server, attach, build_index, load_zones, reserved_names
 from dnsdisc.server.reload import Reloader
 from dnsdisc.store.base import open_store
+from dnsdisc.tls import ContextSwitch
 from dnsdisc.workers.pool import WorkerPool
 
 log = logging.getLogger("dnsdisc")
@@ -40,6 +41,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     # Before any worker is spawned or store opened: they inherit the raised limit.
     nofile = raise_nofile()
     zone_data = load_zones(config)
+    tls = config.http_tls.context(config.source, "http.tls") if config.http_tls else None
     index = build_index(config, zone_data)
     registry = Registry(
         open_store(config.storage, config.data_dir, config.etcd),
@@ -52,6 +54,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     server = Server(config, registry, health, index, loader=loader)
     server.reload = Reloader(server)
     server.nofile = nofile
+    server.http_tls = ContextSwitch(tls) if tls is not None else None
     if config.workers:
         pool = WorkerPool(
             config.dns_settings(),
@@ -99,13 +102,14 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
             config.http_listen,
         )
     log.info(
-        "dnsdisc serving %s on DNS %s (UDP+TCP, %s, event loop %s), HTTP %s, storage %s, "
+        "dnsdisc serving %s on DNS %s (UDP+TCP, %s, event loop %s), HTTP %s%s, storage %s, "
         "%d services",
         config.domain,
         ", ".join(str(hp) for hp in config.dns_listen),
         f"{config.workers} worker processes" if config.workers else "in this process",
         "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio",
         config.http_listen,
+        _tls_text(server.http_tls),
         _storage_text(config),
         len(registry),
     )
@@ -114,6 +118,12 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
 
 def _snapshot(server: Server) -> list[tuple[str, ServiceSettings, Sequence[MemberView]]]:
     return [(s.settings.name, s.settings, server.health.view(s)) for s in server.registry]
+
+
+def _tls_text(tls: ContextSwitch | None) -> str:
+    if tls is None:
+        return ""
+    return " (TLS, client certificates required)" if tls.mutual else " (TLS)"
 
 
 def _storage_text(config: Config) -> str:
@@ -170,7 +180,13 @@ async def _listen(server: Server) -> None:
     runner = GuardedRunner(api.app(), guard, access_log=None, handle_signals=False)
     await runner.setup()
     server.http_runner = runner
-    site = web.TCPSite(runner, config.http_listen.host, config.http_listen.port, reuse_address=True)
+    site = web.TCPSite(
+        runner,
+        config.http_listen.host,
+        config.http_listen.port,
+        reuse_address=True,
+        ssl_context=server.http_tls.listening if server.http_tls is not None else None,
+    )
     await site.start()
 
 

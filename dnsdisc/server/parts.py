@@ -22,6 +22,7 @@ from dnsdisc.dnsserver.zone import IndexSettings
 from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.settings import NS_HOST
+from dnsdisc.tls import ContextSwitch
 from dnsdisc.workers.pool import WorkerPool
 
 
@@ -47,6 +48,8 @@ class Server:
     api: Api | None = None
     state: ServerState = field(default_factory=ServerState)
     http_runner: web.AppRunner | None = None
+    # The HTTP listener's TLS context, swapped by a reload (None: plain HTTP).
+    http_tls: ContextSwitch | None = None
     # The workers' DNS counters as last gathered (for /metrics).
     dns_counters: DnsCounters = field(default_factory=DnsCounters)
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import replace
 
+from dnsdisc.config.load import Config
 from dnsdisc.config.schema import RESTART_FIELDS
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.registry.settings import RegistrySettings
@@ -72,6 +74,25 @@ def _index_change(old: AnswerIndex | None, new: AnswerIndex) -> str:
     return "none" if new.static_records == old.static_records else "records"
 
 
+def _tls_context(old: Config, new: Config) -> tuple[Config, ssl.SSLContext | None]:
+    """The HTTP listener's next TLS context, made from the files as they are now (a renewed
+    certificate under the same name included), with ``new`` as far as it can apply: TLS and
+    mutual TLS are turned on or off only by a restart. A file that cannot be loaded raises
+    ConfigError: the reload changes nothing and the old certificate keeps serving."""
+    if old.http_tls is None or new.http_tls is None:
+        if old.http_tls != new.http_tls:
+            log.warning("reload: http.tls was added or removed; that takes effect after a restart")
+        return replace(new, http_tls=old.http_tls), None
+    files = new.http_tls
+    if (files.client_ca_file is None) != (old.http_tls.client_ca_file is None):
+        log.warning(
+            "reload: http.tls.client_ca_file was added or removed; that takes effect after a "
+            "restart"
+        )
+        files = replace(files, client_ca_file=old.http_tls.client_ca_file)
+    return replace(new, http_tls=files), files.context(new.source, "http.tls")
+
+
 async def reload(server: Server) -> None:
     """Re-read the config file and the zone files and apply them without a restart. Anything
     wrong raises ConfigError before a thing has changed: the old config keeps serving."""
@@ -90,6 +111,7 @@ async def reload(server: Server) -> None:
             "longer authenticated",
             new.http_listen,
         )
+    new, tls = _tls_context(old, new)
     zone_data = load_zones(new)
     current = _current_index(server)
     index = build_index(new, zone_data, current.settings.serial if current else None)
@@ -118,6 +140,10 @@ async def reload(server: Server) -> None:
     server.health.settings = new.health
     if server.api is not None:
         server.api.token = new.token
+    if tls is not None and server.http_tls is not None:
+        server.http_tls.swap(tls)  # new handshakes get it; open connections keep theirs
+        assert new.http_tls is not None
+        log.info("reload: HTTP TLS certificate read again from %s", new.http_tls.cert_file)
     if rebuild or health_changed:
         for svc in list(registry):
             registry.touch(svc.settings.name)  # every service's names, from the new settings

@@ -9,6 +9,7 @@ import random
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -128,6 +129,13 @@ class DnsdiscProcess:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     loopback_checks: bool = True
+    # Set when the HTTP API is served over TLS: the test's requests go over https with it.
+    ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def http_url(self) -> str:
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 15.0) -> DnsdiscProcess:
         if not self.dns_port:
@@ -216,16 +224,14 @@ class DnsdiscProcess:
         headers: dict[str, str] | None = None,
     ) -> HttpResult:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method
-        )
+        req = urllib.request.Request(f"{self.http_url}{path}", data=data, method=method)
         req.add_header("Content-Type", "application/json")
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl_context) as resp:
                 content = resp.read()
                 status = resp.status
         except urllib.error.HTTPError as err:

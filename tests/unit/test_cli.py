@@ -31,7 +31,7 @@ def test_register_flags_become_the_instance_body() -> None:
         "--deregister-after", "600", "--http", "[::1]:9000",
     )  # fmt: skip
     assert (args.service, args.id, args.address, args.port) == ("web", "web-1", "10.0.0.1", 8080)
-    assert args.http == "http://[::1]:9000"
+    assert args.http == "[::1]:9000"  # checked, kept as given (--cacert may make it https)
     assert commands.register_fields(args) == {
         "weight": 50,
         "priority": 2,

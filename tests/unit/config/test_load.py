@@ -174,6 +174,9 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "http.keepalive_timeout": (30, -1),
     "http.max_connections": (100, 0),
     "http.max_connections_per_client": (10, 0),
+    "http.tls.cert_file": ("c.pem", ""),
+    "http.tls.key_file": ("k.pem", 5),
+    "http.tls.client_ca_file": ("ca.pem", ""),
     "domain": ("example.org", "bad_domain"),
     "data_dir": ("data", ""),
     "zones_dir": ("zones", 5),
@@ -221,6 +224,9 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "services": ({"web": {"ttl": 10}}, {"Bad_Name": {}}),
 }
 NEEDS = {
+    "http.tls.cert_file": {"http.tls.key_file": "k.pem"},
+    "http.tls.key_file": {"http.tls.cert_file": "c.pem"},
+    "http.tls.client_ca_file": {"http.tls.cert_file": "c.pem", "http.tls.key_file": "k.pem"},
     "etcd.cert_file": {"etcd.key_file": "k.pem"},
     "etcd.key_file": {"etcd.cert_file": "c.pem"},
     "etcd.username": {"etcd.password": "p"},
@@ -236,8 +242,11 @@ def _config_file(tmp_path: Path, values: dict[str, object]) -> Path:
 
     data: dict[str, Any] = {}
     for path, value in values.items():
-        section, _, name = path.rpartition(".")
-        (data.setdefault(section, {}) if section else data)[name] = value
+        *sections, name = path.split(".")
+        place = data
+        for section in sections:
+            place = place.setdefault(section, {})
+        place[name] = value
     file = tmp_path / "c.yaml"
     file.write_text(yaml.safe_dump(data))
     return file
@@ -270,6 +279,24 @@ def test_unknown_keys_are_those_the_schema_does_not_declare() -> None:
     assert str(info.value) == (
         "c.yaml: nameserver.glue: unknown key; expected one of: addresses, hostmaster, label"
     )
+    with pytest.raises(ConfigError) as info:
+        from_mapping({"http": {"tls": {"cert": "c.pem"}}}, "c.yaml")
+    assert str(info.value) == (
+        "c.yaml: http.tls.cert: unknown key; expected one of: cert_file, client_ca_file, key_file"
+    )
+    with pytest.raises(ConfigError, match=r"c.yaml: http.tls: expected a mapping"):
+        from_mapping({"http": {"tls": "c.pem"}}, "c.yaml")
+
+
+def test_tls_files_go_together_and_flags_complete_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"http.tls.cert_file: cert_file and key_file go"):
+        from_mapping({"http": {"tls": {"cert_file": "c.pem"}}}, "c.yaml")
+    file = _config_file(tmp_path, {"http.tls.cert_file": "c.pem", "http.tls.key_file": "k.pem"})
+    cfg = build(file, http_tls_client_ca="ca.pem")
+    assert cfg.http_tls is not None
+    assert cfg.http_tls.cert_file == tmp_path / "c.pem"
+    assert cfg.http_tls.client_ca_file == Path("ca.pem")
+    assert Config().http_tls is None
 
 
 def test_every_flag_of_the_schema_is_in_serve_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -307,12 +334,13 @@ def test_sections_are_consistent() -> None:
     from dnsdisc.config.schema import GROUPS, KEYS, SECTIONS
 
     for key in KEYS:
-        # A section's keys set parts of the field of its name; the others set fields of their own.
-        assert ("." in key.field) == (key.section in SECTIONS), key.path
-        if key.section in SECTIONS:
-            assert key.config_field == key.section
+        # A section's keys set parts of the field its path names; the others, fields of their own.
+        field = key.section.replace(".", "_")
+        assert ("." in key.field) == (field in SECTIONS), key.path
+        if field in SECTIONS:
+            assert key.config_field == field
     for name, section in SECTIONS.items():
-        modes = {key.reload for key in GROUPS[name]}
+        modes = {key.reload for key in KEYS if key.config_field == name}
         assert len(modes) == 1, name  # a reload swaps the field whole
         if section.gate is not None:
             assert GROUPS[name][0].name == section.gate
