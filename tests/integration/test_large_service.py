@@ -6,6 +6,7 @@ one had every worker rebuild every name of the service and scan it once per tag.
 from __future__ import annotations
 
 import random
+import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -63,12 +64,15 @@ def test_writes_to_a_large_service_leave_other_names_answered(tmp_path: Path) ->
         writer = threading.Thread(target=write)
         writer.start()
         lost = 0
+        took: list[float] = []
         try:
             query = dns.message.make_query("other.svc.internal.", "A")
             for _ in range(PROBES):
                 try:
+                    started = time.monotonic()
                     reply = dns.query.udp(query, "127.0.0.1", port=server.dns_port, timeout=2)
                     assert [rr.to_text() for rr in reply.answer[0]] == ["10.200.0.1"]
+                    took.append(time.monotonic() - started)
                 except dns.exception.Timeout:
                     lost += 1
                 time.sleep(0.1)
@@ -77,6 +81,10 @@ def test_writes_to_a_large_service_leave_other_names_answered(tmp_path: Path) ->
             writer.join(60)
         assert writes[0] >= 20, "the writes themselves stalled"
         assert lost == 0, f"{lost} of {PROBES} probes of another name went unanswered"
+        # Not a speed figure (bench/large_service.py has those) but the outage itself: before,
+        # the workers rebuilt the service on every write and a probe waited for that (median
+        # 0.18 s, max 0.23 s, measured on 0a37a5e with this test); now about 1 ms.
+        assert statistics.median(took) < 0.05, (statistics.median(took), max(took))
         assert set(server.children()) == workers, "a worker was replaced"
         # The last write is what every worker answers.
         reply = server.query("i7.big.svc.internal.", "SRV")
