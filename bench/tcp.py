@@ -1,6 +1,7 @@
 """DNS over TCP with pipelined queries on persistent connections, beside UDP, with dnsperf.
 
     .venv/bin/python bench/tcp.py [--workers auto] [--seconds 10] [--clients 32] [--inflight 100]
+                                  [--dot] [--rounds 1]
 
 Starts dnsdisc on loopback ports, registers the shared data set (service ``web``, instances
 web-1..web-5 at 10.0.0.1-5, weights 10..50, priority 10, weighted policy with max_answers 5),
@@ -8,6 +9,10 @@ and runs dnsperf on the same query mix (50% A, 40% SRV, 10% NXDOMAIN) twice: ove
 TCP (``-m tcp``: each of ``--clients`` connections stays open and keeps ``--inflight`` queries
 outstanding, so queries are pipelined). Prints QPS, loss and latency for each. The server is
 stopped by PID and its data directory removed.
+
+With ``--dot`` the server also serves DNS over TLS (a certificate made with openssl) and dnsperf
+runs over it too (``-m dot``, the same connections and pipelining); ``--rounds`` repeats the
+runs, alternating their order, and the medians and the ratio DoT / TCP are printed.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.helpers import DnsdiscProcess  # noqa: E402
+from tests.support.certs import Ca  # noqa: E402
+from tests.support.helpers import DnsdiscProcess, free_port  # noqa: E402
 
 
 def queries(path: Path) -> Path:
@@ -49,13 +56,13 @@ def fill(server: DnsdiscProcess) -> None:
 
 
 def dnsperf(
-    port: int, qfile: Path, args: argparse.Namespace, tcp: bool, rate: int | None = None
+    port: int, qfile: Path, args: argparse.Namespace, mode: str, rate: int | None = None
 ) -> dict[str, str]:
-    """dnsperf's figures; ``rate``: queries/s offered (-Q), else as fast as answers come."""
+    """dnsperf's figures over ``mode`` (udp, tcp, dot); ``rate``: queries/s offered (-Q), else as
+    fast as answers come."""
     cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), "-t", "2",
-           "-l", str(args.seconds), "-c", str(args.clients), "-q", str(args.inflight)]  # fmt: skip
-    if tcp:
-        cmd += ["-m", "tcp"]
+           "-l", str(args.seconds), "-c", str(args.clients), "-q", str(args.inflight),
+           "-m", mode]  # fmt: skip
     if rate:
         cmd += ["-Q", str(rate)]
     out = subprocess.run(
@@ -82,17 +89,34 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--inflight", type=int, default=100)
+    p.add_argument("--dot", action="store_true", help="also DNS over TLS (dnsperf -m dot)")
+    p.add_argument("--rounds", type=int, default=1)
     args = p.parse_args()
     if shutil.which("dnsperf") is None:
         raise SystemExit("dnsperf is needed (apt-get install dnsperf)")
     tmp = Path(tempfile.mkdtemp())
-    server = DnsdiscProcess(tmp / "node", extra_args=["--workers", args.workers])
+    extra = ["--workers", args.workers]
+    dot_port = free_port()
+    if args.dot:
+        ca = Ca.make(tmp / "pki")
+        pair = ca.issue(tmp / "pki", "server", "bench")
+        (tmp / "dot.yaml").write_text(
+            f"dns:\n  tls_listen: ['127.0.0.1:{dot_port}']\n"
+            f"  tls: {{cert_file: {pair.cert}, key_file: {pair.key}}}\n"
+        )
+        extra += ["--config", str(tmp / "dot.yaml")]
+    server = DnsdiscProcess(tmp / "node", extra_args=extra)
+    rows: list[tuple[str, dict[str, str]]] = []
     try:
         server.start()
         fill(server)
         qfile = queries(tmp / "queries.txt")
-        rows = [("udp", dnsperf(server.dns_port, qfile, args, False))]
-        rows.append(("tcp", dnsperf(server.dns_port, qfile, args, True)))
+        for n in range(args.rounds):
+            modes = ["udp", "tcp"] + (["dot"] if args.dot else [])
+            for mode in modes if n % 2 == 0 else modes[::-1]:
+                port = dot_port if mode == "dot" else server.dns_port
+                rows.append((mode, dnsperf(port, qfile, args, mode)))
+                print(f"round {n + 1} {mode}: {rows[-1][1]['qps']} q/s", flush=True)
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -104,6 +128,13 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for name, r in rows:
         print(f"| {name} | {r['qps']} | {r['lost']} | {r['avg_ms']} | {r['max_ms']} |")
+    medians = {
+        mode: statistics.median(float(r["qps"]) for m, r in rows if m == mode)
+        for mode in dict.fromkeys(m for m, _ in rows)
+    }
+    print("\nmedian QPS: " + ", ".join(f"{m} {q:.0f}" for m, q in medians.items()))
+    if "dot" in medians:
+        print(f"DoT / TCP pipelined: {medians['dot'] / medians['tcp']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def run(batched: bool, args: argparse.Namespace, tmp: Path) -> dict[str, tuple[f
             inflight, rate = MODES[mode]
             perf = argparse.Namespace(seconds=args.seconds, clients=32, inflight=inflight)
             before = cpu_seconds(pids)
-            found = dnsperf(server.dns_port, qfile, perf, False, rate)
+            found = dnsperf(server.dns_port, qfile, perf, "udp", rate)
             used = cpu_seconds(pids) - before
             qps = float(found["qps"])
             out[mode] = (qps, qps * args.seconds / used if used else 0.0)

@@ -54,6 +54,9 @@ class Config:
 
     domain: str = DEFAULT_DOMAIN
     dns_listen: tuple[HostPort, ...] = (_DNS_LISTEN,)
+    # DNS over TLS (RFC 7858): none by default; given, dns_tls names the certificate.
+    dns_tls_listen: tuple[HostPort, ...] = _DNS.tls_listen
+    dns_tls: TlsFiles | None = _DNS.tls
     http_listen: HostPort = _HTTP_LISTEN
     token: str | None = None
     # The HTTP API over TLS: None is plain HTTP.
@@ -107,6 +110,8 @@ class Config:
         """What the DNS face needs of this config, and all that a worker process is sent."""
         return DnsSettings(
             listen=self.dns_listen,
+            tls_listen=self.dns_tls_listen,
+            tls=self.dns_tls,
             tcp_idle_timeout=self.tcp_idle_timeout,
             tcp_max_connections=self.tcp_max_connections,
             tcp_max_connections_per_client=self.tcp_max_connections_per_client,
@@ -187,7 +192,7 @@ def from_mapping(data: object, source: str = "", base_dir: Path | None = None) -
         else:
             given = _read_section(mapping(top.get(name), at), keys, at)
         cfg = _apply(cfg, given, source)
-    return cfg
+    return _coherent(cfg, source)
 
 
 def _read_section(
@@ -255,7 +260,16 @@ def build(
         value = flags.get(flag.dest)
         if flag.given(value):
             given[key] = (flag.parse or key.parse)(value, At("", flag.name, cfg))
-    return _apply(cfg, given.items(), "")
+    return _coherent(_apply(cfg, given.items(), ""), cfg.source)
+
+
+def _coherent(cfg: Config, source: str) -> Config:
+    """Keys that make sense only together."""
+    if cfg.dns_tls_listen and cfg.dns_tls is None:
+        raise ConfigError(
+            source, "dns.tls_listen", "DNS over TLS needs dns.tls.cert_file and dns.tls.key_file"
+        )
+    return cfg
 
 
 def default_of(key: schema.Key) -> object:

@@ -137,6 +137,7 @@ SECTIONS: Mapping[str, Section] = {
     "health": Section(lambda current, parts, source: replace(current, **parts)),
     "limits": Section(lambda current, parts, source: replace(current, **parts)),
     "http_tls": Section(_tls("http.tls")),
+    "dns_tls": Section(_tls("dns.tls")),
 }
 
 _AT_MOST_A_DAY = p.duration(0, 86400)
@@ -147,6 +148,9 @@ KEYS: tuple[Key, ...] = (
         "dns.listen", "dns_listen", p.listen_addresses, "restart",
         Flag("--dns", "DNS listen address, UDP and TCP (default {default})", "HOST:PORT"),
     ),
+    Key("dns.tls_listen", "dns_tls_listen", p.listen_addresses, "restart"),
+    Key("dns.tls.cert_file", "dns_tls.cert_file", p.file_path, "restart"),
+    Key("dns.tls.key_file", "dns_tls.key_file", p.file_path, "restart"),
     Key("dns.tcp_idle_timeout", "tcp_idle_timeout", p.whole_seconds(1, 3600), "restart"),
     Key("dns.tcp_max_connections", "tcp_max_connections", p.integer(1, 100000), "restart"),
     Key(

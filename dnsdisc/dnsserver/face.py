@@ -10,6 +10,7 @@ import logging
 import math
 import platform
 import socket
+import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,8 +91,9 @@ class DnsFace:
         )
 
     async def listen(self, reuse_port: bool = False) -> None:
-        """Bind every DNS listen address, UDP and TCP. With ``reuse_port`` several processes
-        bind the same port (SO_REUSEPORT) and the kernel spreads the queries over them."""
+        """Bind every DNS listen address, UDP and TCP, and every DNS-over-TLS one. With
+        ``reuse_port`` several processes bind the same port (SO_REUSEPORT) and the kernel
+        spreads the queries over them."""
         loop = asyncio.get_running_loop()
         cfg = self.settings
         responder, forwarder, limiter = self.responder, self.forwarder, self.limiter
@@ -99,6 +101,9 @@ class DnsFace:
 
         def udp() -> UDPProtocol:
             return UDPProtocol(responder, forwarder, limiter, cfg.query_log, catch_up)
+
+        def tcp_protocol() -> TCPProtocol:
+            return TCPProtocol(responder, self.tcp_state, forwarder, catch_up)
 
         for hp in cfg.listen:
             family = _family(hp)
@@ -116,27 +121,18 @@ class DnsFace:
             self.transports.append(transport)
             if cfg.udp_receive_buffer:
                 _receive_buffer(transport.get_extra_info("socket"), cfg.udp_receive_buffer)
-
-            def tcp_protocol() -> TCPProtocol:
-                return TCPProtocol(responder, self.tcp_state, forwarder, catch_up)
-
-            if _is_wildcard6(hp.host):
-                # asyncio sets IPV6_V6ONLY on the sockets it binds, so TCP on [::] would miss
-                # the IPv4 clients its UDP socket (bound dual-stack) answers, and the TCP retry
-                # of their truncated replies: this socket is bound dual-stack too.
-                tcp = await loop.create_server(
-                    tcp_protocol, sock=_dual_stack_listener(hp.port, reuse_port)
+            self.tcp_servers.append(await _stream_server(tcp_protocol, hp, reuse_port))
+        if cfg.tls_listen:
+            assert cfg.tls is not None  # the config refuses tls_listen without dns.tls
+            context = cfg.tls.context(key="dns.tls")
+            for hp in cfg.tls_listen:
+                # The same protocol as TCP, under asyncio's TLS layer. A handshake gets the idle
+                # timeout: a client that never completes one is dropped.
+                self.tcp_servers.append(
+                    await _stream_server(
+                        tcp_protocol, hp, reuse_port, context, cfg.tcp_idle_timeout
+                    )
                 )
-            else:
-                tcp = await loop.create_server(
-                    tcp_protocol,
-                    hp.host,
-                    hp.port,
-                    family=family,
-                    reuse_address=True,
-                    reuse_port=reuse_port or None,
-                )
-            self.tcp_servers.append(tcp)
 
     def stop_answering(self) -> None:
         """Stop at once: close every listener and connection without waiting for anything."""
@@ -177,6 +173,36 @@ class DnsFace:
         if self.forwarder is not None:
             out.forwarded, out.failures = self.forwarder.forwarded, self.forwarder.failures
         return out
+
+
+async def _stream_server(
+    factory: Callable[[], TCPProtocol],
+    hp: HostPort,
+    reuse_port: bool,
+    context: ssl.SSLContext | None = None,
+    handshake_timeout: float | None = None,
+) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    if _is_wildcard6(hp.host):
+        # asyncio sets IPV6_V6ONLY on the sockets it binds, so TCP on [::] would miss the IPv4
+        # clients its UDP socket (bound dual-stack) answers, and the TCP retry of their
+        # truncated replies: this socket is bound dual-stack too.
+        return await loop.create_server(
+            factory,
+            sock=_dual_stack_listener(hp.port, reuse_port),
+            ssl=context,
+            ssl_handshake_timeout=handshake_timeout,
+        )
+    return await loop.create_server(
+        factory,
+        hp.host,
+        hp.port,
+        family=_family(hp),
+        reuse_address=True,
+        reuse_port=reuse_port or None,
+        ssl=context,
+        ssl_handshake_timeout=handshake_timeout,
+    )
 
 
 def _receive_buffer(sock: socket.socket, size: int) -> None:

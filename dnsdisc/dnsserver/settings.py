@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dnsdisc.netaddr import HostPort, NetRules
+from dnsdisc.tls import TlsFiles
 
 # Who may use ``recursors``: loopback and private ranges (RFC 1918, shared 100.64/10, ULA,
 # link-local), as a resolver's default allow list would; never the whole Internet.
@@ -39,6 +40,9 @@ class DnsSettings:
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
     tcp_max_connections_per_client: int = 20
+    # DNS over TLS (RFC 7858): these addresses answer as TCP does, inside TLS made from ``tls``.
+    tls_listen: tuple[HostPort, ...] = ()
+    tls: TlsFiles | None = None
     any_full: bool = False
     # UDP read and answered in batches (recvmmsg/sendmmsg) where the platform has them.
     udp_batch: bool = True

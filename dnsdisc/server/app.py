@@ -42,6 +42,9 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     nofile = raise_nofile()
     zone_data = load_zones(config)
     tls = config.http_tls.context(config.source, "http.tls") if config.http_tls else None
+    if config.dns_tls is not None:
+        # Each DNS process makes its own context from the files; a bad one stops the start here.
+        config.dns_tls.context(config.source, "dns.tls")
     index = build_index(config, zone_data)
     registry = Registry(
         open_store(config.storage, config.data_dir, config.etcd),
@@ -102,12 +105,15 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
             config.http_listen,
         )
     log.info(
-        "dnsdisc serving %s on DNS %s (UDP+TCP, %s, event loop %s), HTTP %s%s, storage %s, "
+        "dnsdisc serving %s on DNS %s (UDP+TCP, %s, event loop %s)%s, HTTP %s%s, storage %s, "
         "%d services",
         config.domain,
         ", ".join(str(hp) for hp in config.dns_listen),
         f"{config.workers} worker processes" if config.workers else "in this process",
         "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio",
+        f", DNS over TLS {', '.join(str(hp) for hp in config.dns_tls_listen)}"
+        if config.dns_tls_listen
+        else "",
         config.http_listen,
         _tls_text(server.http_tls),
         _storage_text(config),

@@ -47,7 +47,9 @@ class WorkerPool:
         self.settings = settings
         self.index = index  # zone data and settings a new worker builds its index from
         self.snapshot = snapshot
-        self.supervisor = Supervisor(settings.listen, count, loop_kind, self._state, self._flush)
+        self.supervisor = Supervisor(
+            settings.listen + settings.tls_listen, count, loop_kind, self._state, self._flush
+        )
         self.barrier = WriteBarrier(self.supervisor)
         # Services changed in this turn of the event loop, not sent yet (see ``rebuild``), and
         # what ``settle`` waits on until they are: whole (members by id), or only the members

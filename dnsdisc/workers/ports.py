@@ -15,7 +15,7 @@ async def check_free(listen: Sequence[HostPort], patience: float = 3.0) -> None:
     a plain bind first makes that an error. Workers of a server that was just killed may hold the
     port for a moment while they notice, so a refusal is retried for ``patience`` seconds."""
     deadline = asyncio.get_running_loop().time() + patience
-    for hp in listen:
+    for hp in dict.fromkeys(listen):
         for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
             while True:
                 try:

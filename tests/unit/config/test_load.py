@@ -158,6 +158,9 @@ def test_udp_batch_is_on_by_default_and_must_be_a_boolean() -> None:
 # A good and a bad value of every key in the schema, and what a key needs beside it to be read.
 SAMPLES: dict[str, tuple[object, object]] = {
     "dns.listen": (["127.0.0.1:5353"], "nope"),
+    "dns.tls_listen": (["127.0.0.1:8853"], "nope"),
+    "dns.tls.cert_file": ("c.pem", ""),
+    "dns.tls.key_file": ("k.pem", 5),
     "dns.tcp_idle_timeout": (30, 0),
     "dns.tcp_max_connections": (10, 0),
     "dns.tcp_max_connections_per_client": (5, 0),
@@ -224,6 +227,9 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "services": ({"web": {"ttl": 10}}, {"Bad_Name": {}}),
 }
 NEEDS = {
+    "dns.tls_listen": {"dns.tls.cert_file": "c.pem", "dns.tls.key_file": "k.pem"},
+    "dns.tls.cert_file": {"dns.tls.key_file": "k.pem"},
+    "dns.tls.key_file": {"dns.tls.cert_file": "c.pem"},
     "http.tls.cert_file": {"http.tls.key_file": "k.pem"},
     "http.tls.key_file": {"http.tls.cert_file": "c.pem"},
     "http.tls.client_ca_file": {"http.tls.cert_file": "c.pem", "http.tls.key_file": "k.pem"},
@@ -297,6 +303,14 @@ def test_tls_files_go_together_and_flags_complete_the_file(tmp_path: Path) -> No
     assert cfg.http_tls.cert_file == tmp_path / "c.pem"
     assert cfg.http_tls.client_ca_file == Path("ca.pem")
     assert Config().http_tls is None
+    with pytest.raises(ConfigError, match=r"c.yaml: dns.tls_listen: DNS over TLS needs dns.tls"):
+        from_mapping({"dns": {"tls_listen": ["127.0.0.1:8853"]}}, "c.yaml")
+    cfg = from_mapping(
+        {"dns": {"tls_listen": ["127.0.0.1:8853"], "tls": {"cert_file": "c", "key_file": "k"}}},
+        "c.yaml",
+    )
+    dns = cfg.dns_settings()
+    assert dns.tls_listen == (HostPort("127.0.0.1", 8853),) and dns.tls == cfg.dns_tls
 
 
 def test_every_flag_of_the_schema_is_in_serve_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -352,6 +366,8 @@ def test_the_fields_a_reload_keeps_until_a_restart() -> None:
     assert set(RESTART_FIELDS) == {
         "domain",
         "dns_listen",
+        "dns_tls_listen",
+        "dns_tls",
         "http_listen",
         "http_header_timeout",
         "http_body_timeout",
