@@ -21,6 +21,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from dnsdisc.api.doh import DohHandler
 from dnsdisc.api.guard import HttpGuard
 from dnsdisc.api.principal import LEGACY_TOKEN, set_principal
 from dnsdisc.errors import (
@@ -168,6 +169,7 @@ class Api:
         refresh: Callable[[str | None], Awaitable[None]] | None = None,
         check_rules: Callable[[], RemoteCheckRules] | None = None,
         guard: HttpGuard | None = None,
+        doh: DohHandler | None = None,
     ) -> None:
         self.registry = registry
         self.state = state
@@ -183,6 +185,7 @@ class Api:
         )
         self.check_rules = check_rules or (lambda: default)
         self.guard = guard  # the HTTP port's limits; its body deadline is a middleware here
+        self.doh = doh  # DNS over HTTPS at /dns-query, when the server offers it
 
     def app(self) -> web.Application:
         middlewares: list[Middleware] = [self._errors, self._auth]
@@ -207,6 +210,8 @@ class Api:
         r.add_get("/ui", self.ui_redirect)
         r.add_get("/ui/", self.ui_file)
         r.add_get("/ui/{name}", self.ui_file)
+        if self.doh is not None:
+            self.doh.add_routes(r)
         return app
 
     # -- middlewares -------------------------------------------------------------------------
@@ -246,9 +251,10 @@ class Api:
             valid = scheme.lower() == "bearer" and hmac.compare_digest(
                 given.strip().encode(), self.token.encode()
             )
+            # A DoH POST is a DNS query: it reads what the DNS port tells anyone.
             if valid:
                 set_principal(request, LEGACY_TOKEN)
-            elif request.method in _WRITE_METHODS:
+            elif request.method in _WRITE_METHODS and request.path != "/dns-query":
                 return error_response(
                     401,
                     "a valid 'Authorization: Bearer <token>' header is required",

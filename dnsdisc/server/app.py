@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from dnsdisc import heap
+from dnsdisc.api.doh import DohHandler, Relay
 from dnsdisc.api.guard import GuardedRunner, HttpGuard
 from dnsdisc.api.http import Api
 from dnsdisc.config.load import Config
@@ -22,7 +23,7 @@ from dnsdisc.dnsserver.face import DnsFace
 from dnsdisc.dnsserver.view import MemberView
 from dnsdisc.errors import ConfigError
 from dnsdisc.health.monitor import HealthMonitor
-from dnsdisc.netaddr import is_loopback
+from dnsdisc.netaddr import HostPort, is_loopback
 from dnsdisc.registry.checks import RemoteCheckRules
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry
@@ -126,6 +127,15 @@ def _snapshot(server: Server) -> list[tuple[str, ServiceSettings, Sequence[Membe
     return [(s.settings.name, s.settings, server.health.view(s)) for s in server.registry]
 
 
+def _own_address(hp: HostPort) -> HostPort:
+    """Where this process reaches its own DNS port: loopback for a wildcard listen."""
+    if hp.host in ("0.0.0.0", ""):
+        return HostPort("127.0.0.1", hp.port)
+    if hp.host == "::":
+        return HostPort("::1", hp.port)
+    return hp
+
+
 def _tls_text(tls: ContextSwitch | None) -> str:
     if tls is None:
         return ""
@@ -181,6 +191,13 @@ async def _listen(server: Server) -> None:
             server.health.settings.check_networks, server.health.settings.min_check_interval
         ),
         guard=guard,
+        doh=DohHandler(
+            Relay(
+                _own_address(config.dns_listen[0]),
+                config.recursion_allow if config.recursors else None,
+                concurrency=config.tcp_max_connections_per_client,
+            )
+        ),
     )
     server.api = api
     runner = GuardedRunner(api.app(), guard, access_log=None, handle_signals=False)
