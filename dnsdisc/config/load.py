@@ -44,6 +44,8 @@ _HTTP_LISTEN = parse_hostport(DEFAULT_HTTP, "", "http.listen")
 # from there, so that a default is written once.
 _DNS = DnsSettings()
 _HTTP = HttpLimits()
+# The cookie secret of this start when none is configured: every DNS process gets it.
+_START_SECRET = os.urandom(16)
 # NSD's rrl-ratelimit default: identical responses per second per client prefix.
 DEFAULT_RRL_RATE = 200
 
@@ -57,6 +59,10 @@ class Config:
     # DNS over TLS (RFC 7858): none by default; given, dns_tls names the certificate.
     dns_tls_listen: tuple[HostPort, ...] = _DNS.tls_listen
     dns_tls: TlsFiles | None = _DNS.tls
+    # DNS cookies (RFC 7873/9018); the secret is the same in every DNS process of this server,
+    # and on every node that is given the same one. None: random, made once per start.
+    dns_cookies: bool = _DNS.cookies
+    cookie_secret: bytes | None = field(default=None, repr=False)
     http_listen: HostPort = _HTTP_LISTEN
     token: str | None = None
     # The HTTP API over TLS: None is plain HTTP.
@@ -112,6 +118,8 @@ class Config:
             listen=self.dns_listen,
             tls_listen=self.dns_tls_listen,
             tls=self.dns_tls,
+            cookies=self.dns_cookies,
+            cookie_secret=self.cookie_secret or _START_SECRET,
             tcp_idle_timeout=self.tcp_idle_timeout,
             tcp_max_connections=self.tcp_max_connections,
             tcp_max_connections_per_client=self.tcp_max_connections_per_client,

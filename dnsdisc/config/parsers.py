@@ -125,6 +125,17 @@ def text(value: object, at: At) -> str:
     return value
 
 
+def secret16(value: object, at: At) -> bytes:
+    """16 bytes written as 32 hex digits (a cookie secret, as RFC 9018's examples write one)."""
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != 16:
+        raise at.error("expected 32 hex digits (16 bytes), e.g. from: openssl rand -hex 16")
+    return raw
+
+
 def optional_text(value: object, at: At) -> str | None:
     """A non-empty string, or null for none."""
     return None if value is None else text(value, at)

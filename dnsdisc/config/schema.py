@@ -151,6 +151,11 @@ KEYS: tuple[Key, ...] = (
     Key("dns.tls_listen", "dns_tls_listen", p.listen_addresses, "restart"),
     Key("dns.tls.cert_file", "dns_tls.cert_file", p.file_path, "restart"),
     Key("dns.tls.key_file", "dns_tls.key_file", p.file_path, "restart"),
+    Key("dns.cookies", "dns_cookies", p.boolean, "restart"),
+    Key(
+        "dns.cookie_secret", "cookie_secret", p.secret16, "restart",
+        env="DNSDISC_COOKIE_SECRET",
+    ),
     Key("dns.tcp_idle_timeout", "tcp_idle_timeout", p.whole_seconds(1, 3600), "restart"),
     Key("dns.tcp_max_connections", "tcp_max_connections", p.integer(1, 100000), "restart"),
     Key(

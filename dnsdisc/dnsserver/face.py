@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from dnsdisc.dnsserver import udpbatch
 from dnsdisc.dnsserver.answer import Responder
+from dnsdisc.dnsserver.cookies import Cookies
 from dnsdisc.dnsserver.forward import Forwarder
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.ratelimit import RateLimiter
@@ -46,6 +47,7 @@ class DnsFace:
     forwarder: Forwarder | None
     limiter: RateLimiter | None
     tcp_state: TCPState
+    cookies: Cookies | None = None
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
     tcp_servers: list[asyncio.AbstractServer] = field(default_factory=list)
     # Called before answering queries just read (a worker brings its index up to the fence).
@@ -58,6 +60,11 @@ class DnsFace:
         forwarder = (
             Forwarder(settings.recursors, settings.recursor_timeout, allow=settings.recursion_allow)
             if settings.recursors
+            else None
+        )
+        cookies = (
+            Cookies(settings.cookie_secret)
+            if settings.cookies and len(settings.cookie_secret) == 16
             else None
         )
         rrl = settings.rate_limit
@@ -87,7 +94,9 @@ class DnsFace:
                 settings.tcp_idle_timeout,
                 settings.query_log,
                 settings.tcp_max_connections_per_client,
+                cookies=cookies,
             ),
+            cookies,
         )
 
     async def listen(self, reuse_port: bool = False) -> None:
@@ -100,7 +109,7 @@ class DnsFace:
         catch_up = self.catch_up
 
         def udp() -> UDPProtocol:
-            return UDPProtocol(responder, forwarder, limiter, cfg.query_log, catch_up)
+            return UDPProtocol(responder, forwarder, limiter, cfg.query_log, catch_up, self.cookies)
 
         def tcp_protocol() -> TCPProtocol:
             return TCPProtocol(responder, self.tcp_state, forwarder, catch_up)

@@ -43,6 +43,9 @@ class DnsSettings:
     # DNS over TLS (RFC 7858): these addresses answer as TCP does, inside TLS made from ``tls``.
     tls_listen: tuple[HostPort, ...] = ()
     tls: TlsFiles | None = None
+    # DNS cookies (RFC 7873, server cookies as RFC 9018 makes them) with this 16-byte secret.
+    cookies: bool = True
+    cookie_secret: bytes = field(default=b"", repr=False)
     any_full: bool = False
     # UDP read and answered in batches (recvmmsg/sendmmsg) where the platform has them.
     udp_batch: bool = True

@@ -13,6 +13,7 @@ from typing import cast
 
 from dnsdisc.dnsserver import ratelimit, wire
 from dnsdisc.dnsserver.answer import FORWARD, Responder
+from dnsdisc.dnsserver.cookies import Cookies, Verdict, may_carry
 from dnsdisc.dnsserver.forward import Forwarder, fit_udp, refused
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,13 @@ class UDPProtocol(asyncio.DatagramProtocol):
         limiter: ratelimit.RateLimiter | None = None,
         log_queries: bool = False,
         catch_up: Callable[[], None] | None = None,
+        cookies: Cookies | None = None,
     ) -> None:
         self.responder = responder
         self.forwarder = forwarder
         self.limiter = limiter
+        # DNS cookies: a query that may carry one leaves the fast path (``may_carry``).
+        self.cookies = cookies
         self.log_queries = log_queries
         self.transport: asyncio.DatagramTransport | None = None
         # The common case (no rate limit, no query log) skips every check per query.
@@ -71,7 +75,11 @@ class UDPProtocol(asyncio.DatagramProtocol):
             if self.transport is not None and self.transport.is_closing():
                 return  # the feed could not be applied: this worker stops answering
         reply = self.respond(data, False)
-        if self.plain and reply.__class__ is bytes:
+        if (
+            self.plain
+            and reply.__class__ is bytes
+            and (self.cookies is None or not may_carry(data))
+        ):
             self._sendto(reply, addr)
             return
         self.reply_to(data, reply, addr)
@@ -91,15 +99,31 @@ class UDPProtocol(asyncio.DatagramProtocol):
             else:
                 self._send(refused(data), addr)
             return
-        self._send(cast(bytes, reply), addr)
+        verdict = Verdict.NONE
+        cookies = self.cookies
+        if cookies is not None and may_carry(data):
+            reply, verdict = cookies.answer(data, cast(bytes, reply), str(addr[0]))
+        self._send(cast(bytes, reply), addr, data, verdict)
 
-    def _send(self, reply: bytes, addr: tuple[str | object, ...]) -> None:
-        if self.limiter is not None:
+    def _send(
+        self,
+        reply: bytes,
+        addr: tuple[str | object, ...],
+        query: bytes = b"",
+        cookie: Verdict = Verdict.NONE,
+    ) -> None:
+        # A valid server cookie shows the source address took a reply from us: not spoofed,
+        # so not limited (RFC 7873 5.4; BIND and unbound do the same).
+        if self.limiter is not None and cookie is not Verdict.VALID:
             verdict = self.limiter.check(str(addr[0]), reply)
             if verdict == ratelimit.DROP:
                 return
             if verdict == ratelimit.SLIP:
-                reply = ratelimit.truncated(reply)
+                bad = None
+                if cookie is Verdict.CLIENT and self.cookies is not None:
+                    # A client that does cookies gets one to come back with (RFC 7873 5.4).
+                    bad = self.cookies.badcookie(query, str(addr[0]))
+                reply = bad if bad is not None else ratelimit.truncated(reply)
         if self.transport is not None:
             self.transport.sendto(reply, addr)
 
@@ -122,12 +146,14 @@ class TCPState:
         log_queries: bool = False,
         max_per_client: int = 20,
         reclaim_after: float = 1.0,
+        cookies: Cookies | None = None,
     ) -> None:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.log_queries = log_queries
         self.max_per_client = max_per_client
         self.reclaim_after = min(reclaim_after, idle_timeout)
+        self.cookies = cookies
         self.connections: dict[TCPProtocol, None] = {}
         self.per_client: dict[str, int] = {}
         self.refused = 0
@@ -249,6 +275,9 @@ class TCPProtocol(asyncio.Protocol):
                 else:
                     self._write(refused(message))
             elif reply is not None:
+                cookies = self.state.cookies
+                if cookies is not None and may_carry(message):
+                    reply = cookies.answer(message, cast(bytes, reply), self.client, True)[0]
                 self._write(cast(bytes, reply))
         if answered:
             self._arm()

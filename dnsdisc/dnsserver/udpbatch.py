@@ -22,6 +22,7 @@ import socket
 import sys
 from typing import Any
 
+from dnsdisc.dnsserver.cookies import may_carry
 from dnsdisc.dnsserver.transport import UDPProtocol
 
 BATCH = 32  # datagrams per system call
@@ -154,6 +155,7 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
         (fd, recvmmsg, recv_ptr, protocol, recv_view, send_view, lengths, send_names,
          send_lengths, names_base) = self._hot  # fmt: skip
         respond, fast, catch_up = protocol.respond, protocol.plain, protocol.catch_up
+        cookies = protocol.cookies
         len_off, len_step = _LEN_AT
         name_off, name_step = _NAME_AT
         iov_off, iov_step = _IOV_LEN_AT
@@ -176,7 +178,11 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
                 data = bytes(recv_view[at : at + lengths[len_off + i * len_step]])
                 try:
                     reply = respond(data, False)
-                    if fast and reply.__class__ is bytes:
+                    if (
+                        fast
+                        and reply.__class__ is bytes
+                        and (cookies is None or not may_carry(data))
+                    ):
                         size = len(reply)
                         if size <= SEND_SLOT:
                             slot = out * SEND_SLOT

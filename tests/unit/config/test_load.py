@@ -161,6 +161,8 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "dns.tls_listen": (["127.0.0.1:8853"], "nope"),
     "dns.tls.cert_file": ("c.pem", ""),
     "dns.tls.key_file": ("k.pem", 5),
+    "dns.cookies": (False, "yes"),
+    "dns.cookie_secret": ("00112233445566778899aabbccddeeff", "0011"),
     "dns.tcp_idle_timeout": (30, 0),
     "dns.tcp_max_connections": (10, 0),
     "dns.tcp_max_connections_per_client": (5, 0),
@@ -313,6 +315,17 @@ def test_tls_files_go_together_and_flags_complete_the_file(tmp_path: Path) -> No
     assert dns.tls_listen == (HostPort("127.0.0.1", 8853),) and dns.tls == cfg.dns_tls
 
 
+def test_the_cookie_secret_is_given_or_one_per_start_and_never_shown() -> None:
+    secret = "00112233445566778899aabbccddeeff"
+    cfg = build(None, environ={"DNSDISC_COOKIE_SECRET": secret})
+    assert cfg.dns_settings().cookie_secret == bytes.fromhex(secret)
+    assert secret not in repr(cfg) and secret not in repr(cfg.dns_settings())
+    random = Config().dns_settings().cookie_secret
+    assert len(random) == 16 and random == Config().dns_settings().cookie_secret
+    with pytest.raises(ConfigError, match=r"DNSDISC_COOKIE_SECRET: expected 32 hex digits"):
+        build(None, environ={"DNSDISC_COOKIE_SECRET": "zz" * 16})
+
+
 def test_every_flag_of_the_schema_is_in_serve_help(capsys: pytest.CaptureFixture[str]) -> None:
     from dnsdisc import cli
     from dnsdisc.config.schema import FLAGS
@@ -368,6 +381,8 @@ def test_the_fields_a_reload_keeps_until_a_restart() -> None:
         "dns_listen",
         "dns_tls_listen",
         "dns_tls",
+        "dns_cookies",
+        "cookie_secret",
         "http_listen",
         "http_header_timeout",
         "http_body_timeout",

@@ -1,0 +1,219 @@
+"""DNS cookies (RFC 7873) with server cookies made as RFC 9018 says, so that every process and
+every node holding the same secret (``dns.cookie_secret``) makes and accepts the same cookies.
+
+A client cookie (8 bytes) gets a server cookie back: version 1, three zero bytes, a timestamp
+and SipHash-2-4 (keyed with the secret) of the client cookie, those 8 bytes and the client's
+address. A query that brings a server cookie this server made, less than an hour ago for this
+client cookie and address, comes from an address that took a reply from us: the rate limit lets
+it through (as BIND does). A wrong or stale server cookie is treated as none (RFC 7873 5.2.3,
+the third choice): the query is answered with a fresh cookie. A COOKIE option of a length no
+cookie has gets FORMERR (5.2.2). When the rate limit would slip a reply to a client that sent a
+client cookie, it gets BADCOOKIE with a fresh cookie instead of TC (5.4): a client that does
+cookies retries with it and is then exempt.
+
+Replies are made (and cached) without the option; it is added to the encoded reply, whose OPT
+record is always its last record and carries no option.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import ipaddress
+import struct
+import time
+from collections.abc import Callable
+
+from siphash24 import siphash24
+
+OPTION = 10  # the COOKIE EDNS option code
+VERSION = 1
+# RFC 9018 4.3: a server cookie is good for an hour, and up to 5 minutes ahead of our clock
+# (another node's); one older than half an hour is replaced by a fresh one in the reply.
+LIFETIME = 3600
+SKEW = 300
+RENEW = 1800
+BADCOOKIE = 23  # extended rcode: 7 in the header, 1 in the OPT record
+FORMERR = 1
+
+_OPT_START = b"\x00\x00\x29"  # an OPT record: the root, type 41
+# How an OPT record with one COOKIE option ends a query: its RDLENGTH, then the option's code
+# and length, for a client cookie alone and for one with a 16-byte (RFC 9018) server cookie.
+_ONLY_CLIENT = b"\x00\x0c\x00\x0a\x00\x08"
+_WITH_SERVER = b"\x00\x1c\x00\x0a\x00\x18"
+_U16 = struct.Struct("!H")
+_HEAD = struct.Struct("!HHHHHH")
+_OPT_TAIL = struct.Struct("!HHIH")  # type, class (the UDP size), TTL, RDLENGTH
+_TS = struct.Struct("!I")
+
+
+class Verdict(enum.Enum):
+    NONE = "none"  # no COOKIE option
+    CLIENT = "client"  # a client cookie, and no server cookie or one we do not accept
+    VALID = "valid"  # a server cookie we made for this client cookie and address
+    MALFORMED = "malformed"
+
+
+class Malformed(Exception):
+    pass
+
+
+def may_carry(data: bytes) -> bool:
+    """Cheap: whether the query may hold an EDNS option (no additional record, or an OPT record
+    last with none, cannot). The reply path looks closer only when it may."""
+    if data[10:12] == b"\x00\x00":
+        return False
+    return not (data[-11:-8] == _OPT_START and data[-2:] == b"\x00\x00")
+
+
+def find(data: bytes) -> tuple[bytes, int] | None:
+    """The COOKIE option's data in the query and the query's UDP size; None without one.
+    Raises Malformed for a query whose records cannot be walked."""
+    for tail, length in ((data[-23:], 8), (data[-39:], 24)):
+        # The usual layout, found without walking the message: one option, in the last OPT.
+        if tail[:3] == _OPT_START and tail[9:15] == (_ONLY_CLIENT if length == 8 else _WITH_SERVER):
+            return tail[15:], _U16.unpack_from(tail, 3)[0]
+    return _walk(data)
+
+
+def _walk(data: bytes) -> tuple[bytes, int] | None:
+    try:
+        _, _, qd, an, ns, ar = _HEAD.unpack_from(data)
+        pos = 12
+        for _ in range(qd):
+            pos = _skip_name(data, pos) + 4
+        for n in range(an + ns + ar):
+            pos = _skip_name(data, pos)
+            rtype, rclass, _, rdlen = _OPT_TAIL.unpack_from(data, pos)
+            pos += 10
+            end = pos + rdlen
+            if end > len(data):
+                raise Malformed("record past the end")
+            if rtype == 41 and n >= an + ns:
+                while pos + 4 <= end:
+                    code, size = struct.unpack_from("!HH", data, pos)
+                    if code == OPTION:
+                        return data[pos + 4 : pos + 4 + size], rclass
+                    pos += 4 + size
+            pos = end
+    except (struct.error, IndexError):
+        raise Malformed("truncated") from None
+    return None
+
+
+def _skip_name(data: bytes, pos: int) -> int:
+    while True:
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length >= 0xC0:
+            return pos + 2
+        pos += 1 + length
+
+
+def packed_address(host: str) -> bytes:
+    """The client's address as the hash takes it: 4 or 16 bytes (a v4-mapped one as IPv4)."""
+    addr = ipaddress.ip_address(host.partition("%")[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.packed
+
+
+class Cookies:
+    def __init__(self, secret: bytes, clock: Callable[[], float] = time.time) -> None:
+        if len(secret) != 16:
+            raise ValueError("a cookie secret is 16 bytes")
+        self._secret = secret
+        self.clock = clock
+        self.counts = {v: 0 for v in Verdict}
+
+    def __repr__(self) -> str:
+        return "Cookies(<secret>)"
+
+    def server_cookie(self, client: bytes, address: bytes, now: int) -> bytes:
+        head = b"\x01\x00\x00\x00" + _TS.pack(now & 0xFFFFFFFF)
+        digest: bytes = siphash24(client + head + address, key=self._secret).digest()
+        return head + digest
+
+    def judge(self, option: bytes, host: str) -> tuple[Verdict, bytes]:
+        """The verdict on a query's COOKIE option data and the option data to answer with."""
+        if len(option) != 8 and not 16 <= len(option) <= 40:
+            return Verdict.MALFORMED, b""
+        client = option[:8]
+        try:
+            address = packed_address(host)
+        except ValueError:
+            return Verdict.CLIENT, b""  # not an IP client (a test harness): no cookie back
+        now = int(self.clock())
+        if len(option) == 24 and option[8:12] == b"\x01\x00\x00\x00":
+            stamp = _TS.unpack_from(option, 12)[0]
+            age = (now - stamp) & 0xFFFFFFFF  # serial arithmetic (RFC 1982), as 9018 says
+            fresh = age <= LIFETIME or 0x100000000 - age <= SKEW
+            if fresh and hmac.compare_digest(
+                option[8:], self.server_cookie(client, address, stamp)
+            ):
+                if RENEW < age <= LIFETIME:
+                    return Verdict.VALID, client + self.server_cookie(client, address, now)
+                return Verdict.VALID, option
+        return Verdict.CLIENT, client + self.server_cookie(client, address, now)
+
+    def answer(
+        self, query: bytes, reply: bytes, host: str, tcp: bool = False
+    ) -> tuple[bytes, Verdict]:
+        """``reply`` with the COOKIE option this query earns, and the verdict on the query."""
+        try:
+            found = find(query)
+        except Malformed:
+            return reply, Verdict.NONE  # the responder has said what it thinks of the query
+        if found is None:
+            return reply, Verdict.NONE
+        option, udp_size = found
+        verdict, ours = self.judge(option, host)
+        self.counts[verdict] += 1
+        if verdict is Verdict.MALFORMED:
+            return error(query, FORMERR), verdict
+        if ours and reply[-11:-8] == _OPT_START and reply[-2:] == b"\x00\x00":
+            with_cookie = reply[:-2] + _U16.pack(len(ours) + 4) + _option(ours)
+            # Over UDP the client's size holds (the reply was cut to it before the option);
+            # without room the reply goes without the option, as from a server without cookies.
+            if len(with_cookie) <= (65535 if tcp else max(udp_size, 512)):
+                return with_cookie, verdict
+        return reply, verdict
+
+    def badcookie(self, query: bytes, host: str) -> bytes | None:
+        """BADCOOKIE with a fresh cookie for a query with a client cookie (RFC 7873 5.4), in
+        place of a slipped TC reply; None when the query has none."""
+        try:
+            found = find(query)
+        except Malformed:
+            return None
+        if found is None:
+            return None
+        verdict, ours = self.judge(found[0], host)
+        if verdict is Verdict.MALFORMED or not ours:
+            return None
+        return error(query, BADCOOKIE, _option(ours))
+
+
+def _option(data: bytes) -> bytes:
+    return _U16.pack(OPTION) + _U16.pack(len(data)) + data
+
+
+def error(query: bytes, rcode: int, options: bytes | None = None) -> bytes:
+    """A reply with only the question (if readable) and, for ``options``, an OPT record; the
+    extended rcode's upper bits go into the OPT record."""
+    qid, flags = struct.unpack_from("!HH", query)
+    end = 12
+    try:
+        if _HEAD.unpack_from(query)[2]:
+            end = _skip_name(query, 12) + 4
+    except IndexError:
+        end = 12
+    question = query[12:end] if end <= len(query) else b""
+    out_flags = 0x8000 | (flags & 0x7900) | (rcode & 0xF)  # QR, opcode, RD
+    ar = 1 if options is not None else 0
+    head = _HEAD.pack(qid, out_flags, 1 if question else 0, 0, 0, ar)
+    if options is None:
+        return head + question
+    opt = b"\x00" + _OPT_TAIL.pack(41, 1232, (rcode >> 4) << 24, len(options)) + options
+    return head + question + opt
