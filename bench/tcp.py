@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,13 +57,18 @@ def fill(server: DnsdiscProcess) -> None:
 
 
 def dnsperf(
-    port: int, qfile: Path, args: argparse.Namespace, mode: str, rate: int | None = None
+    port: int,
+    qfile: Path,
+    args: argparse.Namespace,
+    mode: str,
+    rate: int | None = None,
+    extra: Sequence[str] = (),
 ) -> dict[str, str]:
     """dnsperf's figures over ``mode`` (udp, tcp, dot); ``rate``: queries/s offered (-Q), else as
-    fast as answers come."""
+    fast as answers come; ``extra``: more dnsperf arguments."""
     cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile), "-t", "2",
            "-l", str(args.seconds), "-c", str(args.clients), "-q", str(args.inflight),
-           "-m", mode]  # fmt: skip
+           "-m", mode, *extra]  # fmt: skip
     if rate:
         cmd += ["-Q", str(rate)]
     out = subprocess.run(
@@ -95,16 +101,18 @@ def main() -> None:
     if shutil.which("dnsperf") is None:
         raise SystemExit("dnsperf is needed (apt-get install dnsperf)")
     tmp = Path(tempfile.mkdtemp())
-    extra = ["--workers", args.workers]
     dot_port = free_port()
+    # dnsperf's connections all come from 127.0.0.1: the per-client cap must hold them all.
+    config = f"dns:\n  tcp_max_connections_per_client: {max(args.clients, 20)}\n"
     if args.dot:
         ca = Ca.make(tmp / "pki")
         pair = ca.issue(tmp / "pki", "server", "bench")
-        (tmp / "dot.yaml").write_text(
-            f"dns:\n  tls_listen: ['127.0.0.1:{dot_port}']\n"
+        config += (
+            f"  tls_listen: ['127.0.0.1:{dot_port}']\n"
             f"  tls: {{cert_file: {pair.cert}, key_file: {pair.key}}}\n"
         )
-        extra += ["--config", str(tmp / "dot.yaml")]
+    (tmp / "bench.yaml").write_text(config)
+    extra = ["--workers", args.workers, "--config", str(tmp / "bench.yaml")]
     server = DnsdiscProcess(tmp / "node", extra_args=extra)
     rows: list[tuple[str, dict[str, str]]] = []
     try:

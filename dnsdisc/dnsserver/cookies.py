@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import enum
 import hmac
-import ipaddress
+import socket
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 from siphash24 import siphash24
 
@@ -34,6 +35,12 @@ LIFETIME = 3600
 SKEW = 300
 RENEW = 1800
 BADCOOKIE = 23  # extended rcode: 7 in the header, 1 in the OPT record
+# A resolver sends one cookie with query after query. What a SipHash decided is remembered per
+# cookie and address (a lookup costs a tenth of a hash), at most MEMORY of each kind, forgotten
+# all at once when full; a server cookie made for a client cookie and address is handed out
+# again for REUSE seconds (RFC 9018 asks for none newer than that).
+MEMORY = 4096
+REUSE = 60
 FORMERR = 1
 
 _OPT_START = b"\x00\x00\x29"  # an OPT record: the root, type 41
@@ -47,11 +54,14 @@ _OPT_TAIL = struct.Struct("!HHIH")  # type, class (the UDP size), TTL, RDLENGTH
 _TS = struct.Struct("!I")
 
 
-class Verdict(enum.Enum):
-    NONE = "none"  # no COOKIE option
-    CLIENT = "client"  # a client cookie, and no server cookie or one we do not accept
-    VALID = "valid"  # a server cookie we made for this client cookie and address
-    MALFORMED = "malformed"
+class Verdict(enum.IntEnum):
+    NONE = 0  # no COOKIE option
+    CLIENT = 1  # a client cookie, and no server cookie or one we do not accept
+    VALID = 2  # a server cookie we made for this client cookie and address
+    MALFORMED = 3
+
+
+_NONE, _CLIENT, _VALID, _MALFORMED = Verdict  # looked up as globals on the hot path
 
 
 class Malformed(Exception):
@@ -69,10 +79,14 @@ def may_carry(data: bytes) -> bool:
 def find(data: bytes) -> tuple[bytes, int] | None:
     """The COOKIE option's data in the query and the query's UDP size; None without one.
     Raises Malformed for a query whose records cannot be walked."""
-    for tail, length in ((data[-23:], 8), (data[-39:], 24)):
-        # The usual layout, found without walking the message: one option, in the last OPT.
-        if tail[:3] == _OPT_START and tail[9:15] == (_ONLY_CLIENT if length == 8 else _WITH_SERVER):
-            return tail[15:], _U16.unpack_from(tail, 3)[0]
+    # The usual layouts, found without walking the message: one option, in the last OPT (this
+    # runs for every query that carries a cookie, so it is written out).
+    tail = data[-39:]
+    if tail[9:15] == _WITH_SERVER and tail[:3] == _OPT_START:
+        return tail[15:], tail[3] << 8 | tail[4]
+    tail = data[-23:]
+    if tail[9:15] == _ONLY_CLIENT and tail[:3] == _OPT_START:
+        return tail[15:], tail[3] << 8 | tail[4]
     return _walk(data)
 
 
@@ -111,12 +125,22 @@ def _skip_name(data: bytes, pos: int) -> int:
         pos += 1 + length
 
 
+_MAPPED = b"\x00" * 10 + b"\xff\xff"
+
+
 def packed_address(host: str) -> bytes:
-    """The client's address as the hash takes it: 4 or 16 bytes (a v4-mapped one as IPv4)."""
-    addr = ipaddress.ip_address(host.partition("%")[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.packed
+    """The client's address as the hash takes it: 4 or 16 bytes (a v4-mapped one as IPv4);
+    b"" for what is no IP address."""
+    host = host.partition("%")[0]
+    try:
+        return unmapped(socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host))
+    except OSError:
+        return b""
+
+
+def unmapped(address: bytes) -> bytes:
+    """``::ffff:a.b.c.d`` (how a dual-stack socket names an IPv4 client) as the 4 bytes."""
+    return address[12:] if len(address) == 16 and address[:12] == _MAPPED else address
 
 
 class Cookies:
@@ -125,7 +149,8 @@ class Cookies:
             raise ValueError("a cookie secret is 16 bytes")
         self._secret = secret
         self.clock = clock
-        self.counts = {v: 0 for v in Verdict}
+        self._valid: dict[bytes, int] = {}  # cookie + address: echoed as valid until then
+        self._made: dict[bytes, tuple[int, bytes]] = {}  # client + address: (when, cookie)
 
     def __repr__(self) -> str:
         return "Cookies(<secret>)"
@@ -135,52 +160,81 @@ class Cookies:
         digest: bytes = siphash24(client + head + address, key=self._secret).digest()
         return head + digest
 
-    def judge(self, option: bytes, host: str) -> tuple[Verdict, bytes]:
-        """The verdict on a query's COOKIE option data and the option data to answer with."""
+    def judge(self, option: bytes, address: bytes) -> tuple[Verdict, bytes]:
+        """The verdict on a query's COOKIE option data from ``address`` (packed, see
+        ``packed_address``), and the option data to answer with."""
         if len(option) != 8 and not 16 <= len(option) <= 40:
-            return Verdict.MALFORMED, b""
+            return _MALFORMED, b""
         client = option[:8]
-        try:
-            address = packed_address(host)
-        except ValueError:
-            return Verdict.CLIENT, b""  # not an IP client (a test harness): no cookie back
+        if not address:
+            return _CLIENT, b""  # not an IP client (a test harness): no cookie back
         now = int(self.clock())
-        if len(option) == 24 and option[8:12] == b"\x01\x00\x00\x00":
-            stamp = _TS.unpack_from(option, 12)[0]
-            age = (now - stamp) & 0xFFFFFFFF  # serial arithmetic (RFC 1982), as 9018 says
-            fresh = age <= LIFETIME or 0x100000000 - age <= SKEW
-            if fresh and hmac.compare_digest(
-                option[8:], self.server_cookie(client, address, stamp)
-            ):
-                if RENEW < age <= LIFETIME:
-                    return Verdict.VALID, client + self.server_cookie(client, address, now)
-                return Verdict.VALID, option
-        return Verdict.CLIENT, client + self.server_cookie(client, address, now)
+        if len(option) == 24:
+            key = option + address
+            if now <= self._valid.get(key, -1):
+                return _VALID, option
+            if option[8:12] == b"\x01\x00\x00\x00":
+                stamp = _TS.unpack_from(option, 12)[0]
+                age = (now - stamp) & 0xFFFFFFFF  # serial arithmetic (RFC 1982), as 9018 says
+                fresh = age <= LIFETIME or 0x100000000 - age <= SKEW
+                if fresh and hmac.compare_digest(
+                    option[8:], self.server_cookie(client, address, stamp)
+                ):
+                    if age <= RENEW:
+                        _remember(self._valid, key, now + RENEW - age)
+                        return _VALID, option
+                    if age <= LIFETIME:
+                        return _VALID, self._fresh(client, address, now)
+                    return _VALID, option  # made by a node whose clock is ahead
+        return _CLIENT, self._fresh(client, address, now)
+
+    def _fresh(self, client: bytes, address: bytes, now: int) -> bytes:
+        """A server cookie for this client cookie and address: one made in the last REUSE
+        seconds, or a new one."""
+        key = client + address
+        made = self._made.get(key)
+        if made is not None and 0 <= now - made[0] < REUSE:
+            return made[1]
+        ours = client + self.server_cookie(client, address, now)
+        _remember(self._made, key, (now, ours))
+        return ours
 
     def answer(
-        self, query: bytes, reply: bytes, host: str, tcp: bool = False
+        self, query: bytes, reply: bytes, address: bytes, tcp: bool = False
     ) -> tuple[bytes, Verdict]:
         """``reply`` with the COOKIE option this query earns, and the verdict on the query."""
+        # A resolver's steady state, written out (it runs for each of its queries): the cookie
+        # we gave it, checked within the last half hour, in the usual place of the query.
+        tail = query[-39:]
+        if (
+            tail[9:15] == _WITH_SERVER
+            and tail[:3] == _OPT_START
+            and int(self.clock()) <= self._valid.get(tail[15:] + address, -1)
+            and reply[-11:-8] == _OPT_START
+            and (tcp or len(reply) + 28 <= max(tail[3] << 8 | tail[4], 512))
+        ):
+            return reply[:-2] + tail[9:], _VALID
         try:
             found = find(query)
         except Malformed:
-            return reply, Verdict.NONE  # the responder has said what it thinks of the query
+            return reply, _NONE  # the responder has said what it thinks of the query
         if found is None:
-            return reply, Verdict.NONE
+            return reply, _NONE
         option, udp_size = found
-        verdict, ours = self.judge(option, host)
-        self.counts[verdict] += 1
-        if verdict is Verdict.MALFORMED:
+        verdict, ours = self.judge(option, address)
+        if verdict is _MALFORMED:
             return error(query, FORMERR), verdict
-        if ours and reply[-11:-8] == _OPT_START and reply[-2:] == b"\x00\x00":
-            with_cookie = reply[:-2] + _U16.pack(len(ours) + 4) + _option(ours)
+        # Our replies' OPT record is last and has no option: its 11 bytes end the reply.
+        if ours and reply[-11:-8] == _OPT_START:
+            # Our option is always a client cookie and a 16-byte server cookie.
+            with_cookie = reply[:-2] + _WITH_SERVER + ours
             # Over UDP the client's size holds (the reply was cut to it before the option);
             # without room the reply goes without the option, as from a server without cookies.
             if len(with_cookie) <= (65535 if tcp else max(udp_size, 512)):
                 return with_cookie, verdict
         return reply, verdict
 
-    def badcookie(self, query: bytes, host: str) -> bytes | None:
+    def badcookie(self, query: bytes, address: bytes) -> bytes | None:
         """BADCOOKIE with a fresh cookie for a query with a client cookie (RFC 7873 5.4), in
         place of a slipped TC reply; None when the query has none."""
         try:
@@ -189,10 +243,16 @@ class Cookies:
             return None
         if found is None:
             return None
-        verdict, ours = self.judge(found[0], host)
+        verdict, ours = self.judge(found[0], address)
         if verdict is Verdict.MALFORMED or not ours:
             return None
         return error(query, BADCOOKIE, _option(ours))
+
+
+def _remember(memory: dict[bytes, Any], key: bytes, value: Any) -> None:
+    if len(memory) >= MEMORY:
+        memory.clear()
+    memory[key] = value
 
 
 def _option(data: bytes) -> bytes:

@@ -13,7 +13,7 @@ from typing import cast
 
 from dnsdisc.dnsserver import ratelimit, wire
 from dnsdisc.dnsserver.answer import FORWARD, Responder
-from dnsdisc.dnsserver.cookies import Cookies, Verdict, may_carry
+from dnsdisc.dnsserver.cookies import Cookies, Verdict, may_carry, packed_address
 from dnsdisc.dnsserver.forward import Forwarder, fit_udp, refused
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,8 @@ class UDPProtocol(asyncio.DatagramProtocol):
         verdict = Verdict.NONE
         cookies = self.cookies
         if cookies is not None and may_carry(data):
-            reply, verdict = cookies.answer(data, cast(bytes, reply), str(addr[0]))
+            where = packed_address(str(addr[0]))
+            reply, verdict = cookies.answer(data, cast(bytes, reply), where)
         self._send(cast(bytes, reply), addr, data, verdict)
 
     def _send(
@@ -122,7 +123,7 @@ class UDPProtocol(asyncio.DatagramProtocol):
                 bad = None
                 if cookie is Verdict.CLIENT and self.cookies is not None:
                     # A client that does cookies gets one to come back with (RFC 7873 5.4).
-                    bad = self.cookies.badcookie(query, str(addr[0]))
+                    bad = self.cookies.badcookie(query, packed_address(str(addr[0])))
                 reply = bad if bad is not None else ratelimit.truncated(reply)
         if self.transport is not None:
             self.transport.sendto(reply, addr)
@@ -277,7 +278,8 @@ class TCPProtocol(asyncio.Protocol):
             elif reply is not None:
                 cookies = self.state.cookies
                 if cookies is not None and may_carry(message):
-                    reply = cookies.answer(message, cast(bytes, reply), self.client, True)[0]
+                    where = packed_address(self.client)
+                    reply = cookies.answer(message, cast(bytes, reply), where, True)[0]
                 self._write(cast(bytes, reply))
         if answered:
             self._arm()

@@ -22,7 +22,7 @@ import socket
 import sys
 from typing import Any
 
-from dnsdisc.dnsserver.cookies import may_carry
+from dnsdisc.dnsserver.cookies import may_carry, unmapped
 from dnsdisc.dnsserver.transport import UDPProtocol
 
 BATCH = 32  # datagrams per system call
@@ -156,6 +156,7 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
          send_lengths, names_base) = self._hot  # fmt: skip
         respond, fast, catch_up = protocol.respond, protocol.plain, protocol.catch_up
         cookies = protocol.cookies
+        names, inet4 = self._names, self._family == socket.AF_INET
         len_off, len_step = _LEN_AT
         name_off, name_step = _NAME_AT
         iov_off, iov_step = _IOV_LEN_AT
@@ -178,11 +179,12 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
                 data = bytes(recv_view[at : at + lengths[len_off + i * len_step]])
                 try:
                     reply = respond(data, False)
-                    if (
-                        fast
-                        and reply.__class__ is bytes
-                        and (cookies is None or not may_carry(data))
-                    ):
+                    if fast and reply.__class__ is bytes:
+                        if cookies is not None and may_carry(data):
+                            # The client's address, packed, straight from its sockaddr.
+                            at_name = i * NAME_SLOT + (4 if inet4 else 8)
+                            where = unmapped(bytes(names[at_name : at_name + (4 if inet4 else 16)]))
+                            reply = cookies.answer(data, reply, where)[0]
                         size = len(reply)
                         if size <= SEND_SLOT:
                             slot = out * SEND_SLOT

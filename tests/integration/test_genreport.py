@@ -117,6 +117,13 @@ def judge(name: str, args: str, out: str) -> list[str]:
         tags.append("z")
     if opt is not None and opt.group(4) is not None and int(opt.group(4), 16):
         tags.append("mbz")
+    # Cookies (RFC 7873): a client cookie gets itself back with a server cookie, which dig
+    # checks ("good"); the BADVERS reply to a version-1 query carries one as well.
+    sent = re.search(r"\+cookie=([0-9a-f]+)", args)
+    if sent is not None and not re.search(
+        rf"; COOKIE: {sent.group(1)}[0-9a-f]{{16,64}} \(good\)", out
+    ):
+        tags.append("nocookie")
     size = re.search(r"MSG SIZE\s+rcvd: (\d+)", out)
     if "+ignore" in opts and size is not None and int(size.group(1)) > 512:
         tags.append("toobig")
@@ -152,3 +159,16 @@ def test_the_judge_catches_the_old_opcodeflg_reply() -> None:
         ";; flags: qr rd cd; QUERY: 0, ANSWER: 0, AUTHORITY: 0, ADDITIONAL: 0\n"
     )
     assert judge("opcodeflg", PROBES["opcodeflg"], old) == ["rd", "cd"]
+
+
+def test_the_judge_wants_the_client_cookie_back_with_a_server_cookie() -> None:
+    head = (
+        ";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 1\n"
+        ";; flags: qr aa; QUERY: 1, ANSWER: 1, AUTHORITY: 0, ADDITIONAL: 1\n"
+        "; EDNS: version: 0, flags:; udp: 1232\n"
+    )
+    answer = f";; ANSWER SECTION:\n{ZONE}\t5\tIN\tSOA\tns. h. 1 2 3 4 5\n"
+    args = PROBES["ednscookie"].replace("<zone>", ZONE)
+    good = "; COOKIE: 0102030405060708" + "01000000" + "ab" * 12 + " (good)\n"
+    assert judge("ednscookie", args, head + good + answer) == []
+    assert judge("ednscookie", args, head + answer) == ["nocookie"]
