@@ -57,6 +57,31 @@ class ConflictError(DnsdiscError):
         self.message = message
 
 
+class AuthError(DnsdiscError):
+    """The request may not do this; ``field`` names what it lacked (``Authorization``, or the
+    ``service`` it has no right on)."""
+
+    http_status = 403
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class UnauthenticatedError(AuthError):
+    """No credentials where some are needed, or credentials no token has: 401, with
+    ``WWW-Authenticate: Bearer``."""
+
+    http_status = 401
+
+
+class ThrottledError(AuthError):
+    """Too many failed authentications from this client address of late: 429."""
+
+    http_status = 429
+
+
 class LimitError(ConflictError):
     """The change would take the registry past one of its configured caps; ``field`` is the
     cap's config key (``limits.instances_per_service``). 409 like any conflict with the server's

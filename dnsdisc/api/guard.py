@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 Handler = Any  # the next middleware or the route's handler
 
+AUTH_FAILURES = 10
+AUTH_WINDOW = 60.0
+
 
 class HttpGuard:
     """The connections open, per client address, and how often a limit was hit."""
@@ -36,6 +39,24 @@ class HttpGuard:
         # Every label value present from the start: /metrics shows each series at 0.
         self.refused: Counter[str] = Counter({"global": 0, "per_client": 0})
         self.timeouts: Counter[str] = Counter({"header": 0, "body": 0})
+        # Failed authentications: counted, and per client address, throttled past
+        # AUTH_FAILURES within AUTH_WINDOW seconds (a 429 until the window has passed).
+        self.auth: Counter[str] = Counter({"failed": 0, "throttled": 0})
+        self._failures: dict[str, list[float]] = {}
+
+    def auth_throttled(self, client: str, now: float) -> bool:
+        recent = [t for t in self._failures.get(client, ()) if now - t < AUTH_WINDOW]
+        if len(recent) >= AUTH_FAILURES:
+            self.auth["throttled"] += 1
+            return True
+        return False
+
+    def auth_failed(self, client: str, now: float) -> None:
+        self.auth["failed"] += 1
+        if len(self._failures) >= 10_000 and client not in self._failures:
+            self._failures.clear()  # bounded: a flood of addresses forgets, never grows
+        recent = [t for t in self._failures.get(client, ()) if now - t < AUTH_WINDOW]
+        self._failures[client] = [*recent[-AUTH_FAILURES:], now]
 
     def admit(self, client: str) -> bool:
         """Count a new connection in, or say it is over a cap (and count that)."""

@@ -7,9 +7,9 @@ one place, ``errors.http_status_of`` (by class hierarchy); every error body is
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,13 +21,18 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from dnsdisc.api.acl import NOTHING, Acl, Rights
 from dnsdisc.api.doh import DohHandler
 from dnsdisc.api.guard import HttpGuard
-from dnsdisc.api.principal import LEGACY_TOKEN, set_principal
+from dnsdisc.api.peercert import certificate_names
+from dnsdisc.api.principal import ANONYMOUS, Principal, principal_of, set_principal
 from dnsdisc.errors import (
+    AuthError,
     ConfigError,
     DnsdiscError,
     NotFoundError,
+    ThrottledError,
+    UnauthenticatedError,
     ValidationError,
     http_status_of,
 )
@@ -48,6 +53,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 _WRITE_METHODS = {"PUT", "POST", "DELETE", "PATCH"}
+# What the caller may do, set by the auth middleware.
+_RIGHTS = web.RequestKey("dnsdisc.rights", Rights)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -170,10 +177,12 @@ class Api:
         check_rules: Callable[[], RemoteCheckRules] | None = None,
         guard: HttpGuard | None = None,
         doh: DohHandler | None = None,
+        acl: Acl | None = None,
     ) -> None:
         self.registry = registry
         self.state = state
-        self.token = token
+        # Who may do what; a reload swaps it whole. ``token`` alone means Acl.legacy(token).
+        self.acl = acl if acl is not None else Acl.legacy(token)
         self.metrics = metrics
         self.reload = reload
         # Gathers counters kept elsewhere (the DNS workers') before they are shown: of one
@@ -222,12 +231,15 @@ class Api:
             return await handler(request)
         except DnsdiscError as exc:
             status = http_status_of(exc)
-            return error_response(
+            response = error_response(
                 status,
                 getattr(exc, "message", str(exc)),
                 getattr(exc, "field", ""),
                 getattr(exc, "outcome", None),
             )
+            if status == 401:  # RFC 6750 3: say which scheme would do
+                response.headers["WWW-Authenticate"] = 'Bearer realm="dnsdisc"'
+            return response
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -245,22 +257,60 @@ class Api:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self.token is not None:
-            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            # The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
-            valid = scheme.lower() == "bearer" and hmac.compare_digest(
-                given.strip().encode(), self.token.encode()
-            )
-            # A DoH POST is a DNS query: it reads what the DNS port tells anyone.
-            if valid:
-                set_principal(request, LEGACY_TOKEN)
-            elif request.method in _WRITE_METHODS and request.path != "/dns-query":
-                return error_response(
-                    401,
-                    "a valid 'Authorization: Bearer <token>' header is required",
+        """Who is asking: a bearer token, else a verified client certificate named like a
+        token, else anonymous. What they may do is checked where the service is known."""
+        acl = self.acl
+        principal, rights = ANONYMOUS, acl.anonymous
+        header = request.headers.get("Authorization", "").strip()
+        if header:
+            client = request.remote or ""
+            now = time.monotonic()
+            if self.guard is not None and self.guard.auth_throttled(client, now):
+                raise ThrottledError(
+                    "too many failed authentications from this address; try again later",
                     "Authorization",
                 )
+            scheme, _, given = header.partition(" ")
+            # The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
+            token = acl.by_secret(given.strip()) if scheme.lower() == "bearer" else None
+            if token is None:
+                if self.guard is not None:
+                    self.guard.auth_failed(client, now)
+                raise UnauthenticatedError(
+                    "the Authorization header holds no valid 'Bearer <token>'", "Authorization"
+                )
+            principal, rights = Principal(token.name, "token"), token.rights
+        else:
+            names = certificate_names(request)
+            token = acl.by_name(names) if names else None
+            if token is not None:
+                principal, rights = Principal(token.name, "certificate"), token.rights
+        set_principal(request, principal)
+        request[_RIGHTS] = rights
         return await handler(request)
+
+    def _rights(self, request: web.Request) -> Rights:
+        found: Rights = request.get(_RIGHTS, NOTHING)
+        return found
+
+    def _refuse(self, request: web.Request, what: str, fld: str) -> AuthError:
+        """401 for a request without credentials (it may still get some), 403 for one whose
+        credentials lack the right."""
+        who = principal_of(request)
+        if who.via == "anonymous":
+            return UnauthenticatedError(
+                f"a valid 'Authorization: Bearer <token>' header is required to {what}",
+                "Authorization",
+            )
+        return AuthError(f"{who.via} {who.name!r} may not {what}", fld)
+
+    def _may_read(self, request: web.Request, service: str) -> None:
+        if not self._rights(request).can_read(service):
+            raise self._refuse(request, f"read service {service}", "service")
+
+    def _may_write(self, request: web.Request, service: str) -> None:
+        if not self._rights(request).can_write(service):
+            raise self._refuse(request, f"change service {service}", "service")
 
     # -- probes ------------------------------------------------------------------------------
 
@@ -295,6 +345,8 @@ class Api:
 
     async def reload_config(self, request: web.Request) -> web.Response:
         """Re-read the config and zone files; a bad file is a 400 and changes nothing."""
+        if not self._rights(request).operator:
+            raise self._refuse(request, "reload the configuration (operator)", "operator")
         if self.reload is None:
             raise NotFoundError("reload is not available")
         try:
@@ -305,6 +357,8 @@ class Api:
         return web.json_response({"reloaded": True})
 
     async def metrics_text(self, request: web.Request) -> web.Response:
+        if not self._rights(request).metrics:
+            raise self._refuse(request, "read /metrics", "metrics")
         if self.metrics is None:
             raise NotFoundError("metrics are not enabled")
         if self.refresh is not None:
@@ -333,11 +387,17 @@ class Api:
         stats = _wants_stats(request)
         if stats and self.refresh is not None:
             await self.refresh(None)
-        services = sorted(self.registry, key=lambda s: s.settings.name)
+        rights = self._rights(request)
+        # Only what the caller may read, as Consul's ACLs filter a list.
+        services = sorted(
+            (s for s in self.registry if rights.can_read(s.settings.name)),
+            key=lambda s: s.settings.name,
+        )
         return web.json_response({"services": [_service_json(s, stats, stats) for s in services]})
 
     async def get_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")
+        self._may_read(request, name)
         svc = self.registry.service(name)
         stats = _wants_stats(request)
         if stats and self.refresh is not None:
@@ -346,6 +406,7 @@ class Api:
 
     async def put_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")
+        self._may_write(request, name)
         body = await read_json(request, optional=True)
         settings = ServiceSettings.from_json(name, body, self.registry.settings_for(name))
         created = await self.registry.put_service(settings)
@@ -355,16 +416,21 @@ class Api:
 
     async def delete_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")
+        self._may_write(request, name)
         await self.registry.delete_service(name)
         return web.Response(status=204)
 
     # -- instances ---------------------------------------------------------------------------
 
     def _ids(self, request: web.Request) -> tuple[str, str]:
-        return (
-            label(request.match_info["service"], "service"),
-            label(request.match_info["id"], "id"),
-        )
+        """The service and instance named, once the caller is seen to have the right on the
+        service: read for GET, write for everything else."""
+        service = label(request.match_info["service"], "service")
+        if request.method in ("GET", "HEAD"):
+            self._may_read(request, service)
+        else:
+            self._may_write(request, service)
+        return service, label(request.match_info["id"], "id")
 
     async def get_instance(self, request: web.Request) -> web.Response:
         service, iid = self._ids(request)

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from dnsdisc.api.acl import EVERYTHING, NOTHING, Acl, Rights, Token, digest
 from dnsdisc.api.settings import HttpLimits
 from dnsdisc.config import schema
 from dnsdisc.config.cpus import auto_workers
@@ -64,7 +65,11 @@ class Config:
     dns_cookies: bool = _DNS.cookies
     cookie_secret: bytes | None = field(default=None, repr=False)
     http_listen: HostPort = _HTTP_LISTEN
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
+    # Tokens with rules, and the rules of requests without a token (None: acl not configured).
+    acl_tokens: tuple[Token, ...] = ()
+    acl_anonymous: Rights | None = None
+    acl_given: bool = False  # an acl section holds either key: its rules replace the legacy ones
     # The HTTP API over TLS: None is plain HTTP.
     http_tls: TlsFiles | None = None
     # The HTTP port's limits (``api.guard``): a request's headers, then its body, are due within
@@ -136,6 +141,17 @@ class Config:
             log_level=self.log_level,
             log_format=self.log_format,
         )
+
+    def acl(self) -> Acl:
+        """Who may do what on the HTTP API. Without an ``acl`` section, the rules of before
+        (``Acl.legacy``); with one, its tokens, ``http.token`` as a token named "token" with
+        every right, and ``acl.anonymous`` (default: nothing) for requests without a token."""
+        if not self.acl_given:
+            return Acl.legacy(self.token)
+        tokens = self.acl_tokens
+        if self.token is not None:
+            tokens += (Token("token", digest(self.token), EVERYTHING),)
+        return Acl(tokens, self.acl_anonymous or NOTHING)
 
     def effective_rate_limit(self) -> RateLimit | None:
         """The configured rate limit (None when set to 0); unconfigured, the default limit when

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from dnsdisc.config import acl
 from dnsdisc.config import parsers as p
 from dnsdisc.dnsserver.settings import RateLimit
 from dnsdisc.errors import ConfigError
@@ -181,6 +182,8 @@ KEYS: tuple[Key, ...] = (
         Flag("--http", "HTTP API listen address (default {default})", "HOST:PORT"),
     ),
     Key("http.token", "token", p.optional_text, "live", env="DNSDISC_TOKEN"),
+    Key("acl.tokens", "acl_tokens", acl.tokens, "live", also=(("acl_given", True),)),
+    Key("acl.anonymous", "acl_anonymous", acl.anonymous, "live", also=(("acl_given", True),)),
     # Re-read on every reload (certificate rotation); turning TLS on or off takes a restart.
     Key(
         "http.tls.cert_file", "http_tls.cert_file", p.file_path, "live",

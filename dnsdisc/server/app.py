@@ -183,7 +183,7 @@ async def _listen(server: Server) -> None:
     api = Api(
         server.registry,
         server.state,
-        config.token,
+        None,
         metrics_registry(collector),
         reload=server.reload,
         refresh=(lambda service: _gather(server, service)) if server.pool is not None else None,
@@ -191,6 +191,7 @@ async def _listen(server: Server) -> None:
             server.health.settings.check_networks, server.health.settings.min_check_interval
         ),
         guard=guard,
+        acl=config.acl(),
         doh=DohHandler(
             Relay(
                 _own_address(config.dns_listen[0]),

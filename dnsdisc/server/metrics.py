@@ -226,6 +226,13 @@ def _http_metrics(guard: HttpGuard) -> Iterator[Metric]:
         guard.refused,
     )
     yield _by_label(
+        "dnsdisc_http_auth_failures",
+        "Requests with a token no token has (failed), and those refused with 429 because their "
+        "client address failed too often of late (throttled)",
+        "outcome",
+        guard.auth,
+    )
+    yield _by_label(
         "dnsdisc_http_request_timeouts",
         "HTTP requests whose headers (http.header_timeout) or body (http.body_timeout) did not "
         "arrive in time; the connection was closed",

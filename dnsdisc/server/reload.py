@@ -139,7 +139,7 @@ async def reload(server: Server) -> None:
     health_changed = server.health.settings != new.health
     server.health.settings = new.health
     if server.api is not None:
-        server.api.token = new.token
+        server.api.acl = new.acl()
     if tls is not None and server.http_tls is not None:
         server.http_tls.swap(tls)  # new handshakes get it; open connections keep theirs
         assert new.http_tls is not None

@@ -250,7 +250,7 @@ def test_token_from_the_environment(tmp_path: Path) -> None:
         assert result.returncode == 1
         assert result.stderr.splitlines() == [
             "dnsdisc: error: Authorization: a valid 'Authorization: Bearer <token>' header is "
-            "required (HTTP 401)",
+            "required to change service web (HTTP 401)",
             "dnsdisc: the server wants a token: set DNSDISC_TOKEN",
         ]
         wrong = cli(server, *args, env={"DNSDISC_TOKEN": "nope"})

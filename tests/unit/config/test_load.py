@@ -182,6 +182,11 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "http.tls.cert_file": ("c.pem", ""),
     "http.tls.key_file": ("k.pem", 5),
     "http.tls.client_ca_file": ("ca.pem", ""),
+    "acl.tokens": (
+        [{"name": "web-team", "secret_sha256": "ab" * 32, "rules": [{"services": "web*"}]}],
+        [{"name": "web team", "secret_sha256": "ab" * 32}],
+    ),
+    "acl.anonymous": ([{"metrics": True}], [{"services": "*", "access": "own"}]),
     "domain": ("example.org", "bad_domain"),
     "data_dir": ("data", ""),
     "zones_dir": ("zones", 5),
