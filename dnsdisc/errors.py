@@ -82,6 +82,22 @@ class ThrottledError(AuthError):
     http_status = 429
 
 
+class CrossSiteError(DnsdiscError):
+    """A request a web page could have made a browser send: a write that is not JSON (415), or
+    a ``Host`` this server does not answer to (421, DNS rebinding)."""
+
+    http_status = 415
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class MisdirectedError(CrossSiteError):
+    http_status = 421
+
+
 class LimitError(ConflictError):
     """The change would take the registry past one of its configured caps; ``field`` is the
     cap's config key (``limits.instances_per_service``). 409 like any conflict with the server's

@@ -7,10 +7,11 @@ one place, ``errors.http_status_of`` (by class hierarchy); every error body is
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,9 @@ from dnsdisc.api.principal import ANONYMOUS, Principal, principal_of, set_princi
 from dnsdisc.errors import (
     AuthError,
     ConfigError,
+    CrossSiteError,
     DnsdiscError,
+    MisdirectedError,
     NotFoundError,
     ThrottledError,
     UnauthenticatedError,
@@ -52,7 +55,7 @@ from dnsdisc.values import label
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-_WRITE_METHODS = {"PUT", "POST", "DELETE", "PATCH"}
+_BODY_METHODS = {"PUT", "POST", "PATCH"}
 # What the caller may do, set by the auth middleware.
 _RIGHTS = web.RequestKey("dnsdisc.rights", Rights)
 
@@ -178,6 +181,7 @@ class Api:
         guard: HttpGuard | None = None,
         doh: DohHandler | None = None,
         acl: Acl | None = None,
+        allowed_hosts: Collection[str] = ("localhost",),
     ) -> None:
         self.registry = registry
         self.state = state
@@ -195,9 +199,11 @@ class Api:
         self.check_rules = check_rules or (lambda: default)
         self.guard = guard  # the HTTP port's limits; its body deadline is a middleware here
         self.doh = doh  # DNS over HTTPS at /dns-query, when the server offers it
+        # The names (lower case, no port) a request's Host may carry; IP literals always pass.
+        self.allowed_hosts = frozenset(h.lower().rstrip(".") for h in allowed_hosts)
 
     def app(self) -> web.Application:
-        middlewares: list[Middleware] = [self._errors, self._auth]
+        middlewares: list[Middleware] = [self._errors, self._same_origin, self._auth]
         if self.guard is not None:
             middlewares.append(self.guard.body_deadline)
         app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
@@ -254,6 +260,41 @@ class Api:
             if "Allow" in exc.headers:  # RFC 9110: a 405 names the methods that are allowed
                 response.headers["Allow"] = exc.headers["Allow"]
             return response
+
+    @web.middleware
+    async def _same_origin(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """What a web page can make a browser send is refused: a write with any body type but
+        JSON (a form or text/plain needs no CORS preflight, and the API sends no CORS headers),
+        and any request through a name this server does not answer to (DNS rebinding: a page's
+        own name, resolved to 127.0.0.1). IP literals pass: a rebinding needs a name."""
+        if not self._host_allowed(request.host):
+            raise MisdirectedError(
+                f"this server does not answer to the host {request.host!r} (http.allowed_hosts)",
+                "Host",
+            )
+        if (
+            request.method in _BODY_METHODS
+            and request.content_type != "application/json"
+            and request.path != "/dns-query"
+            and request.match_info.http_exception is None  # a 404 or 405 says more
+        ):
+            raise CrossSiteError(
+                f"{request.method} takes Content-Type: application/json", "Content-Type"
+            )
+        return await handler(request)
+
+    def _host_allowed(self, host: str) -> bool:
+        name = host.strip().lower()
+        if name.startswith("["):
+            name = name[1:].partition("]")[0]
+        elif name.count(":") == 1:
+            name = name.partition(":")[0]
+        name = name.rstrip(".")
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return name in self.allowed_hosts
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -69,6 +70,8 @@ class Config:
     # Tokens with rules, and the rules of requests without a token (None: acl not configured).
     acl_tokens: tuple[Token, ...] = ()
     acl_anonymous: Rights | None = None
+    # Names a request's Host may carry (IP literals always may); None: see allowed_hosts().
+    http_allowed_hosts: tuple[str, ...] | None = None
     acl_given: bool = False  # an acl section holds either key: its rules replace the legacy ones
     # The HTTP API over TLS: None is plain HTTP.
     http_tls: TlsFiles | None = None
@@ -152,6 +155,18 @@ class Config:
         if self.token is not None:
             tokens += (Token("token", digest(self.token), EVERYTHING),)
         return Acl(tokens, self.acl_anonymous or NOTHING)
+
+    def allowed_hosts(self) -> tuple[str, ...]:
+        """``http.allowed_hosts``, else localhost, this machine's names and the HTTP listen
+        address if it is a name."""
+        if self.http_allowed_hosts is not None:
+            return self.http_allowed_hosts
+        names = ["localhost", socket.gethostname(), socket.getfqdn()]
+        try:
+            ipaddress.ip_address(self.http_listen.host)
+        except ValueError:
+            names.append(self.http_listen.host)
+        return tuple(dict.fromkeys(n.lower().rstrip(".") for n in names if n))
 
     def effective_rate_limit(self) -> RateLimit | None:
         """The configured rate limit (None when set to 0); unconfigured, the default limit when

@@ -136,6 +136,15 @@ def secret16(value: object, at: At) -> bytes:
     return raw
 
 
+def host_names(value: object, at: At) -> tuple[str, ...]:
+    """A list of host names (what a request's Host header may say), lower-cased."""
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and v.strip() and " " not in v.strip() for v in value
+    ):
+        raise at.error("expected a list of host names, e.g. [dnsdisc.example.com, localhost]")
+    return tuple(v.strip().lower().rstrip(".") for v in value)
+
+
 def optional_text(value: object, at: At) -> str | None:
     """A non-empty string, or null for none."""
     return None if value is None else text(value, at)

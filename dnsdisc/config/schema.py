@@ -182,6 +182,7 @@ KEYS: tuple[Key, ...] = (
         Flag("--http", "HTTP API listen address (default {default})", "HOST:PORT"),
     ),
     Key("http.token", "token", p.optional_text, "live", env="DNSDISC_TOKEN"),
+    Key("http.allowed_hosts", "http_allowed_hosts", p.host_names, "live"),
     Key("acl.tokens", "acl_tokens", acl.tokens, "live", also=(("acl_given", True),)),
     Key("acl.anonymous", "acl_anonymous", acl.anonymous, "live", also=(("acl_given", True),)),
     # Re-read on every reload (certificate rotation); turning TLS on or off takes a restart.

@@ -192,6 +192,7 @@ async def _listen(server: Server) -> None:
         ),
         guard=guard,
         acl=config.acl(),
+        allowed_hosts=config.allowed_hosts(),
         doh=DohHandler(
             Relay(
                 _own_address(config.dns_listen[0]),

@@ -140,6 +140,7 @@ async def reload(server: Server) -> None:
     server.health.settings = new.health
     if server.api is not None:
         server.api.acl = new.acl()
+        server.api.allowed_hosts = frozenset(new.allowed_hosts())
     if tls is not None and server.http_tls is not None:
         server.http_tls.swap(tls)  # new handshakes get it; open connections keep theirs
         assert new.http_tls is not None

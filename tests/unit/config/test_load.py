@@ -182,6 +182,7 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "http.tls.cert_file": ("c.pem", ""),
     "http.tls.key_file": ("k.pem", 5),
     "http.tls.client_ca_file": ("ca.pem", ""),
+    "http.allowed_hosts": (["dnsdisc.example.com"], "dnsdisc.example.com"),
     "acl.tokens": (
         [{"name": "web-team", "secret_sha256": "ab" * 32, "rules": [{"services": "web*"}]}],
         [{"name": "web team", "secret_sha256": "ab" * 32}],
