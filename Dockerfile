@@ -25,8 +25,9 @@ WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8053/udp 8053/tcp 8054/tcp
 
-# The listeners bind 0.0.0.0 inside the container; set a token (DNSDISC_TOKEN) before publishing
-# the HTTP port beyond the host.
+# The listeners bind 0.0.0.0 inside the container, so the server refuses to start without
+# authentication: pass DNSDISC_TOKEN (or a config with acl.tokens or mutual TLS), or add
+# --http-allow-insecure to the command if only trusted hosts can reach the port.
 # /readyz, not /healthz: 503 while the store is unreachable or a DNS worker is being replaced.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8054/readyz', timeout=2).status != 200)"

@@ -32,6 +32,7 @@ from dnsdisc.netaddr import (
     DEFAULT_HTTP,
     HostPort,
     NetRules,
+    is_loopback,
     parse_hostport,
 )
 from dnsdisc.registry.limits import Limits
@@ -72,6 +73,8 @@ class Config:
     acl_anonymous: Rights | None = None
     # Names a request's Host may carry (IP literals always may); None: see allowed_hosts().
     http_allowed_hosts: tuple[str, ...] | None = None
+    # Listening beyond loopback without any authentication is refused unless this says so.
+    http_allow_insecure: bool = False
     acl_given: bool = False  # an acl section holds either key: its rules replace the legacy ones
     # The HTTP API over TLS: None is plain HTTP.
     http_tls: TlsFiles | None = None
@@ -175,7 +178,7 @@ class Config:
         given = self.rate_limit
         if given is not None and given.responses_per_second != schema.AUTO_RATE:
             return given if given.responses_per_second else None
-        if all(_is_loopback(hp.host) for hp in self.dns_listen):
+        if all(is_loopback(hp.host) for hp in self.dns_listen):
             return None
         if given is not None:  # slip or prefixes given: they shape the default limit
             return replace(given, responses_per_second=DEFAULT_RRL_RATE)
@@ -194,15 +197,6 @@ class Config:
             if not ip.is_unspecified:
                 found.append(str(ip))
         return tuple(dict.fromkeys(found)) or ("127.0.0.1",)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: may resolve to anything
 
 
 def load_file(path: Path) -> Config:
@@ -299,7 +293,29 @@ def build(
         value = flags.get(flag.dest)
         if flag.given(value):
             given[key] = (flag.parse or key.parse)(value, At("", flag.name, cfg))
-    return _coherent(_apply(cfg, given.items(), ""), cfg.source)
+    return _secure(_coherent(_apply(cfg, given.items(), ""), cfg.source), cfg.source)
+
+
+def _secure(cfg: Config, source: str) -> Config:
+    """Secure by default: no HTTP API beyond loopback without authentication, unless asked.
+    Checked on the whole config (a token may come from the environment)."""
+    mutual = cfg.http_tls is not None and cfg.http_tls.client_ca_file is not None
+    if not (
+        is_loopback(cfg.http_listen.host)
+        or cfg.token is not None
+        or cfg.acl_tokens
+        or mutual
+        or cfg.http_allow_insecure
+    ):
+        raise ConfigError(
+            source,
+            "http.listen",
+            f"the HTTP API would listen on {cfg.http_listen} with no authentication: anyone who "
+            "reaches it could change the registry. Set a token (DNSDISC_TOKEN or http.token), "
+            "acl.tokens or http.tls.client_ca_file; or http.allow_insecure: true "
+            "(--http-allow-insecure) if the network in front is trusted",
+        )
+    return cfg
 
 
 def _coherent(cfg: Config, source: str) -> Config:

@@ -183,6 +183,14 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("http.token", "token", p.optional_text, "live", env="DNSDISC_TOKEN"),
     Key("http.allowed_hosts", "http_allowed_hosts", p.host_names, "live"),
+    Key(
+        "http.allow_insecure", "http_allow_insecure", p.boolean, "restart",
+        Flag(
+            "--http-allow-insecure",
+            "let the HTTP API listen beyond loopback with no token, acl.tokens or mutual TLS",
+            switch=True,
+        ),
+    ),
     Key("acl.tokens", "acl_tokens", acl.tokens, "live", also=(("acl_given", True),)),
     Key("acl.anonymous", "acl_anonymous", acl.anonymous, "live", also=(("acl_given", True),)),
     # Re-read on every reload (certificate rotation); turning TLS on or off takes a restart.

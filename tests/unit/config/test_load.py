@@ -183,6 +183,7 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "http.tls.key_file": ("k.pem", 5),
     "http.tls.client_ca_file": ("ca.pem", ""),
     "http.allowed_hosts": (["dnsdisc.example.com"], "dnsdisc.example.com"),
+    "http.allow_insecure": (True, "yes"),
     "acl.tokens": (
         [{"name": "web-team", "secret_sha256": "ab" * 32, "rules": [{"services": "web*"}]}],
         [{"name": "web team", "secret_sha256": "ab" * 32}],
@@ -321,6 +322,28 @@ def test_tls_files_go_together_and_flags_complete_the_file(tmp_path: Path) -> No
     assert dns.tls_listen == (HostPort("127.0.0.1", 8853),) and dns.tls == cfg.dns_tls
 
 
+def test_no_http_api_beyond_loopback_without_authentication(tmp_path: Path) -> None:
+    file = _config_file(tmp_path, {"http.listen": "0.0.0.0:8054"})
+    with pytest.raises(ConfigError) as err:
+        build(file, environ={})
+    assert (err.value.source, err.value.key) == (str(file), "http.listen")
+    assert "DNSDISC_TOKEN" in str(err.value) and "allow_insecure" in str(err.value)
+    with pytest.raises(ConfigError, match=r"http\.listen: the HTTP API would listen on"):
+        build(None, environ={}, http="[::]:8054")
+    # Any authentication, or saying so, lets it start; loopback needs none.
+    assert build(file, environ={"DNSDISC_TOKEN": "t"}).token == "t"
+    assert build(file, environ={}, http_allow_insecure=True).http_allow_insecure
+    assert build(None, environ={}, http="localhost:8054").token is None
+    acl = _config_file(
+        tmp_path,
+        {
+            "http.listen": "0.0.0.0:8054",
+            "acl.tokens": [{"name": "ops", "secret_sha256": "ab" * 32}],
+        },
+    )
+    assert build(acl, environ={}).acl_tokens
+
+
 def test_the_cookie_secret_is_given_or_one_per_start_and_never_shown() -> None:
     secret = "00112233445566778899aabbccddeeff"
     cfg = build(None, environ={"DNSDISC_COOKIE_SECRET": secret})
@@ -389,6 +412,7 @@ def test_the_fields_a_reload_keeps_until_a_restart() -> None:
         "dns_tls",
         "dns_cookies",
         "cookie_secret",
+        "http_allow_insecure",
         "http_listen",
         "http_header_timeout",
         "http_body_timeout",
