@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from dnsdisc.api.acl import NOTHING, Acl, Rights
+from dnsdisc.api.audit import AuditLog
 from dnsdisc.api.doh import DohHandler
 from dnsdisc.api.guard import HttpGuard
 from dnsdisc.api.peercert import certificate_names
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 _BODY_METHODS = {"PUT", "POST", "PATCH"}
+_AUDITED = {"PUT", "POST", "PATCH", "DELETE"}
 # What the caller may do, set by the auth middleware.
 _RIGHTS = web.RequestKey("dnsdisc.rights", Rights)
 
@@ -182,6 +184,7 @@ class Api:
         doh: DohHandler | None = None,
         acl: Acl | None = None,
         allowed_hosts: Collection[str] = ("localhost",),
+        audit: AuditLog | None = None,
     ) -> None:
         self.registry = registry
         self.state = state
@@ -199,11 +202,14 @@ class Api:
         self.check_rules = check_rules or (lambda: default)
         self.guard = guard  # the HTTP port's limits; its body deadline is a middleware here
         self.doh = doh  # DNS over HTTPS at /dns-query, when the server offers it
+        self.audit = audit  # the audit trail of write attempts (audit_log), if configured
         # The names (lower case, no port) a request's Host may carry; IP literals always pass.
         self.allowed_hosts = frozenset(h.lower().rstrip(".") for h in allowed_hosts)
 
     def app(self) -> web.Application:
         middlewares: list[Middleware] = [self._errors, self._same_origin, self._auth]
+        if self.audit is not None:
+            middlewares.insert(1, self._audit)  # sees every write, refused ones included
         if self.guard is not None:
             middlewares.append(self.guard.body_deadline)
         app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
@@ -260,6 +266,52 @@ class Api:
             if "Allow" in exc.headers:  # RFC 9110: a 405 names the methods that are allowed
                 response.headers["Allow"] = exc.headers["Allow"]
             return response
+
+    @web.middleware
+    async def _audit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A line per write attempt, written before the response leaves (see ``audit``)."""
+        audit = self.audit
+        if audit is None or request.method not in _AUDITED or request.path == "/dns-query":
+            return await handler(request)
+        service = request.match_info.get("service")
+        iid = request.match_info.get("id")
+        before = self._snapshot(service, iid)
+        entry: dict[str, Any] = {
+            "client": request.remote,
+            "method": request.method,
+            "path": request.path,
+            "service": service,
+            "instance": iid,
+        }
+        try:
+            response: web.StreamResponse = await handler(request)
+        except DnsdiscError as exc:
+            audit.record({**self._who(request), **entry, "status": http_status_of(exc)})
+            raise
+        except web.HTTPException as exc:
+            audit.record({**self._who(request), **entry, "status": exc.status})
+            raise
+        entry["status"] = response.status
+        if response.status < 300 and service is not None:
+            entry["before"] = before
+            entry["after"] = self._snapshot(service, iid)
+        audit.record({**self._who(request), **entry})
+        return response
+
+    def _who(self, request: web.Request) -> dict[str, str]:
+        who = principal_of(request)
+        return {"principal": who.name, "via": who.via}
+
+    def _snapshot(self, service: str | None, iid: str | None) -> dict[str, Any] | None:
+        """The instance (or, for a service path, the service's settings) as the API shows it;
+        None when there is none (yet, or any more)."""
+        svc = self.registry.get(service) if service else None
+        if svc is None:
+            return None
+        if iid is None:
+            return svc.settings.to_json()
+        state = svc.instances.get(iid)
+        return _instance_json(state) if state is not None else None
 
     @web.middleware
     async def _same_origin(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -88,6 +88,8 @@ class Config:
     http_max_connections_per_client: int = _HTTP.max_connections_per_client
     storage: str = "sqlite"
     data_dir: Path = Path("dnsdisc-data")
+    # The audit trail of HTTP write attempts (api.audit); None: none kept.
+    audit_log: Path | None = None
     etcd: EtcdSettings = field(default_factory=EtcdSettings)
     zones_dir: Path = Path("zones")
     zones_dir_required: bool = False

@@ -234,6 +234,13 @@ KEYS: tuple[Key, ...] = (
         ),
     ),
     Key(
+        "audit_log", "audit_log", p.file_path, "restart",
+        Flag(
+            "--audit-log", "append a JSON line per HTTP write attempt to FILE (mode 0600)", "FILE",
+            parse=p.path_as_given,
+        ),
+    ),
+    Key(
         "zones_dir", "zones_dir", p.directory, "live",
         Flag(
             "--zones", "directory of zone files (default ./{default}, if present)", "DIR",

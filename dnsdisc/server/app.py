@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from dnsdisc import heap
+from dnsdisc.api.audit import AuditLog
 from dnsdisc.api.doh import DohHandler, Relay
 from dnsdisc.api.guard import GuardedRunner, HttpGuard
 from dnsdisc.api.http import Api
@@ -59,6 +60,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     server.reload = Reloader(server)
     server.nofile = nofile
     server.http_tls = ContextSwitch(tls) if tls is not None else None
+    server.audit = _open_audit(config)
     if config.workers:
         pool = WorkerPool(
             config.dns_settings(),
@@ -127,6 +129,17 @@ def _snapshot(server: Server) -> list[tuple[str, ServiceSettings, Sequence[Membe
     return [(s.settings.name, s.settings, server.health.view(s)) for s in server.registry]
 
 
+def _open_audit(config: Config) -> AuditLog | None:
+    if config.audit_log is None:
+        return None
+    try:
+        return AuditLog(config.audit_log)
+    except OSError as exc:
+        raise ConfigError(
+            config.source, "audit_log", f"a file that can be appended to ({exc.strerror})"
+        ) from None
+
+
 def _own_address(hp: HostPort) -> HostPort:
     """Where this process reaches its own DNS port: loopback for a wildcard listen."""
     if hp.host in ("0.0.0.0", ""):
@@ -193,6 +206,7 @@ async def _listen(server: Server) -> None:
         guard=guard,
         acl=config.acl(),
         allowed_hosts=config.allowed_hosts(),
+        audit=server.audit,
         doh=DohHandler(
             Relay(
                 _own_address(config.dns_listen[0]),
@@ -244,6 +258,8 @@ async def stop(server: Server) -> None:
         await server.pool.stop()
     await server.registry.close()
     server.state.store_open = False
+    if server.audit is not None:
+        server.audit.close()
 
 
 async def serve(config: Config, loader: Callable[[], Config] | None = None) -> None:

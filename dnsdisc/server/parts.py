@@ -10,6 +10,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from dnsdisc.api.audit import AuditLog
 from dnsdisc.api.http import Api, ServerState
 from dnsdisc.config import zones
 from dnsdisc.config.load import Config
@@ -48,6 +49,8 @@ class Server:
     api: Api | None = None
     state: ServerState = field(default_factory=ServerState)
     http_runner: web.AppRunner | None = None
+    # The audit trail of HTTP writes (audit_log), reopened by a reload for log rotation.
+    audit: AuditLog | None = None
     # The HTTP listener's TLS context, swapped by a reload (None: plain HTTP).
     http_tls: ContextSwitch | None = None
     # The workers' DNS counters as last gathered (for /metrics).

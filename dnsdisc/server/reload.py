@@ -141,6 +141,8 @@ async def reload(server: Server) -> None:
     if server.api is not None:
         server.api.acl = new.acl()
         server.api.allowed_hosts = frozenset(new.allowed_hosts())
+    if server.audit is not None:
+        server.audit.reopen()  # a rotated file is let go of (logrotate, then SIGHUP)
     if tls is not None and server.http_tls is not None:
         server.http_tls.swap(tls)  # new handshakes get it; open connections keep theirs
         assert new.http_tls is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -54,7 +55,12 @@ class SqliteStore:
 
     def _open_sync(self) -> Snapshot:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # The registry may hold what teams put in meta: the directory is the owner's only,
+            # and the database too (SQLite gives its -wal and -shm files the database's mode).
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.path.parent, 0o700)
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            os.chmod(self.path, 0o600)
             # The writer thread owns the connection after open; check_same_thread guards nothing
             # we rely on, and we hand it over exactly once.
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
