@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import sys
 import time
@@ -34,6 +35,13 @@ WATCH_INTERVAL = 0.5
 RESTART_DELAY = 0.2
 RESTART_MAX_DELAY = 10.0
 STABLE = 10.0
+
+
+def worker_environment() -> dict[str, str]:
+    """This process's environment without dnsdisc's own variables: a worker is told what it
+    needs over its feed, and must not hold the API token (DNSDISC_TOKEN) or any other secret
+    an operator passed this way."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DNSDISC_")}
 
 
 class Supervisor:
@@ -151,6 +159,7 @@ class Supervisor:
                 self.loop_kind,
                 pass_fds=fds,
                 stdin=asyncio.subprocess.DEVNULL,
+                env=worker_environment(),
             )
         except BaseException:
             ours.close()
