@@ -7,6 +7,9 @@ const POLL_MS = 2000;
 const TIMEOUT_MS = 5000;
 const WINDOW_MS = 60000; // answer shares over the last minute while answers arrive
 const HEALTHY = new Set(["passing", "warning"]);
+// A token typed into the page: the API is read with its rights, as with any client. Kept for
+// this tab only (sessionStorage), sent only to this server.
+const TOKEN_KEY = "dnsdisc.token";
 
 // Past answer counts: [{t, counts: Map("service/id" -> answers)}], oldest first.
 const snapshots = [];
@@ -23,11 +26,10 @@ async function getJSON(url) {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), TIMEOUT_MS);
   try {
-    const resp = await fetch(url, {
-      signal: ctl.signal,
-      cache: "no-store",
-      headers: { Accept: "application/json" },
-    });
+    const headers = { Accept: "application/json" };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const resp = await fetch(url, { signal: ctl.signal, cache: "no-store", headers });
     if (!resp.ok) throw new HttpError(url, resp.status);
     return await resp.json();
   } finally {
@@ -336,5 +338,14 @@ async function poll() {
     setTimeout(poll, POLL_MS);
   }
 }
+
+document.getElementById("auth").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = document.getElementById("auth-token");
+  if (input.value) sessionStorage.setItem(TOKEN_KEY, input.value);
+  else sessionStorage.removeItem(TOKEN_KEY);
+  input.value = "";
+  input.placeholder = sessionStorage.getItem(TOKEN_KEY) ? "token set (empty: none)" : "API token";
+});
 
 poll();
