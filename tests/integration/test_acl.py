@@ -5,7 +5,10 @@ failed authentications, and the legacy http.token."""
 from __future__ import annotations
 
 import hashlib
+import os
 import ssl
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.certs import Ca
-from tests.support.helpers import DnsdiscProcess, HttpResult, metric, running
+from tests.support.helpers import ROOT, DnsdiscProcess, HttpResult, free_port, metric, running
 
 SECRETS = {"web-team": "w3b-secret", "ops": "0ps-secret", "db-reader": "db-secret"}
 
@@ -152,3 +155,15 @@ def test_a_client_certificate_named_like_a_token_gets_its_rights(tmp_path: Path)
         server.ssl_context = context(stranger)  # verified, but no token has its name
         assert server.http("PUT", "/v1/services/web/instances/i2", inst).status == 401
         assert server.http("GET", "/v1/services").body == {"services": []}
+
+
+def test_serve_refuses_an_open_api_beyond_loopback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DNSDISC_TOKEN"}
+    result = subprocess.run(
+        [sys.executable, "-m", "dnsdisc", "serve", "--http", f"0.0.0.0:{free_port()}",
+         "--dns", f"127.0.0.1:{free_port()}", "--storage", "memory"],
+        capture_output=True, text=True, timeout=30, check=False, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "http.listen: the HTTP API would listen on 0.0.0.0:" in result.stderr
+    assert "DNSDISC_TOKEN" in result.stderr and "--http-allow-insecure" in result.stderr
