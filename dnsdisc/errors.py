@@ -34,10 +34,8 @@ class ValidationError(DnsdiscError, ValueError):
         self.message = message
 
 
-class NotFoundError(DnsdiscError, LookupError):
-    """The service or instance named does not exist."""
-
-    http_status = 404
+class FieldError(DnsdiscError):
+    """An error with a message for the client and the ``field`` (key, header) it is about."""
 
     def __init__(self, message: str, field: str = "") -> None:
         super().__init__(message)
@@ -45,28 +43,24 @@ class NotFoundError(DnsdiscError, LookupError):
         self.message = message
 
 
-class ConflictError(DnsdiscError):
+class NotFoundError(FieldError, LookupError):
+    """The service or instance named does not exist."""
+
+    http_status = 404
+
+
+class ConflictError(FieldError):
     """The change is well-formed but collides with something the server owns (a static instance,
     a reserved name)."""
 
     http_status = 409
 
-    def __init__(self, message: str, field: str = "") -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
-
-class AuthError(DnsdiscError):
+class AuthError(FieldError):
     """The request may not do this; ``field`` names what it lacked (``Authorization``, or the
     ``service`` it has no right on)."""
 
     http_status = 403
-
-    def __init__(self, message: str, field: str = "") -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 class UnauthenticatedError(AuthError):
@@ -82,16 +76,11 @@ class ThrottledError(AuthError):
     http_status = 429
 
 
-class CrossSiteError(DnsdiscError):
+class CrossSiteError(FieldError):
     """A request a web page could have made a browser send: a write that is not JSON (415), or
     a ``Host`` this server does not answer to (421, DNS rebinding)."""
 
     http_status = 415
-
-    def __init__(self, message: str, field: str = "") -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 class MisdirectedError(CrossSiteError):

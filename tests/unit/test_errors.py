@@ -6,13 +6,18 @@ import dns.rcode
 import pytest
 
 from dnsdisc.errors import (
+    AuthError,
     ConfigError,
     ConflictError,
+    CrossSiteError,
     DnsdiscError,
     MalformedQueryError,
+    MisdirectedError,
     NotFoundError,
     StoreError,
     StoreUnavailableError,
+    ThrottledError,
+    UnauthenticatedError,
     ValidationError,
     http_status_of,
     rcode_of,
@@ -26,6 +31,11 @@ from dnsdisc.store.etcd.gateway import EtcdRequestError
         (ValidationError("port", "bad"), 400),
         (NotFoundError("no such service"), 404),
         (ConflictError("static"), 409),
+        (AuthError("no right", "service"), 403),
+        (UnauthenticatedError("who are you", "Authorization"), 401),
+        (ThrottledError("slow down", "Authorization"), 429),
+        (CrossSiteError("not JSON", "Content-Type"), 415),
+        (MisdirectedError("rebound", "Host"), 421),
         (StoreError("disk full"), 503),
         (StoreUnavailableError("etcd unreachable"), 503),
         # A subclass declared elsewhere maps by its ancestry (it was a 400 by exact type).
