@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.helpers import DnsdiscProcess, metric, running, wait_until
 
-HALF_SENT = b"GET /v1/services HTTP/1.1\r\nHost: dnsdisc\r\nX-Slow: "  # never finished
+HALF_SENT = b"GET /v1/services HTTP/1.1\r\nHost: localhost\r\nX-Slow: "  # never finished
 
 
 def descriptors(pid: int) -> int:
@@ -140,7 +140,7 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408(tmp_path: Path) -> None:
         socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as s,
     ):
         s.sendall(
-            b"PUT /v1/services/web/instances/web-1 HTTP/1.1\r\nHost: dnsdisc\r\n"
+            b"PUT /v1/services/web/instances/web-1 HTTP/1.1\r\nHost: localhost\r\n"
             b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"address"'
         )
         started = time.monotonic()
@@ -163,7 +163,7 @@ def test_the_header_deadline_holds_on_kept_alive_and_silent_connections(tmp_path
             socket.create_connection(address, timeout=10) as kept,
             socket.create_connection(address, timeout=10) as silent,
         ):
-            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: dnsdisc\r\n\r\n")
+            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert kept.recv(4096).startswith(b"HTTP/1.1 200")
             time.sleep(3)  # idle past header_timeout: keepalive_timeout's business, not closed
             kept.sendall(HALF_SENT)

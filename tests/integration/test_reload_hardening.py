@@ -30,7 +30,7 @@ async def _register(port: int, services: int) -> None:
 
 async def _reload_at_once(port: int, count: int) -> list[int]:
     async def one(session: aiohttp.ClientSession) -> int:
-        async with session.post(f"http://127.0.0.1:{port}/v1/reload") as resp:
+        async with session.post(f"http://127.0.0.1:{port}/v1/reload", json={}) as resp:
             return resp.status
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=count)) as session:
