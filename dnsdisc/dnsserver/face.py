@@ -48,6 +48,7 @@ class DnsFace:
     limiter: RateLimiter | None
     tcp_state: TCPState
     cookies: Cookies | None = None
+    _ticker: asyncio.TimerHandle | None = None  # keeps cookies.now current
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
     tcp_servers: list[asyncio.AbstractServer] = field(default_factory=list)
     # Called before answering queries just read (a worker brings its index up to the fence).
@@ -131,6 +132,14 @@ class DnsFace:
             if cfg.udp_receive_buffer:
                 _receive_buffer(transport.get_extra_info("socket"), cfg.udp_receive_buffer)
             self.tcp_servers.append(await _stream_server(tcp_protocol, hp, reuse_port))
+        cookies = self.cookies
+        if cookies is not None:
+
+            def tick() -> None:
+                cookies.tick()
+                self._ticker = loop.call_later(1.0, tick)
+
+            tick()
         if cfg.tls_listen:
             assert cfg.tls is not None  # the config refuses tls_listen without dns.tls
             context = cfg.tls.context(key="dns.tls")
@@ -153,6 +162,8 @@ class DnsFace:
                 conn.transport.abort()
 
     def stop_accepting(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
         for tcp in self.tcp_servers:
             tcp.close()  # no new TCP connections; open ones keep being answered meanwhile
 

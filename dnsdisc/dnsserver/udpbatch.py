@@ -22,7 +22,7 @@ import socket
 import sys
 from typing import Any
 
-from dnsdisc.dnsserver.cookies import may_carry, unmapped
+from dnsdisc.dnsserver.cookies import unmapped
 from dnsdisc.dnsserver.transport import UDPProtocol
 
 BATCH = 32  # datagrams per system call
@@ -77,6 +77,9 @@ _HDR = ctypes.sizeof(_Mmsghdr)
 _LEN_AT = (_Mmsghdr.msg_len.offset // 4, _HDR // 4)  # (offset, stride) in uint32
 _NAME_AT = (_Msghdr.msg_name.offset // 8, _HDR // 8)  # in uint64
 _IOV_LEN_AT = (_Iovec.iov_len.offset // 8, ctypes.sizeof(_Iovec) // 8)  # in uint64
+
+
+_OPT_START = b"\x00\x00\x29"  # an OPT record's first bytes: the root, type 41
 
 
 def _address(name: bytes, family: int) -> tuple[Any, ...]:
@@ -180,10 +183,19 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
                 try:
                     reply = respond(data, False)
                     if fast and reply.__class__ is bytes:
-                        if cookies is not None and may_carry(data):
+                        # cookies.may_carry, written out: it runs for every query.
+                        if (
+                            cookies is not None
+                            and data[10:12] != b"\x00\x00"
+                            and not (data[-11:-8] == _OPT_START and data[-2:] == b"\x00\x00")
+                        ):
                             # The client's address, packed, straight from its sockaddr.
-                            at_name = i * NAME_SLOT + (4 if inet4 else 8)
-                            where = unmapped(bytes(names[at_name : at_name + (4 if inet4 else 16)]))
+                            if inet4:
+                                at_name = i * NAME_SLOT + 4
+                                where = bytes(names[at_name : at_name + 4])
+                            else:
+                                at_name = i * NAME_SLOT + 8
+                                where = unmapped(bytes(names[at_name : at_name + 16]))
                             reply = cookies.answer(data, reply, where)[0]
                         size = len(reply)
                         if size <= SEND_SLOT:

@@ -141,3 +141,18 @@ def test_a_run_of_queries_with_one_cookie_costs_one_hash() -> None:
     assert cookies.judge(CLIENT + A1, IP) == (Verdict.VALID, CLIENT + A2)
     now[0] += 3600
     assert cookies.judge(CLIENT + A1, IP)[0] is Verdict.CLIENT  # older than an hour
+
+
+def test_the_steady_state_reads_the_ticked_clock() -> None:
+    now = [1559731985]
+    cookies = Cookies(SECRET, clock=lambda: now[0])
+    back = query(CLIENT + A1)
+    for _ in range(2):
+        reply, verdict = cookies.answer(back, _reply_to(back), IP)
+        assert verdict is Verdict.VALID
+        assert dns.message.from_wire(reply).options[0].to_wire() == CLIENT + A1
+    now[0] += 2400  # past the renewal point: once the clock is ticked, the cookie is renewed
+    cookies.tick()
+    reply, verdict = cookies.answer(back, _reply_to(back), IP)
+    assert verdict is Verdict.VALID
+    assert dns.message.from_wire(reply).options[0].to_wire() == CLIENT + A2
