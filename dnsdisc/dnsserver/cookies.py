@@ -27,6 +27,8 @@ from typing import Any
 
 from siphash24 import siphash24
 
+from dnsdisc.dnsserver import ednsopt
+
 OPTION = 10  # the COOKIE EDNS option code
 VERSION = 1
 # RFC 9018 4.3: a server cookie is good for an hour, and up to 5 minutes ahead of our clock
@@ -64,8 +66,7 @@ class Verdict(enum.IntEnum):
 _NONE, _CLIENT, _VALID, _MALFORMED = Verdict  # looked up as globals on the hot path
 
 
-class Malformed(Exception):
-    pass
+Malformed = ednsopt.Malformed
 
 
 def may_carry(data: bytes) -> bool:
@@ -87,42 +88,7 @@ def find(data: bytes) -> tuple[bytes, int] | None:
     tail = data[-23:]
     if tail[9:15] == _ONLY_CLIENT and tail[:3] == _OPT_START:
         return tail[15:], tail[3] << 8 | tail[4]
-    return _walk(data)
-
-
-def _walk(data: bytes) -> tuple[bytes, int] | None:
-    try:
-        _, _, qd, an, ns, ar = _HEAD.unpack_from(data)
-        pos = 12
-        for _ in range(qd):
-            pos = _skip_name(data, pos) + 4
-        for n in range(an + ns + ar):
-            pos = _skip_name(data, pos)
-            rtype, rclass, _, rdlen = _OPT_TAIL.unpack_from(data, pos)
-            pos += 10
-            end = pos + rdlen
-            if end > len(data):
-                raise Malformed("record past the end")
-            if rtype == 41 and n >= an + ns:
-                while pos + 4 <= end:
-                    code, size = struct.unpack_from("!HH", data, pos)
-                    if code == OPTION:
-                        return data[pos + 4 : pos + 4 + size], rclass
-                    pos += 4 + size
-            pos = end
-    except (struct.error, IndexError):
-        raise Malformed("truncated") from None
-    return None
-
-
-def _skip_name(data: bytes, pos: int) -> int:
-    while True:
-        length = data[pos]
-        if length == 0:
-            return pos + 1
-        if length >= 0xC0:
-            return pos + 2
-        pos += 1 + length
+    return ednsopt.find(data, OPTION)
 
 
 _MAPPED = b"\x00" * 10 + b"\xff\xff"
@@ -272,7 +238,7 @@ def error(query: bytes, rcode: int, options: bytes | None = None) -> bytes:
     end = 12
     try:
         if _HEAD.unpack_from(query)[2]:
-            end = _skip_name(query, 12) + 4
+            end = ednsopt.skip_name(query, 12) + 4
     except IndexError:
         end = 12
     question = query[12:end] if end <= len(query) else b""
