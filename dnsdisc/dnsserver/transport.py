@@ -215,12 +215,15 @@ class TCPProtocol(asyncio.Protocol):
         self.idle: asyncio.TimerHandle | None = None
         self.paused = False
         self.client = "-"
+        self.client_packed = b""  # the client's address as DNS cookies hash it
         self.active = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         peer = self.transport.get_extra_info("peername")
         self.client = ratelimit.unmapped(str(peer[0])) if peer else "-"
+        if self.state.cookies is not None:
+            self.client_packed = packed_address(self.client)  # once, not per query
         self.active = asyncio.get_running_loop().time()
         if not self.state.admit(self, self.client, self.active):
             self.transport.abort()
@@ -278,8 +281,7 @@ class TCPProtocol(asyncio.Protocol):
             elif reply is not None:
                 cookies = self.state.cookies
                 if cookies is not None and may_carry(message):
-                    where = packed_address(self.client)
-                    reply = cookies.answer(message, cast(bytes, reply), where, True)[0]
+                    reply = cookies.answer(message, cast(bytes, reply), self.client_packed, True)[0]
                 self._write(cast(bytes, reply))
         if answered:
             self._arm()
