@@ -101,6 +101,8 @@ class Config:
     hostmaster: str = "hostmaster"
     negative_ttl: int = 5
     reverse_zones: tuple[str, ...] = ()
+    # Zone name -> its networks, as (zone, network) pairs: where clients are (locality).
+    locality_networks: tuple[tuple[str, str], ...] = ()
     tcp_idle_timeout: float = _DNS.tcp_idle_timeout
     tcp_max_connections: int = _DNS.tcp_max_connections
     tcp_max_connections_per_client: int = _DNS.tcp_max_connections_per_client

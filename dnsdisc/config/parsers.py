@@ -4,6 +4,7 @@ key. schema.py says which key takes which parser."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -201,6 +202,31 @@ def networks(value: object, at: At) -> NetRules:
     if not isinstance(value, list):
         raise at.error("expected a list of networks like 10.0.0.0/8")
     return NetRules.parse([str(x) for x in value], at.source, at.key)
+
+
+def zone_networks(value: object, at: At) -> tuple[tuple[str, str], ...]:
+    """``locality.networks``: zone name (a DNS label) -> list of networks (``10.1.0.0/16``, an
+    address for one); networks may overlap (the most specific wins) but not repeat."""
+    seen: dict[str, str] = {}
+    out: list[tuple[str, str]] = []
+    for zone, nets in mapping(value, at).items():
+        where = at.to(f"{at.key}.{zone}")
+        try:
+            name = label(zone, "zone")
+        except ValidationError as exc:
+            raise where.error(exc.message) from None
+        if not isinstance(nets, list):
+            raise where.error("expected a list of networks like 10.1.0.0/16")
+        for text in nets:
+            try:
+                net = ipaddress.ip_network(str(text), strict=True)
+            except ValueError as exc:
+                raise where.error(f"{text!r} is not a network like 10.1.0.0/16: {exc}") from None
+            other = seen.setdefault(str(net), name)
+            if other != name or (str(net), name) in out:
+                raise where.error(f"network {net} is listed twice (zone {other})")
+            out.append((name, str(net)))
+    return tuple(out)
 
 
 def hostport(value: object, at: At) -> HostPort:

@@ -296,6 +296,7 @@ KEYS: tuple[Key, ...] = (
     Key("nameserver.hostmaster", "hostmaster", p.dns_label, "live"),
     Key("negative_ttl", "negative_ttl", p.integer(0, 86400), "live"),
     Key("reverse_zones", "reverse_zones", p.reverse_zones, "live"),
+    Key("locality.networks", "locality_networks", p.zone_networks, "live"),
     Key("recursors", "recursors", p.upstreams, "restart"),
     Key("recursor_timeout", "recursor_timeout", p.whole_seconds(1, 60), "live"),
     Key("recursion_allow", "recursion_allow", p.networks, "restart"),

@@ -16,9 +16,10 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from time import perf_counter
 
-from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver import ecs, wire
 from dnsdisc.dnsserver.cache import CachedQuery, key_of, udp_limit
 from dnsdisc.dnsserver.index import AnswerIndex
+from dnsdisc.dnsserver.locality import Local
 from dnsdisc.dnsserver.rrset import Item, RRSet
 from dnsdisc.dnsserver.settings import REPLY_CACHE_BYTES
 from dnsdisc.dnsserver.stats import LATENCY_BUCKETS, QueryStats, type_key
@@ -32,6 +33,7 @@ _PTR = struct.Struct("!H")
 _MAX_CHAIN = 8
 # Compression pointers hold 14 bits of offset.
 _MAX_POINTER = 0x3FFF
+_OPT_START = b"\x00\x00\x29"  # an OPT record: the root, type 41
 # Header bits copied from the query into the reply: RD and CD (RFC 1035, RFC 4035 3.1.6).
 _COPY_FLAGS = wire.FLAG_RD | wire.FLAG_CD
 
@@ -72,6 +74,10 @@ class Responder:
         # reply came out of the normal path (so that it may be cached) and its stats key.
         self._drawn: list[RRSet] = []
         self._stat: tuple[int, int] | None = None
+        # The ECS scope of the last answer that depended on the client (see _optioned), and
+        # the bytes of options the last reply to a query with options carries in its OPT.
+        self._scope = 0
+        self.echoed = 0
 
     @property
     def index(self) -> AnswerIndex:
@@ -88,23 +94,66 @@ class Responder:
         self._udp = index.cache.udp
         self._tcp = index.cache.tcp
 
-    def respond(self, data: bytes, tcp: bool = False) -> bytes | _Forward | None:
-        """The reply to one query; None when the packet gets no reply at all; FORWARD when the
-        name is outside our zones and an upstream should answer it.
+    def respond(
+        self, data: bytes, tcp: bool = False, source: bytes = b""
+    ) -> bytes | _Forward | None:
+        """The reply to one query from ``source`` (the client's address packed: 4 or 16 bytes;
+        b"" when unknown); None when the packet gets no reply at all; FORWARD when the name is
+        outside our zones and an upstream should answer it.
 
         A question seen before (see cache.py for what keys it) is answered from the replies
         already encoded for it, with this query's ID and question: only its balanced RRset draws
         an order, and a reply for that order is reused, or encoded once. The index empties this
-        cache whenever a name changes."""
+        cache whenever a name changes. A query that may carry EDNS options is looked at for a
+        client subnet first (``_optioned``)."""
+        if data[10:12] != b"\x00\x00" and not (
+            data[-11:-8] == _OPT_START and data[-2:] == b"\x00\x00"
+        ):
+            return self._optioned(data, tcp, source)
+        return self._answer(data, tcp, source, -1)
+
+    def _optioned(self, data: bytes, tcp: bool, source: bytes) -> bytes | _Forward | None:
+        """``respond`` for a query that may carry EDNS options: with a client subnet (RFC 7871)
+        the client is where it says, and the reply echoes it with the scope the answer holds
+        for; a malformed one gets FORMERR."""
+        self.echoed = 0
+        if len(data) < 12:
+            return self._answer(data, tcp, source, -1)  # too short for any: dropped there
+        try:
+            found = ecs.find(data)
+        except ecs.Malformed:
+            return self._bare(data, wire.FORMERR)
+        if found is None:
+            return self._answer(data, tcp, source, -1)
+        subnet, udp_size = found
+        self._scope = 0
+        # SOURCE PREFIX-LENGTH 0: the resolver tells nothing of the client (RFC 7871 7.1.2),
+        # which is then unknown, and the answer holds for everyone (scope 0).
+        where = subnet.address if subnet.source else b""
+        reply = self._answer(data, tcp, where, subnet.source)
+        if not isinstance(reply, bytes):
+            return reply
+        out, self.echoed = ecs.echo(
+            reply, subnet, self._scope, 65535 if tcp else max(512, udp_size)
+        )
+        return out
+
+    def _answer(self, data: bytes, tcp: bool, where: bytes, prefix: int) -> bytes | _Forward | None:
+        """The reply to a client at ``where`` (its ECS source ``prefix``; -1: no ECS)."""
         started = perf_counter()
         # The query as sent before (after the ID): the reply needs no patching.
         entry = (self._tcp if tcp else self._udp).get(data[2:])
         if entry is None:
-            return self._respond_keyed(data, tcp, started)
+            return self._respond_keyed(data, tcp, started, where, prefix)
         rrset = entry.rrset
         order: tuple[int, ...] = ()
         if rrset is not None:
-            order = rrset.next_order(self.rng, None if tcp else self.udp_cap, tcp)
+            cap = None if tcp else self.udp_cap
+            local = rrset.local
+            if local is None:
+                order = rrset.next_order(self.rng, cap, tcp)
+            else:
+                order = self._located(local, cap, tcp, where, prefix)
             dropped = rrset.dropped
             if dropped is not None:  # out of the pool (only after a redraw)
                 rrset.dropped = None
@@ -123,15 +172,30 @@ class Responder:
             latency.total += took
             latency.count += 1
             return data[:2] + body
-        return self._encode(data, tcp, started, entry.key, entry, order)
+        return self._encode(data, tcp, started, entry.key, entry, order, where, prefix)
 
-    def _respond_keyed(self, data: bytes, tcp: bool, started: float) -> bytes | _Forward | None:
+    def _located(
+        self, local: Local, cap: int | None, tcp: bool, where: bytes, prefix: int
+    ) -> tuple[int, ...]:
+        """The order a client at ``where`` gets from an RRset that answers by the client; the
+        scope it holds for goes to ``_scope``."""
+        if not where:  # no address known (not an IP client): as if it were unknown
+            return local.whole.next_order(self.rng, cap, tcp)
+        order, self._scope = local.order(
+            self.rng, cap, tcp, where, prefix if prefix >= 0 else len(where) * 8,
+            self._index.locality,
+        )  # fmt: skip
+        return order
+
+    def _respond_keyed(
+        self, data: bytes, tcp: bool, started: float, where: bytes, prefix: int
+    ) -> bytes | _Forward | None:
         """``respond`` for a query not sent before byte for byte: by its key, from a reply
         cached for another spelling of its question (patched with this one), or encoded."""
         key = key_of(data, tcp)
         entry = self._table.get(key) if key is not None else None
         if entry is None:
-            return self._encode(data, tcp, started, key, None, ())
+            return self._encode(data, tcp, started, key, None, (), where, prefix)
         qend = entry.qend
         spelled = data[12:qend] == entry.spelled
         if spelled:
@@ -139,14 +203,19 @@ class Responder:
         rrset = entry.rrset
         order: tuple[int, ...] = ()
         if rrset is not None:
-            order = rrset.next_order(self.rng, None if tcp else self.udp_cap, tcp)
+            cap = None if tcp else self.udp_cap
+            local = rrset.local
+            if local is None:
+                order = rrset.next_order(self.rng, cap, tcp)
+            else:
+                order = self._located(local, cap, tcp, where, prefix)
             dropped = rrset.dropped
             if dropped is not None:
                 rrset.dropped = None
                 self._cache.discard(entry, dropped)
         hit = entry.replies.get(order)
         if hit is None:
-            return self._encode(data, tcp, started, key, entry, order)
+            return self._encode(data, tcp, started, key, entry, order, where, prefix)
         body, stat, truncated = hit
         stats = self.stats
         stats.by_type_rcode[stat] += 1
@@ -167,6 +236,8 @@ class Responder:
         key: bytes | None,
         entry: CachedQuery | None,
         order: tuple[int, ...],
+        where: bytes = b"",
+        prefix: int = -1,
     ) -> bytes | _Forward | None:
         """Answer from the index; keep the reply under ``key`` (None: the query is not kept)
         with ``order``, the order drawn for ``entry``'s RRset, or the one drawn now."""
@@ -176,7 +247,7 @@ class Responder:
         self._drawn.clear()
         self._stat = None
         try:
-            reply = self._respond(data, tcp)
+            reply = self._respond(data, tcp, where, prefix)
         except wire.ShortPacketError:
             return None
         except Exception as exc:
@@ -196,7 +267,9 @@ class Responder:
             self._cache.store(tcp, key, data, entry, drawn, order, reply, made)
         return reply
 
-    def _respond(self, data: bytes, tcp: bool) -> bytes | _Forward | None:
+    def _respond(
+        self, data: bytes, tcp: bool, where: bytes = b"", prefix: int = -1
+    ) -> bytes | _Forward | None:
         try:
             q = wire.parse_query(data)
         except wire.FormatError as exc:
@@ -289,9 +362,18 @@ class Responder:
             for rrset in rrsets:
                 if not rrset.fixed:
                     self._drawn.append(rrset)
-                count, full = _add_records(
-                    body, owner, rrset.ordered(self.rng, cap, tcp), limit, glue
-                )
+                local = rrset.local
+                if local is not None and rrset.forced is None:
+                    members = rrset.members
+                    located = self._located(local, cap, tcp, where, prefix)
+                    items: Sequence[Item] = [members[i] for i in located]
+                else:
+                    items = rrset.ordered(self.rng, cap, tcp)
+                if not items and an == 0 and len(rrsets) == 1:
+                    # Pinned to a zone with nothing to hand out: NODATA, as for no RRset.
+                    body += node.soa
+                    return self._finish(q, reply_flags | wire.FLAG_AA, body, 0, 1, 0)
+                count, full = _add_records(body, owner, items, limit, glue)
                 an += count
                 if not full:
                     truncated = True

@@ -172,14 +172,16 @@ class Cookies:
         return ours
 
     def answer(
-        self, query: bytes, reply: bytes, address: bytes, tcp: bool = False
+        self, query: bytes, reply: bytes, address: bytes, tcp: bool = False, present: int = 0
     ) -> tuple[bytes, Verdict]:
-        """``reply`` with the COOKIE option this query earns, and the verdict on the query."""
+        """``reply`` with the COOKIE option this query earns, and the verdict on the query.
+        ``present``: bytes of options the reply's OPT record (its last record) already holds."""
         # A resolver's steady state, written out (it runs for each of its queries): the cookie
         # we gave it, checked within the last half hour, in the usual place of the query.
         tail = query[-39:]
         if (
-            tail[9:15] == _WITH_SERVER
+            not present
+            and tail[9:15] == _WITH_SERVER
             and tail[:3] == _OPT_START
             and self.now <= self._valid.get(tail[15:] + address, -1)
             and reply[-11:-8] == _OPT_START
@@ -196,10 +198,19 @@ class Cookies:
         verdict, ours = self.judge(option, address)
         if verdict is _MALFORMED:
             return error(query, FORMERR), verdict
-        # Our replies' OPT record is last and has no option: its 11 bytes end the reply.
-        if ours and reply[-11:-8] == _OPT_START:
+        # Our replies' OPT record is last: its 11 bytes, then the options it holds, end it.
+        opt = len(reply) - 11 - present
+        if ours and reply[opt : opt + 3] == _OPT_START:
             # Our option is always a client cookie and a 16-byte server cookie.
-            with_cookie = reply[:-2] + _WITH_SERVER + ours
+            with_cookie = b"".join(
+                (
+                    reply[: opt + 9],
+                    _U16.pack(present + 28),
+                    reply[opt + 11 :],
+                    _WITH_SERVER[2:],
+                    ours,
+                )
+            )
             # Over UDP the client's size holds (the reply was cut to it before the option);
             # without room the reply goes without the option, as from a server without cookies.
             if len(with_cookie) <= (65535 if tcp else max(udp_size, 512)):

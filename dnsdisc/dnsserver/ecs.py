@@ -6,8 +6,9 @@ addresses, an address longer than the source prefix needs, or bits set beyond it
 makes the option an answer echoes: the query's family, source prefix and address, with the
 SCOPE PREFIX-LENGTH that says for which addresses the answer holds (0: for every client).
 
-A step towards #18 (answers by the client's zone): nothing here is wired into the answer path
-yet. The client's address, ECS or not, is what ``client_of`` returns.
+The responder asks ``find`` for every query that may carry an option and, when there is one,
+answers for the client it names and ``echo``es it. Replies are made and cached without the
+option; it is added to the encoded reply, whose OPT record is last and carries no option.
 """
 
 from __future__ import annotations
@@ -64,6 +65,71 @@ def option(subnet: Subnet, scope: int) -> bytes:
     return (
         _HEAD.pack(subnet.family, subnet.source, scope) + subnet.address[: (subnet.source + 7) // 8]
     )
+
+
+_OPT_START = b"\x00\x00\x29"  # an OPT record: the root, type 41
+_U16 = struct.Struct("!H")
+_RR_HEAD = struct.Struct("!HHHHHH")
+
+
+def find(data: bytes) -> tuple[Subnet, int] | None:
+    """The query's client subnet and UDP payload size (None without a subnet); Malformed for
+    one that must get FORMERR, or for records that cannot be walked."""
+    try:
+        return _find(data)
+    except (IndexError, struct.error):
+        raise Malformed("truncated") from None
+
+
+def _find(data: bytes) -> tuple[Subnet, int] | None:
+    # The usual shape, without walking records: one question and one OPT record, last.
+    if data[4:12] == b"\x00\x01\x00\x00\x00\x00\x00\x01":
+        opt = data.find(0, 12) + 5
+        if opt > 4 and data[opt : opt + 3] == _OPT_START:
+            pos, end = opt + 11, len(data)
+            if end == pos + (data[opt + 9] << 8 | data[opt + 10]):
+                while pos + 4 <= end:
+                    code = data[pos] << 8 | data[pos + 1]
+                    size = data[pos + 2] << 8 | data[pos + 3]
+                    if pos + 4 + size > end:
+                        raise Malformed("option past the end of its record")
+                    if code == OPTION:
+                        udp_size = data[opt + 3] << 8 | data[opt + 4]
+                        return parse(data[pos + 4 : pos + 4 + size]), udp_size
+                    pos += 4 + size
+                if pos == end:
+                    return None
+    try:
+        found = ednsopt.find(data, OPTION)
+    except ednsopt.Malformed as exc:
+        raise Malformed(str(exc)) from None
+    return None if found is None else (parse(found[0]), found[1])
+
+
+def echo(reply: bytes, subnet: Subnet, scope: int, limit: int) -> tuple[bytes, int]:
+    """``reply`` with the option echoed for ``subnet`` at ``scope``, in its OPT record (our
+    replies end with one that carries no option; others go as they are). A reply the option
+    would push past ``limit`` (over UDP, the client's size) goes as an empty one with TC: the
+    client asks again over TCP, where it fits. Also returns the bytes of the option as added
+    (0: not added)."""
+    if reply[-11:-8] != _OPT_START or reply[-2:] != b"\x00\x00":
+        return reply, 0
+    data = option(subnet, scope)
+    opt = _U16.pack(OPTION) + _U16.pack(len(data)) + data
+    out = reply[:-2] + _U16.pack(len(opt)) + opt
+    if len(out) <= limit:
+        return out, len(opt)
+    # Truncated: the header (TC, no records but the OPT) and the question, then the OPT.
+    head = _RR_HEAD.unpack_from(reply)
+    qend = ednsopt.skip_name(reply, 12) + 4
+    short = (
+        _RR_HEAD.pack(head[0], head[1] | 0x0200, head[2], 0, 0, 1)
+        + reply[12:qend]
+        + reply[-11:-2]
+        + _U16.pack(len(opt))
+        + opt
+    )
+    return short, len(opt)
 
 
 def client_of(query: bytes, source: bytes) -> tuple[bytes, Subnet | None]:

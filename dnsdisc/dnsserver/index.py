@@ -20,6 +20,7 @@ from dataclasses import replace
 from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.build import PtrEntry, ptr_rrset
 from dnsdisc.dnsserver.cache import ReplyCache
+from dnsdisc.dnsserver.locality import ZoneMap
 from dnsdisc.dnsserver.names import Naming, serves_ptr
 from dnsdisc.dnsserver.servicenames import ServiceNames, build_service, settings_key
 from dnsdisc.dnsserver.view import MemberView, ServiceView
@@ -43,6 +44,8 @@ class AnswerIndex:
         # Invariant: emptied whenever a name changes (``rebuild``, ``_install``, ``_uninstall``).
         self.cache = ReplyCache()
         self.naming = Naming(settings.domain, settings.ns_label)
+        # Which zone a client is in, for the services that answer by it.
+        self.locality = ZoneMap(settings.networks)
         self.nodes: dict[bytes, Node] = {}
         self.zones: dict[bytes, Zone] = {}
         self.ents: dict[bytes, int] = {}  # name -> how many names lie below it

@@ -12,6 +12,7 @@ import random
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from time import monotonic
+from typing import TYPE_CHECKING
 
 from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.view import MemberView
@@ -31,6 +32,9 @@ from dnsdisc.policies.balance import (
     weighted,
 )
 from dnsdisc.policies.sample import TierSampler
+
+if TYPE_CHECKING:
+    from dnsdisc.dnsserver.locality import Local
 
 # Offset of the target name inside a record body: 10 bytes of type/class/ttl/rdlength, then
 # 6 bytes of SRV priority/weight/port before the target, none before an NS or CNAME target.
@@ -126,6 +130,7 @@ class RRSet:
         "last",
         "least",
         "limit",
+        "local",
         "members",
         "policy",
         "rtype",
@@ -171,6 +176,9 @@ class RRSet:
         # An order the standing pool has just replaced: its cached replies can go.
         self.dropped: tuple[int, ...] | None = None
         self.forced: tuple[int, ...] | None = None  # set by the responder to re-encode an order
+        # Answers by the client (locality, stickiness): see locality.Local. Its orders index
+        # ``members`` too; the responder asks it, not ``next_order``, with the client's address.
+        self.local: Local | None = None
         # Every answer lists the items as they are: nothing to draw.
         self.fixed = policy is None and not self.tail and limit is None
         # Who a balanced address answer hands out first is counted (the dashboard's shares).
@@ -189,9 +197,12 @@ class RRSet:
         """An RRset of the same records and settings, sharing their tuples (no copy), with
         draw state of its own: names whose groups hold the same members get one each, so each
         name's answers rotate, and its cached replies are dropped, on their own."""
-        return RRSet(
+        twin = RRSet(
             self.rtype, self.items, self.policy, self.limit, self.tail, self.least, self.hint
         )
+        if self.local is not None:
+            twin.local = self.local.like(twin)
+        return twin
 
     def length(self, cap: int | None = None, tcp: bool = True) -> int | None:
         """How many places of the order to draw (None: all): ``limit`` (max_answers), else for
@@ -371,6 +382,8 @@ class RRSet:
 # records, about 3 MB of replies), so that from the second round on each answer is a cached
 # reply. Longer windows (TCP, every record) would push the rest of the cache out for nothing.
 ROTATION_PLACES = 1 << 17
+# Replies kept per query of a located RRset (see cached_orders); the cache's bytes bound them too.
+LOCAL_ORDERS = 4 * MAX_TABLE_ORDERS
 
 
 def cached_orders(rrset: RRSet | None, places: int = 0) -> int:
@@ -381,6 +394,9 @@ def cached_orders(rrset: RRSet | None, places: int = 0) -> int:
     robin, every window while they hold ROTATION_PLACES places in all. For one that draws its
     orders from a pool (load and latency above a table's size too), twice the pool: the pool's
     orders, and room for what it replaces."""
+    if rrset is not None and rrset.local is not None:
+        # One set of orders per zone, and for stickiness one order per client bucket.
+        return LOCAL_ORDERS
     if rrset is None or any(d.table is not None for d in rrset.draws.values()):
         return MAX_TABLE_ORDERS
     if rrset.policy is round_robin:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
-from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver import locality, wire
 from dnsdisc.dnsserver.groups import Group, Run, least, srv_hint, tiers_hint
 from dnsdisc.dnsserver.names import PROTOCOLS, Naming
 from dnsdisc.dnsserver.rrset import SRV_TARGET, Item, RRSet
@@ -33,7 +33,17 @@ _ALL = ("all", "")
 
 def settings_key(settings: ServiceView) -> tuple[object, ...]:
     """What of a service's settings its records are built from."""
-    return (settings.name, settings.policy, settings.max_answers, settings.ttl, settings.meta)
+    return (
+        settings.name,
+        settings.policy,
+        settings.max_answers,
+        settings.ttl,
+        settings.meta,
+        settings.locality,
+        settings.locality_min_healthy,
+        settings.sticky_prefix,
+        settings.sticky_prefix_v6,
+    )
 
 
 class ServiceNames:
@@ -45,6 +55,8 @@ class ServiceNames:
         self.settings = settings
         self.key = settings_key(settings)
         self.members: dict[str, MemberView] = {}
+        # The service's recent located queries per zone, which ``spill`` weighs (locality).
+        self.demand = locality.Demand()
         self.nodes: dict[bytes, Node] = {}
         # Work done, for tests and the benchmark: members encoded, RRsets built.
         self.encoded = 0
@@ -249,12 +261,14 @@ class ServiceNames:
             rrsets[wire.SRV] = self._rrset(
                 wire.SRV,
                 (handed, fallback),
-                lambda: RRSet(
-                    wire.SRV,
-                    handed.items + fallback.items,
-                    srv_order,
-                    least=least(handed, fallback),
-                    hint=srv_hint(handed, fallback),
+                lambda: self._local(
+                    RRSet(
+                        wire.SRV,
+                        handed.items + fallback.items,
+                        srv_order,
+                        least=least(handed, fallback),
+                        hint=srv_hint(handed, fallback),
+                    )
                 ),
             )
         self.rrsets_built += len(rrsets)
@@ -262,14 +276,27 @@ class ServiceNames:
 
     def _addresses(self, rtype: int, main: Run, tail: Run) -> RRSet:
         policy = POLICIES[self.settings.policy]
-        return RRSet(
-            rtype,
-            main.items,
-            policy,
-            self.settings.max_answers,
-            tail.items,
-            least=least(main, tail),
-            hint=tiers_hint(policy, main, tail),
+        return self._local(
+            RRSet(
+                rtype,
+                main.items,
+                policy,
+                self.settings.max_answers,
+                tail.items,
+                least=least(main, tail),
+                hint=tiers_hint(policy, main, tail),
+            )
+        )
+
+    def _local(self, rrset: RRSet) -> RRSet:
+        """``rrset`` answering by the client where the service's settings ask for it."""
+        s = self.settings
+        return locality.attach(
+            rrset,
+            s.locality,
+            s.locality_min_healthy,
+            (s.sticky_prefix, s.sticky_prefix_v6),
+            self.demand,
         )
 
     def _rrset(self, rtype: int, runs: tuple[Run, ...], make: Callable[[], RRSet]) -> RRSet:

@@ -61,6 +61,7 @@ class UDPProtocol(asyncio.DatagramProtocol):
         self.plain = limiter is None and not log_queries
         self._sendto: Callable[..., None] = lambda reply, addr: None
         self.respond = responder.respond
+        self._addresses: dict[object, bytes] = {}  # see _packed
         # A worker's hook to apply what its feed already holds before answering (see ``feed``).
         self.catch_up = catch_up
 
@@ -74,7 +75,7 @@ class UDPProtocol(asyncio.DatagramProtocol):
             self.catch_up()
             if self.transport is not None and self.transport.is_closing():
                 return  # the feed could not be applied: this worker stops answering
-        reply = self.respond(data, False)
+        reply = self.respond(data, False, self._packed(addr))
         if (
             self.plain
             and reply.__class__ is bytes
@@ -83,6 +84,16 @@ class UDPProtocol(asyncio.DatagramProtocol):
             self._sendto(reply, addr)
             return
         self.reply_to(data, reply, addr)
+
+    def _packed(self, addr: tuple[str | object, ...]) -> bytes:
+        """The client's address packed (``packed_address``), remembered per address text."""
+        host = addr[0]
+        packed = self._addresses.get(host)
+        if packed is None:
+            if len(self._addresses) >= 4096:
+                self._addresses.clear()
+            packed = self._addresses[host] = packed_address(str(host))
+        return packed
 
     def reply_to(self, data: bytes, reply: object, addr: tuple[str | object, ...]) -> None:
         """Everything after the answer: the query log, forwarding, the rate limit, sending."""
@@ -102,8 +113,9 @@ class UDPProtocol(asyncio.DatagramProtocol):
         verdict = Verdict.NONE
         cookies = self.cookies
         if cookies is not None and may_carry(data):
-            where = packed_address(str(addr[0]))
-            reply, verdict = cookies.answer(data, cast(bytes, reply), where)
+            where = self._packed(addr)
+            present = self.responder.echoed
+            reply, verdict = cookies.answer(data, cast(bytes, reply), where, False, present)
         self._send(cast(bytes, reply), addr, data, verdict)
 
     def _send(
@@ -215,15 +227,14 @@ class TCPProtocol(asyncio.Protocol):
         self.idle: asyncio.TimerHandle | None = None
         self.paused = False
         self.client = "-"
-        self.client_packed = b""  # the client's address as DNS cookies hash it
+        self.client_packed = b""  # the client's address packed (cookies, locality)
         self.active = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         peer = self.transport.get_extra_info("peername")
         self.client = ratelimit.unmapped(str(peer[0])) if peer else "-"
-        if self.state.cookies is not None:
-            self.client_packed = packed_address(self.client)  # once, not per query
+        self.client_packed = packed_address(self.client)  # once, not per query
         self.active = asyncio.get_running_loop().time()
         if not self.state.admit(self, self.client, self.active):
             self.transport.abort()
@@ -267,7 +278,7 @@ class TCPProtocol(asyncio.Protocol):
             message = bytes(buf[2 : 2 + length])
             del buf[: 2 + length]
             answered = True
-            reply = self.responder.respond(message, True)
+            reply = self.responder.respond(message, True, self.client_packed)
             if self.state.log_queries:
                 log_query(self.client, message, reply if isinstance(reply, bytes) else None, True)
             if reply is FORWARD:
@@ -281,7 +292,13 @@ class TCPProtocol(asyncio.Protocol):
             elif reply is not None:
                 cookies = self.state.cookies
                 if cookies is not None and may_carry(message):
-                    reply = cookies.answer(message, cast(bytes, reply), self.client_packed, True)[0]
+                    reply = cookies.answer(
+                        message,
+                        cast(bytes, reply),
+                        self.client_packed,
+                        True,
+                        self.responder.echoed,
+                    )[0]
                 self._write(cast(bytes, reply))
         if answered:
             self._arm()

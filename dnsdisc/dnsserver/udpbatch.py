@@ -158,6 +158,7 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
         (fd, recvmmsg, recv_ptr, protocol, recv_view, send_view, lengths, send_names,
          send_lengths, names_base) = self._hot  # fmt: skip
         respond, fast, catch_up = protocol.respond, protocol.plain, protocol.catch_up
+        responder = protocol.responder
         cookies = protocol.cookies
         names, inet4 = self._names, self._family == socket.AF_INET
         len_off, len_step = _LEN_AT
@@ -180,8 +181,15 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
             for i in range(count):
                 at = i * RECV_SLOT
                 data = bytes(recv_view[at : at + lengths[len_off + i * len_step]])
+                # The client's address, packed, straight from its sockaddr.
+                if inet4:
+                    at_name = i * NAME_SLOT + 4
+                    where = bytes(names[at_name : at_name + 4])
+                else:
+                    at_name = i * NAME_SLOT + 8
+                    where = unmapped(bytes(names[at_name : at_name + 16]))
                 try:
-                    reply = respond(data, False)
+                    reply = respond(data, False, where)
                     if fast and reply.__class__ is bytes:
                         # cookies.may_carry, written out: it runs for every query.
                         if (
@@ -189,14 +197,7 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
                             and data[10:12] != b"\x00\x00"
                             and not (data[-11:-8] == _OPT_START and data[-2:] == b"\x00\x00")
                         ):
-                            # The client's address, packed, straight from its sockaddr.
-                            if inet4:
-                                at_name = i * NAME_SLOT + 4
-                                where = bytes(names[at_name : at_name + 4])
-                            else:
-                                at_name = i * NAME_SLOT + 8
-                                where = unmapped(bytes(names[at_name : at_name + 16]))
-                            reply = cookies.answer(data, reply, where)[0]
+                            reply = cookies.answer(data, reply, where, False, responder.echoed)[0]
                         size = len(reply)
                         if size <= SEND_SLOT:
                             slot = out * SEND_SLOT

@@ -39,6 +39,9 @@ class InstanceView(Protocol):
     @property
     def is_ipv6(self) -> bool: ...
 
+    @property
+    def zone(self) -> str | None: ...
+
 
 class ServiceView(Protocol):
     """A service's settings as its answers use them."""
@@ -57,6 +60,18 @@ class ServiceView(Protocol):
 
     @property
     def meta(self) -> tuple[tuple[str, str], ...]: ...
+
+    @property
+    def locality(self) -> str: ...
+
+    @property
+    def locality_min_healthy(self) -> int: ...
+
+    @property
+    def sticky_prefix(self) -> int: ...
+
+    @property
+    def sticky_prefix_v6(self) -> int: ...
 
 
 class MemberView(Protocol):

@@ -26,6 +26,8 @@ class IndexSettings:
     negative_ttl: int = 5
     static_ttl: int = 300
     extra_zones: tuple[bytes, ...] = ()
+    # ``locality.networks``: (zone, network) pairs, the networks as text (see locality.ZoneMap).
+    networks: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,12 @@ def latency(cands: Sequence[Candidate], counter: int, rng: _random.Random) -> li
     return _weighted_order(range(len(cands)), weights, rng)
 
 
+def consistent(cands: Sequence[Candidate], counter: int, rng: _random.Random) -> list[int]:
+    """Sticky: each client subnet keeps its instances (``locality.rendezvous``, which the answer
+    code applies with the client's subnet). Where no client is known it draws as ``weighted``."""
+    return weighted(cands, counter, rng)
+
+
 def srv_order(cands: Sequence[Candidate], counter: int, rng: _random.Random) -> list[int]:
     """RFC 2782: ascending priority; within a priority, weighted selection without replacement.
     Every record is kept: SRV clients make their own choice from the real priorities and weights."""
@@ -137,6 +143,7 @@ POLICIES: dict[str, Policy] = {
     "priority": priority,
     "least_loaded": least_loaded,
     "latency": latency,
+    "consistent": consistent,
 }
 DEFAULT_POLICY = "weighted"
 # Policies that read figures reported after the answer index was built (load, latency): their
@@ -163,7 +170,7 @@ def tiers(policy: Policy, cands: Sequence[Candidate]) -> list[Tier] | None:
     n = len(cands)
     if policy is shuffle:
         return [(list(range(n)), [1.0] * n)]
-    if policy is weighted:
+    if policy is weighted or policy is consistent:
         return _weight_tiers(range(n), [c.weight for c in cands])
     if policy is priority:
         if not cands:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dnsdisc.errors import ValidationError
+from dnsdisc.policies import locality
 from dnsdisc.policies.balance import DEFAULT_POLICY, POLICIES
 from dnsdisc.registry.checks import CHECK_FIELDS, CheckSpec
 from dnsdisc.values import (
@@ -45,6 +46,7 @@ INSTANCE_FIELDS = (
     "ttl",
     "check",
     "deregister_after",
+    "zone",
 )
 SERVICE_FIELDS = (
     "policy",
@@ -54,7 +56,13 @@ SERVICE_FIELDS = (
     "deregister_after",
     "panic_threshold",
     "slow_start",
+    "locality",
+    "locality_min_healthy",
+    "sticky_prefix",
+    "sticky_prefix_v6",
 )
+# Service setting ``locality``: what a client whose zone is known gets (see dnsserver/locality).
+LOCALITY_MODES = locality.MODES
 # Health states. maintenance is set over HTTP, the others by leases, checks and heartbeats.
 PASSING, WARNING, CRITICAL, MAINTENANCE = "passing", "warning", "critical", "maintenance"
 REPORTABLE = (PASSING, WARNING, CRITICAL)
@@ -163,6 +171,8 @@ class Instance:
     check: CheckSpec | None = None
     deregister_after: float | None = None
     static: bool = False
+    # The locality zone it runs in (a DNS label; ``locality.networks`` places the clients).
+    zone: str | None = None
 
     @property
     def is_ipv6(self) -> bool:
@@ -187,6 +197,7 @@ class Instance:
                 self.check,
                 self.deregister_after,
                 self.static,
+                self.zone,
             ),
         )
 
@@ -231,6 +242,7 @@ class Instance:
             check=check,
             deregister_after=_lease(body.get("deregister_after"), "deregister_after"),
             static=static,
+            zone=None if body.get("zone") is None else label(body["zone"], "zone"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -248,6 +260,7 @@ class Instance:
             "check": self.check.to_json() if self.check else None,
             "deregister_after": self.deregister_after,
             "static": self.static,
+            "zone": self.zone,
         }
 
     def definition(self) -> dict[str, Any]:
@@ -272,6 +285,13 @@ class ServiceSettings:
     deregister_after: float | None = None
     panic_threshold: float | None = None
     slow_start: float = 0.0
+    # Answers by the client's zone (LOCALITY_MODES): ``prefer`` while the zone has at least
+    # ``locality_min_healthy`` instances handed out. ``sticky_prefix``/``_v6``: the client subnet
+    # the ``consistent`` policy hashes.
+    locality: str = "off"
+    locality_min_healthy: int = 1
+    sticky_prefix: int = 24
+    sticky_prefix_v6: int = 56
 
     @classmethod
     def from_json(
@@ -306,6 +326,11 @@ class ServiceSettings:
         slow_start = body.get("slow_start", base.slow_start)
         if slow_start != 0:
             slow_start = seconds(slow_start, "slow_start", 0, 3600)
+        locality = body.get("locality", base.locality)
+        if not isinstance(locality, str) or locality not in LOCALITY_MODES:
+            raise ValidationError(
+                "locality", f"locality must be one of: {', '.join(LOCALITY_MODES)}"
+            )
         return cls(
             name=name,
             policy=policy,
@@ -315,6 +340,19 @@ class ServiceSettings:
             deregister_after=deregister_after,
             panic_threshold=panic,
             slow_start=float(slow_start),
+            locality=locality,
+            locality_min_healthy=bounded_int(
+                body.get("locality_min_healthy", base.locality_min_healthy),
+                "locality_min_healthy",
+                1,
+                65535,
+            ),
+            sticky_prefix=bounded_int(
+                body.get("sticky_prefix", base.sticky_prefix), "sticky_prefix", 0, 32
+            ),
+            sticky_prefix_v6=bounded_int(
+                body.get("sticky_prefix_v6", base.sticky_prefix_v6), "sticky_prefix_v6", 0, 128
+            ),
         )
 
     def with_name(self, name: str) -> ServiceSettings:
@@ -330,4 +368,8 @@ class ServiceSettings:
             "deregister_after": self.deregister_after,
             "panic_threshold": self.panic_threshold,
             "slow_start": self.slow_start,
+            "locality": self.locality,
+            "locality_min_healthy": self.locality_min_healthy,
+            "sticky_prefix": self.sticky_prefix,
+            "sticky_prefix_v6": self.sticky_prefix_v6,
         }

@@ -74,6 +74,7 @@ def build_index(config: Config, zone_data: zones.ZoneData, after: int | None = N
         negative_ttl=config.negative_ttl,
         extra_zones=tuple(zone_data.apexes)
         + tuple(wire.text_to_wire(z) for z in config.reverse_zones),
+        networks=config.locality_networks,
     )
     return AnswerIndex(settings, zone_data.records)
 

@@ -5,6 +5,7 @@ reply's records as text."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 from pathlib import Path
 
@@ -45,17 +46,28 @@ class World:
         asyncio.run(self.registry.put_service(ServiceSettings.from_json(service, body)))
 
     def ask(
-        self, name: str, rdtype: str | int = "A", *, tcp: bool = False, **kw: object
+        self,
+        name: str,
+        rdtype: str | int = "A",
+        *,
+        tcp: bool = False,
+        source: str = "",
+        **kw: object,
     ) -> dns.message.Message:
+        """``source``: the client's address (its packet's source), e.g. "10.1.0.9"."""
         query = dns.message.make_query(name, rdtype, **kw)  # type: ignore[arg-type]
-        reply = self.responder.respond(query.to_wire(), tcp)
+        reply = self.responder.respond(query.to_wire(), tcp, packed(source))
         assert reply is not None
         msg = dns.message.from_wire(reply)
         assert msg.id == query.id
         return msg
 
-    def raw(self, data: bytes, tcp: bool = False) -> bytes | None:
-        return self.responder.respond(data, tcp)
+    def raw(self, data: bytes, tcp: bool = False, source: str = "") -> bytes | None:
+        return self.responder.respond(data, tcp, packed(source))  # type: ignore[return-value]
+
+
+def packed(address: str) -> bytes:
+    return ipaddress.ip_address(address).packed if address else b""
 
 
 def texts(msg: dns.message.Message, section: str = "answer") -> list[str]:

@@ -154,10 +154,10 @@ def test_round_robin_windows_are_kept_and_each_round_after_the_first_is_cached()
     encoded = 0
     respond = w.responder._respond
 
-    def counting(data: bytes, tcp: bool) -> object:
+    def counting(data: bytes, tcp: bool, *client: object) -> object:
         nonlocal encoded
         encoded += 1
-        return respond(data, tcp)
+        return respond(data, tcp, *client)  # type: ignore[arg-type]
 
     w.responder._respond = counting  # type: ignore[assignment,method-assign]
     query = dns.message.make_query("rr.svc.internal.", "A", use_edns=0).to_wire()

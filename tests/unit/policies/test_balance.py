@@ -44,6 +44,7 @@ def firsts(policy, cands, n: int = N, seed: int = 1) -> Counter[str]:  # type: i
 
 def test_policy_table() -> None:
     assert set(POLICIES) == {
+        "consistent",
         "round_robin",
         "random",
         "weighted",

@@ -18,7 +18,7 @@ def memory() -> Memory:
 
 
 def test_known_fields_drops_unknown_ones_also_inside_the_check() -> None:
-    body = {"address": "10.0.0.1", "port": 1, "zone": "x", "check": {"type": "tcp", "jitter": 1}}
+    body = {"address": "10.0.0.1", "port": 1, "colour": "x", "check": {"type": "tcp", "jitter": 1}}
     assert known_fields(body, INSTANCE_FIELDS) == {
         "address": "10.0.0.1",
         "port": 1,
