@@ -95,6 +95,9 @@ def add_parsers(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     r.add_argument("--priority", type=int, help="SRV priority, lower is preferred (default 0)")
     r.add_argument("--protocol", choices=("tcp", "udp"), help="default tcp")
     r.add_argument(
+        "--zone", metavar="LABEL", help="the locality zone it runs in (see locality.networks)"
+    )
+    r.add_argument(
         "--tag", action="append", default=[], metavar="TAG", help="a tag; repeat for more"
     )
     r.add_argument(
@@ -166,7 +169,7 @@ def register_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The instance body's optional fields from ``register``'s flags (only those given)."""
     usage: Callable[[str], Any] = args.subparser.error
     fields: dict[str, Any] = {}
-    for name in ("weight", "priority", "protocol", "ttl", "deregister_after"):
+    for name in ("weight", "priority", "protocol", "zone", "ttl", "deregister_after"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
@@ -243,12 +246,14 @@ def instances_table(service: str, instances: Sequence[dict[str, Any]]) -> str:
             i["port"],
             i["weight"],
             i["priority"],
+            i.get("zone") or "-",
             ",".join(i.get("tags") or ()) or "-",
             status_text(i),
         )
         for i in instances
     ]
-    return format_table(("ID", "ADDRESS", "PORT", "WEIGHT", "PRIORITY", "TAGS", "STATUS"), rows)
+    header = ("ID", "ADDRESS", "PORT", "WEIGHT", "PRIORITY", "ZONE", "TAGS", "STATUS")
+    return format_table(header, rows)
 
 
 def _endpoint(instance: dict[str, Any]) -> str:

@@ -28,7 +28,10 @@ from dnsdisc.values import label
 
 _FILE_KEYS = {"origin", "ttl", "records", "services"}
 _RECORD_KEYS = {"name", "type", "value", "ttl"}
-_SERVICE_KEYS = {"policy", "max_answers", "ttl", "meta", "instances"}
+_SERVICE_KEYS = {
+    "policy", "max_answers", "ttl", "meta", "instances",
+    "locality", "locality_min_healthy", "sticky_prefix", "sticky_prefix_v6",
+}  # fmt: skip
 _FORBIDDEN = {"SOA", "NS", "OPT", "ANY"}
 
 

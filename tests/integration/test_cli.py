@@ -88,6 +88,7 @@ def test_round_trip(server: DnsdiscProcess) -> None:
     out = ok(
         server, "register", "web", "web-1", "--address", "10.0.0.1", "--port", "8080",
         "--tag", "blue", "--tag", "canary", "--meta", "version=1.4", "--priority", "1",
+        "--zone", "eu-1a",
     )  # fmt: skip
     assert out == "registered web/web-1 at 10.0.0.1:8080: passing\n"
     out = ok(
@@ -96,10 +97,11 @@ def test_round_trip(server: DnsdiscProcess) -> None:
     )  # fmt: skip
     assert out == "registered web/web-2 at [2001:db8::2]:8443: passing\n"
     stored = server.http("GET", "/v1/services/web/instances/web-1").body
-    assert (stored["tags"], stored["meta"], stored["priority"]) == (
+    assert (stored["tags"], stored["meta"], stored["priority"], stored["zone"]) == (
         ["blue", "canary"],
         {"version": "1.4"},
         1,
+        "eu-1a",
     )
     stored = server.http("GET", "/v1/services/web/instances/web-2").body
     assert (stored["weight"], stored["ttl"], stored["protocol"]) == (50, 30.0, "udp")
@@ -116,6 +118,7 @@ def test_round_trip(server: DnsdiscProcess) -> None:
             "PORT": "8080",
             "WEIGHT": "100",
             "PRIORITY": "1",
+            "ZONE": "eu-1a",
             "TAGS": "blue,canary",
             "STATUS": "passing",
         },
@@ -125,6 +128,7 @@ def test_round_trip(server: DnsdiscProcess) -> None:
             "PORT": "8443",
             "WEIGHT": "50",
             "PRIORITY": "0",
+            "ZONE": "-",
             "TAGS": "-",
             "STATUS": "passing",
         },

@@ -155,15 +155,15 @@ def test_format_table_aligns_columns_without_trailing_blanks() -> None:
 
 def test_instances_table() -> None:
     rows = [
-        inst("web-1", tags=["blue", "canary"]),
+        inst("web-1", tags=["blue", "canary"], zone="eu-1a"),
         inst("web-2", "maintenance", reason="kernel upgrade", address="2001:db8::2", weight=5),
         inst("web-3", "critical", priority=10, port=8443),
     ]
     assert commands.instances_table("web", rows).splitlines() == [
-        "ID     ADDRESS      PORT  WEIGHT  PRIORITY  TAGS         STATUS",
-        "web-1  10.0.0.1     80    100     0         blue,canary  passing",
-        "web-2  2001:db8::2  80    5       0         -            maintenance (kernel upgrade)",
-        "web-3  10.0.0.1     8443  100     10        -            critical",
+        "ID     ADDRESS      PORT  WEIGHT  PRIORITY  ZONE   TAGS         STATUS",
+        "web-1  10.0.0.1     80    100     0         eu-1a  blue,canary  passing",
+        "web-2  2001:db8::2  80    5       0         -      -            maintenance (kernel upgrade)",
+        "web-3  10.0.0.1     8443  100     10        -      -            critical",
     ]
     assert commands.instances_table("web", []) == "web has no instances"
 

@@ -184,10 +184,11 @@ function instanceRow(svc, inst, answerShare, weightShare) {
       "td",
       { class: "c-id" },
       el("div", { class: "id", text: inst.id }),
-      inst.tags.length || inst.static
+      inst.tags.length || inst.static || inst.zone
         ? el(
             "div",
             { class: "tags" },
+            inst.zone ? el("span", { class: "tag", text: `in ${inst.zone}` }) : null,
             inst.tags.map((t) => el("span", { class: "tag", text: t })),
             inst.static ? el("span", { class: "tag", text: "zone file" }) : null,
           )

@@ -51,6 +51,11 @@ def write(tmp_path: Path, text: str) -> Path:
             "services.db.instances.d-1.port",
         ),
         ("services:\n  db:\n    policy: fastest\n", "services.db.policy"),
+        ("services:\n  db:\n    locality: near\n", "services.db.locality"),
+        (
+            "services:\n  db:\n    instances:\n      d-1: {address: 10.0.0.1, port: 1, zone: a_b}\n",
+            "services.db.instances.d-1.zone",
+        ),
         ("origin: other.example.\nservices:\n  db: {}\n", "services"),
     ],
 )
@@ -58,6 +63,19 @@ def test_bad_zone_files(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         zones.load_dir(write(tmp_path, text), "svc.internal.", DEFAULTS)
     assert f"z.yaml: {key}:" in str(info.value)
+
+
+def test_a_zone_file_places_instances_in_zones_and_sets_locality(tmp_path: Path) -> None:
+    text = (
+        "services:\n  db:\n    locality: spill\n    policy: consistent\n    instances:\n"
+        "      d-1: {address: 10.0.0.1, port: 5432, zone: EU-1a}\n"
+        "      d-2: {address: 10.0.0.2, port: 5432}\n"
+    )
+    ((settings, instances),) = zones.load_dir(
+        write(tmp_path, text), "svc.internal.", DEFAULTS
+    ).services
+    assert settings.locality == "spill" and settings.policy == "consistent"
+    assert [(i.id, i.zone) for i in instances] == [("d-1", "eu-1a"), ("d-2", None)]
 
 
 def test_cname_must_stand_alone(tmp_path: Path) -> None:
