@@ -34,6 +34,7 @@ _MAX_CHAIN = 8
 # Compression pointers hold 14 bits of offset.
 _MAX_POINTER = 0x3FFF
 _OPT_START = b"\x00\x00\x29"  # an OPT record: the root, type 41
+_UNSEEN = object()
 # Header bits copied from the query into the reply: RD and CD (RFC 1035, RFC 4035 3.1.6).
 _COPY_FLAGS = wire.FLAG_RD | wire.FLAG_CD
 
@@ -78,6 +79,8 @@ class Responder:
         # the bytes of options the last reply to a query with options carries in its OPT.
         self._scope = 0
         self.echoed = 0
+        # What queries with options said of their client, by their bytes after the ID.
+        self._subnets: dict[bytes, ecs.Found | None] = {}
 
     @property
     def index(self) -> AnswerIndex:
@@ -115,27 +118,36 @@ class Responder:
     def _optioned(self, data: bytes, tcp: bool, source: bytes) -> bytes | _Forward | None:
         """``respond`` for a query that may carry EDNS options: with a client subnet (RFC 7871)
         the client is where it says, and the reply echoes it with the scope the answer holds
-        for; a malformed one gets FORMERR."""
+        for; a malformed one gets FORMERR. What a query says is remembered by its bytes (a
+        resolver asks the same for a subnet again and again); a query with the option in the
+        usual place is answered, and cached, as the same query without it."""
         self.echoed = 0
-        if len(data) < 12:
-            return self._answer(data, tcp, source, -1)  # too short for any: dropped there
-        try:
-            found = ecs.find(data)
-        except ecs.Malformed:
-            return self._bare(data, wire.FORMERR)
+        raw = data[2:]
+        found = self._subnets.get(raw, _UNSEEN)
+        if found is _UNSEEN:
+            if len(data) < 12:
+                return self._answer(data, tcp, source, -1)  # too short for any: dropped there
+            try:
+                found = ecs.find(data)
+            except ecs.Malformed:
+                return self._bare(data, wire.FORMERR)
+            if len(self._subnets) >= ecs.MEMORY:
+                self._subnets.clear()
+            self._subnets[raw] = found
         if found is None:
             return self._answer(data, tcp, source, -1)
-        subnet, udp_size = found
+        assert isinstance(found, ecs.Found)
+        subnet = found.subnet
         self._scope = 0
         # SOURCE PREFIX-LENGTH 0: the resolver tells nothing of the client (RFC 7871 7.1.2),
         # which is then unknown, and the answer holds for everyone (scope 0).
         where = subnet.address if subnet.source else b""
-        reply = self._answer(data, tcp, where, subnet.source)
+        query = data if found.plain is None else data[:2] + found.plain
+        reply = self._answer(query, tcp, where, subnet.source)
         if not isinstance(reply, bytes):
             return reply
-        out, self.echoed = ecs.echo(
-            reply, subnet, self._scope, 65535 if tcp else max(512, udp_size)
-        )
+        limit = 65535 if tcp else max(512, found.udp_size)
+        out, self.echoed = ecs.echo(reply, found, self._scope, limit)
         return out
 
     def _answer(self, data: bytes, tcp: bool, where: bytes, prefix: int) -> bytes | _Forward | None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from dnsdisc.dnsserver import ednsopt
 
 OPTION = 8  # the EDNS option code of client subnet
+# Queries whose options a responder remembers (see Responder._optioned); forgotten when full.
+MEMORY = 8192
 _FAMILIES = {1: 32, 2: 128}  # family -> address bits
 _HEAD = struct.Struct("!HBB")
 
@@ -72,53 +74,65 @@ _U16 = struct.Struct("!H")
 _RR_HEAD = struct.Struct("!HHHHHH")
 
 
-def find(data: bytes) -> tuple[Subnet, int] | None:
-    """The query's client subnet and UDP payload size (None without a subnet); Malformed for
-    one that must get FORMERR, or for records that cannot be walked."""
-    try:
-        return _find(data)
-    except (IndexError, struct.error):
-        raise Malformed("truncated") from None
+class Found:
+    """What a query says of its client: the ``subnet``, the query's UDP payload size, the
+    query after its ID without the option (``plain``: answered, and cached, as one without
+    ECS; None where the option is not in the usual place), and the echoes made so far (by
+    scope: the OPT RDATA of an answer, its length first)."""
+
+    __slots__ = ("echoes", "plain", "subnet", "udp_size")
+
+    def __init__(self, subnet: Subnet, udp_size: int, plain: bytes | None) -> None:
+        self.subnet = subnet
+        self.udp_size = udp_size
+        self.plain = plain
+        self.echoes: dict[int, bytes] = {}
+
+    def echo(self, scope: int) -> bytes:
+        made = self.echoes.get(scope)
+        if made is None:
+            data = option(self.subnet, scope)
+            opt = _U16.pack(OPTION) + _U16.pack(len(data)) + data
+            made = self.echoes[scope] = _U16.pack(len(opt)) + opt
+        return made
 
 
-def _find(data: bytes) -> tuple[Subnet, int] | None:
-    # The usual shape, without walking records: one question and one OPT record, last.
-    if data[4:12] == b"\x00\x01\x00\x00\x00\x00\x00\x01":
-        opt = data.find(0, 12) + 5
-        if opt > 4 and data[opt : opt + 3] == _OPT_START:
-            pos, end = opt + 11, len(data)
-            if end == pos + (data[opt + 9] << 8 | data[opt + 10]):
-                while pos + 4 <= end:
-                    code = data[pos] << 8 | data[pos + 1]
-                    size = data[pos + 2] << 8 | data[pos + 3]
-                    if pos + 4 + size > end:
-                        raise Malformed("option past the end of its record")
-                    if code == OPTION:
-                        udp_size = data[opt + 3] << 8 | data[opt + 4]
-                        return parse(data[pos + 4 : pos + 4 + size]), udp_size
-                    pos += 4 + size
-                if pos == end:
-                    return None
+def find(data: bytes) -> Found | None:
+    """The query's client subnet (None without one); Malformed for one that must get FORMERR,
+    or for records that cannot be walked."""
     try:
-        found = ednsopt.find(data, OPTION)
+        found = ednsopt.scan(data, OPTION)
     except ednsopt.Malformed as exc:
         raise Malformed(str(exc)) from None
-    return None if found is None else (parse(found[0]), found[1])
+    if found is None:
+        return None
+    opt, at, size = found
+    subnet = parse(data[at + 4 : at + 4 + size])
+    udp_size = data[opt + 3] << 8 | data[opt + 4]
+    plain = None
+    if opt + 11 + (data[opt + 9] << 8 | data[opt + 10]) == len(data):  # the OPT record is last
+        rdlen = data[opt + 9] << 8 | data[opt + 10]
+        plain = b"".join((
+            data[2 : opt + 9],
+            _U16.pack(rdlen - 4 - size),
+            data[opt + 11 : at],
+            data[at + 4 + size :],
+        ))  # fmt: skip
+    return Found(subnet, udp_size, plain)
 
 
-def echo(reply: bytes, subnet: Subnet, scope: int, limit: int) -> tuple[bytes, int]:
-    """``reply`` with the option echoed for ``subnet`` at ``scope``, in its OPT record (our
+def echo(reply: bytes, found: Found, scope: int, limit: int) -> tuple[bytes, int]:
+    """``reply`` with the option echoed for ``found`` at ``scope``, in its OPT record (our
     replies end with one that carries no option; others go as they are). A reply the option
     would push past ``limit`` (over UDP, the client's size) goes as an empty one with TC: the
     client asks again over TCP, where it fits. Also returns the bytes of the option as added
     (0: not added)."""
     if reply[-11:-8] != _OPT_START or reply[-2:] != b"\x00\x00":
         return reply, 0
-    data = option(subnet, scope)
-    opt = _U16.pack(OPTION) + _U16.pack(len(data)) + data
-    out = reply[:-2] + _U16.pack(len(opt)) + opt
+    tail = found.echo(scope)
+    out = reply[:-2] + tail
     if len(out) <= limit:
-        return out, len(opt)
+        return out, len(tail) - 2
     # Truncated: the header (TC, no records but the OPT) and the question, then the OPT.
     head = _RR_HEAD.unpack_from(reply)
     qend = ednsopt.skip_name(reply, 12) + 4
@@ -126,21 +140,6 @@ def echo(reply: bytes, subnet: Subnet, scope: int, limit: int) -> tuple[bytes, i
         _RR_HEAD.pack(head[0], head[1] | 0x0200, head[2], 0, 0, 1)
         + reply[12:qend]
         + reply[-11:-2]
-        + _U16.pack(len(opt))
-        + opt
+        + tail
     )
-    return short, len(opt)
-
-
-def client_of(query: bytes, source: bytes) -> tuple[bytes, Subnet | None]:
-    """Where the client is: the ECS address (zero-padded) when the query carries the option,
-    else ``source``, the packet's source address packed; and the parsed option, if any.
-    Raises Malformed for an option that must get FORMERR, or records that cannot be walked."""
-    try:
-        found = ednsopt.find(query, OPTION)
-    except ednsopt.Malformed as exc:
-        raise Malformed(str(exc)) from None
-    if found is None:
-        return source, None
-    subnet = parse(found[0])
-    return subnet.address, subnet
+    return short, len(tail) - 2

@@ -27,7 +27,16 @@ from time import monotonic
 from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.rrset import Item, RRSet
 from dnsdisc.policies.balance import consistent
-from dnsdisc.policies.locality import OFF, PIN, PREFER, Route, bucket, rendezvous, spill_plan
+from dnsdisc.policies.locality import (
+    MODES,
+    OFF,
+    PREFER,
+    SPILL,
+    Route,
+    bucket,
+    rendezvous,
+    spill_plan,
+)
 
 # Addresses whose zone and scope are remembered; forgotten all at once when full.
 MEMORY = 1 << 14
@@ -40,6 +49,10 @@ SLOTS = 12
 REPLAN = 1.0
 NO_ZONE = ""  # members without a zone: capacity nobody is local to
 WHOLE = "*"  # not a zone (no label has it): the whole RRset answers
+
+# The modes as small numbers (0: off, which is false), compared on every query.
+_MODES = {mode: n for n, mode in enumerate(MODES)}
+_PREFER, _SPILL = _MODES[PREFER], _MODES[SPILL]
 
 Networks = tuple[tuple[str, str], ...]  # (zone, network) as the config lists them
 Located = tuple[str | None, int]  # the client's zone (None: unknown) and the scope
@@ -58,7 +71,7 @@ class ZoneMap:
             self._nets[size].append((net.prefixlen, int(net.network_address), zone))
         for nets in self._nets.values():
             nets.sort(key=lambda n: -n[0])
-        self._memory: dict[bytes, Located] = {}
+        self.memory: dict[bytes, Located] = {}
 
     def __bool__(self) -> bool:
         return bool(self.networks)
@@ -67,11 +80,11 @@ class ZoneMap:
         """The zone of ``address`` (4 or 16 bytes; None when no network holds it) and the longest
         prefix length any network needs to be told apart: every address within that prefix of
         ``address`` is in the same zone (unknown ones: in none)."""
-        found = self._memory.get(address)
+        found = self.memory.get(address)
         if found is None:
-            if len(self._memory) >= MEMORY:
-                self._memory.clear()
-            found = self._memory[address] = self._locate(address)
+            if len(self.memory) >= MEMORY:
+                self.memory.clear()
+            found = self.memory[address] = self._locate(address)
         return found
 
     def _locate(self, address: bytes) -> Located:
@@ -109,36 +122,33 @@ class Demand:
     """A service's recent located queries per zone (SLOTS x SLOT seconds), and the spill plan
     they make with the capacity of each RRset that spills."""
 
-    __slots__ = ("_counts", "_slot", "_total")
+    __slots__ = ("_counts", "_ends", "_slot", "total")
 
     def __init__(self) -> None:
         self._counts: dict[str, list[int]] = {}
-        self._slot = 0
-        self._total = 0
+        self._slot = 0  # the slot counted into now: a number of SLOTs since the clock's start
+        self._ends = 0.0  # when it ends
+        self.total = 0
 
     def add(self, zone: str, now: float) -> None:
-        slot = int(now / SLOT)
-        if slot != self._slot:
-            self._advance(slot)
+        if now >= self._ends:
+            self._advance(int(now / SLOT))
+            self._ends = (self._slot + 1) * SLOT
         counts = self._counts.get(zone)
         if counts is None:
             counts = self._counts[zone] = [0] * SLOTS
-        counts[slot % SLOTS] += 1
-        self._total += 1
+        counts[self._slot % SLOTS] += 1
+        self.total += 1
 
     def _advance(self, slot: int) -> None:
         # Clear the slots passed since the last query (all of them after a minute's quiet).
         gone = range(self._slot + 1, slot + 1) if slot - self._slot < SLOTS else range(SLOTS)
         for counts in self._counts.values():
             for s in gone:
-                self._total -= counts[s % SLOTS]
+                self.total -= counts[s % SLOTS]
                 counts[s % SLOTS] = 0
         self._counts = {z: c for z, c in self._counts.items() if any(c)}
         self._slot = slot
-
-    @property
-    def total(self) -> int:
-        return self._total
 
     def shares(self) -> dict[str, float]:
         return {z: float(sum(c)) for z, c in self._counts.items()}
@@ -151,6 +161,7 @@ class Local:
         "capacity",
         "demand",
         "healthy",
+        "mapped",
         "maps",
         "min_healthy",
         "mode",
@@ -159,6 +170,7 @@ class Local:
         "planned_total",
         "prefixes",
         "sticky",
+        "sticky_on",
         "subs",
         "whole",
     )
@@ -172,7 +184,8 @@ class Local:
         demand: Demand,
     ) -> None:
         self.whole = whole
-        self.mode = mode
+        self.mode = _MODES[mode]
+        self.sticky_on = whole.policy is consistent and whole.rtype != wire.SRV
         self.min_healthy = min_healthy
         self.prefixes = sticky_prefixes  # (IPv4, IPv6)
         self.demand = demand
@@ -181,6 +194,8 @@ class Local:
         # weight (the fail-open tail is handed out but not counted).
         self.subs: dict[str, RRSet] = {}
         self.maps: dict[str, tuple[int, ...]] = {}
+        # Per zone: its sub-RRset's orders as orders of ``whole`` (see _mapped).
+        self.mapped: dict[str, dict[tuple[int, ...], tuple[int, ...]]] = {}
         self.healthy: dict[str, int] = {}
         self.capacity: dict[str, float] = {}
         self.plan: dict[str, Route] = {}
@@ -209,14 +224,16 @@ class Local:
                 [members[i] for i in rest],
             )
             self.maps[zone] = tuple(main + rest)
+            self.mapped[zone] = {}
         if NO_ZONE in items:
             self.subs[NO_ZONE] = RRSet(
                 whole.rtype, [members[i] for i in items[NO_ZONE]], whole.policy, whole.limit
             )
             self.maps[NO_ZONE] = tuple(items[NO_ZONE])
+            self.mapped[NO_ZONE] = {}
 
     def like(self, whole: RRSet) -> Local:
-        return Local(whole, self.mode, self.min_healthy, self.prefixes, self.demand)
+        return Local(whole, MODES[self.mode], self.min_healthy, self.prefixes, self.demand)
 
     def order(
         self,
@@ -231,46 +248,56 @@ class Local:
         ``source``, else its full length) as indices into ``whole.members``, and the scope
         the answer holds for. An empty order: NODATA (``pin`` and the zone has nothing)."""
         whole = self.whole
-        target, mapping, scope = whole, None, 0
-        if self.mode != OFF:
-            zone, scope = zones.locate(address)
+        target, scope = whole, 0
+        mapped: dict[tuple[int, ...], tuple[int, ...]] | None = None
+        indices: tuple[int, ...] = ()
+        mode = self.mode
+        if mode:
+            found = zones.memory.get(address)
+            if found is None:
+                found = zones.locate(address)
+            zone, scope = found
             if zone is None:
                 # Unknown clients get the normal answer; a resolver may give it to its whole
                 # source prefix, not to located clients outside (RFC 7871 7.2.1).
-                scope = max(scope, source)
+                if source > scope:
+                    scope = source
             else:
-                picked = self._pick(zone, rng)
+                if mode == _SPILL:
+                    picked: str | None = self._spill(zone, rng)
+                elif mode == _PREFER:
+                    here = self.healthy.get(zone, 0) >= self.min_healthy
+                    picked = zone if here and zone in self.subs else WHOLE
+                else:  # pin
+                    picked = zone if zone in self.subs else None
                 if picked is None:
                     whole.last = ()
                     return (), scope
                 if picked != WHOLE:
-                    target, mapping = self.subs[picked], self.maps[picked]
-        if whole.policy is consistent and whole.rtype != wire.SRV:
-            prefix = min(self.prefixes[len(address) == 16], source)
-            scope = max(scope, prefix)
+                    target, indices = self.subs[picked], self.maps[picked]
+                    mapped = self.mapped[picked]
+        if self.sticky_on:
+            prefix = self.prefixes[len(address) == 16]
+            if source < prefix:
+                prefix = source
+            if prefix > scope:
+                scope = prefix
             order = self._sticky(target, bucket(address, prefix), cap, tcp)
         else:
             order = target.next_order(rng, cap, tcp)
+        if mapped is not None:
             dropped = target.dropped
-            if dropped is not None and mapping is not None:
+            if dropped is not None:
                 target.dropped = None
-                whole.dropped = tuple([mapping[i] for i in dropped])
-        if mapping is not None:
-            order = tuple([mapping[i] for i in order])
+                whole.dropped = _mapped(indices, mapped, dropped)
+            order = _mapped(indices, mapped, order)
         whole.last = order
         return order, scope
 
-    def _pick(self, zone: str, rng: random.Random) -> str | None:
-        """The key in ``subs`` of the members that answer a client of ``zone`` (spilling, maybe
-        NO_ZONE: the members of no zone); WHOLE for the whole RRset; None for none (NODATA)."""
-        mode = self.mode
-        subs = self.subs
-        if mode == PREFER:
-            here = self.healthy.get(zone, 0)
-            return zone if here >= self.min_healthy and zone in subs else WHOLE
-        if mode == PIN:
-            return zone if zone in subs else None
-        now = monotonic()  # SPILL
+    def _spill(self, zone: str, rng: random.Random) -> str:
+        """The key in ``subs`` of the members that answer a client of ``zone`` (maybe NO_ZONE:
+        the members of no zone), or WHOLE (the plan has no place with members for it)."""
+        now = monotonic()
         demand = self.demand
         demand.add(zone, now)
         total = demand.total
@@ -279,8 +306,7 @@ class Local:
             self.planned_at, self.planned_total = now, total
         route = self.plan.get(zone)
         picked = zone if route is None else route.pick(zone, rng.random())
-        # Not in ``subs``: the plan has no place with members for it (the normal answer).
-        return picked if picked in subs else WHOLE
+        return picked if picked in self.subs else WHOLE
 
     def _sticky(self, target: RRSet, key: bytes, cap: int | None, tcp: bool) -> tuple[int, ...]:
         known = self.sticky.get(id(target))
@@ -298,6 +324,21 @@ class Local:
                 head += [n + i for i in _rank(key, target.tail, None if limit is None else rest)]
             order = known[key] = tuple(head)
         return order
+
+
+def _mapped(
+    indices: tuple[int, ...],
+    known: dict[tuple[int, ...], tuple[int, ...]],
+    order: tuple[int, ...],
+) -> tuple[int, ...]:
+    """``order`` of a zone's sub-RRset as an order of the whole RRset, remembered: a sub-RRset
+    draws from a few orders (its table or pool), so this is a lookup."""
+    found = known.get(order)
+    if found is None:
+        if len(known) >= STICKY_MEMORY:
+            known.clear()
+        found = known[order] = tuple([indices[i] for i in order])
+    return found
 
 
 def _rank(key: bytes, items: Sequence[Item], limit: int | None) -> list[int]:

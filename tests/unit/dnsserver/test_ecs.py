@@ -20,22 +20,28 @@ def raw(family: int, source: int, scope: int, address: bytes) -> dns.edns.Generi
     return dns.edns.GenericOption(ecs.OPTION, bytes([0, family, source, scope]) + address)
 
 
-def test_the_client_is_the_ecs_address_or_the_source() -> None:
+def subnet_of(data: bytes) -> ecs.Subnet | None:
+    found = ecs.find(data)
+    return None if found is None else found.subnet
+
+
+def test_the_subnet_is_read_and_the_query_without_it_is_kept() -> None:
     v4 = query(dns.edns.ECSOption("192.0.2.77", 24))
-    address, subnet = ecs.client_of(v4, bytes([127, 0, 0, 1]))
-    assert address == bytes([192, 0, 2, 0]) and subnet is not None
-    assert str(subnet.network) == "192.0.2.0/24"
-    v6 = query(dns.edns.ECSOption("2001:db8:1:2::5", 56))
-    address, subnet = ecs.client_of(v6, b"")
-    assert subnet is not None and str(subnet.network) == "2001:db8:1::/56"
-    assert len(address) == 16
-    plain = query()
-    assert ecs.client_of(plain, bytes([10, 0, 0, 1])) == (bytes([10, 0, 0, 1]), None)
-    # Found behind another option too (padding first).
-    padded = query(dns.edns.GenericOption(12, bytes(8)), dns.edns.ECSOption("198.51.100.0", 22))
-    assert str(ecs.client_of(padded, b"")[1].network) == "198.51.100.0/22"  # type: ignore[union-attr]
-    zero = query(dns.edns.ECSOption("0.0.0.0", 0))
-    assert str(ecs.client_of(zero, b"")[1].network) == "0.0.0.0/0"  # type: ignore[union-attr]
+    found = ecs.find(v4)
+    assert found is not None and found.subnet.address == bytes([192, 0, 2, 0])
+    assert str(found.subnet.network) == "192.0.2.0/24" and found.udp_size == 1232
+    # Without the option, the query is the one a resolver sends without ECS.
+    assert found.plain == query()[2:]
+    v6 = subnet_of(query(dns.edns.ECSOption("2001:db8:1:2::5", 56)))
+    assert v6 is not None and str(v6.network) == "2001:db8:1::/56" and len(v6.address) == 16
+    assert ecs.find(query()) is None
+    # Found behind another option too (padding first), which the plain query keeps.
+    padding = dns.edns.GenericOption(12, bytes(8))
+    padded = ecs.find(query(padding, dns.edns.ECSOption("198.51.100.0", 22)))
+    assert padded is not None and str(padded.subnet.network) == "198.51.100.0/22"
+    assert padded.plain == query(padding)[2:]
+    zero = subnet_of(query(dns.edns.ECSOption("0.0.0.0", 0)))
+    assert zero is not None and str(zero.network) == "0.0.0.0/0"
 
 
 @pytest.mark.parametrize(
@@ -52,11 +58,11 @@ def test_the_client_is_the_ecs_address_or_the_source() -> None:
 )
 def test_malformed_options_are_refused(option: dns.edns.Option, why: str) -> None:
     with pytest.raises(ecs.Malformed, match=why):
-        ecs.client_of(query(option), b"")
+        ecs.find(query(option))
 
 
 def test_the_echo_keeps_the_query_and_sets_the_scope() -> None:
-    _, subnet = ecs.client_of(query(dns.edns.ECSOption("192.0.2.77", 24)), b"")
+    subnet = subnet_of(query(dns.edns.ECSOption("192.0.2.77", 24)))
     assert subnet is not None
     data = ecs.option(subnet, 16)
     echoed = dns.edns.option_from_wire(ecs.OPTION, data, 0, len(data))
@@ -70,4 +76,4 @@ def test_an_option_longer_than_its_record_is_malformed() -> None:
     at = wire.rindex(bytes([0, 8, 0, 7]))  # the option's code and length
     wire[at + 3] = 40  # longer than what follows
     with pytest.raises(ecs.Malformed, match="past the end"):
-        ecs.client_of(bytes(wire), b"")
+        ecs.find(bytes(wire))
