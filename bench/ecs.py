@@ -2,7 +2,8 @@
 service against the same queries without ECS on a ``locality: off`` one, with dnsperf,
 alternating in one run; and the memory that 100,000 distinct client subnets cost.
 
-    .venv/bin/python bench/ecs.py [--workers 1] [--seconds 8] [--rounds 3]
+    .venv/bin/python bench/ecs.py [--workers 1] [--seconds 8] [--rounds 3] [--before TREE]
+                                  [--mixes "flat, no ECS;near, ECS"]
 
 One dnsdisc on loopback, ``locality.networks`` mapping 4 zones (10.1-4.0.0/16), two services of
 the same 8 instances (2 per zone, weights 10/20/30/40 by zone, ``max_answers: 2``): ``near``
@@ -14,6 +15,11 @@ zones. Mixes:
 - ``flat, ECS``: ECS read and echoed with scope 0 (the answer does not depend on the client);
 - ``near, ECS``: located, spilled by demand and capacity, echoed with the zone's scope;
 - ``near, no ECS``: the packet's source (127.0.0.1, in no zone) looked up: the normal answer.
+
+``--before TREE``: another checkout with its own ``.venv`` (``git worktree add /tmp/before
+10413ab``, then ``python3 -m venv .venv && .venv/bin/pip install -e '.[test]'``), from before
+ECS was read: a server of it answers the ``flat`` mixes (there ECS is ignored, not echoed) in
+the same rounds, for what the feature costs queries that do not use it.
 
 Prints each run, the medians, and each mix over the baseline. Then sends 100,000 queries from
 distinct /24s (dnsperf ``-n 1``) and prints the resident memory of the DNS processes before and
@@ -74,21 +80,23 @@ def write_queries(path: Path, service: str, subnets: list[str] | None) -> Path:
     return path
 
 
-def fill(server: DnsdiscProcess) -> None:
-    for service, locality in (("near", "spill"), ("flat", "off")):
-        server.http(
-            "PUT", f"/v1/services/{service}", {"locality": locality, "max_answers": 2, "ttl": 5}
-        )
+def fill(server: DnsdiscProcess, located: bool = True) -> None:
+    """``near`` and ``flat``; only ``flat``, without zones, for a server from before #18."""
+    for service, locality in (("near", "spill"), ("flat", "off")) if located else (("flat", ""),):
+        settings: dict[str, object] = {"max_answers": 2, "ttl": 5}
+        if located:
+            settings["locality"] = locality
+        server.http("PUT", f"/v1/services/{service}", settings)
         for zone in range(1, 5):
             for k in range(2):
-                server.register(
-                    service,
-                    f"i{zone}{k}",
-                    address=f"10.0.{zone}.{k + 1}",
-                    port=8080,
-                    weight=10 * zone,
-                    zone=f"z{zone}",
-                )
+                body: dict[str, object] = {
+                    "address": f"10.0.{zone}.{k + 1}",
+                    "port": 8080,
+                    "weight": 10 * zone,
+                }
+                if located:
+                    body["zone"] = f"z{zone}"
+                server.register(service, f"i{zone}{k}", **body)
 
 
 def rss_kib(server: DnsdiscProcess) -> int:
@@ -110,6 +118,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--inflight", type=int, default=100)
+    p.add_argument("--before", type=Path, help="a checkout from before #18, with its own .venv")
+    p.add_argument("--mixes", help="mixes to run, separated by semicolons (default: all)")
     args = p.parse_args()
     if shutil.which("dnsperf") is None:
         raise SystemExit("dnsperf is needed (apt-get install dnsperf)")
@@ -125,40 +135,54 @@ def main() -> None:
         "near, ECS": write_queries(tmp / "near-ecs.bin", "near", mix_subnets),
         "near, no ECS": write_queries(tmp / "near.bin", "near", None),
     }
+    before = None
+    if args.before:
+        before = DnsdiscProcess(
+            tmp / "before", extra_args=["--workers", args.workers], tree=args.before.resolve()
+        )
+    wanted = args.mixes.split(";") if args.mixes else list(files)
+    runs = [(mix, server) for mix in files if mix in wanted]
+    if before is not None:
+        runs += [(f"before: {m}", before) for m in files if m.startswith("flat") and m in wanted]
     results: dict[str, list[float]] = {}
     try:
         server.start()
         fill(server)
+        if before is not None:
+            before.start()
+            fill(before, located=False)
         for n in range(args.rounds):
-            names = list(files) if n % 2 == 0 else list(reversed(files))
-            for mix in names:
-                found = dnsperf(server.dns_port, files[mix], args, "udp", extra=["-B"])
+            for mix, target in runs if n % 2 == 0 else list(reversed(runs)):
+                qfile = files[mix.removeprefix("before: ")]
+                found = dnsperf(target.dns_port, qfile, args, "udp", extra=["-B"])
                 qps = float(found["qps"])
                 results.setdefault(mix, []).append(qps)
-                print(f"round {n + 1} {mix:14}: {qps:9.0f} q/s (lost {found['lost']}%)", flush=True)
+                print(f"round {n + 1} {mix:22}: {qps:9.0f} q/s (lost {found['lost']}%)", flush=True)
         # Memory: 100,000 distinct /24s (10.0.0.0/8 and 11.0.0.0/8), each asked once.
         many = [f"{10 + n // 65536}.{(n // 256) % 256}.{n % 256}.0" for n in range(100_000)]
         big = write_queries(tmp / "many.bin", "near", many)
-        before = rss_kib(server)
+        rss_before = rss_kib(server)
         subprocess.run(
             ["dnsperf", "-s", "127.0.0.1", "-p", str(server.dns_port), "-d", str(big), "-B",
              "-n", "1", "-q", "100", "-t", "2"],
             capture_output=True, text=True, timeout=300, check=True,
         )  # fmt: skip
-        after = rss_kib(server)
+        rss_after = rss_kib(server)
     finally:
         server.stop()
+        if before is not None:
+            before.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    base = statistics.median(results["flat, no ECS"])
+    base = statistics.median(results[runs[0][0]])
     print(f"\nUDP, workers {args.workers}, {args.rounds} rounds of {args.seconds} s (medians)\n")
-    print("| queries | q/s | over flat, no ECS |")
+    print(f"| queries | q/s | over {runs[0][0]} |")
     print("|---|---:|---:|")
-    for mix in files:
+    for mix, _ in runs:
         qps = statistics.median(results[mix])
         print(f"| {mix} | {qps:.0f} | {qps / base:.2f}x |")
     print(
-        f"\nDNS processes' RSS: {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB after "
-        f"100,000 distinct /24s ({(after - before) / 1024:+.1f} MiB)"
+        f"\nDNS processes' RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB "
+        f"after 100,000 distinct /24s ({(rss_after - rss_before) / 1024:+.1f} MiB)"
     )
 
 

@@ -98,65 +98,31 @@ class Responder:
         self._tcp = index.cache.tcp
 
     def respond(
-        self, data: bytes, tcp: bool = False, source: bytes = b""
+        self, data: bytes, tcp: bool = False, source: bytes = b"", prefix: int = -1
     ) -> bytes | _Forward | None:
         """The reply to one query from ``source`` (the client's address packed: 4 or 16 bytes;
         b"" when unknown); None when the packet gets no reply at all; FORWARD when the name is
-        outside our zones and an upstream should answer it.
+        outside our zones and an upstream should answer it. ``prefix`` >= 0: ``source`` is
+        the client subnet of that prefix that the query's ECS option named (see _optioned).
 
         A question seen before (see cache.py for what keys it) is answered from the replies
         already encoded for it, with this query's ID and question: only its balanced RRset draws
         an order, and a reply for that order is reused, or encoded once. The index empties this
-        cache whenever a name changes. A query that may carry EDNS options is looked at for a
-        client subnet first (``_optioned``)."""
-        if data[10:12] != b"\x00\x00" and not (
-            data[-11:-8] == _OPT_START and data[-2:] == b"\x00\x00"
-        ):
-            return self._optioned(data, tcp, source)
-        return self._answer(data, tcp, source, -1)
-
-    def _optioned(self, data: bytes, tcp: bool, source: bytes) -> bytes | _Forward | None:
-        """``respond`` for a query that may carry EDNS options: with a client subnet (RFC 7871)
-        the client is where it says, and the reply echoes it with the scope the answer holds
-        for; a malformed one gets FORMERR. What a query says is remembered by its bytes (a
-        resolver asks the same for a subnet again and again); a query with the option in the
-        usual place is answered, and cached, as the same query without it."""
-        self.echoed = 0
-        raw = data[2:]
-        found = self._subnets.get(raw, _UNSEEN)
-        if found is _UNSEEN:
-            if len(data) < 12:
-                return self._answer(data, tcp, source, -1)  # too short for any: dropped there
-            try:
-                found = ecs.find(data)
-            except ecs.Malformed:
-                return self._bare(data, wire.FORMERR)
-            if len(self._subnets) >= ecs.MEMORY:
-                self._subnets.clear()
-            self._subnets[raw] = found
-        if found is None:
-            return self._answer(data, tcp, source, -1)
-        assert isinstance(found, ecs.Found)
-        subnet = found.subnet
-        self._scope = 0
-        # SOURCE PREFIX-LENGTH 0: the resolver tells nothing of the client (RFC 7871 7.1.2),
-        # which is then unknown, and the answer holds for everyone (scope 0).
-        where = subnet.address if subnet.source else b""
-        query = data if found.plain is None else data[:2] + found.plain
-        reply = self._answer(query, tcp, where, subnet.source)
-        if not isinstance(reply, bytes):
-            return reply
-        limit = 65535 if tcp else max(512, found.udp_size)
-        out, self.echoed = ecs.echo(reply, found, self._scope, limit)
-        return out
-
-    def _answer(self, data: bytes, tcp: bool, where: bytes, prefix: int) -> bytes | _Forward | None:
-        """The reply to a client at ``where`` (its ECS source ``prefix``; -1: no ECS)."""
+        cache whenever a name changes. A query sent before byte for byte never carries ECS (a
+        query with it is kept as the query without it); any other query that may carry EDNS
+        options is looked at for one first (``_optioned``)."""
         started = perf_counter()
         # The query as sent before (after the ID): the reply needs no patching.
         entry = (self._tcp if tcp else self._udp).get(data[2:])
         if entry is None:
-            return self._respond_keyed(data, tcp, started, where, prefix)
+            if (
+                prefix < 0
+                and data[10:12] != b"\x00\x00"
+                and not (data[-11:-8] == _OPT_START and data[-2:] == b"\x00\x00")
+            ):
+                return self._optioned(data, tcp, source)
+            return self._respond_keyed(data, tcp, started, source, prefix)
+        self.echoed = 0  # a query with options (a cookie) can be one sent before
         rrset = entry.rrset
         order: tuple[int, ...] = ()
         if rrset is not None:
@@ -165,7 +131,7 @@ class Responder:
             if local is None:
                 order = rrset.next_order(self.rng, cap, tcp)
             else:
-                order = self._located(local, cap, tcp, where, prefix)
+                order = self._located(local, cap, tcp, source, prefix)
             dropped = rrset.dropped
             if dropped is not None:  # out of the pool (only after a redraw)
                 rrset.dropped = None
@@ -184,7 +150,42 @@ class Responder:
             latency.total += took
             latency.count += 1
             return data[:2] + body
-        return self._encode(data, tcp, started, entry.key, entry, order, where, prefix)
+        return self._encode(data, tcp, started, entry.key, entry, order, source, prefix)
+
+    def _optioned(self, data: bytes, tcp: bool, source: bytes) -> bytes | _Forward | None:
+        """``respond`` for a query that may carry EDNS options: with a client subnet (RFC 7871)
+        the client is where it says, and the reply echoes it with the scope the answer holds
+        for; a malformed one gets FORMERR. What a query says is remembered by its bytes (a
+        resolver asks the same for a subnet again and again); a query with the option in the
+        usual place is answered, and cached, as the same query without it."""
+        self.echoed = 0
+        raw = data[2:]
+        found = self._subnets.get(raw, _UNSEEN)
+        if found is _UNSEEN:
+            if len(data) < 12:  # too short for any: dropped there
+                return self._respond_keyed(data, tcp, perf_counter(), source, -1)
+            try:
+                found = ecs.find(data)
+            except ecs.Malformed:
+                return self._bare(data, wire.FORMERR)
+            if len(self._subnets) >= ecs.MEMORY:
+                self._subnets.clear()
+            self._subnets[raw] = found
+        if found is None:
+            return self._respond_keyed(data, tcp, perf_counter(), source, -1)
+        assert isinstance(found, ecs.Found)
+        subnet = found.subnet
+        self._scope = 0
+        # SOURCE PREFIX-LENGTH 0: the resolver tells nothing of the client (RFC 7871 7.1.2),
+        # which is then unknown, and the answer holds for everyone (scope 0).
+        where = subnet.address if subnet.source else b""
+        query = data if found.plain is None else data[:2] + found.plain
+        reply = self.respond(query, tcp, where, subnet.source)
+        if not isinstance(reply, bytes):
+            return reply
+        limit = 65535 if tcp else max(512, found.udp_size)
+        out, self.echoed = ecs.echo(reply, found, self._scope, limit)
+        return out
 
     def _located(
         self, local: Local, cap: int | None, tcp: bool, where: bytes, prefix: int

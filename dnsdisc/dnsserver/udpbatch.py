@@ -178,16 +178,18 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
                 if self._closing:
                     return  # the feed could not be applied: this worker stops answering
             out = 0
+            # The clients' sockaddrs as bytes, once per batch: a slice of it is each address.
+            sockaddrs = bytes(names[: count * NAME_SLOT])
             for i in range(count):
                 at = i * RECV_SLOT
                 data = bytes(recv_view[at : at + lengths[len_off + i * len_step]])
                 # The client's address, packed, straight from its sockaddr.
                 if inet4:
                     at_name = i * NAME_SLOT + 4
-                    where = bytes(names[at_name : at_name + 4])
+                    where = sockaddrs[at_name : at_name + 4]
                 else:
                     at_name = i * NAME_SLOT + 8
-                    where = unmapped(bytes(names[at_name : at_name + 16]))
+                    where = unmapped(sockaddrs[at_name : at_name + 16])
                 try:
                     reply = respond(data, False, where)
                     if fast and reply.__class__ is bytes:

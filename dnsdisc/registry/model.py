@@ -327,6 +327,8 @@ class ServiceSettings:
         if slow_start != 0:
             slow_start = seconds(slow_start, "slow_start", 0, 3600)
         locality = body.get("locality", base.locality)
+        if locality is False:
+            locality = "off"  # YAML reads a bare ``off`` as false
         if not isinstance(locality, str) or locality not in LOCALITY_MODES:
             raise ValidationError(
                 "locality", f"locality must be one of: {', '.join(LOCALITY_MODES)}"

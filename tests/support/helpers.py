@@ -131,6 +131,8 @@ class DnsdiscProcess:
     loopback_checks: bool = True
     # Set when the HTTP API is served over TLS: the test's requests go over https with it.
     ssl_context: ssl.SSLContext | None = None
+    # Another checkout to run (benchmarks' before and after): its root, with its own .venv.
+    tree: Path | None = None
 
     @property
     def http_url(self) -> str:
@@ -148,7 +150,7 @@ class DnsdiscProcess:
             else f"{self.dns_host}:{self.dns_port}"
         )
         cmd = [
-            sys.executable,
+            str(self.tree / ".venv/bin/python") if self.tree else sys.executable,
             "-m",
             "dnsdisc",
             "serve",
@@ -173,7 +175,9 @@ class DnsdiscProcess:
         env = {**os.environ, **self.env}
         env.pop("DNSDISC_TOKEN", None) if "DNSDISC_TOKEN" not in self.env else None
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.tree or ROOT
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
