@@ -285,6 +285,23 @@ def _config_file(tmp_path: Path, values: dict[str, object]) -> Path:
     return file
 
 
+def test_locality_networks_may_overlap_and_the_zones_are_labels(tmp_path: Path) -> None:
+    file = _config_file(
+        tmp_path,
+        {
+            "locality.networks": {
+                "EU-1b": ["10.2.0.0/16"],
+                "eu-1c": ["10.2.7.0/24", "2001:db8::/32"],
+            }
+        },
+    )
+    assert load_file(file).locality_networks == (
+        ("eu-1b", "10.2.0.0/16"),
+        ("eu-1c", "10.2.7.0/24"),
+        ("eu-1c", "2001:db8::/32"),
+    )
+
+
 def test_every_key_of_the_schema_is_read_from_a_file_and_its_errors_name_file_and_key(
     tmp_path: Path,
 ) -> None:

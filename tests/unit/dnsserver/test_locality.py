@@ -225,3 +225,33 @@ def test_texts_of_a_located_answer_are_cached_per_zone() -> None:
         assert addresses(w.ask("web.svc.internal.", source=B_CLIENT)) == {"10.0.0.3", "10.0.0.4"}
     assert len(cache) == 1  # one key; its replies by order (the zones' orders)
     assert texts(w.ask("web.svc.internal.", source=NOWHERE))
+
+
+def test_an_ipv6_client_subnet_is_located_and_echoed_with_its_network() -> None:
+    w = located("prefer")
+    w.add("web", "v6a", address="2001:db8:9::1", port=80, zone="eu-1a")
+    msg = w.ask("web.svc.internal.", "AAAA", use_edns=0, options=[ecs("2001:db8:1:5::", 56)])
+    assert [rr.address for rr in msg.answer[0]] == ["2001:db8:9::1"]
+    assert echoed(msg).scopelen == 48 and echoed(msg).srclen == 56
+    # The same client, for A: its zone's IPv4 instances.
+    msg = w.ask("web.svc.internal.", use_edns=0, options=[ecs("2001:db8:1:5::", 56)])
+    assert addresses(msg) == {"10.0.0.1", "10.0.0.2"}
+
+
+def test_pin_with_fail_open_hands_out_the_zones_unhealthy_behind_its_healthy() -> None:
+    # panic_threshold is judged on the whole service: 3 of 4 critical is below 0.5, so every
+    # instance is handed out, the critical ones behind; a pinned client sees its zone's.
+    w = located("pin", panic_threshold=0.5)
+    for iid in ("w1", "w3", "w4"):
+        assert w.registry.set_status("web", iid, "critical", "down")
+    msg = w.ask("web.svc.internal.", source=A_CLIENT)
+    assert [rr.address for rr in msg.answer[0]] == ["10.0.0.2", "10.0.0.1"]
+    assert addresses(w.ask("web.svc.internal.", source=B_CLIENT)) == {"10.0.0.3", "10.0.0.4"}
+    # Above the threshold (3 of 4 healthy): no fail-open; eu-1b hands out w3 alone, and
+    # NODATA once w3 is critical too (2 of 4 is not below 0.5).
+    assert w.registry.set_status("web", "w1", "passing", "up")
+    assert w.registry.set_status("web", "w3", "passing", "up")
+    assert addresses(w.ask("web.svc.internal.", source=B_CLIENT)) == {"10.0.0.3"}
+    assert w.registry.set_status("web", "w3", "critical", "down")
+    msg = w.ask("web.svc.internal.", source=B_CLIENT)
+    assert not msg.answer and msg.authority
