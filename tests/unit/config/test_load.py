@@ -302,6 +302,13 @@ def test_locality_networks_may_overlap_and_the_zones_are_labels(tmp_path: Path) 
     )
 
 
+def test_a_bare_yaml_off_is_locality_off(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text("defaults:\n  locality: off\nservices:\n  web:\n    locality: pin\n")
+    cfg = load_file(file)
+    assert cfg.defaults.locality == "off" and cfg.services["web"].locality == "pin"
+
+
 def test_every_key_of_the_schema_is_read_from_a_file_and_its_errors_name_file_and_key(
     tmp_path: Path,
 ) -> None:
