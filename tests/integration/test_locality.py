@@ -27,6 +27,7 @@ from tests.support.helpers import (
     console_steps,
     readme_block,
     require_tool,
+    run_step,
     running,
 )
 
@@ -322,12 +323,7 @@ def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
         steps = console_steps(readme_block("Answers by where the client is"))
         assert len(steps) >= 8
         for command, expected in steps:
-            cmd = command.replace("localhost:8054", f"127.0.0.1:{server.http_port}").replace(
-                "-p 8053", f"-p {server.dns_port}"
-            )
-            result = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
-            assert result.returncode == 0, (command, result.stderr)
-            got = result.stdout.splitlines()
+            got = run_step(server, command, timeout=60)
             if "uniq -c" not in command:
                 assert sorted(got) == sorted(expected), command
                 continue

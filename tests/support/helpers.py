@@ -49,6 +49,17 @@ def console_steps(block: str) -> list[tuple[str, list[str]]]:
     return steps
 
 
+def run_step(server: DnsdiscProcess, command: str, timeout: float = 20) -> list[str]:
+    """A README console step run against ``server`` (its ports put in for 8054 and 8053): the
+    lines it printed; it must exit 0."""
+    cmd = command.replace("localhost:8054", f"127.0.0.1:{server.http_port}").replace(
+        "-p 8053", f"-p {server.dns_port}"
+    )
+    result = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, (command, result.stderr)
+    return result.stdout.splitlines()
+
+
 def require_tool(name: str) -> str:
     """The path of a system tool the test needs. Under CI=true a missing tool fails the test
     (CI installs it, so missing means the setup is broken); elsewhere it skips."""
