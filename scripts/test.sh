@@ -11,6 +11,7 @@ declare -A PACKAGES=(
   [dig]=bind9-dnsutils [kdig]=knot-dnsutils [unbound]=unbound [dnsmasq]=dnsmasq-base
   [ip]=iproute2 [ss]=iproute2 [getent]=libc-bin [curl]=curl [chromium]=chromium
   [etcd]=etcd-server [etcdctl]=etcd-client [dpkg]=dpkg [openssl]=openssl
+  [pdns_recursor]=pdns-recursor [kresd]=knot-resolver [haproxy]=haproxy
 )
 missing=()
 for tool in "${!PACKAGES[@]}"; do
@@ -22,6 +23,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     # sort -u: several tools may come from one package
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    # Daemons among them (pdns-recursor, haproxy) must not start as system services on
+    # install: tests start their own. policy-rc.d's 101 tells invoke-rc.d "not now".
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
     echo "missing system packages: ${missing[*]} (install them, or run as root to let this script)" >&2

@@ -26,7 +26,15 @@ from time import monotonic
 
 from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.rrset import Item, RRSet
-from dnsdisc.policies.balance import consistent
+from dnsdisc.policies.balance import (
+    LIVE_POLICIES,
+    Tier,
+    consistent,
+    latency,
+    least_loaded,
+    priority,
+    weighted,
+)
 from dnsdisc.policies.locality import (
     MODES,
     OFF,
@@ -37,11 +45,17 @@ from dnsdisc.policies.locality import (
     rendezvous,
     spill_plan,
 )
+from dnsdisc.policies.smooth import sequence, window
 
 # Addresses whose zone and scope are remembered; forgotten all at once when full.
 MEMORY = 1 << 14
 # Sticky orders remembered per RRset (one per client bucket seen), likewise.
 STICKY_MEMORY = 4096
+# Requesters whose place in a smooth sequence an RRset keeps: the least recently seen go first.
+REQUESTERS = 4096
+# The policies whose answers can follow a smooth sequence (``sequence: smooth``): those that
+# order by weight (least_loaded falls back to weights until loads are reported).
+SMOOTHED = frozenset({weighted, priority, latency, least_loaded})
 # The demand window: SLOTS slots of SLOT seconds (60 s), per zone.
 SLOT = 5.0
 SLOTS = 12
@@ -154,6 +168,51 @@ class Demand:
         return {z: float(sum(c)) for z, c in self._counts.items()}
 
 
+class Smooth:
+    """The smooth sequence of one RRset's first tier and where each requester is in it (see
+    policies/smooth.py): a requester's successive answers lead with the sequence's successive
+    entries; one seen for the first time starts at a random place."""
+
+    __slots__ = ("groups", "limits", "orders", "places", "rest", "seq", "size")
+
+    def __init__(self, tiers: list[Tier]) -> None:
+        self.groups = tiers  # what it was made from (the RRset's current tiers, by identity)
+        first, weights = tiers[0] if tiers else ([], [])
+        self.seq = [first[j] for j in sequence(weights)] if first else [0]
+        self.size = len(first)
+        self.rest = [i for ix, _ in tiers[1:] for i in ix]
+        self.orders: dict[tuple[int, int | None], tuple[int, ...]] = {}
+        self.places: dict[bytes, int] = {}  # requester -> its next place; oldest first
+        self.limits: dict[tuple[int | None, bool], int | None] = {}  # RRSet.length, by (cap, tcp)
+
+    def remake(self, tiers: list[Tier]) -> Smooth:
+        """For new tiers (live figures changed): requesters keep their places."""
+        made = Smooth(tiers)
+        made.places = self.places
+        return made
+
+    def next(self, key: bytes, rng: random.Random, limit: int | None) -> tuple[int, ...]:
+        places = self.places
+        seq = self.seq
+        place = places.pop(key, None)
+        if place is None:
+            place = rng.randrange(len(seq))
+            if len(places) >= REQUESTERS:
+                del places[next(iter(places))]
+        elif place >= len(seq):
+            place %= len(seq)
+        places[key] = place + 1 if place + 1 < len(seq) else 0
+        found = self.orders.get((place, limit))
+        if found is None:
+            want = self.size + len(self.rest) if limit is None else limit
+            head = window(seq, place, min(want, self.size))
+            found = tuple(head + self.rest[: want - len(head)])
+            if len(self.orders) >= STICKY_MEMORY:
+                self.orders.clear()
+            self.orders[(place, limit)] = found
+        return found
+
+
 class Local:
     """The per-query decision of one balanced RRset (see the module's docstring)."""
 
@@ -169,6 +228,8 @@ class Local:
         "planned_at",
         "planned_total",
         "prefixes",
+        "smooth",
+        "smooth_on",
         "sticky",
         "sticky_on",
         "subs",
@@ -182,10 +243,14 @@ class Local:
         min_healthy: int,
         sticky_prefixes: tuple[int, int],
         demand: Demand,
+        smooth: bool = False,
     ) -> None:
         self.whole = whole
         self.mode = _MODES[mode]
         self.sticky_on = whole.policy is consistent and whole.rtype != wire.SRV
+        # Smooth sequences per requester, of each RRset answering (whole or a zone's).
+        self.smooth_on = smooth
+        self.smooth: dict[int, Smooth] = {}
         self.min_healthy = min_healthy
         self.prefixes = sticky_prefixes  # (IPv4, IPv6)
         self.demand = demand
@@ -233,7 +298,9 @@ class Local:
             self.mapped[NO_ZONE] = {}
 
     def like(self, whole: RRSet) -> Local:
-        return Local(whole, MODES[self.mode], self.min_healthy, self.prefixes, self.demand)
+        return Local(
+            whole, MODES[self.mode], self.min_healthy, self.prefixes, self.demand, self.smooth_on
+        )
 
     def order(
         self,
@@ -283,6 +350,12 @@ class Local:
             if prefix > scope:
                 scope = prefix
             order = self._sticky(target, bucket(address, prefix), cap, tcp)
+        elif self.smooth_on:
+            # The requester: the resolver's address, or the ECS subnet, whose answers follow
+            # one sequence; a resolver caching per subnet must keep them apart (the scope).
+            if source > scope:
+                scope = source
+            order = self._smooth(target, address + bytes((source,)), rng, cap, tcp)
         else:
             order = target.next_order(rng, cap, tcp)
         if mapped is not None:
@@ -292,7 +365,26 @@ class Local:
                 whole.dropped = _mapped(indices, mapped, dropped)
             order = _mapped(indices, mapped, order)
         whole.last = order
+        if (self.sticky_on or self.smooth_on) and whole.counted and order:
+            live = whole.members[order[0]].live  # next_order's tally, for these orders
+            if live is not None:
+                live.handed_out()
         return order, scope
+
+    def _smooth(
+        self, target: RRSet, key: bytes, rng: random.Random, cap: int | None, tcp: bool
+    ) -> tuple[int, ...]:
+        made = self.smooth.get(id(target))
+        if made is None:
+            made = self.smooth[id(target)] = Smooth(target.tiers())
+        elif target.policy in LIVE_POLICIES:  # the tiers follow the reported figures
+            tiers = target.tiers()
+            if made.groups is not tiers:
+                made = self.smooth[id(target)] = made.remake(tiers)
+        limit = made.limits.get((cap, tcp), -1)
+        if limit == -1:
+            limit = made.limits[(cap, tcp)] = target.length(cap, tcp)
+        return made.next(key, rng, limit)
 
     def _spill(self, zone: str, rng: random.Random) -> str:
         """The key in ``subs`` of the members that answer a client of ``zone`` (maybe NO_ZONE:
@@ -358,9 +450,16 @@ def _zone_of(item: Item) -> str:
 
 
 def attach(
-    rrset: RRSet, mode: str, min_healthy: int, prefixes: tuple[int, int], demand: Demand
+    rrset: RRSet,
+    mode: str,
+    min_healthy: int,
+    prefixes: tuple[int, int],
+    demand: Demand,
+    smooth: bool = False,
 ) -> RRSet:
-    """``rrset`` made to answer by the client (its ``local``), if its settings ask for it."""
-    if mode != OFF or (rrset.policy is consistent and rrset.rtype != wire.SRV):
-        rrset.local = Local(rrset, mode, min_healthy, prefixes, demand)
+    """``rrset`` made to answer by the client (its ``local``), if its settings ask for it:
+    locality, stickiness, or a smooth sequence per requester (address records only)."""
+    smooth = smooth and rrset.policy in SMOOTHED and rrset.rtype != wire.SRV
+    if mode != OFF or smooth or (rrset.policy is consistent and rrset.rtype != wire.SRV):
+        rrset.local = Local(rrset, mode, min_healthy, prefixes, demand, smooth)
     return rrset

@@ -258,6 +258,16 @@ class RRSet:
                 live.handed_out()
         return order
 
+    def tiers(self) -> list[Tier]:
+        """The tiers the policy orders the members by now (for load and latency, by the
+        figures now): indices into ``members`` with their weights, tier after tier."""
+        policy = self.policy
+        if policy is None or policy is round_robin or len(self.members) <= 1:
+            return [(list(range(len(self.members))), [1.0] * len(self.members))]
+        if policy in LIVE_POLICIES:
+            self._watch()
+        return self._sample(policy).groups
+
     def _orders(self, cap: int | None, tcp: bool) -> _Orders:
         limit = self.length(cap, tcp)
         draws = self.draws.get(limit)

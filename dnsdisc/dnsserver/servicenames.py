@@ -43,6 +43,8 @@ def settings_key(settings: ServiceView) -> tuple[object, ...]:
         settings.locality_min_healthy,
         settings.sticky_prefix,
         settings.sticky_prefix_v6,
+        settings.sequence,
+        settings.srv_weights,
     )
 
 
@@ -264,7 +266,7 @@ class ServiceNames:
                 lambda: self._local(
                     RRSet(
                         wire.SRV,
-                        handed.items + fallback.items,
+                        self._srv_items(handed.items + fallback.items),
                         srv_order,
                         least=least(handed, fallback),
                         hint=srv_hint(handed, fallback),
@@ -288,6 +290,15 @@ class ServiceNames:
             )
         )
 
+    def _srv_items(self, items: list[Item]) -> list[Item]:
+        """The SRV records as the service hands them out: as registered, or with
+        ``srv_weights: scaled`` each priority's weights scaled so that the largest is 65535
+        (proxies such as HAProxy divide an SRV weight by 256). Scaled records are encoded
+        for each RRset built: O(n), for the services that ask for it."""
+        if self.settings.srv_weights != "scaled":
+            return items
+        return scale_srv(items)
+
     def _local(self, rrset: RRSet) -> RRSet:
         """``rrset`` answering by the client where the service's settings ask for it."""
         s = self.settings
@@ -297,6 +308,7 @@ class ServiceNames:
             s.locality_min_healthy,
             (s.sticky_prefix, s.sticky_prefix_v6),
             self.demand,
+            s.sequence == "smooth",
         )
 
     def _rrset(self, rtype: int, runs: tuple[Run, ...], make: Callable[[], RRSet]) -> RRSet:
@@ -325,6 +337,28 @@ def build_service(
     names = ServiceNames(naming, zone, settings)
     names.apply(members)
     return names
+
+
+def scale_srv(items: list[Item]) -> list[Item]:
+    """SRV ``items`` with the weights of each priority scaled by one factor, so that the largest
+    is 65535 (RFC 2782's selection by weight is unchanged by a common factor)."""
+    largest: dict[bytes, int] = {}
+    for item in items:
+        prio, weight = item.body[10:12], item.body[12] << 8 | item.body[13]
+        if weight > largest.get(prio, 0):
+            largest[prio] = weight
+    out = []
+    for item in items:
+        top = largest.get(item.body[10:12], 0)
+        weight = item.body[12] << 8 | item.body[13]
+        scaled = (weight * 65535 + top // 2) // top if top else 0
+        body = item.body[:12] + scaled.to_bytes(2, "big") + item.body[14:]
+        out.append(
+            Item(
+                body, item.weight, item.priority, item.target_off, item.target, item.glue, item.live
+            )
+        )
+    return out
 
 
 def txt_body(meta: tuple[tuple[str, str], ...], ttl: int) -> bytes:

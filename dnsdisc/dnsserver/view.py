@@ -73,6 +73,12 @@ class ServiceView(Protocol):
     @property
     def sticky_prefix_v6(self) -> int: ...
 
+    @property
+    def sequence(self) -> str: ...
+
+    @property
+    def srv_weights(self) -> str: ...
+
 
 class MemberView(Protocol):
     """One instance as the answers should show it: its registration, the weight and priority

@@ -60,7 +60,13 @@ SERVICE_FIELDS = (
     "locality_min_healthy",
     "sticky_prefix",
     "sticky_prefix_v6",
+    "sequence",
+    "srv_weights",
 )
+# Service setting ``sequence``: how successive answers to one requester are drawn (see
+# dnsserver/smooth.py); ``srv_weights``: the SRV weights as registered or scaled to 65535.
+SEQUENCES = ("smooth", "random")
+SRV_WEIGHTS = ("registered", "scaled")
 # Service setting ``locality``: what a client whose zone is known gets (see dnsserver/locality).
 LOCALITY_MODES = locality.MODES
 # Health states. maintenance is set over HTTP, the others by leases, checks and heartbeats.
@@ -292,6 +298,8 @@ class ServiceSettings:
     locality_min_healthy: int = 1
     sticky_prefix: int = 24
     sticky_prefix_v6: int = 56
+    sequence: str = "random"
+    srv_weights: str = "registered"
 
     @classmethod
     def from_json(
@@ -333,6 +341,14 @@ class ServiceSettings:
             raise ValidationError(
                 "locality", f"locality must be one of: {', '.join(LOCALITY_MODES)}"
             )
+        sequence = body.get("sequence", base.sequence)
+        if not isinstance(sequence, str) or sequence not in SEQUENCES:
+            raise ValidationError("sequence", f"sequence must be one of: {', '.join(SEQUENCES)}")
+        srv_weights = body.get("srv_weights", base.srv_weights)
+        if not isinstance(srv_weights, str) or srv_weights not in SRV_WEIGHTS:
+            raise ValidationError(
+                "srv_weights", f"srv_weights must be one of: {', '.join(SRV_WEIGHTS)}"
+            )
         return cls(
             name=name,
             policy=policy,
@@ -355,6 +371,8 @@ class ServiceSettings:
             sticky_prefix_v6=bounded_int(
                 body.get("sticky_prefix_v6", base.sticky_prefix_v6), "sticky_prefix_v6", 0, 128
             ),
+            sequence=sequence,
+            srv_weights=srv_weights,
         )
 
     def with_name(self, name: str) -> ServiceSettings:
@@ -374,4 +392,6 @@ class ServiceSettings:
             "locality_min_healthy": self.locality_min_healthy,
             "sticky_prefix": self.sticky_prefix,
             "sticky_prefix_v6": self.sticky_prefix_v6,
+            "sequence": self.sequence,
+            "srv_weights": self.srv_weights,
         }

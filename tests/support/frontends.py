@@ -138,6 +138,146 @@ def unbound(
 
 
 @contextlib.contextmanager
+def pdns_recursor(
+    tmp_path: Path, server: DnsdiscProcess, *, source: str = "127.0.0.1"
+) -> Iterator[Resolver]:
+    """PowerDNS Recursor forwarding svc.internal to ``server`` from the address ``source``
+    (dnsdisc tells requesters apart by it), caching as it does by default: an answer with TTL 0
+    or 1 is kept for a second (``minimum-ttl-override``)."""
+    path = require_tool("pdns_recursor")
+    workdir = tmp_path / "pdns-recursor"
+    workdir.mkdir()
+    (workdir / "recursor.conf").write_text("")
+    port = free_port()
+    cmd = [
+        path,
+        f"--config-dir={workdir}",
+        f"--socket-dir={workdir}",
+        "--daemon=no",
+        "--disable-syslog",
+        "--threads=1",
+        "--local-address=127.0.0.1",
+        f"--local-port={port}",
+        f"--query-local-address={source}",
+        f"--forward-zones={DOMAIN}={upstream_addr(server).replace('@', ':')}",
+        # Loopback is refused as an upstream by default; nothing else may be asked.
+        "--dont-query=",
+        "--dnssec=off",
+        "--allow-from=127.0.0.0/8",
+        "--loglevel=5",
+    ]
+    with started("pdns_recursor", cmd, port, workdir / "pdns.log") as r:
+        yield r
+
+
+@contextlib.contextmanager
+def knot_resolver(
+    tmp_path: Path, server: DnsdiscProcess, *, source: str = "127.0.0.1", min_ttl: int = 5
+) -> Iterator[Resolver]:
+    """knot-resolver (kresd) stubbing svc.internal to ``server`` from the address ``source``,
+    with its cache: it keeps every answer for at least ``min_ttl`` seconds (its default, 5)."""
+    path = require_tool("kresd")
+    workdir = tmp_path / "kresd"
+    workdir.mkdir()
+    port = free_port()
+    host, _, upstream_port = upstream_addr(server).partition("@")
+    config = textwrap.dedent(
+        f"""\
+        net.listen('127.0.0.1', {port}, {{ kind = 'dns' }})
+        net.outgoing_v4('{source}')
+        cache.open(10 * MB, 'lmdb://{workdir}/cache')
+        cache.min_ttl({min_ttl})
+        -- No trust anchor: nothing to validate, nothing fetched from the Internet.
+        policy.add(policy.suffix(policy.STUB({{'{host}@{upstream_port}'}}),
+                                 {{todname('{DOMAIN}.')}}))
+        policy.add(policy.all(policy.REFUSE))
+        """
+    )
+    (workdir / "kresd.conf").write_text(config)
+    cmd = [path, "-n", "-q", "-c", str(workdir / "kresd.conf"), str(workdir)]
+    with started("kresd", cmd, port, workdir / "kresd.log") as r:
+        yield r
+
+
+@dataclass
+class Haproxy:
+    """HAProxy started by a test, with its runtime API on a unix socket."""
+
+    proc: subprocess.Popen[bytes]
+    socket_path: Path
+    log_path: Path
+
+    def command(self, line: str) -> str:
+        import socket
+
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(self.socket_path))
+            s.sendall(line.encode() + b"\n")
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+        return out.decode()
+
+    def servers(self, backend: str) -> list[dict[str, str]]:
+        """``show servers state``: one dict per server slot, by the header's column names."""
+        lines = [x for x in self.command(f"show servers state {backend}").splitlines() if x]
+        header = lines[1].lstrip("# ").split()
+        return [dict(zip(header, line.split(), strict=False)) for line in lines[2:]]
+
+
+@contextlib.contextmanager
+def haproxy(
+    tmp_path: Path, server: DnsdiscProcess, service: str, slots: int = 5
+) -> Iterator[Haproxy]:
+    """HAProxy discovering ``service``'s instances from its SRV name (``server-template``),
+    re-resolving every second."""
+    path = require_tool("haproxy")
+    workdir = tmp_path / "haproxy"
+    workdir.mkdir()
+    sock = workdir / "admin.sock"
+    config = textwrap.dedent(
+        f"""\
+        global
+            stats socket {sock} mode 600 level admin
+        defaults
+            mode tcp
+            timeout connect 1s
+            timeout client 5s
+            timeout server 5s
+        resolvers dnsdisc
+            nameserver d1 {server.dns_host}:{server.dns_port}
+            accepted_payload_size 1232
+            hold valid 1s
+            hold obsolete 1s
+            resolve_retries 1
+            timeout resolve 1s
+            timeout retry 1s
+        backend {service}
+            server-template srv {slots} _{service}._tcp.{DOMAIN} resolvers dnsdisc init-addr none
+        frontend front
+            bind 127.0.0.1:{free_port()}
+            default_backend {service}
+        """
+    )
+    (workdir / "haproxy.cfg").write_text(config)
+    log_path = workdir / "haproxy.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [path, "-f", str(workdir / "haproxy.cfg"), "-db"], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "haproxy did not start"
+            time.sleep(0.05)
+        yield Haproxy(proc, sock, log_path)
+    finally:
+        end_process(proc)
+
+
+@contextlib.contextmanager
 def dnsmasq(tmp_path: Path, server: DnsdiscProcess) -> Iterator[Resolver]:
     """dnsmasq forwarding svc.internal and 10.in-addr.arpa to ``server``, nothing else."""
     path = require_tool("dnsmasq")
