@@ -11,7 +11,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,6 +170,40 @@ def _wants_stats(request: web.Request) -> bool:
     return request.query.get("stats", "").lower() in ("1", "true")
 
 
+Explain = Callable[[str, str, bytes, int, str | None], dict[str, Any]]
+EXPLAIN_PARAMS = ("type", "client", "ecs", "tag")
+
+
+def explain_query(query: Mapping[str, str]) -> tuple[str, bytes, int, str | None]:
+    """``?type=A|AAAA|SRV&client=IP&ecs=CIDR&tag=T``: the type, the client's address packed
+    (the ECS subnet's when given; b"" without either), the ECS source prefix (-1: none), the
+    tag. A bad or unknown parameter is a 400 naming it."""
+    for key in query:
+        if key not in EXPLAIN_PARAMS:
+            raise ValidationError(
+                key, f"unknown parameter {key!r}; expected: {', '.join(EXPLAIN_PARAMS)}"
+            )
+    rtype = query.get("type", "A").upper()
+    if rtype not in ("A", "AAAA", "SRV"):
+        raise ValidationError("type", "type must be A, AAAA or SRV")
+    client, prefix = b"", -1
+    if "client" in query:
+        try:
+            client = ipaddress.ip_address(query["client"]).packed
+        except ValueError:
+            raise ValidationError("client", "client must be an IP address") from None
+    if "ecs" in query:
+        try:
+            net = ipaddress.ip_network(query["ecs"], strict=True)
+        except ValueError:
+            raise ValidationError(
+                "ecs", "ecs must be a network like 10.1.2.0/24 (no bits past the prefix)"
+            ) from None
+        client, prefix = net.network_address.packed, net.prefixlen
+    tag = label(query["tag"], "tag") if "tag" in query else None
+    return rtype, client, prefix, tag
+
+
 class Api:
     def __init__(
         self,
@@ -185,8 +219,11 @@ class Api:
         acl: Acl | None = None,
         allowed_hosts: Collection[str] = ("localhost",),
         audit: AuditLog | None = None,
+        explain: Explain | None = None,
     ) -> None:
         self.registry = registry
+        # GET .../explain: (service, type, client packed, ECS prefix or -1, tag) -> JSON.
+        self.explain = explain
         self.state = state
         # Who may do what; a reload swaps it whole. ``token`` alone means Acl.legacy(token).
         self.acl = acl if acl is not None else Acl.legacy(token)
@@ -228,6 +265,7 @@ class Api:
         r.add_delete(base, self.delete_instance)
         r.add_post(base + "/heartbeat", self.heartbeat)
         r.add_put(base + "/maintenance", self.maintenance)
+        r.add_get("/v1/services/{service}/explain", self.explain_answer)
         r.add_get("/ui", self.ui_redirect)
         r.add_get("/ui/", self.ui_file)
         r.add_get("/ui/{name}", self.ui_file)
@@ -496,6 +534,15 @@ class Api:
         if stats and self.refresh is not None:
             await self.refresh(name)
         return web.json_response(_service_json(svc, True, stats))
+
+    async def explain_answer(self, request: web.Request) -> web.Response:
+        name = label(request.match_info["service"], "service")
+        self._may_read(request, name)
+        if self.explain is None:
+            raise web.HTTPNotFound()
+        rtype, client, prefix, tag = explain_query(request.query)
+        self.registry.service(name)  # 404 for an unknown service, before any work
+        return web.json_response(self.explain(name, rtype, client, prefix, tag))
 
     async def put_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")

@@ -143,6 +143,20 @@ def add_parsers(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     li.add_argument("service", help="service name")
     li.set_defaults(run=_instances, subparser=li)
 
+    ex = sub.add_parser(
+        "explain",
+        parents=[common, as_json],
+        help="what the next answer to a client would be, and why",
+        description="Each instance with the step that kept or removed it and its exact chance "
+        "of coming first and of being in the next answer to the client.",
+    )
+    ex.add_argument("service", help="service name")
+    ex.add_argument("--type", default="A", choices=("A", "AAAA", "SRV"), help="default A")
+    ex.add_argument("--client", metavar="IP", help="the client's address (default: unknown)")
+    ex.add_argument("--ecs", metavar="CIDR", help="the client subnet a resolver would send")
+    ex.add_argument("--tag", help="the answer of <tag>.<service> instead")
+    ex.set_defaults(run=_explain, subparser=ex)
+
     h = sub.add_parser(
         "heartbeat", parents=[ids, common, as_json], help="renew an instance's lease"
     )
@@ -302,6 +316,39 @@ def _instances(client: Client, args: argparse.Namespace) -> str:
     if args.json:
         return _as_json(reply)
     return instances_table(reply["name"], reply["instances"])
+
+
+def _explain(client: Client, args: argparse.Namespace) -> str:
+    reply = client.explain(args.service, args.type, args.client, args.ecs, args.tag)
+    if args.json:
+        return _as_json(reply)
+    return explain_text(reply)
+
+
+def explain_text(reply: dict[str, Any]) -> str:
+    head = (
+        f"{reply['name']} {reply['type']}: policy {reply['policy']}, max_answers "
+        f"{reply['max_answers']}, ttl {reply['ttl']}, sequence {reply['sequence']}, locality "
+        f"{reply['locality']}"
+    )
+    if reply.get("client_zone"):
+        head += f", client in {reply['client_zone']}"
+    if reply.get("ecs_scope") is not None:
+        head += f", ECS scope /{reply['ecs_scope']}"
+    if reply.get("method", "exact") != "exact":
+        head += f" ({reply['method']}, within {reply['error_bound']:.3f})"
+    rows = [
+        (
+            i["id"],
+            i["address"],
+            i["weight"],
+            "yes" if i["included"] else f"no: {i['reason']}",
+            f"{i['p_first']:.3f}",
+            f"{i['p_in_answer']:.3f}",
+        )
+        for i in reply["instances"]
+    ]
+    return head + "\n" + format_table(("ID", "ADDRESS", "WEIGHT", "IN", "P_FIRST", "P_IN"), rows)
 
 
 def _heartbeat(client: Client, args: argparse.Namespace) -> str:

@@ -138,6 +138,20 @@ class Client:
         """One service's settings and its ``instances``."""
         return self._object("GET", wire.path(service))
 
+    def explain(
+        self,
+        service: str,
+        type: str = "A",
+        client: str | None = None,
+        ecs: str | None = None,
+        tag: str | None = None,
+    ) -> dict[str, Any]:
+        """What the next answer to ``client`` (or the subnet ``ecs``) would be: each instance
+        with why it is in or out and its chance of coming first and of being in the answer."""
+        params = {"type": type, "client": client, "ecs": ecs, "tag": tag}
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        return self._object("GET", f"{wire.path(service)}/explain?{query}")
+
     def instances(self, service: str) -> list[dict[str, Any]]:
         """A service's instances, each with its ``health``."""
         return wire.as_list(self.service(service), "instances", self.url)

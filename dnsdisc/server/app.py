@@ -28,6 +28,7 @@ from dnsdisc.netaddr import HostPort, is_loopback
 from dnsdisc.registry.checks import RemoteCheckRules
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry
+from dnsdisc.server.explain import Explainer
 from dnsdisc.server.limits import http_limits, raise_nofile
 from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry
 from dnsdisc.server.parts import Server, attach, build_index, load_zones, reserved_names
@@ -207,6 +208,7 @@ async def _listen(server: Server) -> None:
         acl=config.acl(),
         allowed_hosts=config.allowed_hosts(),
         audit=server.audit,
+        explain=Explainer(server.registry, server.health, lambda: server.config),
         doh=DohHandler(
             Relay(
                 _own_address(config.dns_listen[0]),

@@ -160,6 +160,8 @@ def test_dashboard_in_chromium(server: DnsdiscProcess, tmp_path: Path) -> None:
                 return float(cell.inner_text().rstrip("%"))
 
             assert (share("web-1", "weight"), share("web-2", "weight")) == (75, 25)
+            # The expected share, from explain: the chance of leading the next answer.
+            assert (share("web-1", "expected"), share("web-2", "expected")) == (75, 25)
             a1, a2 = share("web-1", "answers"), share("web-2", "answers")
             assert abs(a1 + a2 - 100) <= 1 and a1 > a2 > 0, (a1, a2)
 

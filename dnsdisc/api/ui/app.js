@@ -41,6 +41,18 @@ async function getJSON(url) {
 // service's instances and their answer counts.
 async function load() {
   const list = await getJSON(`${API}?stats=1`);
+  // The expected share of each instance (its chance of leading the next answer to a client of
+  // unknown location), from explain: one request per service, side by side.
+  await Promise.all(
+    list.services.map(async (svc) => {
+      try {
+        const ex = await getJSON(`${API}/${encodeURIComponent(svc.name)}/explain`);
+        svc.expected = Object.fromEntries(ex.instances.map((i) => [i.id, i.p_first]));
+      } catch {
+        svc.expected = null; // an older server, or a service gone meanwhile
+      }
+    }),
+  );
   return list.services;
 }
 
@@ -146,17 +158,28 @@ function timeline(history) {
   return el("ol", { class: "timeline", "aria-label": "status history" }, items, el("li", { class: "label", text: label }));
 }
 
-function bars(answerShare, weightShare, answers) {
+function bars(answerShare, weightShare, answers, expectedShare) {
   const answerBar = el("span");
   answerBar.style.width = width(answerShare);
   const weightBar = el("span");
   weightBar.style.width = width(weightShare);
+  const expected = [];
+  if (expectedShare !== null && expectedShare !== undefined) {
+    const expectedBar = el("span");
+    expectedBar.style.width = width(expectedShare);
+    expected.push(
+      el("span", { class: "k", text: "expected" }),
+      el("div", { class: "bar weight", title: "chance of leading the next answer (explain)" }, expectedBar),
+      el("span", { class: "v", "data-share": "expected", text: pct(expectedShare) }),
+    );
+  }
   return el(
     "div",
     { class: "bars" },
     el("span", { class: "k", text: "answers" }),
     el("div", { class: "bar answers", title: `${answers} answers led by this instance` }, answerBar),
     el("span", { class: "v", "data-share": "answers", text: pct(answerShare) }),
+    ...expected,
     el("span", { class: "k", text: "weight" }),
     el("div", { class: "bar weight" }, weightBar),
     el("span", { class: "v", "data-share": "weight", text: pct(weightShare) }),
@@ -206,7 +229,7 @@ function instanceRow(svc, inst, answerShare, weightShare) {
     ),
     el("td", { class: "c-out" }, out),
     el("td", { class: "c-lat" }, latency),
-    el("td", { class: "c-share" }, bars(answerShare, weightShare, inst.answers ?? 0)),
+    el("td", { class: "c-share" }, bars(answerShare, weightShare, inst.answers ?? 0, svc.expected?.[inst.id])),
   );
 }
 
