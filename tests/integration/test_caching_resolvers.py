@@ -92,3 +92,28 @@ def test_cache_windows_of_each_resolver_follow_the_weights_with_smooth_sequences
         )  # fmt: skip
         assert worst_run(smooth) <= 2, (name, smooth, report)
         assert len(set(got[(name, "random")])) >= 2  # the random service is answered too
+
+
+def test_fifty_requesters_by_ecs_follow_the_weights_together(server: DnsdiscProcess) -> None:
+    import dns.edns
+    import dns.message
+    import dns.query
+
+    total: Counter[str] = Counter()
+    firsts: Counter[str] = Counter()
+    for n in range(50):
+        answers = []
+        for _ in range(20):
+            q = dns.message.make_query(
+                "smooth.svc.internal.", "A", use_edns=0,
+                options=[dns.edns.ECSOption(f"10.77.{n}.0", 24)],
+            )  # fmt: skip
+            reply = dns.query.udp(q, "127.0.0.1", port=server.dns_port, timeout=3)
+            answers.append(reply.answer[0][0].address)
+        firsts[answers[0]] += 1
+        total.update(answers)
+        assert worst_run(answers) < 2, (n, answers)  # each subnet is a requester of its own
+    assert len(firsts) >= 2, firsts  # new requesters start at random places
+    expected = {a: 1000 * w / 400 for a, w in WEIGHTS.items()}
+    chi2 = sum((total[a] - e) ** 2 / e for a, e in expected.items())
+    assert chi2 < 13.8, total  # 2 degrees of freedom, p = 0.001
