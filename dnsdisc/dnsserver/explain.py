@@ -45,7 +45,12 @@ def explain(
     n = len(rrset.members)
     local = rrset.local
     if local is None or not where:
-        shares = _drawn(rrset, cap)
+        # An unknown client gets the normal answer; under a smooth sequence, whoever asks gets
+        # the sequence's long-run shares.
+        smooth = local is not None and local.smooth_on
+        shares = _smooth(rrset, cap) if smooth else _drawn(rrset, cap)
+        if smooth:
+            shares.method = "smooth: long-run shares of this requester's answers"
         shares.answering = set(range(n))
         return shares
     source = prefix if prefix >= 0 else len(where) * 8

@@ -60,6 +60,7 @@ def test_explain_matches_measured_answers_for_each_policy(tmp_path: Path) -> Non
             ids[f"10.0.0.{n}"] = f"w{n}"
             for service, extra in (
                 ("weighted", {}),
+                ("smooth", {}),
                 ("priority", {"priority": 0 if n <= 2 else 1}),
                 ("latency", {}),
             ):
@@ -67,6 +68,11 @@ def test_explain_matches_measured_answers_for_each_policy(tmp_path: Path) -> Non
                     service, f"w{n}", address=f"10.0.0.{n}", port=80, weight=weight, **extra
                 )
         server.http("PUT", "/v1/services/weighted", {"policy": "weighted", "max_answers": 2})
+        # One requester (dnspython from 127.0.0.1): its long-run shares are the sequence's.
+        server.http(
+            "PUT", "/v1/services/smooth",
+            {"policy": "weighted", "max_answers": 2, "sequence": "smooth"},
+        )  # fmt: skip
         server.http("PUT", "/v1/services/priority", {"policy": "priority", "max_answers": 1})
         server.http("PUT", "/v1/services/latency", {"policy": "latency", "max_answers": 1})
         for n, ms in enumerate((40, 10, 20, 10), 1):
@@ -77,7 +83,7 @@ def test_explain_matches_measured_answers_for_each_policy(tmp_path: Path) -> Non
         stated = explained(server, "priority")
         assert stated["w3"]["reason"] == "policy" and stated["w3"]["p_in_answer"] == 0
         assert abs(stated["w2"]["p_first"] - 2 / 3) < 1e-6
-        for service in ("weighted", "priority", "latency"):
+        for service in ("weighted", "smooth", "priority", "latency"):
             check_against_answers(server, service, ids)
 
 
