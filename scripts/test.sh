@@ -25,11 +25,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     # Daemons among them (pdns-recursor, haproxy) must not start as system services on
     # install: tests start their own. policy-rc.d's 101 tells invoke-rc.d "not now".
+    added_policy=
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+      added_policy=1
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT  # also if the install fails
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ -n "$added_policy" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
   else
     echo "missing system packages: ${missing[*]} (install them, or run as root to let this script)" >&2
   fi
