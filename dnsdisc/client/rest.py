@@ -254,6 +254,7 @@ class AsyncClient:
     services = _in_thread(Client.services)
     service = _in_thread(Client.service)
     instances = _in_thread(Client.instances)
+    explain = _in_thread(Client.explain)
 
     def registration(
         self, service: str, id: str, address: str, port: int, *, ttl: float = 10.0, **fields: Any

@@ -240,3 +240,24 @@ def test_cli_reports_a_port_in_use(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_explain_text() -> None:
+    reply = {
+        "name": "web.svc.internal.", "type": "A", "policy": "weighted", "max_answers": 1,
+        "ttl": 5, "sequence": "random", "locality": "prefer", "client_zone": "eu-1b",
+        "ecs_scope": 16, "method": "exact", "error_bound": 0.0,
+        "instances": [
+            {"id": "w1", "address": "10.0.0.1", "weight": 1, "included": False,
+             "reason": "zone", "p_first": 0.0, "p_in_answer": 0.0},
+            {"id": "w3", "address": "10.0.0.3", "weight": 3, "included": True,
+             "reason": None, "p_first": 1.0, "p_in_answer": 1.0},
+        ],
+    }  # fmt: skip
+    assert commands.explain_text(reply).splitlines() == [
+        "web.svc.internal. A: policy weighted, max_answers 1, ttl 5, sequence random, "
+        "locality prefer, client in eu-1b, ECS scope /16",
+        "ID  ADDRESS   WEIGHT  IN        P_FIRST  P_IN",
+        "w1  10.0.0.1  1       no: zone  0.000    0.000",
+        "w3  10.0.0.3  3       yes       1.000    1.000",
+    ]
