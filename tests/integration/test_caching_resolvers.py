@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import stats as runs
 from tests.support.frontends import Resolver, knot_resolver, pdns_recursor
 from tests.support.helpers import DnsdiscProcess, running
 
@@ -22,16 +23,7 @@ GAP = 1.3  # seconds between lookups: longer than either resolver keeps a TTL-1 
 
 
 def worst_run(answers: list[str]) -> float:
-    """The largest |count - exact share| of any instance over any run of windows."""
-    total = sum(WEIGHTS.values())
-    worst = 0.0
-    for start in range(len(answers)):
-        counts: Counter[str] = Counter()
-        for length, got in enumerate(answers[start:], 1):
-            counts[got] += 1
-            for address, weight in WEIGHTS.items():
-                worst = max(worst, abs(counts[address] - length * weight / total))
-    return worst
+    return runs.worst_run(answers, WEIGHTS)
 
 
 @pytest.fixture

@@ -45,3 +45,17 @@ def assert_shares(
 def shares_of(counts: Mapping[str, int], keys: Sequence[str]) -> dict[str, float]:
     total = sum(counts.values()) or 1
     return {k: round(counts.get(k, 0) / total, 4) for k in keys}
+
+
+def worst_run(answers: Sequence[object], weights: Mapping[object, float]) -> float:
+    """The largest |count - exact share| of any key of ``weights`` over any run of consecutive
+    ``answers`` (how far a sequence of answers strays from the weights at its worst)."""
+    total = sum(weights.values())
+    worst = 0.0
+    for start in range(len(answers)):
+        counts: dict[object, int] = {}
+        for length, got in enumerate(answers[start:], 1):
+            counts[got] = counts.get(got, 0) + 1
+            for key, weight in weights.items():
+                worst = max(worst, abs(counts.get(key, 0) - length * weight / total))
+    return worst

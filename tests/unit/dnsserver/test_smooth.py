@@ -9,6 +9,7 @@ from collections import Counter
 import dns.edns
 import dns.message
 
+from tests.support import stats as runs
 from tests.support.world import World
 
 WEIGHTS = {"10.0.0.1": 1, "10.0.0.2": 2, "10.0.0.3": 3, "10.0.0.4": 4}
@@ -27,14 +28,7 @@ def first(msg: dns.message.Message) -> str:
 
 
 def worst_run(answers: list[str]) -> float:
-    total = sum(WEIGHTS.values())
-    worst = 0.0
-    for start in range(len(answers)):
-        counts: Counter[str] = Counter()
-        for length, got in enumerate(answers[start:], 1):
-            counts[got] += 1
-            worst = max(worst, *(abs(counts[a] - length * w / total) for a, w in WEIGHTS.items()))
-    return worst
+    return runs.worst_run(answers, WEIGHTS)
 
 
 def test_one_requesters_answers_follow_the_weights_within_two() -> None:
