@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -170,6 +172,32 @@ def _wants_stats(request: web.Request) -> bool:
     return request.query.get("stats", "").lower() in ("1", "true")
 
 
+# Blocking queries (?index=N&wait=DURATION): how long a GET may wait for a change.
+DEFAULT_WAIT = 300.0
+MAX_WAIT = 600.0
+INDEX_HEADER = "X-Dnsdisc-Index"
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def blocking(query: Mapping[str, str]) -> tuple[int, float] | None:
+    """A blocking query's ``index`` and how long to wait (``wait``: ``10s``, ``5m``,
+    ``120000ms``, or seconds; default 5 min, at most 10, plus up to 1/16 of it at random, as
+    Consul spreads its watchers); None without ``index``. A bad value is a 400 naming it."""
+    wait = DEFAULT_WAIT
+    if "wait" in query:
+        found = _DURATION.fullmatch(query["wait"].strip())
+        if found is None:
+            raise ValidationError("wait", "wait must be a duration like 10s, 5m or 120000ms")
+        wait = min(float(found.group(1)) * _UNIT[found.group(2)], MAX_WAIT)
+    if "index" not in query:
+        return None
+    text = query["index"]
+    if not text.isdigit() or len(text) > 20:
+        raise ValidationError("index", "index must be a whole number, 0 or more")
+    return int(text), wait + random.uniform(0, wait / 16)
+
+
 Explain = Callable[[str, str, bytes, int, str | None], dict[str, Any]]
 EXPLAIN_PARAMS = ("type", "client", "ecs", "tag")
 
@@ -244,7 +272,12 @@ class Api:
         self.allowed_hosts = frozenset(h.lower().rstrip(".") for h in allowed_hosts)
 
     def app(self) -> web.Application:
-        middlewares: list[Middleware] = [self._errors, self._same_origin, self._auth]
+        middlewares: list[Middleware] = [
+            self._index_header,
+            self._errors,
+            self._same_origin,
+            self._auth,
+        ]
         if self.audit is not None:
             middlewares.insert(1, self._audit)  # sees every write, refused ones included
         if self.guard is not None:
@@ -304,6 +337,20 @@ class Api:
             if "Allow" in exc.headers:  # RFC 9110: a 405 names the methods that are allowed
                 response.headers["Allow"] = exc.headers["Allow"]
             return response
+
+    @web.middleware
+    async def _index_header(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every GET of the /v1 API carries the change index (the registry's, where the
+        handler did not set what it shows)."""
+        response = await handler(request)
+        if (
+            request.method == "GET"
+            and request.path.startswith("/v1/")
+            and INDEX_HEADER not in response.headers
+            and not response.prepared
+        ):
+            response.headers[INDEX_HEADER] = str(self.registry.events.changes.index)
+        return response
 
     @web.middleware
     async def _audit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -512,9 +559,26 @@ class Api:
 
     # -- services ----------------------------------------------------------------------------
 
+    async def _block(
+        self, request: web.Request, service: str | None = None, instance: str | None = None
+    ) -> None:
+        """Hold a blocking query (``?index=N``) until what it shows changed after N, or its
+        wait ends; the response then carries the index it shows."""
+        found = blocking(request.query)
+        if found is not None:
+            await self.registry.events.changes.wait(found[0], found[1], service, instance)
+
+    def _indexed(
+        self, response: web.Response, service: str | None = None, instance: str | None = None
+    ) -> web.Response:
+        index = self.registry.events.changes.index_of(service, instance)
+        response.headers[INDEX_HEADER] = str(index)
+        return response
+
     async def list_services(self, request: web.Request) -> web.Response:
         """Every service's settings and counts; ``?stats=1`` adds every service's instances
         with their ``answers`` (what the dashboard draws, in one request per refresh)."""
+        await self._block(request)
         stats = _wants_stats(request)
         if stats and self.refresh is not None:
             await self.refresh(None)
@@ -524,16 +588,19 @@ class Api:
             (s for s in self.registry if rights.can_read(s.settings.name)),
             key=lambda s: s.settings.name,
         )
-        return web.json_response({"services": [_service_json(s, stats, stats) for s in services]})
+        return self._indexed(
+            web.json_response({"services": [_service_json(s, stats, stats) for s in services]})
+        )
 
     async def get_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")
         self._may_read(request, name)
+        await self._block(request, name)
         svc = self.registry.service(name)
         stats = _wants_stats(request)
         if stats and self.refresh is not None:
             await self.refresh(name)
-        return web.json_response(_service_json(svc, True, stats))
+        return self._indexed(web.json_response(_service_json(svc, True, stats)), name)
 
     async def explain_answer(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")
@@ -574,11 +641,12 @@ class Api:
 
     async def get_instance(self, request: web.Request) -> web.Response:
         service, iid = self._ids(request)
+        await self._block(request, service, iid)
         state = self.registry.instance(service, iid)
         stats = _wants_stats(request)
         if stats and self.refresh is not None:
             await self.refresh(service)
-        return web.json_response(_instance_json(state, stats))
+        return self._indexed(web.json_response(_instance_json(state, stats)), service, iid)
 
     async def put_instance(self, request: web.Request) -> web.Response:
         service, iid = self._ids(request)

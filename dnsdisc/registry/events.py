@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, ParamSpec
 
+from dnsdisc.registry.changes import ChangeLog
+
 P = ParamSpec("P")
 
 
@@ -28,9 +30,9 @@ class Bus(Generic[P]):
 
 
 class Events:
-    """The registry's three buses."""
+    """The registry's three buses, and its change index and log (``changes``)."""
 
-    __slots__ = ("changed", "figures", "status")
+    __slots__ = ("changed", "changes", "figures", "status")
 
     def __init__(self) -> None:
         # (service, instance id): anything about the service changed, or it is gone; rebuild
@@ -41,3 +43,5 @@ class Events:
         self.status: Bus[[str, str, str, str]] = Bus()
         # (service, instance id, load, latency in ms): reported figures changed, nothing else did
         self.figures: Bus[[str, str, float | None, float | None]] = Bus()
+        # Every change with its index, for blocking queries and event streams.
+        self.changes = ChangeLog()

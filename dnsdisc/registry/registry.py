@@ -10,6 +10,7 @@ the store's follower (``replication``), which the store's ``commit`` waits for.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -26,6 +27,8 @@ from dnsdisc.store.base import MemoryStore, Op, SharedStore, Store
 
 # Services announced to the listeners between two turns of the event loop while loading.
 LOAD_BATCH = 64
+
+log = logging.getLogger(__name__)
 
 
 class Registry:
@@ -56,6 +59,7 @@ class Registry:
         self._barrier: Callable[[], Awaitable[None]] | None = None
         # Acknowledged writes by kind (put_instance, del_instance, ...), for the metrics.
         self.writes: Counter[str] = Counter()
+        self._background: set[asyncio.Task[None]] = set()  # the index's reservations
 
     @property
     def settings(self) -> RegistrySettings:
@@ -135,7 +139,21 @@ class Registry:
 
     async def load(self) -> None:
         """Fill memory from the store, then create the services the config names."""
-        self.memory.load(await self.store.open())
+        snap = await self.store.open()
+        changes = self.events.changes
+        changes.start(snap.index)
+        if not self.shared:
+            # The high-water mark a block ahead (see registry/changes.py); a failed write is
+            # logged, and tried again with the next block.
+            changes.reserve = lambda upto: self._keep(
+                self.store.commit([Op("put_index", "", data={"index": upto})])
+            )
+        # Verdicts loaded from a shared store count at its revision, as on every node.
+        changes.revision = snap.index if self.shared else 0
+        try:
+            self.memory.load(snap)
+        finally:
+            changes.revision = 0
         for n, name in enumerate(self.memory.names(), 1):
             self.events.changed.emit(name, None)
             if n % LOAD_BATCH == 0:
@@ -144,6 +162,20 @@ class Registry:
                 await asyncio.sleep(0)
         if self.shared:
             cast(SharedStore, self.store).follow(Follower(self.memory))
+
+    def _keep(self, write: Awaitable[None]) -> None:
+        """Run ``write`` in the background (a reservation of change indexes)."""
+
+        async def run() -> None:
+            try:
+                await write
+            except Exception:
+                log.warning("could not keep the change index's high-water mark", exc_info=True)
+                self.events.changes.reserved = self.events.changes.index  # again next change
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def add_static(self, settings: ServiceSettings, instances: Iterable[Instance]) -> None:
         """A service from a zone file: never stored, never changed over HTTP."""

@@ -36,6 +36,14 @@ class Follower:
         self.memory = memory
 
     def apply_change(self, op: Op) -> None:
+        changes = self.memory.events.changes
+        changes.revision = op.revision
+        try:
+            self._apply(op)
+        finally:
+            changes.revision = 0
+
+    def _apply(self, op: Op) -> None:
         memory = self.memory
         try:
             if op.kind == "put_instance":
@@ -71,6 +79,15 @@ class Follower:
         drop what is gone, apply what is new or changed, keep what is the same (and its
         health). Static and configured services stay."""
         memory = self.memory
+        # Every change found is the snapshot's (its revision: what every node counts).
+        memory.events.changes.revision = snap.index
+        try:
+            self._resync(snap)
+        finally:
+            memory.events.changes.revision = 0
+
+    def _resync(self, snap: Snapshot) -> None:
+        memory = self.memory
         kept = {service for service, _ in snap.instances}
         kept.update(snap.services, memory.settings.configured)
         memory.retain(snap.instances, kept)
@@ -87,7 +104,7 @@ class Follower:
             if inst is None:
                 continue
             if known is None or known.instance != inst:
-                self.apply_change(Op("put_instance", service, iid, data))
+                self._apply(Op("put_instance", service, iid, data))
         for (service, iid), data in snap.statuses.items():
             memory.take_verdict(service, iid, data)
         log.info("resynchronised with the store: %d services", len(memory))

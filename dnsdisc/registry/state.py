@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dnsdisc.errors import ValidationError
+from dnsdisc.registry import changes as kinds
 from dnsdisc.registry.events import Events
 from dnsdisc.registry.limits import tag_counts
 from dnsdisc.registry.model import (
@@ -270,6 +271,7 @@ class Memory:
             inst.address,
             inst.port,
         )
+        self.events.changes.record(kinds.REGISTER, inst.service, inst.id, inst.to_json())
         self.events.changed.emit(inst.service, inst.id)
         return prev is None
 
@@ -277,6 +279,7 @@ class Memory:
         svc = self._services.get(service)
         if svc is not None and svc.drop(instance_id) is not None:
             log.info("deregistered instance %s/%s", service, instance_id)
+            self.events.changes.record(kinds.DEREGISTER, service, instance_id)
             self.events.changed.emit(service, instance_id)
 
     def put_service(self, settings: ServiceSettings) -> None:
@@ -285,11 +288,13 @@ class Memory:
             svc = self._services[settings.name] = Service(settings)
         svc.settings = settings
         log.info("service %s settings: %s", settings.name, settings_data(settings))
+        self.events.changes.record(kinds.SERVICE, settings.name, None, settings.to_json())
         self.events.changed.emit(settings.name, None)
 
     def drop_service(self, name: str) -> None:
         if self._services.pop(name, None) is not None:
             log.info("deleted service %s", name)
+            self.events.changes.record(kinds.SERVICE_DELETED, name)
             self.events.changed.emit(name, None)
 
     def retain(self, instances: Container[tuple[str, str]], services: Container[str]) -> None:
@@ -300,9 +305,11 @@ class Memory:
             for iid, state in list(svc.instances.items()):
                 if not state.instance.static and (name, iid) not in instances:
                     svc.drop(iid)
+                    self.events.changes.record(kinds.DEREGISTER, name, iid)
                     touched.add(name)
             if not svc.static and not svc.instances and name not in services:
                 del self._services[name]
+                self.events.changes.record(kinds.SERVICE_DELETED, name)
                 touched.add(name)
         for name in touched:
             self.events.changed.emit(name, None)
@@ -330,6 +337,7 @@ class Memory:
                 elif iid in svc.instances and state.instance == svc.instances[iid].instance:
                     svc.instances[iid] = state  # unchanged by a reload: keep its health
         self._services[settings.name] = svc
+        self.events.changes.record(kinds.SERVICE, settings.name, None, settings.to_json())
         self.events.changed.emit(settings.name, None)
 
     def replace_static(self, services: list[tuple[ServiceSettings, list[Instance]]]) -> None:
@@ -344,6 +352,7 @@ class Memory:
                     svc.keep(kept)
                 else:
                     del self._services[name]
+                self.events.changes.record(kinds.SERVICE if kept else kinds.SERVICE_DELETED, name)
                 self.events.changed.emit(name, None)
         for settings, instances in services:
             old = self._services.get(settings.name)
@@ -368,7 +377,7 @@ class Memory:
         if before is None:
             return False
         log.info("instance %s/%s is %s: %s", service, instance_id, status, output)
-        self._status_changed(service, instance_id, before, state.effective_status)
+        self._status_changed(service, instance_id, before, state, kinds.HEALTH)
         return True
 
     def set_maintenance(self, service: str, instance_id: str, reason: str | None) -> None:
@@ -383,7 +392,7 @@ class Memory:
             instance_id,
             f"in maintenance: {reason}" if reason is not None else "out of maintenance",
         )
-        self._status_changed(service, instance_id, before, state.effective_status)
+        self._status_changed(service, instance_id, before, state, kinds.MAINTENANCE)
 
     def take_verdict(self, service: str, instance_id: str, data: dict[str, Any]) -> None:
         """A verdict and maintenance state read from a shared store. It comes from outside this
@@ -422,7 +431,12 @@ class Memory:
         if service in self._services:
             self.events.changed.emit(service, None)
 
-    def _status_changed(self, service: str, instance_id: str, before: str, after: str) -> None:
+    def _status_changed(
+        self, service: str, instance_id: str, before: str, state: InstanceState, kind: str
+    ) -> None:
+        after = state.effective_status
+        data = {"status": after, "output": state.output, "maintenance": state.maintenance}
+        self.events.changes.record(kind, service, instance_id, data)
         self.events.status.emit(service, instance_id, before, after)
         self.events.changed.emit(service, instance_id)
 

@@ -23,10 +23,12 @@ class Op:
     exists), del_service, put_instance or del_instance. A shared store also hands the registry
     put_status (a health verdict or maintenance state every node adopts)."""
 
-    kind: str
+    kind: str  # also put_index (a local store's change-index high-water mark, data {"index"})
     service: str
     instance: str = ""
     data: dict[str, Any] | None = None
+    # A shared store's revision of the change (the change index every node agrees on).
+    revision: int = 0
 
 
 @dataclass(slots=True)
@@ -37,6 +39,8 @@ class Snapshot:
     instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # Health verdicts shared through the store (etcd only): {"status", "output", "maintenance"}.
     statuses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Where the change index continues from: etcd's revision, SQLite's high-water mark.
+    index: int = 0
 
 
 class Store(Protocol):

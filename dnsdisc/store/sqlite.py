@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS instances (
     definition TEXT NOT NULL,
     PRIMARY KEY (service, id)
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 """
 # Upper bound of one group commit: keeps one transaction, and the wait behind it, short.
 _MAX_BATCH = 512
@@ -74,6 +78,8 @@ class SqliteStore:
                 "SELECT service, id, definition FROM instances"
             ):
                 snap.instances[(service, iid)] = json.loads(definition)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'index'").fetchone()
+            snap.index = int(row[0]) if row else 0
         except (sqlite3.Error, OSError, ValueError) as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
         self._conn = conn
@@ -163,5 +169,12 @@ def _apply(conn: sqlite3.Connection, op: Op) -> None:
     elif op.kind == "del_service":
         conn.execute("DELETE FROM instances WHERE service = ?", (op.service,))
         conn.execute("DELETE FROM services WHERE name = ?", (op.service,))
+    elif op.kind == "put_index":  # the change index's high-water mark (registry/changes.py)
+        assert op.data is not None
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('index', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+            (int(op.data["index"]),),
+        )
     else:
         raise sqlite3.ProgrammingError(f"unknown op {op.kind}")

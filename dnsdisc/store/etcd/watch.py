@@ -78,7 +78,8 @@ class Watch:
                 leases[(service, iid)] = (int(kv.get("lease") or 0), value.get("ttl"))
             else:
                 snap.statuses[(service, iid)] = value
-        return snap, int(data["header"]["revision"]), leases
+        snap.index = int(data["header"]["revision"])
+        return snap, snap.index, leases
 
     async def reconcile(self) -> None:
         """Make the view etcd's after an outage: load the range and, if the watch has not
@@ -190,13 +191,13 @@ class Watch:
             rev = int(kv.get("mod_revision") or 0)
             if rev <= applied:
                 continue  # seen before the watch was resumed
-            self._apply_event(event.get("type") == "DELETE", kv)
+            self._apply_event(event.get("type") == "DELETE", kv, rev)
             newest = max(newest, rev)
         if newest > self.rev:
             self.rev = newest
             self._wake()
 
-    def _apply_event(self, deleted: bool, kv: dict[str, Any]) -> None:
+    def _apply_event(self, deleted: bool, kv: dict[str, Any], rev: int) -> None:
         key = unb64(kv.get("key", ""))
         parsed = self._keys.parse(key)
         if parsed is None or self._sink is None:
@@ -207,19 +208,19 @@ class Watch:
             self._keys.skipped += 1
             return
         if kind == "services":
-            op = Op("del_service" if deleted else "put_service", service, data=value)
+            op = Op("del_service" if deleted else "put_service", service, data=value, revision=rev)
         elif kind == "instances":
             if deleted:
                 self._leases.pop((service, iid), None)
-                op = Op("del_instance", service, iid)
+                op = Op("del_instance", service, iid, revision=rev)
             else:
                 assert value is not None
                 self._leases[(service, iid)] = (int(kv.get("lease") or 0), value.get("ttl"))
-                op = Op("put_instance", service, iid, value)
+                op = Op("put_instance", service, iid, value, revision=rev)
         elif deleted:
             return  # a verdict going away (with its lease) changes nothing by itself
         else:
-            op = Op("put_status", service, iid, value)
+            op = Op("put_status", service, iid, value, revision=rev)
         try:
             self._sink.apply_change(op)
         except Exception:  # one bad key must not stop the rest from arriving
