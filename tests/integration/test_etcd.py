@@ -22,6 +22,7 @@ import yaml
 
 from dnsdisc.config.load import from_mapping
 from tests.support.etcdcluster import EtcdCluster, etcd_post
+from tests.support.etcdcluster import etcd_node as node
 from tests.support.helpers import (
     DnsdiscProcess,
     console_steps,
@@ -32,18 +33,6 @@ from tests.support.helpers import (
 )
 
 NAME = "web.svc.internal"
-
-
-def node(tmp_path: Path, name: str, cluster: EtcdCluster, *extra: str) -> DnsdiscProcess:
-    return DnsdiscProcess(
-        tmp_path / name,
-        extra_args=[
-            "--storage", "etcd",
-            "--etcd-endpoints", cluster.endpoints,
-            "--etcd-prefix", "/dnsdisc-test",
-            *extra,
-        ],
-    )  # fmt: skip
 
 
 @pytest.fixture

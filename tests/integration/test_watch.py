@@ -10,8 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.integration.test_etcd import node
-from tests.support.etcdcluster import EtcdCluster
+from tests.support.etcdcluster import EtcdCluster, etcd_node
 from tests.support.helpers import DnsdiscProcess, HttpResult, running
 
 HEADER = "X-Dnsdisc-Index"
@@ -95,9 +94,9 @@ def test_the_index_never_goes_back_across_a_restart(tmp_path: Path) -> None:
 
 
 def test_on_etcd_every_node_shows_the_same_index(tmp_path: Path, etcd: EtcdCluster) -> None:
-    a = node(tmp_path, "a", etcd).start()
+    a = etcd_node(tmp_path, "a", etcd).start()
     try:
-        b = node(tmp_path, "b", etcd).start()
+        b = etcd_node(tmp_path, "b", etcd).start()
         try:
             a.register("web", "x", address="10.0.0.1", port=80)
             deadline = time.monotonic() + 10

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.helpers import free_port, require_tool
+from tests.support.helpers import DnsdiscProcess, free_port, require_tool
 
 
 def etcd_post(url: str, path: str, body: dict[str, Any], timeout: float = 2.0) -> Any:
@@ -141,3 +141,16 @@ class EtcdCluster:
             self.kill(m)
         for m in self.members:
             shutil.rmtree(m.data_dir, ignore_errors=True)
+
+
+def etcd_node(tmp_path: Path, name: str, cluster: EtcdCluster, *extra: str) -> DnsdiscProcess:
+    """A dnsdisc node (not started) sharing ``cluster``'s registry under a test prefix."""
+    return DnsdiscProcess(
+        tmp_path / name,
+        extra_args=[
+            "--storage", "etcd",
+            "--etcd-endpoints", cluster.endpoints,
+            "--etcd-prefix", "/dnsdisc-test",
+            *extra,
+        ],
+    )  # fmt: skip
