@@ -588,9 +588,21 @@ class Api:
             (s for s in self.registry if rights.can_read(s.settings.name)),
             key=lambda s: s.settings.name,
         )
-        return self._indexed(
-            web.json_response({"services": [_service_json(s, stats, stats) for s in services]})
-        )
+        listed = [_service_json(s, stats, stats) for s in services]
+        if stats and self.explain is not None:
+            for svc in listed:
+                self._expected(svc)
+        return self._indexed(web.json_response({"services": listed}))
+
+    def _expected(self, svc: dict[str, Any]) -> None:
+        """Each instance's ``expected`` share: its chance of leading the next address answer to
+        a client of unknown location (explain's ``p_first``), for the dashboard's bulk list."""
+        assert self.explain is not None
+        v6 = bool(svc["instances"]) and all(":" in i["address"] for i in svc["instances"])
+        explained = self.explain(svc["name"], "AAAA" if v6 else "A", b"", -1, None)
+        chances = {i["id"]: i["p_first"] for i in explained["instances"]}
+        for inst in svc["instances"]:
+            inst["expected"] = chances.get(inst["id"], 0.0)
 
     async def get_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")

@@ -41,18 +41,6 @@ async function getJSON(url) {
 // service's instances and their answer counts.
 async function load() {
   const list = await getJSON(`${API}?stats=1`);
-  // The expected share of each instance (its chance of leading the next answer to a client of
-  // unknown location), from explain: one request per service, side by side.
-  await Promise.all(
-    list.services.map(async (svc) => {
-      try {
-        const ex = await getJSON(`${API}/${encodeURIComponent(svc.name)}/explain`);
-        svc.expected = Object.fromEntries(ex.instances.map((i) => [i.id, i.p_first]));
-      } catch {
-        svc.expected = null; // an older server, or a service gone meanwhile
-      }
-    }),
-  );
   return list.services;
 }
 
@@ -229,7 +217,7 @@ function instanceRow(svc, inst, answerShare, weightShare) {
     ),
     el("td", { class: "c-out" }, out),
     el("td", { class: "c-lat" }, latency),
-    el("td", { class: "c-share" }, bars(answerShare, weightShare, inst.answers ?? 0, svc.expected?.[inst.id])),
+    el("td", { class: "c-share" }, bars(answerShare, weightShare, inst.answers ?? 0, inst.expected)),
   );
 }
 
