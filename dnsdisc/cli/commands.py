@@ -328,8 +328,8 @@ def _explain(client: Client, args: argparse.Namespace) -> str:
 def explain_text(reply: dict[str, Any]) -> str:
     head = (
         f"{reply['name']} {reply['type']}: policy {reply['policy']}, max_answers "
-        f"{reply['max_answers']}, ttl {reply['ttl']}, sequence {reply['sequence']}, locality "
-        f"{reply['locality']}"
+        f"{reply['max_answers'] or 'all'}, ttl {reply['ttl']}, sequence {reply['sequence']}, "
+        f"locality {reply['locality']}"
     )
     if reply.get("client_zone"):
         head += f", client in {reply['client_zone']}"
