@@ -24,6 +24,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from dnsdisc.api import events
 from dnsdisc.api.acl import NOTHING, Acl, Rights
 from dnsdisc.api.audit import AuditLog
 from dnsdisc.api.doh import DohHandler
@@ -299,6 +300,7 @@ class Api:
         r.add_post(base + "/heartbeat", self.heartbeat)
         r.add_put(base + "/maintenance", self.maintenance)
         r.add_get("/v1/services/{service}/explain", self.explain_answer)
+        r.add_get("/v1/events", self.events)
         r.add_get("/ui", self.ui_redirect)
         r.add_get("/ui/", self.ui_file)
         r.add_get("/ui/{name}", self.ui_file)
@@ -613,6 +615,19 @@ class Api:
         if stats and self.refresh is not None:
             await self.refresh(name)
         return self._indexed(web.json_response(_service_json(svc, True, stats)), name)
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """The registry's changes as Server-Sent Events (see api/events.py)."""
+        for key in request.query:
+            if key != "service":
+                raise ValidationError(key, f"unknown parameter {key!r}; expected: service")
+        service = label(request.query["service"], "service") if "service" in request.query else None
+        if service is not None:
+            self._may_read(request, service)
+        rights = self._rights(request)
+        return await events.stream(
+            request, self.registry.events.changes, service, rights.can_read, INDEX_HEADER
+        )
 
     async def explain_answer(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")

@@ -124,3 +124,132 @@ def test_on_etcd_every_node_shows_the_same_index(tmp_path: Path, etcd: EtcdClust
             b.stop()
     finally:
         a.stop()
+
+
+# -- the event stream ----------------------------------------------------------------------------
+
+
+async def read_events(
+    url: str, count: int, last_id: str | None = None, timeout: float = 10.0, during=None
+) -> list[dict[str, str]]:
+    """``count`` events (comments skipped) from the SSE stream at ``url``, with aiohttp;
+    ``during`` (a blocking callable) runs in a thread once the stream is open."""
+    import asyncio
+    import json
+
+    import aiohttp
+
+    headers = {"Last-Event-ID": last_id} if last_id is not None else {}
+    events: list[dict[str, str]] = []
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"] == "text/event-stream"
+        current: dict[str, str] = {}
+        started = False
+
+        async def lines() -> None:
+            nonlocal current, started
+            async for raw in resp.content:
+                line = raw.decode().rstrip("\n")
+                if line == ": connected":
+                    started = True
+                if not line:
+                    if current:
+                        events.append(current)
+                        current = {}
+                        if len(events) >= count:
+                            return
+                    continue
+                if line.startswith(":"):
+                    continue
+                key, _, value = line.partition(": ")
+                current[key] = value
+
+        reader = asyncio.ensure_future(lines())
+        if during is not None:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while not started and not reader.done():
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(during)
+        await asyncio.wait_for(reader, timeout)
+    for event in events:
+        event["json"] = json.loads(event["data"])  # type: ignore[assignment]
+    return events
+
+
+def test_the_event_stream_sends_each_change_and_filters_by_service(
+    server: DnsdiscProcess,
+) -> None:
+    import asyncio
+
+    def changes() -> None:
+        server.register("db", "x", address="10.0.0.9", port=5432)
+        server.register("web", "a", address="10.0.0.1", port=80)
+        server.http("PUT", "/v1/services/web/instances/a/maintenance", {"enabled": True})
+        assert server.http("DELETE", "/v1/services/web/instances/a").status == 204
+
+    url = f"{server.http_url}/v1/events?service=web"
+    got = asyncio.run(read_events(url, 3, during=changes))
+    assert [e["event"] for e in got] == ["register", "maintenance", "deregister"]
+    assert [e["json"]["instance"] for e in got] == ["a", "a", "a"]  # type: ignore[index]
+    assert got[0]["json"]["data"]["address"] == "10.0.0.1"  # type: ignore[index]
+    ids = [int(e["id"]) for e in got]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    # Resume after the first: the rest, from the log.
+    again = asyncio.run(read_events(url, 2, last_id=got[0]["id"]))
+    assert [e["id"] for e in again] == [e["id"] for e in got[1:]]
+    # Bad input.
+    assert server.http("GET", "/v1/events?service=Bad_").status == 400
+    assert server.http("GET", "/v1/events?colour=red").body["field"] == "colour"
+
+
+def test_curl_follows_the_stream(server: DnsdiscProcess) -> None:
+    import subprocess
+
+    from tests.support.helpers import require_tool
+
+    curl = require_tool("curl")
+    proc = subprocess.Popen(
+        [curl, "-sN", "--max-time", "4", f"{server.http_url}/v1/events"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1)
+        server.register("web", "a", address="10.0.0.1", port=80)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "event: register" in out and '"instance": "a"' in out, out
+
+
+def test_a_resume_from_before_a_restart_gets_a_reset(tmp_path: Path) -> None:
+    import asyncio
+
+    with running(tmp_path, "n") as server:
+        server.register("web", "a", address="10.0.0.1", port=80)
+        _, old = get(server, "/v1/services")
+    with running(tmp_path, "n") as again:
+        got = asyncio.run(read_events(f"{again.http_url}/v1/events", 1, last_id=str(old - 1)))
+        assert got[0]["event"] == "reset" and int(got[0]["id"]) >= old
+
+
+def test_on_etcd_a_change_on_one_node_reaches_a_stream_on_another(
+    tmp_path: Path, etcd: EtcdCluster
+) -> None:
+    import asyncio
+
+    a = etcd_node(tmp_path, "a", etcd).start()
+    try:
+        b = etcd_node(tmp_path, "b", etcd).start()
+        try:
+            url = f"{b.http_url}/v1/events"
+            during = lambda: a.register("web", "x", address="10.0.0.1", port=80)  # noqa: E731
+            # A new service's first instance: its settings key, then the instance (one txn).
+            got = asyncio.run(read_events(url, 2, during=during))
+            assert [e["event"] for e in got] == ["service", "register"], got
+            assert got[1]["json"]["instance"] == "x"  # type: ignore[index]
+        finally:
+            b.stop()
+    finally:
+        a.stop()
