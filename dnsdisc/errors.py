@@ -142,7 +142,12 @@ class MalformedQueryError(DnsdiscError):
 
 
 def http_status_of(exc: BaseException) -> int:
-    """The HTTP status for an error: its class's, inherited along the MRO; 500 for a foreign one."""
+    """The HTTP status for an error: its class's, inherited along the MRO; 500 for a foreign one.
+    An error that only says where another happened (a batch's operation) carries it as
+    ``cause``, and has its status."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, DnsdiscError):
+        return http_status_of(cause)
     return exc.http_status if isinstance(exc, DnsdiscError) else 500
 
 

@@ -44,6 +44,7 @@ from dnsdisc.errors import (
     http_status_of,
 )
 from dnsdisc.netaddr import DEFAULT_CHECK_NETWORKS, NetRules
+from dnsdisc.registry import batch
 from dnsdisc.registry.checks import RemoteCheckRules
 from dnsdisc.registry.model import (
     PASSING,
@@ -51,6 +52,7 @@ from dnsdisc.registry.model import (
     HeartbeatReport,
     Instance,
     ServiceSettings,
+    maintenance_reason,
 )
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.state import InstanceState, Service
@@ -109,9 +111,11 @@ class ServerState:
 
 
 def error_response(
-    status: int, message: str, fld: str = "", outcome: str | None = None
+    status: int, message: str, fld: str = "", outcome: str | None = None, op: int | None = None
 ) -> web.Response:
-    body = {"error": message, "field": fld}
+    body: dict[str, Any] = {"error": message, "field": fld}
+    if op is not None:
+        body["op"] = op  # the position of the failing operation of a batch
     if outcome is not None:
         # A store error says whether the write may still be applied (errors.StoreStaleError,
         # errors.StoreOutcomeUnknownError).
@@ -301,6 +305,7 @@ class Api:
         r.add_put(base + "/maintenance", self.maintenance)
         r.add_get("/v1/services/{service}/explain", self.explain_answer)
         r.add_get("/v1/events", self.events)
+        r.add_post("/v1/batch", self.batch)
         r.add_get("/ui", self.ui_redirect)
         r.add_get("/ui/", self.ui_file)
         r.add_get("/ui/{name}", self.ui_file)
@@ -322,6 +327,10 @@ class Api:
                 getattr(exc, "field", ""),
                 getattr(exc, "outcome", None),
             )
+            if isinstance(exc, batch.BatchError):  # which operation of a batch
+                response = error_response(
+                    status, exc.message, exc.field, getattr(exc.cause, "outcome", None), exc.op
+                )
             if status == 401:  # RFC 6750 3: say which scheme would do
                 response.headers["WWW-Authenticate"] = 'Bearer realm="dnsdisc"'
             return response
@@ -616,6 +625,23 @@ class Api:
             await self.refresh(name)
         return self._indexed(web.json_response(_service_json(svc, True, stats)), name)
 
+    async def batch(self, request: web.Request) -> web.Response:
+        """Up to 128 operations, all applied in one commit or none (see registry/batch.py)."""
+        ops = batch.parse(await read_json(request), self.registry.settings_for)
+        for position, op in enumerate(ops):
+            try:
+                self._may_write(request, op.service)
+            except DnsdiscError as exc:
+                raise batch.BatchError(position, exc) from None
+        results = await self.registry.apply_batch(ops)
+        await self.registry.settled()
+        return web.json_response(
+            {
+                "index": self.registry.events.changes.index,
+                "results": [{"status": s} for s in results],
+            }
+        )
+
     async def events(self, request: web.Request) -> web.StreamResponse:
         """The registry's changes as Server-Sent Events (see api/events.py)."""
         for key in request.query:
@@ -699,22 +725,7 @@ class Api:
     async def maintenance(self, request: web.Request) -> web.Response:
         """``{"enabled": true, "reason": "..."}`` takes the instance out of the answers."""
         service, iid = self._ids(request)
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise ValidationError("body", "the body must be a JSON object")
-        for key in body:
-            if key not in ("enabled", "reason"):
-                raise ValidationError(str(key), f"unknown field {key!r}; expected: enabled, reason")
-        enabled = body.get("enabled")
-        if not isinstance(enabled, bool):
-            raise ValidationError("enabled", "enabled must be true or false")
-        reason = body.get("reason", "")
-        if not isinstance(reason, str) or len(reason) > 256 or not reason.isprintable():
-            raise ValidationError(
-                "reason", "reason must be printable text of at most 256 characters"
-            )
-        state = await self.registry.maintenance(
-            service, iid, (reason or "maintenance") if enabled else None
-        )
+        reason = maintenance_reason(await read_json(request))
+        state = await self.registry.maintenance(service, iid, reason)
         await self.registry.settled()
         return web.json_response(_instance_json(state))

@@ -395,3 +395,18 @@ class ServiceSettings:
             "sequence": self.sequence,
             "srv_weights": self.srv_weights,
         }
+
+
+def maintenance_reason(body: object) -> str | None:
+    """``{"enabled": true, "reason": "..."}``: the reason to take an instance out of the
+    answers with ("maintenance" when none is given), or None to put it back."""
+    if not isinstance(body, Mapping):
+        raise ValidationError("body", "the body must be a JSON object")
+    _check_fields(body, ("enabled", "reason"))
+    enabled = body.get("enabled")
+    if not isinstance(enabled, bool):
+        raise ValidationError("enabled", "enabled must be true or false")
+    reason = body.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 256 or not reason.isprintable():
+        raise ValidationError("reason", "reason must be printable text of at most 256 characters")
+    return (reason or "maintenance") if enabled else None

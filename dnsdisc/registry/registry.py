@@ -14,9 +14,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from functools import partial
 from typing import cast
 
-from dnsdisc.errors import ConflictError, NotFoundError
+from dnsdisc.errors import ConflictError, DnsdiscError, NotFoundError
+from dnsdisc.registry.batch import BatchError, BatchOp
 from dnsdisc.registry.events import Events
 from dnsdisc.registry.limits import Limits, check_instance, check_meta, check_new_service
 from dnsdisc.registry.model import PASSING, HeartbeatReport, Instance, ServiceSettings
@@ -250,6 +252,97 @@ class Registry:
         if self.service(name).static:
             raise ConflictError(f"service {name!r} is defined in a zone file", "service")
         await self._write([Op("del_service", name)], lambda: self.memory.drop_service(name))
+
+    async def apply_batch(self, ops: list[BatchOp]) -> list[int]:
+        """Apply a batch (see registry/batch.py) all or nothing: every operation is checked
+        against memory as the operations before it leave it, then one commit carries them all.
+        The status each would have had alone (201, 200, 204). With a shared store, maintenance
+        is published after the commit (it is a health verdict there, not a stored key)."""
+        store_ops: list[Op] = []
+        applies: list[Callable[[], object]] = []
+        results: list[int] = []
+        later: list[BatchOp] = []
+        instances = {(s.settings.name, i) for s in self.memory for i in s.instances}
+        services = set(self.memory.names())
+        for position, op in enumerate(ops):
+            try:
+                results.append(self._batch_op(op, instances, services, store_ops, applies, later))
+            except DnsdiscError as exc:
+                raise BatchError(position, exc) from None
+
+        def apply() -> None:
+            for each in applies:
+                each()
+
+        if store_ops:
+            await self._write(store_ops, apply)
+        else:
+            apply()
+        for op in later:
+            await self.maintenance(op.service, op.instance or "", op.maintenance)
+        return results
+
+    def _batch_op(
+        self,
+        op: BatchOp,
+        instances: set[tuple[str, str]],
+        services: set[str],
+        store_ops: list[Op],
+        applies: list[Callable[[], object]],
+        later: list[BatchOp],
+    ) -> int:
+        svc = self.memory.get(op.service)
+        if op.kind == "register":
+            inst = op.registration
+            assert inst is not None
+            self._check_writable(inst.service)
+            old = svc.instances.get(inst.id) if svc else None
+            if old is not None and old.instance.static:
+                raise ConflictError(f"instance {inst.id!r} is defined in a zone file", "id")
+            limits = self.settings.limits
+            if inst.service not in services:
+                check_new_service(limits, len(services))
+                defaults = settings_data(self.settings_for(inst.service))
+                store_ops.append(Op("ensure_service", inst.service, data=defaults))
+                services.add(inst.service)
+            check_instance(
+                limits, inst, svc.tag_counts() if svc else {},
+                len(svc.instances) if svc else 0,
+                old.instance if old is not None else None,
+                lambda: len(instances),
+            )  # fmt: skip
+            store_ops.append(Op("put_instance", inst.service, inst.id, inst.definition()))
+            applies.append(partial(self.memory.put_instance, inst))
+            created = (inst.service, inst.id) not in instances
+            instances.add((inst.service, inst.id))
+            return 201 if created else 200
+        if op.kind == "service":
+            settings = op.settings
+            assert settings is not None
+            self._check_writable(settings.name)
+            check_meta(self.settings.limits, settings.meta, f"service {settings.name!r}")
+            created = settings.name not in services
+            if created:
+                check_new_service(self.settings.limits, len(services))
+                services.add(settings.name)
+            store_ops.append(Op("put_service", settings.name, data=settings_data(settings)))
+            applies.append(lambda: self.memory.put_service(settings))
+            return 201 if created else 200
+        iid = op.instance or ""
+        if (op.service, iid) not in instances:
+            raise NotFoundError(f"no instance {iid!r} of service {op.service!r}", "id")
+        if op.kind == "deregister":
+            if svc is not None and iid in svc.instances and svc.instances[iid].instance.static:
+                raise ConflictError(f"instance {iid!r} is defined in a zone file", "id")
+            store_ops.append(Op("del_instance", op.service, iid))
+            applies.append(lambda: self.memory.drop_instance(op.service, iid))
+            instances.discard((op.service, iid))
+            return 204
+        if self.shared:
+            later.append(op)
+        else:
+            applies.append(lambda: self.memory.set_maintenance(op.service, iid, op.maintenance))
+        return 200
 
     def _check_writable(self, service: str) -> None:
         why = self.settings.reserved.get(service)

@@ -56,3 +56,12 @@ def test_rcode_follows_the_class_hierarchy() -> None:
     assert rcode_of(MalformedQueryError("x")) == dns.rcode.FORMERR
     assert rcode_of(StoreError("x")) == dns.rcode.SERVFAIL
     assert rcode_of(KeyError("x")) == dns.rcode.SERVFAIL
+
+
+def test_a_batch_error_has_its_causes_status_and_position() -> None:
+    from dnsdisc.errors import NotFoundError, ValidationError, http_status_of
+    from dnsdisc.registry.batch import BatchError
+
+    wrapped = BatchError(3, NotFoundError("no instance 'x'", "id"))
+    assert http_status_of(wrapped) == 404 and wrapped.op == 3 and wrapped.field == "id"
+    assert http_status_of(BatchError(0, ValidationError("port", "bad"))) == 400

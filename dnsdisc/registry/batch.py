@@ -1,0 +1,90 @@
+"""``POST /v1/batch``: up to MAX_OPS operations (register, deregister, service settings,
+maintenance) read and checked before any is applied, then committed in one store transaction:
+all or nothing. A bad operation is reported with its position (from 0) and field.
+
+Body: ``{"ops": [{"op": "register", "service": S, "id": I, "body": {instance}}, {"op":
+"deregister", "service": S, "id": I}, {"op": "service", "service": S, "body": {settings}},
+{"op": "maintenance", "service": S, "id": I, "body": {"enabled": true, "reason": "..."}}]}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dnsdisc.errors import DnsdiscError, FieldError, ValidationError
+from dnsdisc.registry.model import Instance, ServiceSettings, maintenance_reason
+from dnsdisc.values import label
+
+MAX_OPS = 128
+KINDS = ("register", "deregister", "service", "maintenance")
+_KEYS = {"op", "service", "id", "body"}
+
+
+class BatchError(FieldError):
+    """One operation of a batch is wrong (or refused): the whole batch is, with its position."""
+
+    def __init__(self, position: int, cause: DnsdiscError) -> None:
+        message = getattr(cause, "message", str(cause))
+        super().__init__(f"op {position}: {message}", getattr(cause, "field", ""))
+        self.op = position
+        self.cause = cause  # its status is this error's (errors.http_status_of)
+
+
+@dataclass(frozen=True)
+class BatchOp:
+    kind: str
+    service: str
+    instance: str | None = None
+    registration: Instance | None = None
+    settings: ServiceSettings | None = None
+    maintenance: str | None = None  # the reason, for maintenance on; None: off
+
+
+def parse(body: object, defaults: Callable[[str], ServiceSettings]) -> list[BatchOp]:
+    """The batch's operations, each checked as its own endpoint would check it; ``defaults``
+    gives a service's settings that a settings op starts from."""
+    if not isinstance(body, Mapping) or set(body) != {"ops"}:
+        raise ValidationError("ops", 'the body must be {"ops": [operation, ...]}')
+    ops = body["ops"]
+    if not isinstance(ops, list) or not ops:
+        raise ValidationError("ops", "ops must be a non-empty list of operations")
+    if len(ops) > MAX_OPS:
+        raise ValidationError("ops", f"at most {MAX_OPS} operations in one batch")
+    out = []
+    for position, raw in enumerate(ops):
+        try:
+            out.append(_one(raw, defaults))
+        except DnsdiscError as exc:
+            raise BatchError(position, exc) from None
+    return out
+
+
+def _one(raw: object, defaults: Callable[[str], ServiceSettings]) -> BatchOp:
+    if not isinstance(raw, Mapping):
+        raise ValidationError("op", "each operation must be a JSON object")
+    for key in raw:
+        if key not in _KEYS:
+            raise ValidationError(
+                str(key), f"unknown field {key!r}; expected: op, service, id, body"
+            )
+    kind = raw.get("op")
+    if kind not in KINDS:
+        raise ValidationError("op", f"op must be one of: {', '.join(KINDS)}")
+    service = label(raw.get("service"), "service")
+    body: Any = raw.get("body")
+    if kind == "service":
+        return BatchOp(
+            kind,
+            service,
+            settings=ServiceSettings.from_json(service, body or {}, defaults(service)),
+        )
+    iid = label(raw.get("id"), "id")
+    if kind == "register":
+        return BatchOp(kind, service, iid, registration=Instance.from_json(service, iid, body))
+    if kind == "deregister":
+        if body is not None:
+            raise ValidationError("body", "deregister takes no body")
+        return BatchOp(kind, service, iid)
+    return BatchOp(kind, service, iid, maintenance=maintenance_reason(body))
