@@ -84,13 +84,22 @@ def add_parsers(sub: _Subparsers[argparse.ArgumentParser]) -> None:
 
     r = sub.add_parser(
         "register",
-        parents=[ids, common, as_json],
-        help="register or replace an instance",
+        parents=[common, as_json],
+        help="register or replace an instance (or many, from a file)",
         description="Register an instance, or replace the one with this id. Fields left out "
-        "take the server's defaults.",
+        "take the server's defaults. With --file, every instance the file lists, in batches "
+        "of 128 (each batch all or nothing).",
     )
-    r.add_argument("--address", required=True, metavar="IP", help="IPv4 or IPv6 address")
-    r.add_argument("--port", required=True, type=int, help="port, 1-65535")
+    r.add_argument("service", nargs="?", help="service name (a DNS label)")
+    r.add_argument("id", nargs="?", help="instance id (a DNS label)")
+    r.add_argument(
+        "--file",
+        metavar="FILE",
+        help="YAML or JSON: a list of instances, each with service, id and the instance's "
+        "fields (address, port, weight, ...); '-' reads standard input",
+    )
+    r.add_argument("--address", metavar="IP", help="IPv4 or IPv6 address (required)")
+    r.add_argument("--port", type=int, help="port, 1-65535 (required)")
     r.add_argument("--weight", type=int, help="0-65535 (default 100; 0 = drained)")
     r.add_argument("--priority", type=int, help="SRV priority, lower is preferred (default 0)")
     r.add_argument("--protocol", choices=("tcp", "udp"), help="default tcp")
@@ -281,6 +290,16 @@ def _as_json(reply: Any) -> str:
 
 
 def _register(client: Client, args: argparse.Namespace) -> str:
+    if args.file is not None:
+        return _register_file(client, args)
+    usage: Callable[[str], Any] = args.subparser.error
+    missing = [
+        name if name in ("service", "id") else f"--{name}"
+        for name in ("service", "id", "address", "port")
+        if getattr(args, name) is None
+    ]
+    if missing:  # in argparse's words, as when these were required arguments
+        usage(f"the following arguments are required: {', '.join(missing)} (or --file)")
     fields = register_fields(args)
     reply = client.register(args.service, args.id, args.address, args.port, **fields)
     if args.json:
@@ -288,6 +307,54 @@ def _register(client: Client, args: argparse.Namespace) -> str:
     return (
         f"registered {reply['service']}/{reply['id']} at {_endpoint(reply)}: {status_text(reply)}"
     )
+
+
+# Instances registered per request by ``register --file`` (the server's batch limit).
+BATCH = 128
+
+
+def _register_file(client: Client, args: argparse.Namespace) -> str:
+    """Every instance of the file, in batches (each all or nothing). A file that is not a list
+    of {service, id, ...} stops before anything is sent."""
+    import sys
+
+    import yaml
+
+    usage: Callable[[str], Any] = args.subparser.error
+    given = [n for n in ("service", "id", "address", "port") if getattr(args, n) is not None]
+    if given:
+        usage(f"--file lists the instances: no {given[0]} beside it")
+    try:
+        if args.file == "-":
+            data = yaml.safe_load(sys.stdin)
+        else:
+            with open(args.file, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        usage(f"cannot read {args.file}: {exc}")
+    if not isinstance(data, list) or not data:
+        usage(f"{args.file}: expected a list of instances, each with service, id, address, port")
+    ops = []
+    for n, entry in enumerate(data):
+        if not isinstance(entry, dict) or "service" not in entry or "id" not in entry:
+            usage(f"{args.file}: entry {n} needs service and id")
+        body = {k: v for k, v in entry.items() if k not in ("service", "id")}
+        ops.append({"op": "register", "service": entry["service"], "id": entry["id"], "body": body})
+    from dnsdisc.client import ClientError
+
+    done = 0
+    for start in range(0, len(ops), BATCH):
+        chunk = ops[start : start + BATCH]
+        try:
+            client.batch(chunk)
+        except ClientError as exc:
+            # The server names the op in the batch ("op 3: ..."): entry start + 3 of the file.
+            message = f"{exc.message} (in the batch of entries {start}-{start + len(chunk) - 1}"
+            raise ClientError(
+                f"{message}; {done} registered before it)", exc.status, exc.field, exc.url
+            ) from None
+        done += len(chunk)
+    return f"registered {done} instances from {args.file}"
 
 
 def _deregister(client: Client, args: argparse.Namespace) -> str:

@@ -97,6 +97,12 @@ class Client:
         body = wire.instance_body(address, port, fields)
         return self._object("PUT", wire.path(service, id), body)
 
+    def batch(self, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        """Up to 128 operations applied all or nothing (``POST /v1/batch``): ``{"op":
+        "register", "service", "id", "body"}``, ``deregister``, ``service``, ``maintenance``.
+        Returns ``{"index", "results"}``."""
+        return self._object("POST", "/v1/batch", {"ops": ops})
+
     def deregister(self, service: str, id: str) -> None:
         self.request("DELETE", wire.path(service, id))
 
@@ -254,6 +260,7 @@ class AsyncClient:
     services = _in_thread(Client.services)
     service = _in_thread(Client.service)
     instances = _in_thread(Client.instances)
+    batch = _in_thread(Client.batch)
     explain = _in_thread(Client.explain)
 
     def registration(

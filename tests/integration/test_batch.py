@@ -106,3 +106,44 @@ def test_a_batch_on_etcd_is_one_transaction_every_node_sees(tmp_path: Path, etcd
             b.stop()
     finally:
         a.stop()
+
+
+def test_register_file_sends_batches_and_names_a_bad_entry(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.support.helpers import ROOT
+
+    with running(tmp_path, "n") as server:
+        entries = [
+            {"service": "web", "id": f"w{n}", "address": f"10.0.{n // 250}.{n % 250 + 1}",
+             "port": 80, "tags": ["blue"]}
+            for n in range(300)
+        ]  # fmt: skip
+        good = tmp_path / "instances.yaml"
+        good.write_text(yaml.safe_dump(entries))
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "dnsdisc", "register", *args,
+                 "--http", f"127.0.0.1:{server.http_port}"],
+                capture_output=True, text=True, timeout=60, cwd=ROOT,
+            )  # fmt: skip
+
+        done = cli("--file", str(good))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"registered 300 instances from {good}"
+        assert server.http("GET", "/v1/services/web").body["instance_count"] == 300
+        bad = tmp_path / "bad.yaml"
+        entries[5]["port"] = "eighty"
+        entries[0]["service"] = "db"
+        bad.write_text(yaml.safe_dump(entries[:10]))
+        failed = cli("--file", str(bad))
+        assert failed.returncode != 0 and "op 5" in failed.stderr and "port" in failed.stderr
+        assert "0 registered before it" in failed.stderr, failed.stderr
+        assert server.http("GET", "/v1/services/db").status == 404  # its batch: nothing
+        usage = cli("--file", str(good), "web")
+        assert usage.returncode == 2 and "no service beside it" in usage.stderr
+        assert cli().returncode == 2
