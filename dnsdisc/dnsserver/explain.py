@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from dnsdisc.dnsserver.locality import WHOLE, Local, Smooth, ZoneMap
 from dnsdisc.dnsserver.rrset import RRSet
 from dnsdisc.policies.balance import round_robin
-from dnsdisc.policies.locality import MODES, PIN, PREFER, bucket, rendezvous
+from dnsdisc.policies.locality import MODES, PIN, PREFER
 
 # Draws taken where no order table is built, and the error bound stated for them (3 standard
 # errors of a probability: 3 * sqrt(1/4 / SAMPLES)).
@@ -58,12 +58,9 @@ def explain(
     out = Shares([0.0] * n, [0.0] * n, scope, zone=zone)
     for chance, target, mapping in targets:
         if local.sticky_on:
-            sticky = min(local.prefixes[len(where) == 16], source)
+            key, sticky = local.sticky_key(where, source)
             out.scope = max(out.scope, sticky)
-            key = bucket(where, sticky)
-            limit = target.length(cap, False)
-            ids = [m.live.instance.id.encode() if m.live else m.body for m in target.items]
-            order = rendezvous(key, ids, [m.weight for m in target.items], limit)
+            order = local.sticky_order(target, key, cap, False)
             part = Shares([0.0] * len(target.members), [0.0] * len(target.members))
             if order:
                 part.first[order[0]] = 1.0
@@ -96,13 +93,10 @@ def _targets(
     if zone is None:
         return [(1.0, whole, None)], None, max(scope, source)
     subs, maps = local.subs, local.maps
-    if mode == PREFER:
-        here = local.healthy.get(zone, 0) >= local.min_healthy and zone in subs
-        picked = zone if here else WHOLE
-    elif mode == PIN:
-        if zone not in subs:
+    if mode in (PREFER, PIN):
+        picked = local.held(zone)
+        if picked is None:
             return [], zone, scope
-        picked = zone
     else:  # spill, by the plan this process has made (at home until it has seen demand)
         route = local.plan.get(zone)
         if route is not None and route.away:

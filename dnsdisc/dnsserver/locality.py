@@ -330,13 +330,7 @@ class Local:
                 if source > scope:
                     scope = source
             else:
-                if mode == _SPILL:
-                    picked: str | None = self._spill(zone, rng)
-                elif mode == _PREFER:
-                    here = self.healthy.get(zone, 0) >= self.min_healthy
-                    picked = zone if here and zone in self.subs else WHOLE
-                else:  # pin
-                    picked = zone if zone in self.subs else None
+                picked = self._spill(zone, rng) if mode == _SPILL else self.held(zone)
                 if picked is None:
                     whole.last = ()
                     return (), scope
@@ -344,12 +338,10 @@ class Local:
                     target, indices = self.subs[picked], self.maps[picked]
                     mapped = self.mapped[picked]
         if self.sticky_on:
-            prefix = self.prefixes[len(address) == 16]
-            if source < prefix:
-                prefix = source
+            key, prefix = self.sticky_key(address, source)
             if prefix > scope:
                 scope = prefix
-            order = self._sticky(target, bucket(address, prefix), cap, tcp)
+            order = self.sticky_order(target, key, cap, tcp)
         elif self.smooth_on:
             # The requester: the resolver's address, or the ECS subnet, whose answers follow
             # one sequence; a resolver caching per subnet must keep them apart (the scope).
@@ -400,7 +392,27 @@ class Local:
         picked = zone if route is None else route.pick(zone, rng.random())
         return picked if picked in self.subs else WHOLE
 
-    def _sticky(self, target: RRSet, key: bytes, cap: int | None, tcp: bool) -> tuple[int, ...]:
+    def held(self, zone: str) -> str | None:
+        """``prefer`` and ``pin``: the key in ``subs`` of the members that answer a client of
+        ``zone``; WHOLE for the whole RRset; None for none (NODATA)."""
+        if self.mode == _PREFER:
+            here = self.healthy.get(zone, 0) >= self.min_healthy
+            return zone if here and zone in self.subs else WHOLE
+        return zone if zone in self.subs else None
+
+    def sticky_key(self, address: bytes, source: int) -> tuple[bytes, int]:
+        """The client's sticky bucket (its subnet at ``sticky_prefix``, or at the ECS source
+        prefix when that is shorter) and that prefix."""
+        prefix = self.prefixes[len(address) == 16]
+        if source < prefix:
+            prefix = source
+        return bucket(address, prefix), prefix
+
+    def sticky_order(
+        self, target: RRSet, key: bytes, cap: int | None, tcp: bool
+    ) -> tuple[int, ...]:
+        """The order of ``target`` for the sticky bucket ``key``: rendezvous hashing, items
+        then the fail-open tail, remembered per bucket."""
         known = self.sticky.get(id(target))
         if known is None:
             known = self.sticky[id(target)] = {}
