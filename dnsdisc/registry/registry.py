@@ -191,23 +191,9 @@ class Registry:
 
     async def put_instance(self, inst: Instance) -> bool:
         """Register or replace; True when the instance is new."""
-        self._check_writable(inst.service)
         svc = self.memory.get(inst.service)
-        old = svc.instances.get(inst.id) if svc else None
-        if old is not None and old.instance.static:
-            raise ConflictError(
-                f"instance {inst.id!r} of {inst.service!r} is defined in a zone file", "id"
-            )
-        limits = self.settings.limits
-        if svc is None:
-            check_new_service(limits, len(self.memory))
-        check_instance(
-            limits,
-            inst,
-            svc.tag_counts() if svc else {},
-            len(svc.instances) if svc else 0,
-            old.instance if old is not None else None,
-            lambda: sum(len(s.instances) for s in self.memory),
+        old = self._check_registration(
+            inst, svc is None, len(self.memory), lambda: sum(len(s.instances) for s in self.memory)
         )
         ops = [Op("put_instance", inst.service, inst.id, inst.definition())]
         if svc is None:
@@ -295,22 +281,12 @@ class Registry:
         if op.kind == "register":
             inst = op.registration
             assert inst is not None
-            self._check_writable(inst.service)
-            old = svc.instances.get(inst.id) if svc else None
-            if old is not None and old.instance.static:
-                raise ConflictError(f"instance {inst.id!r} is defined in a zone file", "id")
-            limits = self.settings.limits
-            if inst.service not in services:
-                check_new_service(limits, len(services))
+            new_service = inst.service not in services
+            self._check_registration(inst, new_service, len(services), lambda: len(instances))
+            if new_service:
                 defaults = settings_data(self.settings_for(inst.service))
                 store_ops.append(Op("ensure_service", inst.service, data=defaults))
                 services.add(inst.service)
-            check_instance(
-                limits, inst, svc.tag_counts() if svc else {},
-                len(svc.instances) if svc else 0,
-                old.instance if old is not None else None,
-                lambda: len(instances),
-            )  # fmt: skip
             store_ops.append(Op("put_instance", inst.service, inst.id, inst.definition()))
             applies.append(partial(self.memory.put_instance, inst))
             created = (inst.service, inst.id) not in instances
@@ -343,6 +319,32 @@ class Registry:
         else:
             applies.append(lambda: self.memory.set_maintenance(op.service, iid, op.maintenance))
         return 200
+
+    def _check_registration(
+        self, inst: Instance, new_service: bool, services: int, instances: Callable[[], int]
+    ) -> InstanceState | None:
+        """What registering ``inst`` must pass: a writable service, not a zone file's
+        instance, the limits (``services``, ``instances``: the counts it would join). The
+        instance it replaces, if any."""
+        self._check_writable(inst.service)
+        svc = self.memory.get(inst.service)
+        old = svc.instances.get(inst.id) if svc else None
+        if old is not None and old.instance.static:
+            raise ConflictError(
+                f"instance {inst.id!r} of {inst.service!r} is defined in a zone file", "id"
+            )
+        limits = self.settings.limits
+        if new_service:
+            check_new_service(limits, services)
+        check_instance(
+            limits,
+            inst,
+            svc.tag_counts() if svc else {},
+            len(svc.instances) if svc else 0,
+            old.instance if old is not None else None,
+            instances,
+        )
+        return old
 
     def _check_writable(self, service: str) -> None:
         why = self.settings.reserved.get(service)
