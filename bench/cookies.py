@@ -13,7 +13,6 @@ by PID; data goes to a temporary directory.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import socket
 import statistics
@@ -27,7 +26,7 @@ import dns.message
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.tcp import dnsperf, fill, queries  # noqa: E402
+from bench.tcp import dnsperf, dnsperf_parser, fill, queries  # noqa: E402
 from tests.support.helpers import DnsdiscProcess  # noqa: E402
 
 CLIENT = "0102030405060708"
@@ -52,13 +51,7 @@ def server_cookie(port: int) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--workers", default="1")
-    p.add_argument("--seconds", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--clients", type=int, default=32)
-    p.add_argument("--inflight", type=int, default=100)
-    args = p.parse_args()
+    args = dnsperf_parser(__doc__).parse_args()
     if shutil.which("dnsperf") is None:
         raise SystemExit("dnsperf is needed (apt-get install dnsperf)")
     tmp = Path(tempfile.mkdtemp())

@@ -28,7 +28,6 @@ after. Servers are stopped by PID; data goes to a temporary directory.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import struct
@@ -43,7 +42,7 @@ import dns.message
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.tcp import dnsperf  # noqa: E402
+from bench.tcp import dnsperf, dnsperf_parser  # noqa: E402
 from tests.support.helpers import DnsdiscProcess  # noqa: E402
 
 CONFIG = """\
@@ -112,12 +111,7 @@ def rss_kib(server: DnsdiscProcess) -> int:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--workers", default="1")
-    p.add_argument("--seconds", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--clients", type=int, default=32)
-    p.add_argument("--inflight", type=int, default=100)
+    p = dnsperf_parser(__doc__)
     p.add_argument("--before", type=Path, help="a checkout from before #18, with its own .venv")
     p.add_argument("--mixes", help="mixes to run, separated by semicolons (default: all)")
     args = p.parse_args()

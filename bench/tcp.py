@@ -89,14 +89,22 @@ def dnsperf(
     return found
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--workers", default="auto")
-    p.add_argument("--seconds", type=int, default=10)
+def dnsperf_parser(
+    doc: str | None, workers: str = "1", seconds: int = 8, rounds: int = 3
+) -> argparse.ArgumentParser:
+    """The arguments every dnsperf bench takes (what ``dnsperf`` reads from ``args``)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--workers", default=workers)
+    p.add_argument("--seconds", type=int, default=seconds)
+    p.add_argument("--rounds", type=int, default=rounds)
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--inflight", type=int, default=100)
+    return p
+
+
+def main() -> None:
+    p = dnsperf_parser(__doc__, workers="auto", seconds=10, rounds=1)
     p.add_argument("--dot", action="store_true", help="also DNS over TLS (dnsperf -m dot)")
-    p.add_argument("--rounds", type=int, default=1)
     args = p.parse_args()
     if shutil.which("dnsperf") is None:
         raise SystemExit("dnsperf is needed (apt-get install dnsperf)")
