@@ -12,6 +12,8 @@ declare -A PACKAGES=(
   [ip]=iproute2 [ss]=iproute2 [getent]=libc-bin [curl]=curl [chromium]=chromium
   [etcd]=etcd-server [etcdctl]=etcd-client [dpkg]=dpkg [openssl]=openssl
   [pdns_recursor]=pdns-recursor [kresd]=knot-resolver [haproxy]=haproxy
+  [prometheus]=prometheus [unshare]=util-linux [mount]=mount
+  [node]=nodejs [npm]=nodejs
 )
 missing=()
 for tool in "${!PACKAGES[@]}"; do
@@ -23,8 +25,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     # sort -u: several tools may come from one package
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    # Daemons among them (pdns-recursor, haproxy) must not start as system services on
-    # install: tests start their own. policy-rc.d's 101 tells invoke-rc.d "not now".
+    # Daemons among them (pdns-recursor, haproxy, prometheus on :9090) must not start as system
+    # services on install: tests start their own. policy-rc.d's 101 tells invoke-rc.d "not now".
     added_policy=
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
@@ -46,6 +48,8 @@ PYTHON=${PYTHON:-python3}
 for tool in ruff mypy lint-imports; do
   [ -x ".venv/bin/$tool" ] || { echo "the test extras did not install $tool into .venv" >&2; exit 1; }
 done
+# node-consul for tests/integration/test_consul.py, at the version its lock file pins.
+(cd tests/consul-js && npm ci --silent --no-audit --no-fund)
 .venv/bin/ruff check dnsdisc tests bench fuzz
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

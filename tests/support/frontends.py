@@ -457,3 +457,114 @@ def getaddrinfo_firsts(ns: Namespace, n: int, host: str = f"web.{DOMAIN}") -> Co
     if done.returncode != 0:
         raise RuntimeError(f"getaddrinfo loop failed: {done.stderr}")
     return Counter(json.loads(done.stdout))
+
+
+def loopback_for_port_53(tries: int = 50) -> str:
+    """A random 127.0.0.0/8 address whose port 53 is free for UDP and TCP, for a dnsdisc that a
+    client with no port setting (resolv.conf) must reach. Needs root (a port below 1024)."""
+    import random
+    import socket
+
+    for _ in range(tries):
+        host = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                t.bind((host, 53))
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                    u.bind((host, 53))
+        except OSError:
+            continue
+        return host
+    raise RuntimeError("no loopback address with port 53 free")
+
+
+@dataclass
+class Prometheus:
+    """Prometheus started by a test, its web UI and API on 127.0.0.1:``port``."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port}{path}", timeout=timeout
+            ) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(OSError):
+                if self.get("/-/ready", timeout=1)[0] == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"prometheus was not ready within {timeout}s:\n{self.log()}")
+
+    def targets(self) -> list[dict[str, Any]]:
+        """The active targets of /api/v1/targets (labels, discoveredLabels, health, ...)."""
+        status, body = self.get("/api/v1/targets?state=active")
+        assert status == 200, (status, body)
+        return list(json.loads(body)["data"]["activeTargets"])
+
+
+@contextlib.contextmanager
+def prometheus(
+    tmp_path: Path, config: dict[str, Any], *, nameserver: str | None = None
+) -> Iterator[Prometheus]:
+    """Prometheus with ``config`` (written as JSON, which is YAML), its TSDB in a temp dir.
+
+    With ``nameserver``, it runs in a private mount namespace (``unshare --mount``) where a
+    resolv.conf naming only that address is bind-mounted over /etc/resolv.conf: its DNS service
+    discovery reads /etc/resolv.conf itself (miekg/dns), which has no port setting, and has no
+    per-config server option, so this is the one way to point it at a DNS server (on port 53)
+    without touching the machine's resolv.conf. Its scrapes resolve target names through the
+    same file. Needs root (a mount namespace)."""
+    path = require_tool("prometheus")
+    workdir = tmp_path / "prometheus"
+    workdir.mkdir()
+    (workdir / "prometheus.yml").write_text(json.dumps(config, indent=2))
+    port = free_port()
+    cmd = [
+        path,
+        f"--config.file={workdir / 'prometheus.yml'}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=debug",
+    ]
+    if nameserver is not None:
+        unshare, mount = require_tool("unshare"), require_tool("mount")
+        if os.geteuid() != 0:
+            message = "a private mount namespace needs root"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        resolv = workdir / "resolv.conf"
+        resolv.write_text(f"nameserver {nameserver}\noptions timeout:1 attempts:2\n")
+        # unshare and sh exec (no fork), so the PID is Prometheus's. Propagation private: the
+        # bind mount stays inside this namespace.
+        script = f'{mount} --bind "$0" /etc/resolv.conf && exec "$@"'
+        private = [unshare, "--mount", "--propagation", "private"]
+        cmd = [*private, "sh", "-c", script, str(resolv), *cmd]
+    log_path = workdir / "prometheus.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    prom = Prometheus(proc, port, log_path)
+    try:
+        prom.wait_ready()
+        exe = os.readlink(f"/proc/{proc.pid}/exe")
+        assert Path(exe).name == "prometheus", exe  # ending this PID ends Prometheus
+        yield prom
+    finally:
+        end_process(proc)
