@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from collections.abc import Callable
 
 from aiohttp import web
@@ -24,11 +25,23 @@ KEEPALIVE = 15.0
 # Changes queued for one subscriber before it is told to start over.
 BACKLOG = 4096
 RESET = "reset"
+# Changes whose event text is kept: a change fanned out to many streams is encoded once.
+ENCODED = 1024
+
+_encoded: dict[int, tuple[Change, bytes]] = {}
 
 
 def _event(change: Change) -> bytes:
+    """The event's text, encoded once for every stream it goes to."""
+    hit = _encoded.get(id(change))
+    if hit is not None and hit[0] is change:
+        return hit[1]
     data = {"service": change.service, "instance": change.instance, "data": change.data}
-    return f"id: {change.index}\nevent: {change.kind}\ndata: {json.dumps(data)}\n\n".encode()
+    text = f"id: {change.index}\nevent: {change.kind}\ndata: {json.dumps(data)}\n\n".encode()
+    if len(_encoded) >= ENCODED:
+        del _encoded[next(iter(_encoded))]  # the oldest: dicts keep their order
+    _encoded[id(change)] = (change, text)  # the change is held: its id is not reused meanwhile
+    return text
 
 
 def _reset(index: int) -> bytes:
@@ -44,6 +57,33 @@ def last_event_id(value: str | None) -> int | None:
     return int(value)
 
 
+class _Pending:
+    """What one stream has yet to send: changes (None: a reset), and the future its task parks
+    on while there is nothing. A change wakes the task with no timer to cancel and set again
+    (what ``wait_for`` on a queue cost per event); one timer per stream, moved on lazily, asks
+    for a keepalive once nothing was sent for KEEPALIVE seconds."""
+
+    __slots__ = ("changes", "keepalive", "last", "waiter")
+
+    def __init__(self, now: float) -> None:
+        self.changes: deque[Change | None] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.keepalive = False
+        self.last = now  # when something was last sent
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def put(self, change: Change) -> None:
+        if len(self.changes) >= BACKLOG:
+            self.changes.clear()  # fallen behind: start over from a reset
+            self.changes.append(None)
+        else:
+            self.changes.append(change)
+        self.wake()
+
+
 async def stream(
     request: web.Request,
     changes: ChangeLog,
@@ -54,22 +94,29 @@ async def stream(
     """Stream ``changes`` (of ``service``, and of what the caller ``may_read``) until the
     client goes away."""
     after = last_event_id(request.headers.get("Last-Event-ID"))
-    queue: asyncio.Queue[Change | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    pending = _Pending(loop.time())
 
     def wanted(change: Change) -> bool:
         return (service is None or change.service == service) and may_read(change.service)
 
     def take(change: Change) -> None:
-        if not wanted(change):
-            return
-        if queue.qsize() >= BACKLOG:
-            while not queue.empty():  # fallen behind: start over from a reset
-                queue.get_nowait()
-            queue.put_nowait(None)
-            return
-        queue.put_nowait(change)
+        if may_read(change.service):
+            pending.put(change)
 
-    unsubscribe = changes.subscribe(take)  # before the backlog is read: nothing falls between
+    timer: asyncio.TimerHandle | None = None
+
+    def tick() -> None:
+        nonlocal timer
+        due = pending.last + KEEPALIVE
+        if loop.time() >= due - 0.01:
+            pending.keepalive = True
+            pending.wake()
+            due = loop.time() + KEEPALIVE
+        timer = loop.call_at(due, tick)
+
+    # Before the backlog is read: nothing falls between. Only ``service``'s changes come.
+    unsubscribe = changes.subscribe(take, service)
     try:
         response = web.StreamResponse(
             headers={
@@ -92,15 +139,25 @@ async def stream(
                         await response.write(_event(change))
         sent = {id(change) for change in backlog}
         await response.write(b": connected\n\n")
+        timer = loop.call_later(KEEPALIVE, tick)
         while True:
-            try:
-                queued = await asyncio.wait_for(queue.get(), KEEPALIVE)
-            except TimeoutError:
-                await response.write(b": keepalive\n\n")
-                continue
-            if queued is None:
-                await response.write(_reset(changes.index))
-            elif id(queued) not in sent:
-                await response.write(_event(queued))
+            if not pending.changes and not pending.keepalive:
+                pending.waiter = loop.create_future()
+                await pending.waiter
+                pending.waiter = None
+            # Everything queued meanwhile goes out in one write.
+            out = []
+            while pending.changes:
+                queued = pending.changes.popleft()
+                if queued is None:
+                    out.append(_reset(changes.index))
+                elif id(queued) not in sent:
+                    out.append(_event(queued))
+            if out or pending.keepalive:
+                pending.keepalive = False
+                pending.last = loop.time()
+                await response.write(b"".join(out) if out else b": keepalive\n\n")
     finally:
+        if timer is not None:
+            timer.cancel()
         unsubscribe()

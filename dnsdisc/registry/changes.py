@@ -51,7 +51,9 @@ class ChangeLog:
         self._instances: dict[tuple[str, str], int] = {}
         # Parked waiters by service (None: any change), woken on each change of theirs.
         self._waiters: dict[str | None, set[asyncio.Future[None]]] = {}
-        self._streams: set[Callable[[Change], None]] = set()
+        # Event streams by the service they follow (None: every change), called on each change of
+        # theirs: a change reaches the streams that want it, not every stream to be filtered.
+        self._streams: dict[str | None, set[Callable[[Change], None]]] = {}
 
     def start(self, index: int) -> None:
         """Continue from ``index`` (what the store loaded: a revision or a high-water mark)."""
@@ -86,8 +88,11 @@ class ChangeLog:
                 self._instances[key] = change.index
         self._wake(None)
         self._wake(service)
-        for stream in list(self._streams):
-            stream(change)
+        for follows in (None, service):
+            streams = self._streams.get(follows)
+            if streams:
+                for stream in list(streams):
+                    stream(change)
         return change
 
     def index_of(self, service: str | None = None, instance: str | None = None) -> int:
@@ -135,10 +140,21 @@ class ChangeLog:
                 if not parked:
                     self._waiters.pop(service, None)
 
-    def subscribe(self, stream: Callable[[Change], None]) -> Callable[[], None]:
-        """Call ``stream`` with every change from now on; returns the unsubscribe."""
-        self._streams.add(stream)
-        return lambda: self._streams.discard(stream)
+    def subscribe(
+        self, stream: Callable[[Change], None], service: str | None = None
+    ) -> Callable[[], None]:
+        """Call ``stream`` with every change from now on (of ``service`` only, when given);
+        returns the unsubscribe."""
+        self._streams.setdefault(service, set()).add(stream)
+
+        def unsubscribe() -> None:
+            streams = self._streams.get(service)
+            if streams is not None:
+                streams.discard(stream)
+                if not streams:
+                    del self._streams[service]
+
+        return unsubscribe
 
     def _wake(self, key: str | None) -> None:
         parked = self._waiters.get(key)
