@@ -121,3 +121,31 @@ def as_float(value: object, fld: str) -> float:
         return float(value)
     except OverflowError:  # a 400-digit integer is valid JSON, but no float
         raise ValidationError(fld, f"{fld} is out of range") from None
+
+
+# Go's time.ParseDuration spelling, which Consul's clients send (``10s``, ``1m30s``,
+# ``120000ms``): one or more decimal numbers, each with its unit.
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_UNIT = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+}  # fmt: skip
+
+
+def go_duration(value: object, fld: str, lo: float = 0.0, hi: float = MAX_SECONDS) -> float:
+    """A duration as Go spells it (``10s``, ``1m30s``, ``120000ms``; ``0`` alone) in seconds,
+    at least ``lo`` and at most ``hi``."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValidationError(fld, f"{fld} must be a duration like 10s, 1m30s or 500ms")
+    text = value.strip()
+    total, end = 0.0, 0
+    if text != "0":
+        for part in _GO_PART.finditer(text):
+            if part.start() != end:
+                break
+            total += float(part.group(1)) * _GO_UNIT[part.group(2)]
+            end = part.end()
+        if end == 0 or end != len(text):
+            raise ValidationError(fld, f"{fld} must be a duration like 10s, 1m30s or 500ms")
+    if not lo <= total <= hi:
+        raise ValidationError(fld, f"{fld} must be from {lo:g} to {hi:g} seconds")
+    return total

@@ -13,6 +13,7 @@ declare -A PACKAGES=(
   [etcd]=etcd-server [etcdctl]=etcd-client [dpkg]=dpkg [openssl]=openssl
   [pdns_recursor]=pdns-recursor [kresd]=knot-resolver [haproxy]=haproxy
   [prometheus]=prometheus [unshare]=util-linux [mount]=mount
+  [node]=nodejs [npm]=nodejs
 )
 missing=()
 for tool in "${!PACKAGES[@]}"; do
@@ -47,6 +48,8 @@ PYTHON=${PYTHON:-python3}
 for tool in ruff mypy lint-imports; do
   [ -x ".venv/bin/$tool" ] || { echo "the test extras did not install $tool into .venv" >&2; exit 1; }
 done
+# node-consul for tests/integration/test_consul.py, at the version its lock file pins.
+(cd tests/consul-js && npm ci --silent --no-audit --no-fund)
 .venv/bin/ruff check dnsdisc tests bench fuzz
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

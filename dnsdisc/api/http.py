@@ -8,10 +8,7 @@ one place, ``errors.http_status_of`` (by class hierarchy); every error body is
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -27,8 +24,12 @@ from prometheus_client.registry import CollectorRegistry
 from dnsdisc.api import events
 from dnsdisc.api.acl import NOTHING, Acl, Rights
 from dnsdisc.api.audit import AuditLog
+from dnsdisc.api.blocking import INDEX_HEADER, blocking
+from dnsdisc.api.consul import TOKEN_HEADER, ConsulApi, is_consul_path
+from dnsdisc.api.consulshapes import Identity
 from dnsdisc.api.doh import DohHandler
 from dnsdisc.api.guard import HttpGuard
+from dnsdisc.api.jsonbody import read_json
 from dnsdisc.api.peercert import certificate_names
 from dnsdisc.api.principal import ANONYMOUS, Principal, principal_of, set_principal
 from dnsdisc.errors import (
@@ -123,25 +124,6 @@ def error_response(
     return web.json_response(body, status=status)
 
 
-def _reject_constant(name: str) -> float:
-    # json accepts NaN and Infinity by default; they are not numbers any field here allows.
-    raise ValueError(f"{name} is not allowed in JSON")
-
-
-async def read_json(request: web.Request, *, optional: bool = False) -> Any:
-    raw = await request.read()
-    if not raw.strip():
-        if optional:
-            return {}
-        raise ValidationError("body", "a JSON object body is required")
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError("body", f"the body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ValidationError("body", "the body is nested too deeply") from None
-
-
 def _instance_json(state: InstanceState, stats: bool = False) -> dict[str, Any]:
     out = state.instance.to_json()
     out["load"] = state.load
@@ -175,32 +157,6 @@ def _service_json(svc: Service, with_instances: bool, stats: bool = False) -> di
 
 def _wants_stats(request: web.Request) -> bool:
     return request.query.get("stats", "").lower() in ("1", "true")
-
-
-# Blocking queries (?index=N&wait=DURATION): how long a GET may wait for a change.
-DEFAULT_WAIT = 300.0
-MAX_WAIT = 600.0
-INDEX_HEADER = "X-Dnsdisc-Index"
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def blocking(query: Mapping[str, str]) -> tuple[int, float] | None:
-    """A blocking query's ``index`` and how long to wait (``wait``: ``10s``, ``5m``,
-    ``120000ms``, or seconds; default 5 min, at most 10, plus up to 1/16 of it at random, as
-    Consul spreads its watchers); None without ``index``. A bad value is a 400 naming it."""
-    wait = DEFAULT_WAIT
-    if "wait" in query:
-        found = _DURATION.fullmatch(query["wait"].strip())
-        if found is None:
-            raise ValidationError("wait", "wait must be a duration like 10s, 5m or 120000ms")
-        wait = min(float(found.group(1)) * _UNIT[found.group(2)], MAX_WAIT)
-    if "index" not in query:
-        return None
-    text = query["index"]
-    if not text.isdigit() or len(text) > 20:
-        raise ValidationError("index", "index must be a whole number, 0 or more")
-    return int(text), wait + random.uniform(0, wait / 16)
 
 
 Explain = Callable[[str, str, bytes, int, str | None], dict[str, Any]]
@@ -253,8 +209,17 @@ class Api:
         allowed_hosts: Collection[str] = ("localhost",),
         audit: AuditLog | None = None,
         explain: Explain | None = None,
+        consul: Callable[[], Identity] | None = None,
     ) -> None:
         self.registry = registry
+        # The Consul subset's datacenter and node names (consul.datacenter, consul.node).
+        self.consul = ConsulApi(
+            registry,
+            consul or Identity,
+            self,
+            lambda: self.check_rules(),
+            lambda: self.state.store_stale(),
+        )
         # GET .../explain: (service, type, client packed, ECS prefix or -1, tag) -> JSON.
         self.explain = explain
         self.state = state
@@ -306,6 +271,7 @@ class Api:
         r.add_get("/v1/services/{service}/explain", self.explain_answer)
         r.add_get("/v1/events", self.events)
         r.add_post("/v1/batch", self.batch)
+        self.consul.add_routes(r)
         r.add_get("/ui", self.ui_redirect)
         r.add_get("/ui/", self.ui_file)
         r.add_get("/ui/{name}", self.ui_file)
@@ -424,6 +390,7 @@ class Api:
             request.method in _BODY_METHODS
             and request.content_type != "application/json"
             and request.path != "/dns-query"
+            and not (request.method == "PUT" and is_consul_path(request.path))
             and request.match_info.http_exception is None  # a 404 or 405 says more
         ):
             raise CrossSiteError(
@@ -451,6 +418,12 @@ class Api:
         acl = self.acl
         principal, rights = ANONYMOUS, acl.anonymous
         header = request.headers.get("Authorization", "").strip()
+        source = "Authorization"
+        if not header and is_consul_path(request.path):
+            # Consul's clients send the token in a header of their own, or in the URL.
+            source = TOKEN_HEADER if request.headers.get(TOKEN_HEADER) else "token"
+            given = request.headers.get(TOKEN_HEADER) or request.query.get("token") or ""
+            header = f"Bearer {given.strip()}" if given.strip() else ""
         if header:
             client = request.remote or ""
             now = time.monotonic()
@@ -465,6 +438,8 @@ class Api:
             if token is None:
                 if self.guard is not None:
                     self.guard.auth_failed(client, now)
+                if source != "Authorization":
+                    raise UnauthenticatedError(f"{source} holds no valid token", source)
                 raise UnauthenticatedError(
                     "the Authorization header holds no valid 'Bearer <token>'", "Authorization"
                 )
@@ -478,7 +453,7 @@ class Api:
         request[_RIGHTS] = rights
         return await handler(request)
 
-    def _rights(self, request: web.Request) -> Rights:
+    def rights(self, request: web.Request) -> Rights:
         found: Rights = request.get(_RIGHTS, NOTHING)
         return found
 
@@ -493,12 +468,12 @@ class Api:
             )
         return AuthError(f"{who.via} {who.name!r} may not {what}", fld)
 
-    def _may_read(self, request: web.Request, service: str) -> None:
-        if not self._rights(request).can_read(service):
+    def may_read(self, request: web.Request, service: str) -> None:
+        if not self.rights(request).can_read(service):
             raise self._refuse(request, f"read service {service}", "service")
 
-    def _may_write(self, request: web.Request, service: str) -> None:
-        if not self._rights(request).can_write(service):
+    def may_write(self, request: web.Request, service: str) -> None:
+        if not self.rights(request).can_write(service):
             raise self._refuse(request, f"change service {service}", "service")
 
     # -- probes ------------------------------------------------------------------------------
@@ -534,7 +509,7 @@ class Api:
 
     async def reload_config(self, request: web.Request) -> web.Response:
         """Re-read the config and zone files; a bad file is a 400 and changes nothing."""
-        if not self._rights(request).operator:
+        if not self.rights(request).operator:
             raise self._refuse(request, "reload the configuration (operator)", "operator")
         if self.reload is None:
             raise NotFoundError("reload is not available")
@@ -546,7 +521,7 @@ class Api:
         return web.json_response({"reloaded": True})
 
     async def metrics_text(self, request: web.Request) -> web.Response:
-        if not self._rights(request).metrics:
+        if not self.rights(request).metrics:
             raise self._refuse(request, "read /metrics", "metrics")
         if self.metrics is None:
             raise NotFoundError("metrics are not enabled")
@@ -593,7 +568,7 @@ class Api:
         stats = _wants_stats(request)
         if stats and self.refresh is not None:
             await self.refresh(None)
-        rights = self._rights(request)
+        rights = self.rights(request)
         # Only what the caller may read, as Consul's ACLs filter a list.
         services = sorted(
             (s for s in self.registry if rights.can_read(s.settings.name)),
@@ -617,7 +592,7 @@ class Api:
 
     async def get_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")
-        self._may_read(request, name)
+        self.may_read(request, name)
         await self._block(request, name)
         svc = self.registry.service(name)
         stats = _wants_stats(request)
@@ -630,7 +605,7 @@ class Api:
         ops = batch.parse(await read_json(request), self.registry.settings_for)
         for position, op in enumerate(ops):
             try:
-                self._may_write(request, op.service)
+                self.may_write(request, op.service)
             except DnsdiscError as exc:
                 raise batch.BatchError(position, exc) from None
         results = await self.registry.apply_batch(ops)
@@ -649,15 +624,15 @@ class Api:
                 raise ValidationError(key, f"unknown parameter {key!r}; expected: service")
         service = label(request.query["service"], "service") if "service" in request.query else None
         if service is not None:
-            self._may_read(request, service)
-        rights = self._rights(request)
+            self.may_read(request, service)
+        rights = self.rights(request)
         return await events.stream(
             request, self.registry.events.changes, service, rights.can_read, INDEX_HEADER
         )
 
     async def explain_answer(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")
-        self._may_read(request, name)
+        self.may_read(request, name)
         if self.explain is None:
             raise web.HTTPNotFound()
         rtype, client, prefix, tag = explain_query(request.query)
@@ -666,7 +641,7 @@ class Api:
 
     async def put_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")
-        self._may_write(request, name)
+        self.may_write(request, name)
         body = await read_json(request, optional=True)
         settings = ServiceSettings.from_json(name, body, self.registry.settings_for(name))
         created = await self.registry.put_service(settings)
@@ -676,7 +651,7 @@ class Api:
 
     async def delete_service(self, request: web.Request) -> web.Response:
         name = label(request.match_info["service"], "service")
-        self._may_write(request, name)
+        self.may_write(request, name)
         await self.registry.delete_service(name)
         return web.Response(status=204)
 
@@ -687,9 +662,9 @@ class Api:
         service: read for GET, write for everything else."""
         service = label(request.match_info["service"], "service")
         if request.method in ("GET", "HEAD"):
-            self._may_read(request, service)
+            self.may_read(request, service)
         else:
-            self._may_write(request, service)
+            self.may_write(request, service)
         return service, label(request.match_info["id"], "id")
 
     async def get_instance(self, request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from dnsdisc.api.acl import EVERYTHING, NOTHING, Acl, Rights, Token, digest
+from dnsdisc.api.consulshapes import Identity
 from dnsdisc.api.settings import HttpLimits
 from dnsdisc.config import schema
 from dnsdisc.config.cpus import auto_workers
@@ -39,6 +41,9 @@ from dnsdisc.registry.limits import Limits
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.store.settings import EtcdSettings
 from dnsdisc.tls import TlsFiles
+
+# A host name's first label that can be a Consul node name as it is.
+_NODE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 # The server listens where its clients look by default.
 _DNS_LISTEN = parse_hostport(DEFAULT_DNS, "", "dns.listen")
@@ -88,6 +93,8 @@ class Config:
     http_max_connections_per_client: int = _HTTP.max_connections_per_client
     storage: str = "sqlite"
     data_dir: Path = Path("dnsdisc-data")
+    consul_datacenter: str = "dc1"
+    consul_node: str | None = None  # None: see consul_identity()
     # The audit trail of HTTP write attempts (api.audit); None: none kept.
     audit_log: Path | None = None
     etcd: EtcdSettings = field(default_factory=EtcdSettings)
@@ -174,6 +181,15 @@ class Config:
         except ValueError:
             names.append(self.http_listen.host)
         return tuple(dict.fromkeys(n.lower().rstrip(".") for n in names if n))
+
+    def consul_identity(self) -> Identity:
+        """The datacenter and node the Consul subset reports; the node defaults to the first
+        label of this host's name where that is a DNS label, else "dnsdisc"."""
+        node = self.consul_node
+        if node is None:
+            first = socket.gethostname().partition(".")[0].lower()
+            node = first if _NODE.fullmatch(first) else "dnsdisc"
+        return Identity(self.consul_datacenter, node)
 
     def effective_rate_limit(self) -> RateLimit | None:
         """The configured rate limit (None when set to 0); unconfigured, the default limit when

@@ -233,6 +233,10 @@ KEYS: tuple[Key, ...] = (
             parse=p.path_as_given,
         ),
     ),
+    # The names the Consul-compatible API reports (api/consul.py); the node defaults to the
+    # host's name where that is a DNS label.
+    Key("consul.datacenter", "consul_datacenter", p.dns_label, "live"),
+    Key("consul.node", "consul_node", p.dns_label, "live"),
     Key(
         "audit_log", "audit_log", p.file_path, "restart",
         Flag(

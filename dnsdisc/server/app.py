@@ -209,6 +209,7 @@ async def _listen(server: Server) -> None:
         allowed_hosts=config.allowed_hosts(),
         audit=server.audit,
         explain=Explainer(server.registry, server.health, lambda: server.config),
+        consul=lambda: server.config.consul_identity(),
         doh=DohHandler(
             Relay(
                 _own_address(config.dns_listen[0]),

@@ -209,6 +209,8 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "data_dir": ("data", ""),
     "zones_dir": ("zones", 5),
     "audit_log": ("audit.jsonl", ""),
+    "consul.datacenter": ("eu-west", "eu west"),
+    "consul.node": ("dnsdisc-2", ""),
     "storage": ("memory", "redis"),
     "event_loop": ("asyncio", "trio"),
     "etcd.endpoints": (["http://10.0.0.1:2379"], ["10.0.0.1:2379"]),

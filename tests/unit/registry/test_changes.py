@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dnsdisc.api.http import blocking
+from dnsdisc.api.blocking import blocking
 from dnsdisc.errors import ValidationError
 from dnsdisc.registry.changes import BLOCK, ChangeLog
 from dnsdisc.registry.model import Instance, ServiceSettings
