@@ -15,6 +15,7 @@ from typing import Any
 
 from dnsdisc.errors import DnsdiscError, FieldError, ValidationError
 from dnsdisc.registry.model import Instance, ServiceSettings, maintenance_reason
+from dnsdisc.registry.state import Memory
 from dnsdisc.values import label
 
 MAX_OPS = 128
@@ -88,3 +89,53 @@ def _one(raw: object, defaults: Callable[[str], ServiceSettings]) -> BatchOp:
             raise ValidationError("body", "deregister takes no body")
         return BatchOp(kind, service, iid)
     return BatchOp(kind, service, iid, maintenance=maintenance_reason(body))
+
+
+class Overlay:
+    """What memory would hold after the operations of a batch checked so far, as the checks
+    need it: whether an instance or a service is there, and how many of each there are. It
+    holds only what the batch touched and asks memory for the rest, so checking a batch
+    costs its operations, not the registry (a bulk load of n instances in batches would
+    otherwise cost O(n²))."""
+
+    def __init__(self, memory: Memory) -> None:
+        self._memory = memory
+        self._instances: dict[tuple[str, str], bool] = {}  # touched: there after the batch?
+        self._added = 0  # instances the batch adds, less those it removes
+        self._base: int | None = None  # instances in memory, counted when first asked for
+        self._services: set[str] = set()  # created by the batch
+
+    def has(self, service: str, iid: str) -> bool:
+        there = self._instances.get((service, iid))
+        if there is None:
+            return self._memory.find(service, iid) is not None
+        return there
+
+    def put(self, service: str, iid: str) -> bool:
+        """Note an instance registered; True when it was not there (created)."""
+        created = not self.has(service, iid)
+        if created:
+            self._added += 1
+        self._instances[(service, iid)] = True
+        return created
+
+    def drop(self, service: str, iid: str) -> None:
+        if self.has(service, iid):
+            self._added -= 1
+        self._instances[(service, iid)] = False
+
+    def total(self) -> int:
+        """The instances registered in all, those of zone files included."""
+        if self._base is None:
+            self._base = sum(len(s.instances) for s in self._memory)
+        return self._base + self._added
+
+    def has_service(self, name: str) -> bool:
+        return name in self._services or self._memory.get(name) is not None
+
+    def add_service(self, name: str) -> None:
+        self._services.add(name)
+
+    @property
+    def services(self) -> int:
+        return len(self._memory) + len(self._services)

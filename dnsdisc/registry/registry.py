@@ -18,7 +18,7 @@ from functools import partial
 from typing import cast
 
 from dnsdisc.errors import ConflictError, DnsdiscError, NotFoundError
-from dnsdisc.registry.batch import BatchError, BatchOp
+from dnsdisc.registry.batch import BatchError, BatchOp, Overlay
 from dnsdisc.registry.events import Events
 from dnsdisc.registry.limits import Limits, check_instance, check_meta, check_new_service
 from dnsdisc.registry.model import PASSING, HeartbeatReport, Instance, ServiceSettings
@@ -248,17 +248,22 @@ class Registry:
         applies: list[Callable[[], object]] = []
         results: list[int] = []
         later: list[BatchOp] = []
-        instances = {(s.settings.name, i) for s in self.memory for i in s.instances}
-        services = set(self.memory.names())
+        seen = Overlay(self.memory)
         for position, op in enumerate(ops):
             try:
-                results.append(self._batch_op(op, instances, services, store_ops, applies, later))
+                results.append(self._batch_op(op, seen, store_ops, applies, later))
             except DnsdiscError as exc:
                 raise BatchError(position, exc) from None
 
         def apply() -> None:
-            for each in applies:
-                each()
+            # One log line for the batch's registrations, not one each: a bulk load of
+            # 10,000 instances would otherwise spend more on formatting log lines than on
+            # everything else it does.
+            with self.memory.quiet() as tally:
+                for each in applies:
+                    each()
+            if tally:
+                log.info("batch of %d operations: %s", len(ops), tally.summary())
 
         if store_ops:
             await self._write(store_ops, apply)
@@ -271,8 +276,7 @@ class Registry:
     def _batch_op(
         self,
         op: BatchOp,
-        instances: set[tuple[str, str]],
-        services: set[str],
+        seen: Overlay,
         store_ops: list[Op],
         applies: list[Callable[[], object]],
         later: list[BatchOp],
@@ -281,38 +285,36 @@ class Registry:
         if op.kind == "register":
             inst = op.registration
             assert inst is not None
-            new_service = inst.service not in services
-            self._check_registration(inst, new_service, len(services), lambda: len(instances))
+            new_service = not seen.has_service(inst.service)
+            self._check_registration(inst, new_service, seen.services, seen.total)
             if new_service:
                 defaults = settings_data(self.settings_for(inst.service))
                 store_ops.append(Op("ensure_service", inst.service, data=defaults))
-                services.add(inst.service)
+                seen.add_service(inst.service)
             store_ops.append(Op("put_instance", inst.service, inst.id, inst.definition()))
             applies.append(partial(self.memory.put_instance, inst))
-            created = (inst.service, inst.id) not in instances
-            instances.add((inst.service, inst.id))
-            return 201 if created else 200
+            return 201 if seen.put(inst.service, inst.id) else 200
         if op.kind == "service":
             settings = op.settings
             assert settings is not None
             self._check_writable(settings.name)
             check_meta(self.settings.limits, settings.meta, f"service {settings.name!r}")
-            created = settings.name not in services
+            created = not seen.has_service(settings.name)
             if created:
-                check_new_service(self.settings.limits, len(services))
-                services.add(settings.name)
+                check_new_service(self.settings.limits, seen.services)
+                seen.add_service(settings.name)
             store_ops.append(Op("put_service", settings.name, data=settings_data(settings)))
             applies.append(lambda: self.memory.put_service(settings))
             return 201 if created else 200
         iid = op.instance or ""
-        if (op.service, iid) not in instances:
+        if not seen.has(op.service, iid):
             raise NotFoundError(f"no instance {iid!r} of service {op.service!r}", "id")
         if op.kind == "deregister":
             if svc is not None and iid in svc.instances and svc.instances[iid].instance.static:
                 raise ConflictError(f"instance {iid!r} is defined in a zone file", "id")
             store_ops.append(Op("del_instance", op.service, iid))
             applies.append(lambda: self.memory.drop_instance(op.service, iid))
-            instances.discard((op.service, iid))
+            seen.drop(op.service, iid)
             return 204
         if self.shared:
             later.append(op)

@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Container, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -177,6 +178,44 @@ class Service:
                 del tags[tag]
 
 
+class Tally:
+    """Registrations, replacements and deregistrations counted instead of logged, and of which
+    services (``Memory.quiet``)."""
+
+    __slots__ = ("deregistered", "registered", "replaced", "services")
+
+    def __init__(self) -> None:
+        # A list each, so that ``note`` takes the one to count in without a lookup by name.
+        self.registered = [0]
+        self.replaced = [0]
+        self.deregistered = [0]
+        self.services: dict[str, None] = {}  # in the order first touched
+
+    def note(self, counter: list[int], service: str) -> None:
+        counter[0] += 1
+        self.services[service] = None
+
+    def __bool__(self) -> bool:
+        return bool(self.services)
+
+    def summary(self, most: int = 5) -> str:
+        """E.g. ``registered 120, replaced 8 instances of web``."""
+        counts = [
+            f"{what} {n[0]}"
+            for what, n in (
+                ("registered", self.registered),
+                ("replaced", self.replaced),
+                ("deregistered", self.deregistered),
+            )
+            if n[0]
+        ]
+        names = list(self.services)
+        shown = ", ".join(names[:most])
+        if len(names) > most:
+            shown += f" and {len(names) - most} more services"
+        return f"{', '.join(counts)} instances of {shown}"
+
+
 class Memory:
     """The services in memory, by name. ``settings`` (what the config says) is replaced whole on
     reload, never changed in place."""
@@ -190,6 +229,8 @@ class Memory:
         self._services: dict[str, Service] = {}
         # Stored values skipped because they do not validate (dnsdisc_store_skipped_keys).
         self.skipped = 0
+        # Set while a batch is applied (``quiet``): registrations are counted, not logged.
+        self._tally: Tally | None = None
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -208,6 +249,16 @@ class Memory:
     def find(self, service: str, instance_id: str) -> InstanceState | None:
         svc = self._services.get(service)
         return svc.instances.get(instance_id) if svc else None
+
+    @contextmanager
+    def quiet(self) -> Iterator[Tally]:
+        """Within it, registrations and deregistrations are counted in the tally it gives
+        instead of logged one line each: the caller logs the tally once."""
+        tally = self._tally = Tally()
+        try:
+            yield tally
+        finally:
+            self._tally = None
 
     # -- registrations -----------------------------------------------------------------------
 
@@ -263,14 +314,18 @@ class Memory:
         svc = self._service_or_new(inst.service)
         prev = svc.instances.get(inst.id)
         svc.put(InstanceState.registered(inst, self.clock(), prev))
-        log.info(
-            "%s instance %s/%s at %s port %d",
-            "registered" if prev is None else "replaced",
-            inst.service,
-            inst.id,
-            inst.address,
-            inst.port,
-        )
+        tally = self._tally
+        if tally is not None:
+            tally.note(tally.replaced if prev is not None else tally.registered, inst.service)
+        else:
+            log.info(
+                "%s instance %s/%s at %s port %d",
+                "registered" if prev is None else "replaced",
+                inst.service,
+                inst.id,
+                inst.address,
+                inst.port,
+            )
         self.events.changes.record(kinds.REGISTER, inst.service, inst.id, inst.to_json())
         self.events.changed.emit(inst.service, inst.id)
         return prev is None
@@ -278,7 +333,11 @@ class Memory:
     def drop_instance(self, service: str, instance_id: str) -> None:
         svc = self._services.get(service)
         if svc is not None and svc.drop(instance_id) is not None:
-            log.info("deregistered instance %s/%s", service, instance_id)
+            tally = self._tally
+            if tally is not None:
+                tally.note(tally.deregistered, service)
+            else:
+                log.info("deregistered instance %s/%s", service, instance_id)
             self.events.changes.record(kinds.DEREGISTER, service, instance_id)
             self.events.changed.emit(service, instance_id)
 

@@ -121,9 +121,7 @@ class SqliteStore:
             error: BaseException | None = None
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                for ops, _ in batch:
-                    for op in ops:
-                        _apply(conn, op)
+                _apply_all(conn, [op for ops, _ in batch for op in ops])
                 conn.execute("COMMIT")
             except Exception as exc:  # this thread must outlive any one batch
                 error = StoreError(f"store commit failed: {exc}")
@@ -146,12 +144,35 @@ def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) ->
             fut.set_exception(error)
 
 
+_PUT_INSTANCE = "INSERT OR REPLACE INTO instances (service, id, definition) VALUES (?, ?, ?)"
+
+
+def _apply_all(conn: sqlite3.Connection, ops: Sequence[Op]) -> None:
+    """Apply ``ops`` in order; a run of instance registrations (a batch's) in one
+    ``executemany``: one statement per row costs more than the row's insert itself, and this
+    thread holds the GIL the event loop needs meanwhile."""
+    start = 0
+    while start < len(ops):
+        end = start
+        while end < len(ops) and ops[end].kind == "put_instance":
+            end += 1
+        if end - start > 1:
+            conn.executemany(
+                _PUT_INSTANCE,
+                [
+                    (o.service, o.instance, json.dumps(o.data, sort_keys=True))
+                    for o in ops[start:end]
+                ],
+            )
+            start = end
+            continue
+        _apply(conn, ops[start])
+        start += 1
+
+
 def _apply(conn: sqlite3.Connection, op: Op) -> None:
     if op.kind == "put_instance":
-        conn.execute(
-            "INSERT OR REPLACE INTO instances (service, id, definition) VALUES (?, ?, ?)",
-            (op.service, op.instance, json.dumps(op.data, sort_keys=True)),
-        )
+        conn.execute(_PUT_INSTANCE, (op.service, op.instance, json.dumps(op.data, sort_keys=True)))
     elif op.kind == "del_instance":
         conn.execute(
             "DELETE FROM instances WHERE service = ? AND id = ?", (op.service, op.instance)
