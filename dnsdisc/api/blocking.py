@@ -3,8 +3,9 @@ subset: the parameters, read once, the same way for both."""
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 
 from dnsdisc.errors import ValidationError
 from dnsdisc.values import go_duration
@@ -36,3 +37,16 @@ def blocking(query: Mapping[str, str]) -> tuple[int, float] | None:
     if not text.isdigit() or len(text) > 20:
         raise ValidationError("index", "index must be a whole number, 0 or more")
     return int(text), wait + random.uniform(0, wait / 16)
+
+
+async def hold(waiting: Awaitable[int], gone: asyncio.Future[None] | None) -> None:
+    """Wait for a blocking query's change (``waiting``), or until its client has gone
+    (``gone``): a client that hangs up must not leave its query parked for up to 10 minutes,
+    past the connection caps that admitted it."""
+    if gone is None:
+        await waiting
+        return
+    task = asyncio.ensure_future(waiting)
+    await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    if not task.done():
+        task.cancel()

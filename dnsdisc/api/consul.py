@@ -23,8 +23,10 @@ from aiohttp import web
 
 from dnsdisc.api import consulshapes as shapes
 from dnsdisc.api.acl import Rights
-from dnsdisc.api.blocking import blocking
+from dnsdisc.api.blocking import blocking, hold
+from dnsdisc.api.guard import disconnected
 from dnsdisc.api.jsonbody import read_json
+from dnsdisc.api.settings import Identity
 from dnsdisc.errors import ConflictError, NotFoundError, ValidationError
 from dnsdisc.registry.checks import RemoteCheckRules
 from dnsdisc.registry.model import (
@@ -66,7 +68,7 @@ class ConsulApi:
     def __init__(
         self,
         registry: Registry,
-        identity: Callable[[], shapes.Identity],
+        identity: Callable[[], Identity],
         gate: Gate,
         check_rules: Callable[[], RemoteCheckRules],
         stale: Callable[[], bool],
@@ -101,12 +103,12 @@ class ConsulApi:
             self.check_rules().admit(inst)
         except ValidationError as exc:
             raise ValidationError("Check", exc.message) from None
-        created = await self.registry.put_instance(inst)
-        if created and reg.initial_status not in (None, PASSING):
-            # Consul starts a TTL check critical: not handed out before its first pass.
-            self.registry.set_status(
-                inst.service, inst.id, reg.initial_status or CRITICAL, "awaiting the TTL's pass"
-            )
+        # Consul starts a TTL check critical (unless its Status says otherwise): the instance is
+        # not handed out before its first pass.
+        start = None
+        if reg.initial_status is not None:
+            start = (reg.initial_status, "TTL check registered, awaiting its first pass")
+        await self.registry.put_instance(inst, start)
         await self.registry.settled()
         return web.Response(status=200)
 
@@ -287,7 +289,8 @@ class ConsulApi:
                 raise ValidationError(key, f"?{key} is not implemented by dnsdisc")
         found = blocking(query)
         if found is not None and found[0] > 0:  # index 0: Consul answers at once
-            await self.registry.events.changes.wait(found[0], found[1], service)
+            changes = self.registry.events.changes
+            await hold(changes.wait(found[0], found[1], service), disconnected(request))
 
     def _index_of(self, state: InstanceState) -> int:
         inst = state.instance

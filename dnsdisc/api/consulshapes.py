@@ -14,9 +14,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from dnsdisc.api.settings import Identity
 from dnsdisc.errors import ValidationError
 from dnsdisc.registry.checks import CheckSpec
 from dnsdisc.registry.model import (
@@ -26,8 +27,10 @@ from dnsdisc.registry.model import (
     REPORTABLE,
     Instance,
 )
-from dnsdisc.registry.state import InstanceState
 from dnsdisc.values import bounded_int, endpoint_address, go_duration, label
+
+if TYPE_CHECKING:  # the state module loads asyncio, which the light CLI commands do without
+    from dnsdisc.registry.state import InstanceState
 
 # The Consul version whose API shapes these follow (what /v1/agent/self reports).
 CONSUL_VERSION = "1.16.0"
@@ -256,15 +259,6 @@ def _same_address(host: str, address: str) -> bool:
 
 
 # -- what the reads show -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """What Consul calls the datacenter and the node; for dnsdisc, settings
-    (``consul.datacenter``, ``consul.node``)."""
-
-    datacenter: str = "dc1"
-    node: str = "dnsdisc"
 
 
 def check_id(state: InstanceState) -> str:

@@ -120,6 +120,9 @@ class _GuardedHandler(RequestHandler):
         self.client: str | None = None  # set once admitted under the caps
         self.header_timer: asyncio.TimerHandle | None = None
         self.partial = False  # bytes of the next request have arrived
+        # Done when the connection is lost: what a parked blocking query also waits on (see
+        # ``disconnected``), since aiohttp does not cancel a handler whose client left.
+        self.gone: asyncio.Future[None] | None = None
 
     def no_lingering(self) -> None:
         self._lingering_time = 0.0
@@ -175,7 +178,21 @@ class _GuardedHandler(RequestHandler):
         if self.client is not None:
             self.guard.release(self.client)
             self.client = None
+        if self.gone is not None and not self.gone.done():
+            self.gone.set_result(None)
         super().connection_lost(exc)
+
+
+def disconnected(request: web.BaseRequest) -> asyncio.Future[None] | None:
+    """A future done once the request's client has gone (None: not a guarded connection)."""
+    proto = request.protocol
+    if not isinstance(proto, _GuardedHandler):
+        return None
+    if proto.gone is None:
+        proto.gone = asyncio.get_running_loop().create_future()
+        if proto.transport is None:
+            proto.gone.set_result(None)
+    return proto.gone
 
 
 class _GuardedServer(web.Server):

@@ -24,14 +24,14 @@ from prometheus_client.registry import CollectorRegistry
 from dnsdisc.api import events
 from dnsdisc.api.acl import NOTHING, Acl, Rights
 from dnsdisc.api.audit import AuditLog
-from dnsdisc.api.blocking import INDEX_HEADER, blocking
+from dnsdisc.api.blocking import INDEX_HEADER, blocking, hold
 from dnsdisc.api.consul import TOKEN_HEADER, ConsulApi, is_consul_path
-from dnsdisc.api.consulshapes import Identity
 from dnsdisc.api.doh import DohHandler
-from dnsdisc.api.guard import HttpGuard
+from dnsdisc.api.guard import HttpGuard, disconnected
 from dnsdisc.api.jsonbody import read_json
 from dnsdisc.api.peercert import certificate_names
 from dnsdisc.api.principal import ANONYMOUS, Principal, principal_of, set_principal
+from dnsdisc.api.settings import Identity
 from dnsdisc.errors import (
     AuthError,
     ConfigError,
@@ -552,7 +552,8 @@ class Api:
         wait ends; the response then carries the index it shows."""
         found = blocking(request.query)
         if found is not None:
-            await self.registry.events.changes.wait(found[0], found[1], service, instance)
+            changes = self.registry.events.changes
+            await hold(changes.wait(found[0], found[1], service, instance), disconnected(request))
 
     def _indexed(
         self, response: web.Response, service: str | None = None, instance: str | None = None

@@ -20,8 +20,7 @@ from typing import Any
 import yaml
 
 from dnsdisc.api.acl import EVERYTHING, NOTHING, Acl, Rights, Token, digest
-from dnsdisc.api.consulshapes import Identity
-from dnsdisc.api.settings import HttpLimits
+from dnsdisc.api.settings import HttpLimits, Identity
 from dnsdisc.config import schema
 from dnsdisc.config.cpus import auto_workers
 from dnsdisc.config.parsers import At, check_keys, mapping

@@ -189,8 +189,11 @@ class Registry:
 
     # -- registrations -----------------------------------------------------------------------
 
-    async def put_instance(self, inst: Instance) -> bool:
-        """Register or replace; True when the instance is new."""
+    async def put_instance(self, inst: Instance, start: tuple[str, str] | None = None) -> bool:
+        """Register or replace; True when the instance is new. ``start``: the status (and its
+        output) a new instance starts in, e.g. critical for a Consul TTL check before its first
+        pass; with a shared store it follows as a verdict, so other nodes may see the instance
+        passing for the moment in between."""
         svc = self.memory.get(inst.service)
         old = self._check_registration(
             inst, svc is None, len(self.memory), lambda: sum(len(s.instances) for s in self.memory)
@@ -205,9 +208,11 @@ class Registry:
 
         def apply() -> None:
             nonlocal created
-            created = self.memory.put_instance(inst)
+            created = self.memory.put_instance(inst, start)
 
         await self._write(ops, apply)
+        if self.shared and created and start is not None:
+            self.set_status(inst.service, inst.id, *start)
         return created
 
     async def delete_instance(self, service: str, instance_id: str) -> None:

@@ -71,11 +71,20 @@ class InstanceState:
     history: deque[tuple[str, str]] | tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def registered(cls, inst: Instance, now: float, prev: InstanceState | None) -> InstanceState:
-        """The state of an instance (re-)registered at ``now``; ``prev`` is the one it replaces."""
+    def registered(
+        cls,
+        inst: Instance,
+        now: float,
+        prev: InstanceState | None,
+        start: tuple[str, str] | None = None,
+    ) -> InstanceState:
+        """The state of an instance (re-)registered at ``now``; ``prev`` is the one it replaces;
+        ``start``, the status and output a new one starts in (not a change: no flap counted)."""
         state = cls(inst, prev.registered_at if prev else now, now, since=now)
         if prev is not None:
             state.carry_health(prev)
+        elif start is not None:
+            state.status, state.output = start
         elif inst.check is not None:
             # Not handed out before its check has passed once: it may not be listening yet.
             state.status, state.output = CRITICAL, "awaiting the first check"
@@ -309,11 +318,12 @@ class Memory:
             self.skip("instance", f"{service}/{iid}", exc)
             return None
 
-    def put_instance(self, inst: Instance) -> bool:
-        """Put ``inst`` in memory, keeping what was learnt about its health; True when new."""
+    def put_instance(self, inst: Instance, start: tuple[str, str] | None = None) -> bool:
+        """Put ``inst`` in memory, keeping what was learnt about its health; True when new.
+        ``start``: the status and output a new instance starts in."""
         svc = self._service_or_new(inst.service)
         prev = svc.instances.get(inst.id)
-        svc.put(InstanceState.registered(inst, self.clock(), prev))
+        svc.put(InstanceState.registered(inst, self.clock(), prev, start))
         tally = self._tally
         if tally is not None:
             tally.note(tally.replaced if prev is not None else tally.registered, inst.service)

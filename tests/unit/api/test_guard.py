@@ -43,3 +43,48 @@ def test_the_soft_descriptor_limit_is_raised_to_the_hard_one(
     monkeypatch.setattr(resource, "setrlimit", lambda _, value: set_to.append(value))
     assert limits.raise_nofile() == 65536
     assert set_to == [(65536, 65536)]
+
+
+def test_a_blocking_query_whose_client_hangs_up_is_not_left_parked() -> None:
+    """aiohttp does not cancel a handler whose client left: the guard's ``disconnected`` ends
+    a parked blocking query then, instead of after its wait (up to 10 minutes)."""
+    import asyncio
+
+    from aiohttp import web
+
+    from dnsdisc.api.guard import GuardedRunner
+    from dnsdisc.api.http import Api, ServerState
+    from dnsdisc.registry.registry import Registry
+
+    async def run() -> tuple[int, int]:
+        registry = Registry()
+        await registry.load()
+        guard = HttpGuard(HttpLimits())
+        api = Api(registry, ServerState(), guard=guard)
+        runner = GuardedRunner(api.app(), guard, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        changes = registry.events.changes
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                f"GET /v1/services?index={changes.index}&wait=60s HTTP/1.1\r\n"
+                "Host: 127.0.0.1\r\n\r\n".encode()
+            )
+            await writer.drain()
+            async with asyncio.timeout(5):
+                while not changes._waiters:
+                    await asyncio.sleep(0.01)
+            parked = sum(len(w) for w in changes._waiters.values())
+            writer.close()
+            async with asyncio.timeout(5):  # well before the 60 s wait
+                while changes._waiters:
+                    await asyncio.sleep(0.01)
+            return parked, guard.open
+        finally:
+            await runner.cleanup()
+
+    parked, still_open = asyncio.run(run())
+    assert parked == 1 and still_open == 0
