@@ -9,6 +9,7 @@ Body: ``{"ops": [{"op": "register", "service": S, "id": I, "body": {instance}}, 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -93,36 +94,61 @@ def _one(raw: object, defaults: Callable[[str], ServiceSettings]) -> BatchOp:
 
 class Overlay:
     """What memory would hold after the operations of a batch checked so far, as the checks
-    need it: whether an instance or a service is there, and how many of each there are. It
-    holds only what the batch touched and asks memory for the rest, so checking a batch
-    costs its operations, not the registry (a bulk load of n instances in batches would
-    otherwise cost O(n²))."""
+    need it: whether an instance or a service is there, how many instances there are in all
+    and per service, and the tags each service carries. It holds only what the batch touched
+    and asks memory for the rest, so checking a batch costs its operations, not the registry
+    (a bulk load of n instances in batches would otherwise cost O(n²))."""
 
     def __init__(self, memory: Memory) -> None:
         self._memory = memory
-        self._instances: dict[tuple[str, str], bool] = {}  # touched: there after the batch?
+        # Touched instances: what is there after the batch so far (None: nothing).
+        self._instances: dict[tuple[str, str], Instance | None] = {}
         self._added = 0  # instances the batch adds, less those it removes
+        self._per_service: Counter[str] = Counter()  # the same per service
+        self._tags: dict[str, Counter[str]] = {}  # per service: tag -> carriers added (or less)
         self._base: int | None = None  # instances in memory, counted when first asked for
         self._services: set[str] = set()  # created by the batch
 
-    def has(self, service: str, iid: str) -> bool:
-        there = self._instances.get((service, iid))
-        if there is None:
-            return self._memory.find(service, iid) is not None
-        return there
+    def current(self, service: str, iid: str) -> Instance | None:
+        """The instance there now, as the batch left it."""
+        if (service, iid) in self._instances:
+            return self._instances[(service, iid)]
+        state = self._memory.find(service, iid)
+        return state.instance if state is not None else None
 
-    def put(self, service: str, iid: str) -> bool:
+    def has(self, service: str, iid: str) -> bool:
+        return self.current(service, iid) is not None
+
+    def held(self, service: str) -> int:
+        """The instances ``service`` holds."""
+        svc = self._memory.get(service)
+        return (len(svc.instances) if svc else 0) + self._per_service[service]
+
+    def tag_counts(self, service: str) -> Counter[str]:
+        """How many of ``service``'s instances carry each tag."""
+        svc = self._memory.get(service)
+        counts = Counter(svc.tag_counts()) if svc else Counter()  # a copy: memory's is cached
+        counts.update(self._tags.get(service, {}))
+        return counts
+
+    def put(self, inst: Instance) -> bool:
         """Note an instance registered; True when it was not there (created)."""
-        created = not self.has(service, iid)
-        if created:
-            self._added += 1
-        self._instances[(service, iid)] = True
-        return created
+        old = self._set(inst.service, inst.id, inst)
+        return old is None
 
     def drop(self, service: str, iid: str) -> None:
-        if self.has(service, iid):
-            self._added -= 1
-        self._instances[(service, iid)] = False
+        self._set(service, iid, None)
+
+    def _set(self, service: str, iid: str, inst: Instance | None) -> Instance | None:
+        old = self.current(service, iid)
+        change = (inst is not None) - (old is not None)
+        self._added += change
+        self._per_service[service] += change
+        tags = self._tags.setdefault(service, Counter())
+        tags.subtract(old.tags if old else ())
+        tags.update(inst.tags if inst else ())
+        self._instances[(service, iid)] = inst
+        return old
 
     def total(self) -> int:
         """The instances registered in all, those of zone files included."""

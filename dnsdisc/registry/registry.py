@@ -291,14 +291,14 @@ class Registry:
             inst = op.registration
             assert inst is not None
             new_service = not seen.has_service(inst.service)
-            self._check_registration(inst, new_service, seen.services, seen.total)
+            self._check_registration(inst, new_service, seen.services, seen.total, seen)
             if new_service:
                 defaults = settings_data(self.settings_for(inst.service))
                 store_ops.append(Op("ensure_service", inst.service, data=defaults))
                 seen.add_service(inst.service)
             store_ops.append(Op("put_instance", inst.service, inst.id, inst.definition()))
             applies.append(partial(self.memory.put_instance, inst))
-            return 201 if seen.put(inst.service, inst.id) else 200
+            return 201 if seen.put(inst) else 200
         if op.kind == "service":
             settings = op.settings
             assert settings is not None
@@ -328,11 +328,17 @@ class Registry:
         return 200
 
     def _check_registration(
-        self, inst: Instance, new_service: bool, services: int, instances: Callable[[], int]
+        self,
+        inst: Instance,
+        new_service: bool,
+        services: int,
+        instances: Callable[[], int],
+        batch: Overlay | None = None,
     ) -> InstanceState | None:
         """What registering ``inst`` must pass: a writable service, not a zone file's
-        instance, the limits (``services``, ``instances``: the counts it would join). The
-        instance it replaces, if any."""
+        instance, the limits (``services``, ``instances``: the counts it would join; the
+        service's own counts as memory holds them, or as ``batch`` so far leaves them). The
+        instance in memory it replaces, if any."""
         self._check_writable(inst.service)
         svc = self.memory.get(inst.service)
         old = svc.instances.get(inst.id) if svc else None
@@ -343,14 +349,13 @@ class Registry:
         limits = self.settings.limits
         if new_service:
             check_new_service(limits, services)
-        check_instance(
-            limits,
-            inst,
-            svc.tag_counts() if svc else {},
-            len(svc.instances) if svc else 0,
-            old.instance if old is not None else None,
-            instances,
-        )
+        if batch is not None:
+            tags, held = batch.tag_counts(inst.service), batch.held(inst.service)
+            replaced = batch.current(inst.service, inst.id)
+        else:
+            tags, held = (svc.tag_counts() if svc else Counter()), len(svc.instances) if svc else 0
+            replaced = old.instance if old is not None else None
+        check_instance(limits, inst, tags, held, replaced, instances)
         return old
 
     def _check_writable(self, service: str) -> None:

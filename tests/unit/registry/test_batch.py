@@ -88,6 +88,27 @@ def test_the_service_limit_counts_the_services_the_batch_creates() -> None:
     assert len(registry) == 0
 
 
+def tagged(service: str, iid: str, *tags: str) -> BatchOp:
+    inst = Instance.from_json(service, iid, {"address": "10.0.0.1", "port": 80, "tags": list(tags)})
+    return BatchOp("register", service, iid, registration=inst)
+
+
+def test_the_per_service_limits_count_what_the_batch_did_to_the_service() -> None:
+    registry = Registry(limits=Limits(instances_per_service=2, tags_per_service=2))
+    run(registry, [reg("web", "a")])
+    error = fails(registry, [reg("web", "b"), reg("db", "x"), reg("web", "c")])
+    assert error.op == 2 and error.field == "limits.instances_per_service"
+    # One removed in the batch makes room for one more.
+    assert run(registry, [dereg("web", "a"), reg("web", "b"), reg("web", "c")]) == [204, 201, 201]
+    error = fails(registry, [tagged("web", "b", "x"), tagged("web", "c", "y", "z")])
+    assert error.op == 1 and error.field == "limits.tags_per_service"
+    # Tags that only a replaced instance carried go with it, also within a batch.
+    assert run(
+        registry, [tagged("web", "b", "x"), tagged("web", "b", "y"), tagged("web", "c", "z")]
+    ) == [200, 200, 200]
+    assert sorted(registry.service("web").tag_counts()) == ["y", "z"]
+
+
 def test_a_batch_logs_one_line_for_its_registrations(caplog: pytest.LogCaptureFixture) -> None:
     registry = Registry()
     run(registry, [reg("web", "old")])
