@@ -5,7 +5,7 @@ the statuses); ``checks`` an instance's CheckSpec and the rules for checks regis
 the API; ``settings`` what the config tells the registry; ``state`` InstanceState, Service
 and Memory, the only code that changes what is held; ``events`` the announcements of changes;
 ``registry`` the Registry, the one way in for the rest of the program; ``replication``
-following a shared store.
+following a shared store; ``queries`` the named queries' value (QueryDef).
 
 Glossary (one meaning each):
 
@@ -22,8 +22,8 @@ status
     The health verdict of leases, checks and heartbeats: passing, warning or critical. The
     *effective* status is ``maintenance`` while an instance is in maintenance, else its status.
 static
-    Defined by a zone file: never stored, never changed over HTTP, never replaced by a change
-    from a shared store.
+    Defined by a zone file (a named query: by the config's ``queries:``): never stored, never
+    changed over HTTP, never replaced by a change from a shared store.
 reserved
     A service name nobody may register (the name server's host, a name a zone file's record
     holds), with the reason.

@@ -1,7 +1,7 @@
-"""What the registry announces, synchronously, to whoever listens: which service (and, when it
-was only one, which instance) changed, which instance's status changed, whose reported figures
-changed. Listeners run inside the change, so by the time a write returns every listener has
-seen it."""
+"""What the registry announces, synchronously, to whoever listens: which service (and, when it was
+only one, which instance) changed, which instance's status changed, whose reported figures changed,
+which named query changed. Listeners run inside the change, so by the time a write returns every
+listener has seen it."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ class Bus(Generic[P]):
 
 
 class Events:
-    """The registry's three buses, and its change index and log (``changes``)."""
+    """The registry's four buses, and its change index and log (``changes``)."""
 
-    __slots__ = ("changed", "changes", "figures", "status")
+    __slots__ = ("changed", "changes", "figures", "queries", "status")
 
     def __init__(self) -> None:
         # (service, instance id): anything about the service changed, or it is gone; rebuild
@@ -43,5 +43,8 @@ class Events:
         self.status: Bus[[str, str, str, str]] = Bus()
         # (service, instance id, load, latency in ms): reported figures changed, nothing else did
         self.figures: Bus[[str, str, float | None, float | None]] = Bus()
+        # (query name): the named query's effective definition changed, or it is gone. Not in
+        # the change log: its event kinds are the services' and instances'.
+        self.queries: Bus[[str]] = Bus()
         # Every change with its index, for blocking queries and event streams.
         self.changes = ChangeLog()

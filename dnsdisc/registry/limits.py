@@ -1,5 +1,5 @@
 """Caps on what the registry holds: services, instances per service and in all, distinct tags
-per service, and the bytes of an instance's or a service's metadata.
+per service, the bytes of an instance's or a service's metadata, and named queries.
 
 Pure checks of one write against what memory holds, made before the write goes to the store, so
 a refused write changes nothing. Each refusal is a LimitError whose field is the config key of the
@@ -29,6 +29,18 @@ class Limits:
     tags_per_service: int = 256
     # Bytes of the ``key=value`` pairs of one instance's or one service's meta, together.
     meta_bytes: int = 4096
+
+
+# Named queries defined over the API (the config's are not counted): a fixed cap, not a setting.
+MAX_QUERIES = 10_000
+
+
+def check_new_query(queries: int) -> None:
+    """Before a write defines a new query while ``queries`` are defined over the API."""
+    if queries >= MAX_QUERIES:
+        raise LimitError(
+            f"{queries} named queries are defined; at most {MAX_QUERIES} may be", "queries"
+        )
 
 
 def meta_bytes(meta: Iterable[tuple[str, str]]) -> int:

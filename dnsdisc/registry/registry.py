@@ -14,14 +14,22 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
 from functools import partial
 from typing import cast
 
 from dnsdisc.errors import ConflictError, DnsdiscError, NotFoundError
 from dnsdisc.registry.batch import BatchError, BatchOp, Overlay
 from dnsdisc.registry.events import Events
-from dnsdisc.registry.limits import Limits, check_instance, check_meta, check_new_service
+from dnsdisc.registry.limits import (
+    Limits,
+    check_instance,
+    check_meta,
+    check_new_query,
+    check_new_service,
+)
 from dnsdisc.registry.model import PASSING, HeartbeatReport, Instance, ServiceSettings
+from dnsdisc.registry.queries import QueryDef
 from dnsdisc.registry.replication import Follower, Publisher
 from dnsdisc.registry.settings import NS_HOST, RegistrySettings
 from dnsdisc.registry.state import InstanceState, Memory, Service, settings_data
@@ -377,6 +385,63 @@ class Registry:
             await self.settled()
 
         await asyncio.shield(commit_then_apply())
+
+    # -- named queries -----------------------------------------------------------------------
+
+    @property
+    def queries(self) -> Mapping[str, QueryDef]:
+        """Every named query in effect, by name: those defined over the API and the config's
+        (static) ones; a static one hides an API-defined one of its name. A live read-only
+        view: copy it to keep it."""
+        return self.memory.queries
+
+    def query(self, name: str) -> QueryDef:
+        query = self.memory.queries.get(name.lower())
+        if query is None:
+            raise NotFoundError(f"query {name!r} is not defined", "name")
+        return query
+
+    def subscribe_queries(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(name)`` after every change to a named query's effective definition
+        (defined, replaced, deleted, a static one added or removed on reload, or a change from
+        another node on a shared store), once memory has it."""
+        self.events.queries.add(listener)
+
+    async def put_query(self, query: QueryDef) -> bool:
+        """Define or replace a named query (stored before it takes effect); True when new.
+        A query the config defines is read-only: 409."""
+        name = query.name
+        if self.memory.is_static_query(name):
+            raise ConflictError(f"query {name!r} is defined in the config file", "name")
+        if query.static:
+            query = replace(query, static=False)
+        created = name not in self.memory.stored_queries
+        if created:
+            check_new_query(len(self.memory.stored_queries))
+        stored = query
+
+        def apply() -> None:
+            nonlocal created
+            created = self.memory.put_query(stored)
+
+        await self._write([Op("put_query", name, data=query.definition())], apply)
+        return created
+
+    async def delete_query(self, name: str) -> None:
+        name = name.lower()
+        if self.memory.is_static_query(name):
+            raise ConflictError(f"query {name!r} is defined in the config file", "name")
+        if name not in self.memory.stored_queries:
+            raise NotFoundError(f"query {name!r} is not defined", "name")
+        await self._write([Op("del_query", name)], lambda: self.memory.drop_query(name))
+
+    def replace_static_queries(self, queries: Iterable[QueryDef]) -> None:
+        """Make the config's queries exactly ``queries`` (at start and on every reload): memory
+        only, never stored. A static query hides an API-defined one of its name while it
+        exists; the listeners are told of each name whose effective query changed."""
+        self.memory.replace_static_queries(
+            q if q.static else replace(q, static=True) for q in queries
+        )
 
     # -- health status -----------------------------------------------------------------------
 

@@ -71,13 +71,19 @@ class Follower:
                     memory.drop_service(op.service)
             elif op.kind == "put_status":
                 memory.take_verdict(op.service, op.instance, op.data or {})
+            elif op.kind == "put_query":
+                query = memory.stored_query(op.service, op.data or {})
+                if query is not None:
+                    memory.put_query(query)
+            elif op.kind == "del_query":
+                memory.drop_query(op.service)
         except ValidationError as exc:
             memory.skip(op.kind, f"{op.service}/{op.instance}", exc)
 
     def resync(self, snap: Snapshot) -> None:
         """Make memory what a freshly loaded store holds (after the watch lost its place):
         drop what is gone, apply what is new or changed, keep what is the same (and its
-        health). Static and configured services stay."""
+        health). Static and configured services stay, and the config's named queries."""
         memory = self.memory
         # Every change found is the snapshot's (its revision: what every node counts).
         memory.events.changes.revision = snap.index
@@ -107,7 +113,18 @@ class Follower:
                 self._apply(Op("put_instance", service, iid, data))
         for (service, iid), data in snap.statuses.items():
             memory.take_verdict(service, iid, data)
-        log.info("resynchronised with the store: %d services", len(memory))
+        queries = {}
+        for name, data in snap.queries.items():
+            # One that does not validate keeps what this node held, as a service's settings do.
+            query = memory.stored_query(name, data) or memory.stored_queries.get(name)
+            if query is not None:
+                queries[query.name] = query
+        memory.retain_queries(queries)
+        log.info(
+            "resynchronised with the store: %d services, %d queries",
+            len(memory),
+            len(memory.stored_queries),
+        )
 
 
 class Publisher:

@@ -1,11 +1,11 @@
 """What the registry holds in memory, and the only code that changes it.
 
-``InstanceState`` is an instance plus what changes without a re-registration (heartbeats,
-reported figures, health status) and keeps its own status bookkeeping: flap history, recovery
-time, history for people. ``Memory`` holds the services by name; its methods are the only writes
-to them, and each announces what it changed on ``Events``. ``Memory`` trusts its callers: the
-Registry has checked a write against reserved names and static services and committed it to
-the store; the Follower has applied a shared store's rules.
+``InstanceState`` is an instance plus what changes without a re-registration (heartbeats, reported
+figures, health status) and keeps its own status bookkeeping: flap history, recovery time, history
+for people. ``Memory`` holds the services by name, and the named queries; its methods are the only
+writes to them, and each announces what it changed on ``Events``. ``Memory`` trusts its callers: the
+Registry has checked a write against reserved names and static services and committed it to the
+store; the Follower has applied a shared store's rules.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from dnsdisc.errors import ValidationError
@@ -34,6 +35,7 @@ from dnsdisc.registry.model import (
     ServiceSettings,
     known_fields,
 )
+from dnsdisc.registry.queries import QUERY_FIELDS, STEP_FIELDS, QueryDef
 from dnsdisc.registry.settings import RegistrySettings
 from dnsdisc.store.base import Snapshot
 
@@ -240,6 +242,13 @@ class Memory:
         self.skipped = 0
         # Set while a batch is applied (``quiet``): registrations are counted, not logged.
         self._tally: Tally | None = None
+        # Named queries: those defined over the API (and stored), the config's (static), and
+        # the effective ones, by name: a static query shadows a stored one of its name.
+        self._stored_queries: dict[str, QueryDef] = {}
+        self._static_queries: dict[str, QueryDef] = {}
+        self._queries: dict[str, QueryDef] = {}
+        self.queries: Mapping[str, QueryDef] = MappingProxyType(self._queries)
+        self.stored_queries: Mapping[str, QueryDef] = MappingProxyType(self._stored_queries)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -294,6 +303,11 @@ class Memory:
             self.take_verdict(service, iid, data)
         for name, settings in self.settings.configured.items():
             self._services.setdefault(name, Service(settings))
+        for name, data in snap.queries.items():
+            query = self.stored_query(name, data)
+            if query is not None:
+                self._stored_queries[query.name] = query
+                self._settle_query(query.name)
 
     def skip(self, what: str, name: str, exc: ValidationError) -> None:
         self.skipped += 1
@@ -435,6 +449,70 @@ class Memory:
                 continue  # unchanged by the reload: nothing to rebuild
             self.add_static(settings, instances)
 
+    # -- named queries -----------------------------------------------------------------------
+
+    def stored_query(self, name: str, data: object) -> QueryDef | None:
+        """A named query as a store holds it; None (logged, counted) when it does not validate.
+        Fields this version does not know are dropped, as for services and instances."""
+        try:
+            return QueryDef.from_json(name, query_fields(data))
+        except ValidationError as exc:
+            self.skip("query", name, exc)
+            return None
+
+    def is_static_query(self, name: str) -> bool:
+        return name in self._static_queries
+
+    def put_query(self, query: QueryDef) -> bool:
+        """Define or replace a query defined over the API (committed); True when new. While a
+        static query of its name exists it is kept but not effective."""
+        name = query.name
+        new = name not in self._stored_queries
+        self._stored_queries[name] = query
+        shadowed = name in self._static_queries
+        log.info(
+            "query %s %s%s: %s",
+            name,
+            "defined" if new else "replaced",
+            " (shadowed by the config's)" if shadowed else "",
+            query.definition(),
+        )
+        self._settle_query(name, changed=not shadowed)
+        return new
+
+    def drop_query(self, name: str) -> None:
+        if self._stored_queries.pop(name, None) is not None:
+            log.info("deleted query %s", name)
+            self._settle_query(name)
+
+    def replace_static_queries(self, queries: Iterable[QueryDef]) -> None:
+        """Make the config's queries exactly ``queries`` (at start and on a reload)."""
+        old = self._static_queries
+        self._static_queries = {q.name: q for q in queries}
+        for name in dict.fromkeys([*old, *self._static_queries]):
+            self._settle_query(name)
+
+    def retain_queries(self, stored: Mapping[str, QueryDef]) -> None:
+        """Hold exactly ``stored`` as the queries defined over the API (a shared store's
+        resync); those unchanged are not announced."""
+        old = dict(self._stored_queries)
+        self._stored_queries.clear()
+        self._stored_queries.update(stored)
+        for name in dict.fromkeys([*old, *stored]):
+            self._settle_query(name)
+
+    def _settle_query(self, name: str, changed: bool = False) -> None:
+        """Make ``name``'s effective query the static one, else the stored one, else none, and
+        announce it when that differs from before (or ``changed``)."""
+        now = self._static_queries.get(name) or self._stored_queries.get(name)
+        before = self._queries.get(name)
+        if now is None:
+            self._queries.pop(name, None)
+        else:
+            self._queries[name] = now
+        if changed or before != now:
+            self.events.queries.emit(name)
+
     # -- health status -----------------------------------------------------------------------
 
     def set_status(self, service: str, instance_id: str, status: str, output: str) -> bool:
@@ -511,6 +589,15 @@ class Memory:
 
     def _figures(self, service: str, state: InstanceState) -> None:
         self.events.figures.emit(service, state.instance.id, state.load, state.latency_ms)
+
+
+def query_fields(data: object) -> object:
+    """A query's definition read from a store without the fields this version does not know
+    (at its top and in its failover steps)."""
+    out = known_fields(data, QUERY_FIELDS)
+    if isinstance(out, dict) and isinstance(out.get("failover"), list):
+        out["failover"] = [known_fields(s, STEP_FIELDS) for s in out["failover"]]
+    return out
 
 
 def settings_data(settings: ServiceSettings) -> dict[str, object]:

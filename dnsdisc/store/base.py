@@ -1,9 +1,9 @@
 """The storage interface the registry writes through, and the in-memory store.
 
-A store keeps service settings and instance definitions (not runtime state such as heartbeats:
-after a restart every lease gets a fresh grace period). ``commit`` returns only once the change is
-durable, which is what lets the HTTP API answer 2xx. Backends beyond SQLite (etcd) implement the
-same small interface and are imported lazily by ``open_store``.
+A store keeps service settings, instance definitions and named queries (not runtime state such as
+heartbeats: after a restart every lease gets a fresh grace period). ``commit`` returns only once the
+change is durable, which is what lets the HTTP API answer 2xx. Backends beyond SQLite (etcd)
+implement the same small interface and are imported lazily by ``open_store``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class Op:
     """One change: kind is put_service, ensure_service (create with these settings unless it
-    exists), del_service, put_instance or del_instance. A shared store also hands the registry
+    exists), del_service, put_instance, del_instance, put_query (``service`` is the named
+    query's name, ``data`` its definition) or del_query. A shared store also hands the registry
     put_status (a health verdict or maintenance state every node adopts)."""
 
     kind: str  # also put_index (a local store's change-index high-water mark, data {"index"})
@@ -39,6 +40,8 @@ class Snapshot:
     instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # Health verdicts shared through the store (etcd only): {"status", "output", "maintenance"}.
     statuses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Named queries defined over the API: name -> definition (QueryDef.definition()).
+    queries: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Where the change index continues from: etcd's revision, SQLite's high-water mark.
     index: int = 0
 

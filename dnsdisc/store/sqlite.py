@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS instances (
     definition TEXT NOT NULL,
     PRIMARY KEY (service, id)
 );
+CREATE TABLE IF NOT EXISTS queries (
+    name TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -78,6 +82,8 @@ class SqliteStore:
                 "SELECT service, id, definition FROM instances"
             ):
                 snap.instances[(service, iid)] = json.loads(definition)
+            for name, data in conn.execute("SELECT name, data FROM queries"):
+                snap.queries[name] = json.loads(data)
             row = conn.execute("SELECT value FROM meta WHERE key = 'index'").fetchone()
             snap.index = int(row[0]) if row else 0
         except (sqlite3.Error, OSError, ValueError) as exc:
@@ -190,6 +196,13 @@ def _apply(conn: sqlite3.Connection, op: Op) -> None:
     elif op.kind == "del_service":
         conn.execute("DELETE FROM instances WHERE service = ?", (op.service,))
         conn.execute("DELETE FROM services WHERE name = ?", (op.service,))
+    elif op.kind == "put_query":
+        conn.execute(
+            "INSERT OR REPLACE INTO queries (name, data) VALUES (?, ?)",
+            (op.service, json.dumps(op.data, sort_keys=True)),
+        )
+    elif op.kind == "del_query":
+        conn.execute("DELETE FROM queries WHERE name = ?", (op.service,))
     elif op.kind == "put_index":  # the change index's high-water mark (registry/changes.py)
         assert op.data is not None
         conn.execute(

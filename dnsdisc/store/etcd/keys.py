@@ -7,6 +7,7 @@ Keys under the prefix (values are JSON; the schema is documented in docs/etcd.md
                                        an etcd lease of the instance's ttl when it has one
     <prefix>/status/<service>/<id>     {"status", "output", "maintenance"}: the shared verdict,
                                        on the instance's lease so both go together
+    <prefix>/queries/<name>            a named query's definition (QueryDef.definition)
     <prefix>/leader                    the node that runs active checks, on a short lease
 
 The gateway carries keys and values base64-encoded; the ``*_request`` and ``created_compare``
@@ -18,12 +19,17 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from typing import Any
 
 from dnsdisc.errors import ValidationError
 from dnsdisc.values import label
 
 log = logging.getLogger("dnsdisc.store.etcd")  # one logger for the whole backend
+
+# A named query's name as a key may hold it: a DNS label, or a template's prefix (which may end
+# with "-"). The registry validates the rest with the definition.
+_QUERY_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 def b64(text: str) -> str:
@@ -58,6 +64,9 @@ class Keys:
     def status(self, service: str, iid: str = "") -> str:
         return f"{self.prefix}status/{service}/{iid}"
 
+    def query(self, name: str = "") -> str:
+        return f"{self.prefix}queries/{name}"
+
     @property
     def leader(self) -> str:
         return f"{self.prefix}leader"
@@ -67,10 +76,17 @@ class Keys:
         return {"key": b64(self.prefix), "range_end": b64(range_end(self.prefix))}
 
     def parse(self, key: str) -> tuple[str, str, str] | None:
-        """(kind, service, id) of one of our keys; None for anything else under the prefix."""
+        """(kind, service, id) of one of our keys; None for anything else under the prefix.
+        A named query's key parses as ("queries", name, "")."""
         if not key.startswith(self.prefix):
             return None
         parts = key[len(self.prefix) :].split("/")
+        if parts[0] == "queries" and len(parts) == 2:
+            if _QUERY_NAME.fullmatch(parts[1]):
+                return "queries", parts[1], ""
+            self.skipped += 1
+            log.warning("etcd: ignoring key %r: not a valid query name", key)
+            return None
         try:
             if parts[0] == "services" and len(parts) == 2:
                 return "services", label(parts[1], "service"), ""

@@ -111,6 +111,10 @@ class EtcdStore:
                     delete_request(keys.instance(op.service, op.instance)),
                     delete_request(keys.status(op.service, op.instance)),
                 ]
+            elif op.kind == "put_query":
+                req = [put_request(keys.query(op.service), op.data)]
+            elif op.kind == "del_query":
+                req = [delete_request(keys.query(op.service))]
             else:
                 raise StoreError(f"unknown op {op.kind}")
             success += req

@@ -73,6 +73,8 @@ class Watch:
                 continue
             if kind == "services":
                 snap.services[service] = value
+            elif kind == "queries":
+                snap.queries[service] = value
             elif kind == "instances":
                 snap.instances[(service, iid)] = value
                 leases[(service, iid)] = (int(kv.get("lease") or 0), value.get("ttl"))
@@ -209,6 +211,8 @@ class Watch:
             return
         if kind == "services":
             op = Op("del_service" if deleted else "put_service", service, data=value, revision=rev)
+        elif kind == "queries":
+            op = Op("del_query" if deleted else "put_query", service, data=value, revision=rev)
         elif kind == "instances":
             if deleted:
                 self._leases.pop((service, iid), None)
