@@ -51,6 +51,11 @@ class Rights:
     def can_write(self, service: str) -> bool:
         return self.access(service) == "write"
 
+    def can_read_any(self) -> bool:
+        """Whether some rule lets the caller read some service (a template query's right to
+        be read: it names services that may not exist yet)."""
+        return any(rule.services is not None and rule.access != "deny" for rule in self.rules)
+
     @property
     def operator(self) -> bool:
         return any(rule.operator for rule in self.rules)

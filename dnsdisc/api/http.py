@@ -31,6 +31,7 @@ from dnsdisc.api.guard import HttpGuard, disconnected
 from dnsdisc.api.jsonbody import read_json
 from dnsdisc.api.peercert import certificate_names
 from dnsdisc.api.principal import ANONYMOUS, Principal, principal_of, set_principal
+from dnsdisc.api.queries import ExplainQuery, QueriesApi, Status
 from dnsdisc.api.settings import Identity
 from dnsdisc.errors import (
     AuthError,
@@ -163,7 +164,7 @@ Explain = Callable[[str, str, bytes, int, str | None], dict[str, Any]]
 EXPLAIN_PARAMS = ("type", "client", "ecs", "tag")
 
 
-def explain_query(query: Mapping[str, str]) -> tuple[str, bytes, int, str | None]:
+def explain_query_params(query: Mapping[str, str]) -> tuple[str, bytes, int, str | None]:
     """``?type=A|AAAA|SRV&client=IP&ecs=CIDR&tag=T``: the type, the client's address packed
     (the ECS subnet's when given; b"" without either), the ECS source prefix (-1: none), the
     tag. A bad or unknown parameter is a 400 naming it."""
@@ -210,8 +211,13 @@ class Api:
         audit: AuditLog | None = None,
         explain: Explain | None = None,
         consul: Callable[[], Identity] | None = None,
+        query_status: Status | None = None,
+        explain_query: ExplainQuery | None = None,
     ) -> None:
         self.registry = registry
+        self.queries = QueriesApi(
+            registry, self, query_status, explain_query, lambda r: explain_query_params(r.query)
+        )
         # The Consul subset's datacenter and node names (consul.datacenter, consul.node).
         self.consul = ConsulApi(
             registry,
@@ -272,6 +278,7 @@ class Api:
         r.add_get("/v1/events", self.events)
         r.add_post("/v1/batch", self.batch)
         self.consul.add_routes(r)
+        self.queries.add_routes(r)
         r.add_get("/ui", self.ui_redirect)
         r.add_get("/ui/", self.ui_file)
         r.add_get("/ui/{name}", self.ui_file)
@@ -457,7 +464,7 @@ class Api:
         found: Rights = request.get(_RIGHTS, NOTHING)
         return found
 
-    def _refuse(self, request: web.Request, what: str, fld: str) -> AuthError:
+    def refuse(self, request: web.Request, what: str, fld: str) -> AuthError:
         """401 for a request without credentials (it may still get some), 403 for one whose
         credentials lack the right."""
         who = principal_of(request)
@@ -470,11 +477,11 @@ class Api:
 
     def may_read(self, request: web.Request, service: str) -> None:
         if not self.rights(request).can_read(service):
-            raise self._refuse(request, f"read service {service}", "service")
+            raise self.refuse(request, f"read service {service}", "service")
 
     def may_write(self, request: web.Request, service: str) -> None:
         if not self.rights(request).can_write(service):
-            raise self._refuse(request, f"change service {service}", "service")
+            raise self.refuse(request, f"change service {service}", "service")
 
     # -- probes ------------------------------------------------------------------------------
 
@@ -510,7 +517,7 @@ class Api:
     async def reload_config(self, request: web.Request) -> web.Response:
         """Re-read the config and zone files; a bad file is a 400 and changes nothing."""
         if not self.rights(request).operator:
-            raise self._refuse(request, "reload the configuration (operator)", "operator")
+            raise self.refuse(request, "reload the configuration (operator)", "operator")
         if self.reload is None:
             raise NotFoundError("reload is not available")
         try:
@@ -522,7 +529,7 @@ class Api:
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         if not self.rights(request).metrics:
-            raise self._refuse(request, "read /metrics", "metrics")
+            raise self.refuse(request, "read /metrics", "metrics")
         if self.metrics is None:
             raise NotFoundError("metrics are not enabled")
         if self.refresh is not None:
@@ -636,7 +643,7 @@ class Api:
         self.may_read(request, name)
         if self.explain is None:
             raise web.HTTPNotFound()
-        rtype, client, prefix, tag = explain_query(request.query)
+        rtype, client, prefix, tag = explain_query_params(request.query)
         self.registry.service(name)  # 404 for an unknown service, before any work
         return web.json_response(self.explain(name, rtype, client, prefix, tag))
 

@@ -38,6 +38,7 @@ from dnsdisc.netaddr import (
 )
 from dnsdisc.registry.limits import Limits
 from dnsdisc.registry.model import ServiceSettings
+from dnsdisc.registry.queries import QueryDef
 from dnsdisc.store.settings import EtcdSettings
 from dnsdisc.tls import TlsFiles
 
@@ -131,6 +132,8 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     defaults: ServiceSettings = field(default_factory=lambda: ServiceSettings("default"))
     services: Mapping[str, ServiceSettings] = field(default_factory=dict)
+    # Named queries defined in the file (registry/queries.py): read-only over the API.
+    queries: tuple[QueryDef, ...] = ()
     source: str = ""
 
     def dns_settings(self) -> DnsSettings:

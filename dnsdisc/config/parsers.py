@@ -14,6 +14,7 @@ from dnsdisc.config.cpus import MAX_WORKERS, auto_workers
 from dnsdisc.errors import ConfigError, ValidationError
 from dnsdisc.netaddr import HostPort, NetRules, parse_hostport
 from dnsdisc.registry.model import ServiceSettings
+from dnsdisc.registry.queries import QueryDef
 from dnsdisc.values import bounded_int, ip_address, label, seconds
 
 MAX_DOMAIN_WIRE = 125
@@ -373,3 +374,16 @@ def services(value: object, at: At) -> dict[str, ServiceSettings]:
             raise where.error(exc.message) from None
         parsed[svc] = _service(svc, body, at.config.defaults.with_name(svc), where)
     return parsed
+
+
+def queries(value: object, at: At) -> tuple[QueryDef, ...]:
+    """``queries:``: name -> named query definition (read-only over the API)."""
+    parsed = []
+    for name, body in mapping(value, at).items():
+        where = at.to(f"{at.key}.{name}")
+        try:
+            parsed.append(QueryDef.from_json(name, mapping(body, where), static=True))
+        except ValidationError as exc:
+            fld = "" if exc.field in ("name", "body") else f".{exc.field}"
+            raise at.to(f"{at.key}.{name}{fld}").error(exc.message) from None
+    return tuple(parsed)

@@ -337,6 +337,7 @@ KEYS: tuple[Key, ...] = (
     Key("limits.meta_bytes", "limits.meta_bytes", p.integer(0, 1 << 20), "live"),
     Key("defaults", "defaults", p.service_defaults, "live"),
     Key("services", "services", p.services, "live"),
+    Key("queries", "queries", p.queries, "live"),
 )  # fmt: skip
 
 

@@ -21,7 +21,7 @@ from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.build import PtrEntry, ptr_rrset
 from dnsdisc.dnsserver.cache import ReplyCache
 from dnsdisc.dnsserver.locality import ZoneMap
-from dnsdisc.dnsserver.names import Naming, serves_ptr
+from dnsdisc.dnsserver.names import Naming, is_query_key, serves_ptr
 from dnsdisc.dnsserver.servicenames import ServiceNames, build_service, settings_key
 from dnsdisc.dnsserver.view import MemberView, ServiceView
 from dnsdisc.dnsserver.zone import (
@@ -131,7 +131,8 @@ class AnswerIndex:
             return
         if current is None or current.key != settings_key(settings):
             # Built before anything is removed: if building fails, the old answers stay.
-            fresh = build_service(self.naming, self.zones[self.settings.domain], settings, members)
+            zone = self.zones[self.settings.domain]
+            fresh = build_service(self.naming, zone, settings, members, is_query_key(service))
             self._replace(service, current, fresh)
             return
         old = current.members
@@ -214,6 +215,8 @@ class AnswerIndex:
 
     def _update_ptrs(self, service: str, names: ServiceNames | None, ids: Sequence[str]) -> None:
         """Bring the PTR entries of the instances ``ids`` of ``service`` up to date."""
+        if is_query_key(service):
+            return  # a query's instances have their PTR from their own service
         mine = self._service_ptrs.setdefault(service, {})
         members = names.members if names is not None else {}
         ttl = names.settings.ttl if names is not None else 0

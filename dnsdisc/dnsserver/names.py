@@ -11,6 +11,8 @@ Under the domain D:
   <id>.<service>.D            the instance: A or AAAA, SRV, TXT = its metadata (wins over a tag
                               of the same label)
   reverse name of an address  PTR -> <id>.<service>.D, for local addresses (``serves_ptr``)
+  <query>.query.D             a named query: A, AAAA, SRV (targets <id>.<service>.D), TXT
+  _<query>._tcp.query.D       SRV of the query's instances with that protocol (and _udp)
 """
 
 from __future__ import annotations
@@ -22,6 +24,19 @@ from collections.abc import Container
 from dnsdisc.dnsserver.wire import labels_to_wire, parent_names, reverse_pointer
 
 PROTOCOLS = ("tcp", "udp")
+# The label named queries answer under (no service may take it).
+QUERY_LABEL = "query"
+
+
+def query_key(name: str) -> str:
+    """The key a named query's names are rebuilt under in an answer sink: never a service's
+    (a service name is one label, so it has no ".")."""
+    return f"{name}.{QUERY_LABEL}"
+
+
+def is_query_key(key: str) -> bool:
+    return "." in key
+
 
 # IPv4 ranges whose reverse names no public delegation can hold for us to shadow: what Python's
 # ipaddress calls private (RFC 1918, loopback, link-local, documentation, benchmarking, ...) and
@@ -97,6 +112,12 @@ class Naming:
 
     def srv(self, service: str, proto_or_tag: str) -> bytes:
         return labels_to_wire((f"_{service}", f"_{proto_or_tag}"), self.domain)
+
+    def query(self, name: str) -> bytes:
+        return labels_to_wire((name, QUERY_LABEL), self.domain)
+
+    def query_srv(self, name: str, protocol: str) -> bytes:
+        return labels_to_wire((f"_{name}", f"_{protocol}", QUERY_LABEL), self.domain)
 
     def nameserver(self) -> bytes:
         return labels_to_wire((self.ns_label,), self.domain)

@@ -51,8 +51,14 @@ def settings_key(settings: ServiceView) -> tuple[object, ...]:
 class ServiceNames:
     """Every name of one service (``nodes``), patched in place by ``apply``."""
 
-    def __init__(self, naming: Naming, zone: Zone, settings: ServiceView) -> None:
+    def __init__(
+        self, naming: Naming, zone: Zone, settings: ServiceView, query: bool = False
+    ) -> None:
         self.naming = naming
+        # A named query's names (``<name>.query.D``, ``_<name>._tcp.query.D``): its members
+        # are another service's instances, so it has no tag or host names of its own, and its
+        # SRV targets are the instances' own names.
+        self.query = query
         self.zone = zone
         self.settings = settings
         self.key = settings_key(settings)
@@ -113,6 +119,10 @@ class ServiceNames:
             touched.update(self._build_group(group))
         self._made.clear()
         for iid in hosts_dirty:
+            if self.query:
+                if iid not in self.members:
+                    self.hosts.pop(iid, None)
+                continue
             touched.add(self._build_host(iid))
         for name in touched:
             node = self._host_nodes.get(name) or self._group_nodes.get(name)
@@ -134,6 +144,8 @@ class ServiceNames:
 
     def _groups_of(self, member: MemberView) -> list[tuple[str, str]]:
         inst = member.instance
+        if self.query:
+            return [_ALL, ("proto", inst.protocol)]
         return [_ALL, ("proto", inst.protocol)] + [("tag", t) for t in inst.tags]
 
     def _leave(self, iid: str, dirty: set[tuple[str, str]]) -> None:
@@ -153,7 +165,9 @@ class ServiceNames:
         self.members[iid] = member
         ttl = self.settings.ttl
         host = self.hosts.get(iid)
-        if host is None:
+        if self.query:  # the instance's own name; a failover may bring another service's
+            host = self.hosts[iid] = self.naming.instance(inst.service, iid)
+        elif host is None:
             host = self.hosts[iid] = self.naming.instance(self.settings.name, iid)
         weight, prio = member.weight, member.priority
         rtype, rdata = wire.address_rdata(inst.address)
@@ -195,10 +209,11 @@ class ServiceNames:
             rrsets = self._balanced(held)
             if self._meta_txt is not None:
                 rrsets[wire.TXT] = self._meta_txt
-            self._set(naming.service(svc), rrsets)
-            return [naming.service(svc)]
+            name = naming.query(svc) if self.query else naming.service(svc)
+            self._set(name, rrsets)
+            return [name]
         if kind == "proto":
-            name = naming.srv(svc, label)
+            name = naming.query_srv(svc, label) if self.query else naming.srv(svc, label)
             assert held is not None
             self._set(name, self._balanced(held, with_addr=False))
             return [name]
@@ -331,10 +346,14 @@ class ServiceNames:
 
 
 def build_service(
-    naming: Naming, zone: Zone, settings: ServiceView, members: Sequence[MemberView]
+    naming: Naming,
+    zone: Zone,
+    settings: ServiceView,
+    members: Sequence[MemberView],
+    query: bool = False,
 ) -> ServiceNames:
-    """Every name of a service, built from scratch."""
-    names = ServiceNames(naming, zone, settings)
+    """Every name of a service (or of a named query), built from scratch."""
+    names = ServiceNames(naming, zone, settings, query)
     names.apply(members)
     return names
 

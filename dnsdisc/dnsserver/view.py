@@ -19,6 +19,9 @@ class InstanceView(Protocol):
     """A registered instance: what its records are built from."""
 
     @property
+    def service(self) -> str: ...
+
+    @property
     def id(self) -> str: ...
 
     @property

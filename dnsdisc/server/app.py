@@ -80,7 +80,8 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         )
     else:
         server.face = DnsFace.create(config.dns_settings(), index)
-    attach(registry, server, health)
+    server.queries = attach(registry, server, health)
+    registry.replace_static_queries(config.queries)
     try:
         if server.pool is not None:
             await server.pool.spawn()  # they build from the feed while the store loads
@@ -93,6 +94,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         raise
     for settings, instances in zone_data.services:
         registry.add_static(settings, instances)
+    server.queries.rebuild_all()  # the stored queries, now that every service is there
     server.state.store_open = True
     try:
         await _listen(server)
@@ -127,7 +129,9 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
 
 
 def _snapshot(server: Server) -> list[tuple[str, ServiceSettings, Sequence[MemberView]]]:
-    return [(s.settings.name, s.settings, server.health.view(s)) for s in server.registry]
+    services = [(s.settings.name, s.settings, server.health.view(s)) for s in server.registry]
+    queries = server.queries.snapshot() if server.queries is not None else []
+    return [*services, *queries]
 
 
 def _open_audit(config: Config) -> AuditLog | None:
@@ -193,7 +197,9 @@ async def _listen(server: Server) -> None:
         state=server.state,
         pool=server.pool,
         http=guard,
+        queries=lambda: server.queries,
     )
+    explainer = Explainer(server.registry, server.health, lambda: server.config)
     api = Api(
         server.registry,
         server.state,
@@ -208,8 +214,10 @@ async def _listen(server: Server) -> None:
         acl=config.acl(),
         allowed_hosts=config.allowed_hosts(),
         audit=server.audit,
-        explain=Explainer(server.registry, server.health, lambda: server.config),
+        explain=explainer,
         consul=lambda: server.config.consul_identity(),
+        query_status=lambda name: server.queries.status(name) if server.queries else None,
+        explain_query=explainer.query,
         doh=DohHandler(
             Relay(
                 _own_address(config.dns_listen[0]),
@@ -239,6 +247,8 @@ async def _gather(server: Server, service: str | None) -> None:
     counters, answers = await server.pool.counters(service)
     if service is None:
         server.dns_counters = counters
+        if server.queries is not None:
+            server.queries.absorb(answers)
     services = [server.registry.get(service)] if service is not None else list(server.registry)
     for svc in services:
         if svc is not None:

@@ -29,6 +29,7 @@ from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.registry.registry import Registry
 
 if TYPE_CHECKING:
+    from dnsdisc.server.queries import QueryAnswers
     from dnsdisc.workers.pool import WorkerPool
 
 
@@ -44,7 +45,9 @@ class DnsdiscCollector(Collector):
         state: ServerState | None = None,
         pool: WorkerPool | None = None,
         http: HttpGuard | None = None,
+        queries: Callable[[], QueryAnswers | None] | None = None,
     ) -> None:
+        self.queries = queries
         self.state = state
         self.registry = registry
         self.health = health
@@ -56,6 +59,9 @@ class DnsdiscCollector(Collector):
         self.http = http
 
     def collect(self) -> Iterator[Metric]:
+        found = self.queries() if self.queries is not None else None
+        if found is not None:
+            yield from _query_metrics(found)
         states: Counter[tuple[str, str]] = Counter()
         for svc in self.registry:
             for state in svc.instances.values():
@@ -212,6 +218,32 @@ class DnsdiscCollector(Collector):
                 "Relayed queries no recursor answered (SERVFAIL)",
                 value=stats.failures,
             )
+
+
+def _query_metrics(found: QueryAnswers) -> Iterator[Metric]:
+    """The named queries: address answers led by their own service's instances or a failover
+    step's, moves to a failover step, and the step each answers from now."""
+    answers = CounterMetricFamily(
+        "dnsdisc_query_answers",
+        "Address answers of named queries, by the step that answered (own or failover)",
+        labels=["query", "step"],
+    )
+    for (name, kind), n in sorted(found.answers.items()):
+        answers.add_metric([name, kind], n)
+    yield answers
+    failovers = CounterMetricFamily(
+        "dnsdisc_query_failovers", "Moves of a named query to a failover step", labels=["query"]
+    )
+    step = GaugeMetricFamily(
+        "dnsdisc_query_step",
+        "The step a named query answers from (0: its own service; -1: none exists)",
+        labels=["query"],
+    )
+    for name in sorted(found.built):
+        failovers.add_metric([name], found.failovers[name])
+        step.add_metric([name], found.step.get(name, -1))
+    yield failovers
+    yield step
 
 
 def _http_metrics(guard: HttpGuard) -> Iterator[Metric]:

@@ -17,12 +17,14 @@ from dnsdisc.config.load import Config
 from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.face import DnsFace
 from dnsdisc.dnsserver.index import AnswerIndex
+from dnsdisc.dnsserver.names import QUERY_LABEL
 from dnsdisc.dnsserver.stats import DnsCounters
 from dnsdisc.dnsserver.view import AnswerSink
 from dnsdisc.dnsserver.zone import IndexSettings
 from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.settings import NS_HOST
+from dnsdisc.server.queries import QueryAnswers
 from dnsdisc.tls import ContextSwitch
 from dnsdisc.workers.pool import WorkerPool
 
@@ -55,6 +57,8 @@ class Server:
     http_tls: ContextSwitch | None = None
     # The workers' DNS counters as last gathered (for /metrics).
     dns_counters: DnsCounters = field(default_factory=DnsCounters)
+    # The named queries' answers, kept current (set by ``attach``).
+    queries: QueryAnswers | None = None
 
 
 def build_index(config: Config, zone_data: zones.ZoneData, after: int | None = None) -> AnswerIndex:
@@ -84,26 +88,33 @@ class _HasIndex(Protocol):
     def index(self) -> AnswerSink: ...
 
 
-def attach(registry: Registry, target: _HasIndex, health: HealthMonitor) -> None:
+def attach(registry: Registry, target: _HasIndex, health: HealthMonitor) -> QueryAnswers:
     """Keep ``target.index`` current: every registry change rebuilds the changed service's names
     from the instances health hands out (into whichever index is current: a reload swaps it;
     with workers, the pool sends it to each of them). A change to one instance is handed out
     and patched in alone where health and the index allow: a write to a large service then
     costs what changed, not the service."""
 
+    queries = QueryAnswers(registry, health, lambda: target.index)
+
     def on_change(service: str, iid: str | None) -> None:
         svc = registry.get(service)
         if svc is None:
             health.forget(service)
             target.index.rebuild(service, None, ())
-            return
-        if iid is not None:
-            found = health.view_one(svc, iid)
-            if found is not None and target.index.patch(service, *found):
-                return
-        target.index.rebuild(service, svc.settings, health.view(svc))
+        elif (
+            iid is not None
+            and (found := health.view_one(svc, iid)) is not None
+            and (target.index.patch(service, *found))
+        ):
+            pass
+        else:
+            target.index.rebuild(service, svc.settings, health.view(svc))
+        queries.service_changed(service)  # in the same turn: a 2xx covers the query names too
 
     registry.subscribe_changes(on_change)
+    registry.subscribe_queries(queries.query_changed)
+    return queries
 
 
 def load_zones(config: Config) -> zones.ZoneData:
@@ -116,4 +127,5 @@ def reserved_names(config: Config, zone_data: zones.ZoneData) -> dict[str, str]:
     return {
         **zones.taken_service_names(zone_data.records, config.domain),
         config.ns_label: NS_HOST,
+        QUERY_LABEL: "the label named queries answer under (<name>.query.<domain>)",
     }

@@ -150,6 +150,9 @@ async def reload(server: Server) -> None:
     if rebuild or health_changed:
         for svc in list(registry):
             registry.touch(svc.settings.name)  # every service's names, from the new settings
+    registry.replace_static_queries(new.queries)
+    if rebuild and server.queries is not None:
+        server.queries.rebuild_all()  # into the new index, the NODATA ones included
     # Queries switch over only now, to a complete index.
     if server.pool is not None:
         if rebuild:

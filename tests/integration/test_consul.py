@@ -14,12 +14,12 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import consul
 import pytest
 
+from tests.support.backends import http_backend
 from tests.support.frontends import DOMAIN
 from tests.support.helpers import (
     LOOPBACK_CHECKS,
@@ -248,21 +248,9 @@ def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(server: DnsdiscP
     assert server.http("GET", "/v1/services").body["services"][1]["instance_count"] == 1
 
 
-class _Health(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200 if self.path == "/health" else 500)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def test_an_http_check_registered_the_consul_way_is_run(server: DnsdiscProcess) -> None:
     port = free_port()
-    backend = ThreadingHTTPServer(("127.0.0.1", port), _Health)
-    thread = threading.Thread(target=backend.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_backend(port):
         c = client(server)
         check = consul.Check.http(f"http://127.0.0.1:{port}/health", "100ms", timeout="50ms")
         assert c.agent.service.register(
@@ -277,6 +265,3 @@ def test_an_http_check_registered_the_consul_way_is_run(server: DnsdiscProcess) 
 
         wait_until(passing, 5)
         assert c.health.service("site")[1][0]["Checks"][0]["Type"] == "http"
-    finally:
-        backend.shutdown()
-        backend.server_close()

@@ -59,6 +59,9 @@ def test_flags_override_file_and_env_sets_token(tmp_path: Path) -> None:
         ({"services": {"web": {"max_answers": "1"}}}, "services.web.max_answers", "integer"),
         ({"services": {"Bad_Name": {}}}, "services.Bad_Name", "DNS label"),
         ({"services": {"web": {"colour": "red"}}}, "services.web.colour", "unknown field"),
+        ({"queries": {"q": {"service": "web", "colour": "red"}}}, "queries.q.colour", "unknown"),
+        ({"queries": {"Bad_Name": {"service": "web"}}}, "queries.Bad_Name", "DNS label"),
+        ({"queries": {"q": {"service": "a", "failover": ["a"]}}}, "queries.q.failover", "loop"),
         ({"negative_ttl": True}, "negative_ttl", "integer"),
         ({"reverse_zones": ["example.com"]}, "reverse_zones", "in-addr.arpa"),
         (
@@ -254,6 +257,7 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "limits.meta_bytes": (0, 1.5),
     "defaults": ({"policy": "random"}, {"policy": "fastest"}),
     "services": ({"web": {"ttl": 10}}, {"Bad_Name": {}}),
+    "queries": ({"web": {"service": "web", "tags": ["!old"]}}, {"web": {"service": "web", "x": 1}}),
 }
 NEEDS = {
     "dns.tls_listen": {"dns.tls.cert_file": "c.pem", "dns.tls.key_file": "k.pem"},
