@@ -80,7 +80,14 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         )
     else:
         server.face = DnsFace.create(config.dns_settings(), index)
-    server.queries = attach(registry, server, health)
+    server.queries = queries = attach(registry, server, health)
+    if server.pool is not None:
+        pool = server.pool
+        registry.on_figures(
+            lambda service, iid, load, latency: queries.figures(
+                service, iid, load, latency, pool.figures
+            )
+        )
     registry.replace_static_queries(config.queries)
     try:
         if server.pool is not None:

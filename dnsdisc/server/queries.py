@@ -149,6 +149,21 @@ class QueryAnswers:
                 self.answers[(name, kind)] += grew
             seen[(name, iid)] = (service, n)
 
+    def figures(
+        self,
+        service: str,
+        iid: str,
+        load: float | None,
+        latency: float | None,
+        send: Callable[[str, str, float | None, float | None], None],
+    ) -> None:
+        """An instance's reported load and latency, for the queries answering with it (DNS
+        workers keep a copy of each query's members; in this process they are the same)."""
+        for name in self._by_service.get(service, ()):
+            step = self.step.get(name, -1)
+            if step >= 0 and self.built[name].steps[step].service == service:
+                send(query_key(name), iid, load, latency)
+
     def status(self, name: str) -> tuple[QueryDef, int] | None:
         """A built query's definition (a template's instance for a templated name) and the
         step it answers from; None when no such name is built."""

@@ -210,3 +210,20 @@ def test_bad_input_names_the_field_and_stores_nothing(server: DnsdiscProcess) ->
     )
     assert result.status == 409 and result.body["field"] == "service"
     assert server.http("DELETE", "/v1/queries/nothing").status == 404
+
+
+def test_a_least_loaded_query_follows_the_reported_load(server: DnsdiscProcess) -> None:
+    """Heartbeats' load reaches the query's copy of the members in the DNS workers too."""
+    server.register("web", "a", address="10.0.0.1", port=80, ttl=60)
+    server.register("web", "b", address="10.0.0.2", port=80, ttl=60)
+    put_query(server, "light", {"service": "web", "policy": "least_loaded"})
+    for load_a, load_b, first in ((0.9, 0.1, "10.0.0.2"), (0.1, 0.9, "10.0.0.1")):
+        server.http("POST", "/v1/services/web/instances/a/heartbeat", {"load": load_a})
+        server.http("POST", "/v1/services/web/instances/b/heartbeat", {"load": load_b})
+
+        def leads() -> bool:
+            return all(
+                server.addresses(f"light.query.{DOMAIN}", "A")[0] == first for _ in range(10)
+            )
+
+        wait_until(leads, 3)
