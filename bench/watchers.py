@@ -19,8 +19,9 @@ with and without watchers, alternating which goes first:
   Each watcher's wake (a blocking GET's response headers, an SSE event's ``id:``) is timed
   against the write's response (negative: the watcher knew before the writer) and against its
   request; watchers that never saw a change of theirs are counted as missed.
-* both: ``--writes`` PUTs of instances one after the other (latency p50/p99), and dnsperf over
-  UDP for ``--seconds`` (A queries over the services).
+* both: ``--writes`` PUTs of instances one after the other (latency p50/p99; to the watched
+  services, or with ``--unwatched`` to one nobody watches), and dnsperf over UDP for
+  ``--seconds`` (A queries over the services).
 
 Prints the wake delays, the write latency and QPS with and without watchers, and the ratios.
 The clients and the server are ended by their PIDs; data goes to a temporary directory. Bounded:
@@ -255,12 +256,16 @@ async def make_changes(
     return made
 
 
-async def write_latency(url: str, services: int, count: int, tag: str) -> list[float]:
-    """``count`` PUTs of instances one after the other: each one's latency in ms."""
+async def write_latency(
+    url: str, services: int, count: int, tag: str, unwatched: bool = False
+) -> list[float]:
+    """``count`` PUTs of instances one after the other: each one's latency in ms. To the watched
+    services, or (``unwatched``) to one no blocking query or filtered stream follows."""
     took = []
     async with aiohttp.ClientSession() as session:
         for n in range(count):
-            path = f"{url}/v1/services/{service_name(n % services)}/instances/{tag}-{n}"
+            service = "unwatched" if unwatched else service_name(n % services)
+            path = f"{url}/v1/services/{service}/instances/{tag}-{n}"
             body = {"address": f"10.1.{n // 250}.{1 + n % 250}", "port": 80}
             started = time.perf_counter()
             async with session.put(path, json=body) as resp:
@@ -350,6 +355,12 @@ def main() -> None:
         "--unfiltered", type=float, default=0.5, help="share of streams without ?service="
     )
     p.add_argument("--procs", type=int, default=2, help="client processes")
+    p.add_argument(
+        "--unwatched",
+        action="store_true",
+        help="the timed writes go to a service nobody watches (with --unfiltered 0, they wake "
+        "no one: what idle watchers cost a write)",
+    )
     args = p.parse_args()
     if args.client:
         client_main(args)
@@ -399,7 +410,7 @@ def main() -> None:
                     )
                     time.sleep(0.5)
                 took = asyncio.run(write_latency(server.http_url, args.services, args.writes,
-                                                 f"r{r}{mode}"))  # fmt: skip
+                                                 f"r{r}{mode}", args.unwatched))  # fmt: skip
                 qps = float(dnsperf(server.dns_port, qfile, args, "udp")["qps"])
                 results[mode]["p50"].append(percentile(took, 0.5))
                 results[mode]["p99"].append(percentile(took, 0.99))

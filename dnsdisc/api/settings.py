@@ -12,8 +12,10 @@ class HttpLimits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keepalive_timeout: float = 75.0
-    max_connections: int = 1000
-    max_connections_per_client: int = 100
+    # Watchers hold a connection each (blocking queries, event streams): room for thousands
+    # in all; per address, Consul's default (limits.http_max_conns_per_client).
+    max_connections: int = 4096
+    max_connections_per_client: int = 200
 
 
 @dataclass(frozen=True, slots=True)

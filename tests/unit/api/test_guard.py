@@ -31,7 +31,7 @@ def test_the_connection_cap_fits_under_the_descriptor_limit() -> None:
     assert fitted.max_connections == 1024 - limits.RESERVED
     assert fitted.max_connections_per_client == fitted.max_connections
     roomy = limits.http_limits(Config(), nofile=65536)
-    assert (roomy.max_connections, roomy.max_connections_per_client) == (1000, 100)
+    assert (roomy.max_connections, roomy.max_connections_per_client) == (4096, 200)
     assert (roomy.header_timeout, roomy.body_timeout, roomy.keepalive_timeout) == (10, 30, 75)
 
 
