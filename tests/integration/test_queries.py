@@ -221,7 +221,7 @@ def test_a_least_loaded_query_follows_the_reported_load(server: DnsdiscProcess) 
         server.http("POST", "/v1/services/web/instances/a/heartbeat", {"load": load_a})
         server.http("POST", "/v1/services/web/instances/b/heartbeat", {"load": load_b})
 
-        def leads() -> bool:
+        def leads(first: str = first) -> bool:
             return all(
                 server.addresses(f"light.query.{DOMAIN}", "A")[0] == first for _ in range(10)
             )
