@@ -47,7 +47,7 @@ from dnsdisc.errors import (
 )
 from dnsdisc.netaddr import DEFAULT_CHECK_NETWORKS, NetRules
 from dnsdisc.registry import batch
-from dnsdisc.registry.checks import RemoteCheckRules
+from dnsdisc.registry.checks import CheckSpec, RemoteCheckRules
 from dnsdisc.registry.model import (
     PASSING,
     WARNING,
@@ -140,8 +140,19 @@ def _instance_json(state: InstanceState, stats: bool = False) -> dict[str, Any]:
         "output": state.output,
         "maintenance": state.maintenance,
         "history": [{"time": when, "status": status} for when, status in state.history],
+        # Each active check's latest run (on the node that runs the checks).
+        "checks": [_check_json(state, spec) for spec in state.instance.checks],
     }
     return out
+
+
+def _check_json(state: InstanceState, spec: CheckSpec) -> dict[str, Any]:
+    held = state.check_states.get(spec.id)
+    name = spec.id or spec.type
+    if held is None:
+        return {"id": name, "type": spec.type, "status": None, "output": "not run yet",
+                "latency_ms": None, "since": None}  # fmt: skip
+    return held.to_json(name, spec.type)
 
 
 def _service_json(svc: Service, with_instances: bool, stats: bool = False) -> dict[str, Any]:

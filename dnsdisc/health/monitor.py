@@ -18,23 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import heapq
 import logging
-import time
+import random
 from collections import Counter
 from collections.abc import Iterable
-
-import aiohttp
+from datetime import UTC, datetime
 
 from dnsdisc.health.gate import CheckGate
 from dnsdisc.health.handout import Handouts, Member
+from dnsdisc.health.probes import Outcome, Prober
 from dnsdisc.health.settings import HealthSettings
-from dnsdisc.logs import escape
 from dnsdisc.registry.checks import CheckSpec
-from dnsdisc.registry.model import CRITICAL, PASSING, Instance
+from dnsdisc.registry.model import CRITICAL, PASSING, WARNING, Instance
 from dnsdisc.registry.registry import Registry
-from dnsdisc.registry.state import Service
+from dnsdisc.registry.state import CheckState, Service
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +52,9 @@ class HealthMonitor:
         self._leased: set[tuple[str, str]] = set()
         self._critical: set[tuple[str, str]] = set()
         self._checks: dict[tuple[str, str], tuple[Instance, asyncio.Task[None]]] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self.prober = Prober()
+        self._started = False
+        self._jitter = False  # set while the checks of many instances start at once
         self._ticker: asyncio.Task[None] | None = None
         self._stopped = False
         # A shared store keeps the leases itself, and elects the node that checks.
@@ -95,12 +95,8 @@ class HealthMonitor:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            # No pool limit: the gate bounds the checks in flight, and a check's timeout must
-            # not run while it waits for a connection.
-            connector=aiohttp.TCPConnector(force_close=True, limit=0),
-            headers={"User-Agent": "dnsdisc-health-check"},
-        )
+        self.prober.start()
+        self._started = True
         self.registry.subscribe_changes(self.reconcile)
         now = self.clock()
         for svc in self.registry:
@@ -108,8 +104,11 @@ class HealthMonitor:
                 # Leases run from when the server is up, not from when the store was read:
                 # after a restart each gets a full TTL of grace however long starting took.
                 state.last_heartbeat = max(state.last_heartbeat, now)
+        # Checks loaded at once start spread over their interval, not all in the first second.
+        self._jitter = True
         for svc in list(self.registry):
             self.reconcile(svc.settings.name)
+        self._jitter = False
         self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
 
     async def stop(self) -> None:
@@ -123,17 +122,18 @@ class HealthMonitor:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._checks.clear()
-        if self._session is not None:
-            await self._session.close()
+        await self.prober.close()
 
     def set_checking(self, on: bool) -> None:
         """Start or stop running active checks (this node won or lost the election)."""
-        if on == self.checking or (on and self._session is None) or self._stopped:
+        if on == self.checking or (on and not self._started) or self._stopped:
             return
         self.checking = on
         if on:
+            self._jitter = True
             for svc in list(self.registry):
                 self.reconcile(svc.settings.name)
+            self._jitter = False
         else:
             for _, task in self._checks.values():
                 task.cancel()
@@ -166,8 +166,8 @@ class HealthMonitor:
                 # or a status read from a shared store): deregister_after counts from then on,
                 # as Consul's does from registration.
                 self._critical.add(key)
-            if inst.check is not None and self.checking and key not in self._checks:
-                task = asyncio.get_running_loop().create_task(self._check_loop(key, inst))
+            if inst.checks and self.checking and key not in self._checks:
+                task = asyncio.get_running_loop().create_task(self._run_checks(key, inst))
                 self._checks[key] = (inst, task)
 
     # -- timed work --------------------------------------------------------------------------
@@ -232,64 +232,105 @@ class HealthMonitor:
 
     # -- active checks -----------------------------------------------------------------------
 
-    async def _check_loop(self, key: tuple[str, str], inst: Instance) -> None:
-        spec = inst.check
-        assert spec is not None
+    async def _run_checks(self, key: tuple[str, str], inst: Instance) -> None:
+        """Run every check of ``inst``, each on its own interval; the instance's status is the
+        worst of their judged statuses (a check that has not passed yet counts as critical)."""
+        judged = {spec.id: CRITICAL for spec in inst.checks}
+        delay = random.uniform(0, min(s.interval for s in inst.checks)) if self._jitter else 0.0
+        loops = [
+            asyncio.ensure_future(self._check_loop(key, inst, spec, judged, delay))
+            for spec in inst.checks
+        ]
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for task in loops:
+                task.cancel()  # one found the instance gone, or the whole is cancelled
+
+    async def _check_loop(
+        self,
+        key: tuple[str, str],
+        inst: Instance,
+        spec: CheckSpec,
+        judged: dict[str, str],
+        delay: float,
+    ) -> None:
         service, iid = key
         loop = asyncio.get_running_loop()
         successes = failures = 0
+        if delay:
+            await asyncio.sleep(delay)
+        address, port = spec.address or inst.address, spec.port or inst.port
         while True:
-            if not await self.gate.enter(service, loop.time() + spec.interval):
-                self.checks_skipped += 1  # not judged: no slot says nothing about the instance
-                if self.registry.get(service) is None:
-                    return
-                continue
-            try:
-                ok, output, latency_ms = await self.probe(
-                    spec, inst.address, spec.port or inst.port
-                )
-            finally:
-                self.gate.leave(service)
-            self.check_results[(spec.type, ok)] += 1
-            if ok:
+            if spec.type == "alias":
+                outcome = self._alias(spec)
+            else:
+                if not await self.gate.enter(service, loop.time() + spec.interval):
+                    self.checks_skipped += 1  # not judged: no slot says nothing of the instance
+                    if self.registry.get(service) is None:
+                        return
+                    continue
+                try:
+                    outcome = await self.prober.probe(spec, address, port)
+                finally:
+                    self.gate.leave(service)
+            self.check_results[(spec.type, outcome.ok)] += 1
+            if outcome.ok:
                 successes, failures = successes + 1, 0
             else:
                 successes, failures = 0, failures + 1
-            status = None
-            if ok and successes >= spec.rise:
-                status = PASSING
-            elif not ok and failures >= spec.fall:
-                status = CRITICAL
-            if not self.registry.check_result(service, iid, status, output, latency_ms):
+            before = judged[spec.id]
+            if outcome.ok and successes >= spec.rise:
+                judged[spec.id] = outcome.status
+            elif not outcome.ok and failures >= spec.fall:
+                judged[spec.id] = CRITICAL
+            worst = max(judged.values(), key=_SEVERITY.__getitem__)
+            output = outcome.output
+            if len(inst.checks) > 1:
+                output = f"{spec.id}: {output}"
+                if worst != judged[spec.id]:
+                    # The status comes from another check: say which, not this one's success.
+                    other = next(i for i, v in judged.items() if v == worst)
+                    output = f"{other} is {worst}; {output}"
+            held = self._check_states(key).get(spec.id)
+            since = held.since if held is not None and before == judged[spec.id] else _now_iso()
+            detail = CheckState(judged[spec.id], outcome.output, outcome.latency_ms, since)
+            status = worst if (successes >= spec.rise or failures >= spec.fall) else None
+            if not self.registry.check_result(
+                service, iid, status, output, outcome.latency_ms, (spec.id, detail)
+            ):
                 return  # the instance is gone
             await asyncio.sleep(spec.interval)
 
-    async def probe(
-        self, spec: CheckSpec, address: str, port: int
-    ) -> tuple[bool, str, float | None]:
-        """(success, output, response time in ms) of one check. The output is our own words
-        (never the remote body or reason phrase, which the API would relay to anyone), with the
-        registrant's path escaped."""
-        host = f"[{address}]" if ":" in address else address
-        # A check never outlives its interval: else slow targets pile up checks in flight.
-        limit = min(spec.timeout, spec.interval)
-        started = time.perf_counter()
-        try:
-            if spec.type == "tcp":
-                _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), limit)
-                writer.close()
-                ms = (time.perf_counter() - started) * 1000
-                return True, f"TCP connect {host}:{port}: connected", ms
-            assert self._session is not None
-            url = f"http://{host}:{port}{spec.path}"
-            timeout = aiohttp.ClientTimeout(total=limit)
-            async with self._session.get(url, timeout=timeout, allow_redirects=False) as resp:
-                ms = (time.perf_counter() - started) * 1000
-                ok = spec.expect[0] <= resp.status <= spec.expect[1]
-                verdict = "expected" if ok else f"expected {spec.expect[0]}-{spec.expect[1]}"
-                return ok, escape(f"HTTP GET {url}: status {resp.status} ({verdict})"), ms
-        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
-            return False, f"{spec.type.upper()} {host}:{port}: {_failure(exc)}", None
+    def _check_states(self, key: tuple[str, str]) -> dict[str, CheckState]:
+        svc = self.registry.get(key[0])
+        state = svc.instances.get(key[1]) if svc is not None else None
+        return state.check_states if state is not None else {}
+
+    def _alias(self, spec: CheckSpec) -> Outcome:
+        """An alias check's verdict: the state of another instance, or of a service (passing
+        while it has an instance handed out as healthy)."""
+        svc = self.registry.get(spec.alias_service)
+        name = spec.alias_service
+        if spec.alias_instance is not None:
+            name = f"{name}/{spec.alias_instance}"
+            state = svc.instances.get(spec.alias_instance) if svc is not None else None
+            if state is None:
+                return Outcome(CRITICAL, f"alias of {name}: no such instance")
+            status = state.effective_status
+            mapped = status if status in (PASSING, WARNING) else CRITICAL
+            return Outcome(mapped, f"alias of {name}: {status}")
+        if svc is None:
+            return Outcome(CRITICAL, f"alias of {name}: no such service")
+        healthy = sum(
+            1 for st in svc.instances.values() if st.effective_status in (PASSING, WARNING)
+        )
+        verdict = PASSING if healthy else CRITICAL
+        return Outcome(verdict, f"alias of {name}: {healthy} of {len(svc.instances)} healthy")
+
+    async def probe(self, spec: CheckSpec, address: str, port: int) -> Outcome:
+        """One run of ``spec`` (``probes.Prober``)."""
+        return await self.prober.probe(spec, address, port)
 
     # -- metrics -----------------------------------------------------------------------------
 
@@ -299,16 +340,9 @@ class HealthMonitor:
             self._critical.add((service, iid))
 
 
-def _failure(exc: BaseException) -> str:
-    """What went wrong, in our words: exception texts may quote what the target sent."""
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        exc = exc.os_error
-    if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
-        return f"connection failed ({errno.errorcode[exc.errno]})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection"
-    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
-        return "invalid HTTP response"
-    return f"failed ({type(exc).__name__})"
+# Worse statuses weigh more: an instance is as healthy as its least healthy check.
+_SEVERITY = {PASSING: 0, WARNING: 1, CRITICAL: 2}
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -16,7 +16,7 @@ from typing import Any
 from dnsdisc.errors import ValidationError
 from dnsdisc.policies import locality
 from dnsdisc.policies.balance import DEFAULT_POLICY, POLICIES
-from dnsdisc.registry.checks import CHECK_FIELDS, CheckSpec
+from dnsdisc.registry.checks import CHECK_FIELDS, CheckSpec, parse_checks
 from dnsdisc.values import (
     MAX_SECONDS,
     as_float,
@@ -45,6 +45,7 @@ INSTANCE_FIELDS = (
     "meta",
     "ttl",
     "check",
+    "checks",
     "deregister_after",
     "zone",
 )
@@ -81,8 +82,14 @@ def known_fields(body: object, allowed: tuple[str, ...]) -> object:
     if not isinstance(body, Mapping):
         return body
     out = {k: v for k, v in body.items() if k in allowed}
-    if allowed is INSTANCE_FIELDS and isinstance(out.get("check"), Mapping):
-        out["check"] = {k: v for k, v in out["check"].items() if k in CHECK_FIELDS}
+    if allowed is INSTANCE_FIELDS:
+        if isinstance(out.get("check"), Mapping):
+            out["check"] = {k: v for k, v in out["check"].items() if k in CHECK_FIELDS}
+        if isinstance(out.get("checks"), list):
+            out["checks"] = [
+                {k: v for k, v in c.items() if k in CHECK_FIELDS} if isinstance(c, Mapping) else c
+                for c in out["checks"]
+            ]
     return out
 
 
@@ -114,8 +121,9 @@ def _lease(value: object, fld: str) -> float | None:
 
 
 def _check_field_errors(exc: ValidationError) -> ValidationError:
-    # Errors inside the check object name the top-level key, as every API error does.
-    return ValidationError("check", exc.message)
+    # Errors inside a check object name the top-level key, as every API error does.
+    top = "checks" if exc.field.startswith("checks") else "check"
+    return ValidationError(top, exc.message)
 
 
 def _non_negative(value: object, fld: str) -> float | None:
@@ -174,7 +182,8 @@ class Instance:
     tags: tuple[str, ...] = ()
     meta: tuple[tuple[str, str], ...] = ()
     ttl: float | None = None
-    check: CheckSpec | None = None
+    # Its active checks (``check`` in a body is one; ``checks``, several, each with an id).
+    checks: tuple[CheckSpec, ...] = ()
     deregister_after: float | None = None
     static: bool = False
     # The locality zone it runs in (a DNS label; ``locality.networks`` places the clients).
@@ -183,6 +192,11 @@ class Instance:
     @property
     def is_ipv6(self) -> bool:
         return ":" in self.address
+
+    @property
+    def check(self) -> CheckSpec | None:
+        """Its first active check (what the one-check form ``check`` holds)."""
+        return self.checks[0] if self.checks else None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Sent to every DNS worker, every instance at start-up: positional arguments, because
@@ -200,7 +214,7 @@ class Instance:
                 self.tags,
                 self.meta,
                 self.ttl,
-                self.check,
+                self.checks,
                 self.deregister_after,
                 self.static,
                 self.zone,
@@ -228,12 +242,10 @@ class Instance:
         if len(tags_in) > MAX_TAGS:
             raise ValidationError("tags", f"at most {MAX_TAGS} tags")
         tags = tuple(dict.fromkeys(label(t, "tags") for t in tags_in))
-        check = None
-        if body.get("check") is not None:
-            try:
-                check = CheckSpec.from_json(body["check"])
-            except ValidationError as exc:
-                raise _check_field_errors(exc) from None
+        try:
+            checks = parse_checks(body)
+        except ValidationError as exc:
+            raise _check_field_errors(exc) from None
         return cls(
             service=service,
             id=instance_id,
@@ -245,7 +257,7 @@ class Instance:
             tags=tags,
             meta=meta_map(body.get("meta", {})),
             ttl=_lease(body.get("ttl"), "ttl"),
-            check=check,
+            checks=checks,
             deregister_after=_lease(body.get("deregister_after"), "deregister_after"),
             static=static,
             zone=None if body.get("zone") is None else label(body["zone"], "zone"),
@@ -263,17 +275,23 @@ class Instance:
             "tags": list(self.tags),
             "meta": dict(self.meta),
             "ttl": self.ttl,
-            "check": self.check.to_json() if self.check else None,
+            "check": self.checks[0].to_json() if len(self.checks) == 1 else None,
+            "checks": [c.to_json() for c in self.checks],
             "deregister_after": self.deregister_after,
             "static": self.static,
             "zone": self.zone,
         }
 
     def definition(self) -> dict[str, Any]:
-        """The registration body that recreates this instance (what the store keeps)."""
+        """The registration body that recreates this instance (what the store keeps): one
+        check as ``check`` (which every version reads), several as ``checks``."""
         out = self.to_json()
         for key in ("service", "id", "static"):
             del out[key]
+        if len(self.checks) == 1 and not self.checks[0].id:
+            del out["checks"]
+        else:
+            del out["check"]
         return out
 
 

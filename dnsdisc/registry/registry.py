@@ -32,7 +32,7 @@ from dnsdisc.registry.model import PASSING, HeartbeatReport, Instance, ServiceSe
 from dnsdisc.registry.queries import QueryDef
 from dnsdisc.registry.replication import Follower, Publisher
 from dnsdisc.registry.settings import NS_HOST, RegistrySettings
-from dnsdisc.registry.state import InstanceState, Memory, Service, settings_data
+from dnsdisc.registry.state import CheckState, InstanceState, Memory, Service, settings_data
 from dnsdisc.store.base import MemoryStore, Op, SharedStore, Store
 
 # Services announced to the listeners between two turns of the event loop while loading.
@@ -484,12 +484,16 @@ class Registry:
         status: str | None,
         output: str,
         latency_ms: float | None,
+        detail: tuple[str, CheckState] | None = None,
     ) -> bool:
-        """Record an active check's outcome (status None: not yet enough to change the status).
-        False when the instance no longer exists."""
+        """Record an active check's outcome (status None: not yet enough to change the status;
+        with several checks, the worst of them); ``detail``: the check's id and its own latest
+        run, shown to people. False when the instance no longer exists."""
         state = self.memory.find(service, instance_id)
         if state is None:
             return False
+        if detail is not None:
+            state.check_states[detail[0]] = detail[1]
         if latency_ms is not None:
             self.memory.measured(service, state, latency_ms)
         if status is None:

@@ -48,6 +48,27 @@ CHANGES_LEN = 32
 
 
 @dataclass(slots=True)
+class CheckState:
+    """The latest run of one of an instance's checks, for people (the API, the dashboard): its
+    judged status (after rise/fall), the run's output and response time, and since when."""
+
+    status: str
+    output: str
+    latency_ms: float | None
+    since: str  # ISO 8601, when the status last changed
+
+    def to_json(self, spec_id: str, kind: str) -> dict[str, object]:
+        return {
+            "id": spec_id,
+            "type": kind,
+            "status": self.status,
+            "output": self.output,
+            "latency_ms": self.latency_ms,
+            "since": self.since,
+        }
+
+
+@dataclass(slots=True)
 class InstanceState:
     """An instance plus what changes without a re-registration: heartbeats, reported figures and
     health. Times are the registry clock's (monotonic); ``wall_since`` is for people."""
@@ -71,6 +92,8 @@ class InstanceState:
     # (wall time ISO 8601, status), for people (the dashboard).
     answers: int = 0
     history: deque[tuple[str, str]] | tuple[tuple[str, str], ...] = ()
+    # Each active check's latest run by the check's id (only on the node that runs them).
+    check_states: dict[str, CheckState] = field(default_factory=dict)
 
     @classmethod
     def registered(
@@ -103,6 +126,7 @@ class InstanceState:
         self.output, self.maintenance = prev.output, prev.maintenance
         self.changes, self.recovered_at = prev.changes, prev.recovered_at
         self.answers, self.history = prev.answers, prev.history
+        self.check_states = prev.check_states
 
     def take_status(self, status: str, output: str, clock: Callable[[], float]) -> str | None:
         """Take a verdict. When it changes the status: the effective status before, else None."""
