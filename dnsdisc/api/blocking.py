@@ -47,6 +47,7 @@ async def hold(waiting: Awaitable[int], gone: asyncio.Future[None] | None) -> No
         await waiting
         return
     task = asyncio.ensure_future(waiting)
-    await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
-    if not task.done():
-        task.cancel()
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()  # also when this handler is cancelled (shutdown)

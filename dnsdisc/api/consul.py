@@ -16,6 +16,7 @@ are in ``consulshapes.py``; docs/consul.md has the mapping and what is not imple
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -138,7 +139,7 @@ class ConsulApi:
         """``{"Status": "passing", "Output": "..."}``, keys in any case."""
         body = await read_json(request)
         fields = shapes.update_fields(body)
-        status = fields.get("Status", PASSING)
+        status = fields.get("Status")
         if status not in REPORTABLE:
             raise ValidationError("Status", f"Status must be one of: {', '.join(REPORTABLE)}")
         await self._verdict(request, request.match_info["check"], status)
@@ -160,9 +161,15 @@ class ConsulApi:
         await self.registry.settled()
 
     def _by_id(self, request: web.Request, raw: str, fld: str) -> InstanceState:
-        """The one instance with this ID, once the caller may change its service."""
+        """The one instance with this ID among the services the caller may read (what it may
+        not read, it does not learn of), once the caller may change its service."""
         iid = label(raw, fld)
-        found = [svc.instances[iid] for svc in self.registry if iid in svc.instances]
+        can_read = self.gate.rights(request).can_read
+        found = [
+            svc.instances[iid]
+            for svc in self.registry
+            if iid in svc.instances and can_read(svc.settings.name)
+        ]
         if not found:
             raise NotFoundError(f"no service instance with ID {iid!r}", fld)
         if len(found) > 1:
@@ -191,7 +198,7 @@ class ConsulApi:
             },
             "Member": {
                 "Name": who.node,
-                "Addr": request.host.rpartition(":")[0] if ":" in request.host else request.host,
+                "Addr": _host_only(request.host),
                 "Port": 0,
                 "Tags": {"dc": who.datacenter, "role": "consul"},
                 "Status": 1,
@@ -202,10 +209,14 @@ class ConsulApi:
         return self._json(request, body, self.registry.events.changes.index)
 
     async def agent_services(self, request: web.Request) -> web.Response:
+        """Keyed by ID, as a Consul agent's; an ID that several services use (which a Consul
+        agent cannot hold) is keyed ``<service>/<ID>`` for each, so none hides another."""
         who, can_read = self.identity(), self.gate.rights(request).can_read
+        states = self._readable(can_read)
+        seen = Counter(s.instance.id for s in states)
         out = {
-            state.instance.id: shapes.service_json(state, who, self._index_of(state))
-            for state in self._readable(can_read)
+            _agent_key(state, seen): shapes.service_json(state, who, self._index_of(state))
+            for state in states
         }
         return self._json(request, out, self.registry.events.changes.index)
 
@@ -245,8 +256,12 @@ class ConsulApi:
 
     async def health_service(self, request: web.Request) -> web.Response:
         name, states = await self._service_read(request)
-        if request.query.get("passing", "absent").lower() not in ("absent", "false", "0"):
-            states = [s for s in states if shapes.passing(s)]
+        passing = request.query.get("passing")
+        if passing is not None:
+            if passing.lower() not in ("", "1", "true", "0", "false"):
+                raise ValidationError("passing", "passing must be true or false (or empty)")
+            if passing.lower() not in ("0", "false"):
+                states = [s for s in states if shapes.passing(s)]
         who = self.identity()
         out = []
         for state in states:
@@ -290,7 +305,10 @@ class ConsulApi:
         found = blocking(query)
         if found is not None and found[0] > 0:  # index 0: Consul answers at once
             changes = self.registry.events.changes
-            await hold(changes.wait(found[0], found[1], service), disconnected(request))
+            # The headers show at least 1 (Consul's clients take 0 as a reset): 1 from a
+            # server whose index is still 0 is that same index, not one ahead of it.
+            after = 0 if found[0] == 1 and changes.index == 0 else found[0]
+            await hold(changes.wait(after, found[1], service), disconnected(request))
 
     def _index_of(self, state: InstanceState) -> int:
         inst = state.instance
@@ -304,3 +322,15 @@ class ConsulApi:
         response.headers["X-Consul-KnownLeader"] = "false" if self.stale() else "true"
         response.headers["X-Consul-LastContact"] = "0"
         return response
+
+
+def _agent_key(state: InstanceState, seen: Counter[str]) -> str:
+    inst = state.instance
+    return inst.id if seen[inst.id] == 1 else f"{inst.service}/{inst.id}"
+
+
+def _host_only(host: str) -> str:
+    """The Host header without its port or IPv6 brackets."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host

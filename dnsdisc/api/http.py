@@ -110,6 +110,8 @@ class ServerState:
     store_stale: Callable[[], bool] = field(default=lambda: False)
     # (DNS worker processes answering, how many are configured); None: DNS in this process.
     dns_workers: Callable[[], tuple[int, int]] | None = None
+    # Leases held by self-preservation (health.protection), or None while it is not on.
+    leases_held: Callable[[], int | None] = field(default=lambda: None)
 
 
 def error_response(
@@ -441,7 +443,9 @@ class Api:
             # Consul's clients send the token in a header of their own, or in the URL.
             source = TOKEN_HEADER if request.headers.get(TOKEN_HEADER) else "token"
             given = request.headers.get(TOKEN_HEADER) or request.query.get("token") or ""
-            header = f"Bearer {given.strip()}" if given.strip() else ""
+            # With no tokens configured, one given is ignored, as Consul with ACLs off does:
+            # clients configured with a token keep working against an open dnsdisc.
+            header = f"Bearer {given.strip()}" if given.strip() and acl.tokens else ""
         if header:
             client = request.remote or ""
             now = time.monotonic()
@@ -513,6 +517,15 @@ class Api:
         }
         if s.dns_workers is not None:
             body["dns_workers"] = {"answering": answering, "configured": configured}
+        held = s.leases_held()
+        if held is not None:
+            # Still ready: answers go on; what the answers hold is not being aged out.
+            body["self_preservation"] = {
+                "active": True,
+                "leases_held": held,
+                "reason": "most leased instances missed their lease at once: leases are not "
+                "expired until heartbeats resume (health.protection)",
+            }
         if stale:
             body["reason"] = (
                 "the shared store is unreachable: DNS answers from this node's last view and "

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from dnsdisc.api.acl import Rights
 from dnsdisc.api.jsonbody import read_json
-from dnsdisc.errors import AuthError, NotFoundError
+from dnsdisc.errors import AuthError, NotFoundError, ValidationError
 from dnsdisc.registry.queries import MATCH, QueryDef
 from dnsdisc.registry.registry import Registry
 
@@ -102,6 +102,18 @@ class QueriesApi:
     async def put_query(self, request: web.Request) -> web.Response:
         q = QueryDef.from_json(request.match_info["name"], await read_json(request))
         self._may(request, q, write=True)
+        templated = [
+            t.name
+            for t in self.registry.queries.values()
+            if t.template is not None and q.name.startswith(t.name) and q.name != t.name
+        ]
+        if templated and q.template is None and not self.gate.rights(request).operator:
+            # A plain query wins over a template's name: taking over what an operator's
+            # template answers needs what writing the template needs.
+            raise self.gate.refuse(
+                request, f"define {q.name}, a name template {templated[0]!r} makes (operator)",
+                "name",
+            )  # fmt: skip
         old = self.registry.queries.get(q.name)
         if old is not None and not old.static:
             self._may(request, old, write=True)
@@ -126,5 +138,5 @@ class QueriesApi:
         self._may(request, q, write=False)
         rtype, client, prefix, tag = self.explain_params(request)
         if tag is not None:
-            raise NotFoundError("a query's explanation takes no tag", "tag")
+            raise ValidationError("tag", "a query's explanation takes no tag")
         return web.json_response(self.explain(q, rtype, client, prefix))

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from dnsdisc.config.cpus import MAX_WORKERS, auto_workers
 from dnsdisc.errors import ConfigError, ValidationError
+from dnsdisc.health.settings import Protection
 from dnsdisc.netaddr import HostPort, NetRules, parse_hostport
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.queries import QueryDef
@@ -387,3 +388,21 @@ def queries(value: object, at: At) -> tuple[QueryDef, ...]:
             fld = "" if exc.field in ("name", "body") else f".{exc.field}"
             raise at.to(f"{at.key}.{name}{fld}").error(exc.message) from None
     return tuple(parsed)
+
+
+def protection(value: object, at: At) -> Protection | None:
+    """``health.protection``: off (``off``, false or null) or ``{expire_fraction, window,
+    min_leased}``, each optional."""
+    if value in (None, False, "off"):
+        return None
+    given = mapping(value, at)
+    check_keys(given, ("expire_fraction", "window", "min_leased"), at.source, f"{at.key}.")
+    base = Protection()
+    fraction = given.get("expire_fraction", base.expire_fraction)
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction < 1:
+        raise at.to(f"{at.key}.expire_fraction").error("expected a number between 0 and 1")
+    window = duration(0, 86400)(given.get("window", base.window), at.to(f"{at.key}.window"))
+    least = integer(1, 10**6)(
+        given.get("min_leased", base.min_leased), at.to(f"{at.key}.min_leased")
+    )
+    return Protection(float(fraction), window, least)

@@ -316,6 +316,7 @@ KEYS: tuple[Key, ...] = (
     Key("health.flap_threshold", "health.flap_threshold", p.integer(2, 1000), "live"),
     Key("health.flap_stable", "health.flap_stable", _AT_MOST_A_DAY, "live"),
     Key("health.flap_hold", "health.flap_hold", p.flap_hold, "live"),
+    Key("health.protection", "health.protection", p.protection, "live"),
     Key("health.check_networks", "health.check_networks", p.net_rules, "live"),
     Key("health.min_check_interval", "health.min_check_interval", p.rate(0.05, 3600), "live"),
     Key("health.checks_per_second", "health.checks_per_second", p.rate(0.1, 10**5), "live"),

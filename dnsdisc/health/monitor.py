@@ -21,7 +21,7 @@ import contextlib
 import heapq
 import logging
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -32,7 +32,7 @@ from dnsdisc.health.settings import HealthSettings
 from dnsdisc.registry.checks import CheckSpec
 from dnsdisc.registry.model import CRITICAL, PASSING, WARNING, Instance
 from dnsdisc.registry.registry import Registry
-from dnsdisc.registry.state import CheckState, Service
+from dnsdisc.registry.state import CheckState, InstanceState, Service
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,12 @@ class HealthMonitor:
         self._critical: set[tuple[str, str]] = set()
         self._checks: dict[tuple[str, str], tuple[Instance, asyncio.Task[None]]] = {}
         self.prober = Prober()
+        # Self-preservation (health.protection): whether leases are held now, how many, how
+        # often it began, and when leases expired lately (within its window).
+        self.protecting = False
+        self.held = 0
+        self.protections = 0
+        self._expiries: deque[float] = deque()
         self._started = False
         self._jitter = False  # set while the checks of many instances start at once
         self._ticker: asyncio.Task[None] | None = None
@@ -182,6 +188,7 @@ class HealthMonitor:
 
     async def _tick(self, now: float) -> None:
         leases = self._leases
+        due: list[tuple[str, str, InstanceState, float]] = []
         while leases and leases[0][0] <= now:
             _, service, iid = heapq.heappop(leases)
             svc = self.registry.get(service)
@@ -192,12 +199,22 @@ class HealthMonitor:
                 continue
             deadline = state.last_heartbeat + ttl
             if deadline <= now:
-                if state.status != CRITICAL:
-                    self.registry.set_status(
-                        service, iid, CRITICAL, f"no heartbeat within the {ttl:g} s lease"
-                    )
-                deadline = now + ttl  # expired: look again in a while (a heartbeat revives it)
-            heapq.heappush(leases, (deadline, service, iid))
+                due.append((service, iid, state, ttl))
+            else:
+                heapq.heappush(leases, (deadline, service, iid))
+        hold = self._protect(now, len(due))
+        for service, iid, state, ttl in due:
+            if hold:
+                # Held: looked at again next second (a heartbeat, or the end of protection).
+                heapq.heappush(leases, (now + 1.0, service, iid))
+                continue
+            if state.status != CRITICAL:
+                self.registry.set_status(
+                    service, iid, CRITICAL, f"no heartbeat within the {ttl:g} s lease"
+                )
+                self._expiries.append(now)
+            # Expired: look again in a while (a heartbeat revives it).
+            heapq.heappush(leases, (now + ttl, service, iid))
         for service, wake in list(self._wake.items()):
             if wake <= now:
                 del self._wake[service]
@@ -208,6 +225,59 @@ class HealthMonitor:
                 await self.registry.delete_instance(service, iid)
             except Exception:
                 log.warning("could not deregister %s/%s", service, iid, exc_info=True)
+
+    def _protect(self, now: float, due: int) -> bool:
+        """Whether the leases ``due`` now are held rather than expired (``health.protection``):
+        when the leases missed within the window, those due now and those about to be
+        (within a second: instances that stopped together) are more than ``expire_fraction``
+        of the leased instances. It ends when heartbeats bring that share back under it."""
+        cfg = self.settings.protection
+        expiries = self._expiries
+        window = cfg.window if cfg is not None else 0.0
+        while expiries and now - expiries[0] > window:
+            expiries.popleft()
+        if cfg is None or (not due and not self.protecting):
+            if cfg is None and self.protecting:
+                self._stop_protecting("health.protection was turned off")
+            return False
+        leased = len(self._leased)
+        # Starting, the leases about to run out count too (instances that stopped together
+        # run out a little apart); going on, only those run out now.
+        missing = len(expiries) + self._overdue(now, ahead=not self.protecting)
+        over = leased >= cfg.min_leased and missing > cfg.expire_fraction * leased
+        if over and not self.protecting:
+            self.protecting = True
+            self.protections += 1
+            log.warning(
+                "self-preservation: %d of %d leased instances missed their lease within %g s; "
+                "taking the fault to be on this side, leases no longer expire until "
+                "heartbeats resume (health.protection)",
+                missing, leased, cfg.window,
+            )  # fmt: skip
+        elif not over and self.protecting:
+            self._stop_protecting(f"{missing} of {leased} leased instances are missing now")
+        self.held = self._overdue(now, ahead=False) if self.protecting else 0
+        return self.protecting
+
+    def _stop_protecting(self, why: str) -> None:
+        self.protecting = False
+        self.held = 0
+        log.warning("self-preservation ended: %s; leases expire again", why)
+
+    def _overdue(self, now: float, ahead: bool) -> int:
+        """Leased instances whose lease has run out (``ahead``: or will within a quarter of it,
+        at most a second)."""
+        count = 0
+        for service, iid in self._leased:
+            svc = self.registry.get(service)
+            state = svc.instances.get(iid) if svc else None
+            ttl = state.instance.ttl if state is not None else None
+            if state is None or ttl is None:
+                continue
+            at = now + min(_TOGETHER, ttl / 4) if ahead else now
+            if state.last_heartbeat + ttl <= at:
+                count += 1
+        return count
 
     def _expired(self, now: float) -> Iterable[tuple[str, str]]:
         """Critical instances past their deregister_after (only the critical are looked at)."""
@@ -339,6 +409,10 @@ class HealthMonitor:
         if after == CRITICAL:
             self._critical.add((service, iid))
 
+
+# Leases due within this many seconds (at most a quarter of the lease) of each other count as
+# missed together (protection).
+_TOGETHER = 1.0
 
 # Worse statuses weigh more: an instance is as healthy as its least healthy check.
 _SEVERITY = {PASSING: 0, WARNING: 1, CRITICAL: 2}

@@ -12,6 +12,18 @@ def _default_networks() -> NetRules:
 
 
 @dataclass(frozen=True, slots=True)
+class Protection:
+    """Self-preservation (Eureka's idea): when more than ``expire_fraction`` of the leased
+    instances (at least ``min_leased`` of them) miss their lease within ``window`` seconds, the
+    fault is taken to be on this side (its network, a stalled host): leases stop expiring until
+    heartbeats come back."""
+
+    expire_fraction: float = 0.5
+    window: float = 30.0
+    min_leased: int = 5
+
+
+@dataclass(frozen=True, slots=True)
 class HealthSettings:
     warning_weight: float = 0.25  # weight factor for instances in warning
     flap_window: float = 60.0  # seconds in which status changes are counted
@@ -27,3 +39,4 @@ class HealthSettings:
     checks_per_second: float = 200.0
     max_concurrent_checks: int = 256
     max_concurrent_checks_per_service: int = 16
+    protection: Protection | None = None  # off by default

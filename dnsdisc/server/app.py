@@ -58,6 +58,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     )
     health = HealthMonitor(registry, config.health)
     server = Server(config, registry, health, index, loader=loader)
+    server.state.leases_held = lambda: health.held if health.protecting else None
     server.reload = Reloader(server)
     server.nofile = nofile
     server.http_tls = ContextSwitch(tls) if tls is not None else None

@@ -74,6 +74,19 @@ class DnsdiscCollector(Collector):
         for (service, status), n in sorted(states.items()):
             instances.add_metric([service, status], n)
         yield instances
+        yield GaugeMetricFamily(
+            "dnsdisc_health_self_preservation",
+            "1 while health.protection holds leases that would expire (most missed at once)",
+            value=int(self.health.protecting),
+        )
+        yield GaugeMetricFamily(
+            "dnsdisc_health_leases_held", "Leases held by self-preservation", value=self.health.held
+        )
+        yield CounterMetricFamily(
+            "dnsdisc_health_self_preservations",
+            "Times self-preservation began",
+            value=self.health.protections,
+        )
         changes = CounterMetricFamily(
             "dnsdisc_health_transitions",
             "Health state changes, by the state entered",

@@ -82,43 +82,62 @@ class QueryAnswers:
         # The DNS workers' tallies of each query's members as last absorbed: (name, instance
         # id) -> (its service, the count).
         self._tallies: dict[tuple[str, str], tuple[str, int]] = {}
+        # The templates by name, and sorted (``_templates``) when they last changed.
+        self._template_defs: dict[str, QueryDef] = {}
+        self._templates_sorted: list[QueryDef] | None = None
 
     # -- what changed ------------------------------------------------------------------------
 
     def service_changed(self, service: str) -> None:
         """``service`` changed (its instances, health or settings, or it came or went)."""
+        done: set[str] = set()
+        queries = self.registry.queries
         for name in list(self._by_service.get(service, ())):
-            self._build(name, self.built[name])
-        exists = self.registry.get(service) is not None
-        for template in self._templates():
+            if name in queries:  # a plain query; a template's names are looked at below
+                self._build(name, self.built[name])
+                done.add(name)
+        templates = self._templates()
+        if not templates:
+            return
+        for template in templates:
             for match in template.matches_for((service,)):
                 name = template.name + match
-                if name in self.registry.queries:
-                    continue  # a plain query of that name wins
-                inst = template.instantiate(match)
-                if any(self.registry.get(s) is not None for s in inst.services):
-                    if exists or name in self.built:
-                        self._build(name, inst)
-                elif name in self.built:
-                    self._drop(name)
+                if name in done:
+                    continue
+                done.add(name)
+                owner = self._owner(name, templates)
+                if owner is None:
+                    if name in self.built and name not in self.registry.queries:
+                        self._drop(name)
+                elif self.built.get(name) != owner:
+                    self._build(name, owner)
 
     def query_changed(self, name: str) -> None:
         """The definition of ``name`` changed (or went)."""
         q = self.registry.queries.get(name)
-        if (q is None or q.template is not None) and name in self.built:
-            self._drop(name)
-        if q is None:
-            self._retemplate()
-            return
-        if q.template is None:
+        was_template = name in self._template_defs
+        self._note_template(name, q)
+        if q is not None and q.template is None:
             self._build(name, q)
-        self._retemplate()
+        elif name in self.built and (q is None or q.template is not None):
+            self._drop(name)
+        if was_template or name in self._template_defs:
+            self._retemplate()  # a template came, changed or went: every name it makes
+        elif q is None and self._template_defs:
+            # A plain query went: a template may make its name.
+            owner = self._owner(name, self._templates())
+            if owner is not None:
+                self._build(name, owner)
 
     def rebuild_all(self) -> None:
-        """Every query into the sink again (a reload built a new index)."""
+        """Every query into the sink again (a reload built a new index); the step each
+        answers from is kept, so a query already in failover is not counted as moving again."""
         self.built.clear()
         self._by_service.clear()
-        self.step.clear()
+        self._template_defs.clear()
+        self._templates_sorted = None
+        for name, q in self.registry.queries.items():
+            self._note_template(name, q)
         self._retemplate()
         for name, q in self.registry.queries.items():
             if q.template is None:
@@ -129,6 +148,7 @@ class QueryAnswers:
         the member stays): what grew since the last look counts for its query, as "own" or
         "failover" by the step the query answers from. A tally that went down restarted."""
         seen = self._tallies
+        kept: dict[tuple[str, str], tuple[str, int]] = {}
         for (key, iid), n in tallies.items():
             if not is_query_key(key):
                 continue
@@ -147,7 +167,9 @@ class QueryAnswers:
             if grew:
                 kind = "own" if service == q.steps[0].service else "failover"
                 self.answers[(name, kind)] += grew
-            seen[(name, iid)] = (service, n)
+            kept[(name, iid)] = (service, n)
+        # Only the members the workers still count: bounded by the queries' members now.
+        self._tallies = kept
 
     def figures(
         self,
@@ -181,19 +203,48 @@ class QueryAnswers:
     # -- building ----------------------------------------------------------------------------
 
     def _templates(self) -> list[QueryDef]:
-        return [q for q in self.registry.queries.values() if q.template is not None]
+        """The templates, longest name first: where two make the same name, the longer (more
+        specific) prefix owns it, on every node and after every restart."""
+        if self._templates_sorted is None:
+            self._templates_sorted = sorted(
+                self._template_defs.values(), key=lambda q: (-len(q.name), q.name)
+            )
+        return self._templates_sorted
+
+    def _note_template(self, name: str, q: QueryDef | None) -> None:
+        """Keep the template list as ``name`` is now (a template, or not one)."""
+        if q is not None and q.template is not None:
+            if self._template_defs.get(name) != q:
+                self._template_defs[name] = q
+                self._templates_sorted = None
+        elif self._template_defs.pop(name, None) is not None:
+            self._templates_sorted = None
+
+    def _owner(self, name: str, templates: list[QueryDef]) -> QueryDef | None:
+        """What answers ``name`` for the templates: the instance of the longest template
+        prefix that makes it and names an existing service; None when a plain query has the
+        name or no template makes it."""
+        if name in self.registry.queries:
+            return None
+        for template in templates:
+            if name.startswith(template.name) and len(name) > len(template.name):
+                inst = template.instantiate(name[len(template.name) :])
+                if any(self.registry.get(s) is not None for s in inst.services):
+                    return inst
+        return None
 
     def _retemplate(self) -> None:
         """Build every template instance that names an existing service, drop those that no
         longer come from a template (or are shadowed by a plain query)."""
-        queries = self.registry.queries
-        services = [s.settings.name for s in self.registry]
+        templates = self._templates()
+        services = [s.settings.name for s in self.registry] if templates else []
         wanted: dict[str, QueryDef] = {}
-        for template in self._templates():
-            for match in sorted(template.matches_for(services)):
+        for template in templates:
+            for match in template.matches_for(services):
                 name = template.name + match
-                if name not in queries and name not in wanted:
-                    wanted[name] = template.instantiate(match)
+                if name not in wanted and (owner := self._owner(name, templates)) is not None:
+                    wanted[name] = owner
+        queries = self.registry.queries
         for name in list(self.built):
             plain = queries.get(name)
             if (plain is None or plain.template is not None) and name not in wanted:
@@ -227,6 +278,10 @@ class QueryAnswers:
         if old is not None:
             self._unindex(name, old)
         self.step.pop(name, None)
+        # Its series leave /metrics with it (a catch-all template makes one name per service).
+        self.failovers.pop(name, None)
+        for kind in ("own", "failover"):
+            self.answers.pop((name, kind), None)
         self.sink().rebuild(query_key(name), None, ())
 
     def _unindex(self, name: str, q: QueryDef) -> None:

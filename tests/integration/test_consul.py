@@ -233,6 +233,7 @@ def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(server: DnsdiscP
         ("/v1/health/service/web?index=1&wait=abc", "wait"),
         ("/v1/health/service/web?index=-1", "index"),
         ("/v1/catalog/services?filter=Service==web", "filter"),
+        ("/v1/health/service/web?passing=maybe", "passing"),
     ):
         status, _, error = _raw(server, path)
         assert status == 400 and error["field"] == fld, (path, error)  # type: ignore[index]
@@ -240,6 +241,8 @@ def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(server: DnsdiscP
     server.register("web", "s1", address="10.0.0.1", port=80)  # no TTL
     result = server.http("PUT", "/v1/agent/check/pass/service:s1")
     assert result.status == 400 and result.body["field"] == "check_id"
+    result = server.http("PUT", "/v1/agent/check/update/service:s1", {"Output": "no status"})
+    assert result.status == 400 and result.body["field"] == "Status"
     result = server.http("PUT", "/v1/agent/service/maintenance/s1?enable=maybe")
     assert result.status == 400 and result.body["field"] == "enable"
     server.register("db", "s1", address="10.0.0.2", port=80)  # the same ID in two services
@@ -265,3 +268,63 @@ def test_an_http_check_registered_the_consul_way_is_run(server: DnsdiscProcess) 
 
         wait_until(passing, 5)
         assert c.health.service("site")[1][0]["Checks"][0]["Type"] == "http"
+
+
+def test_a_fresh_server_holds_index_1_and_an_open_one_ignores_tokens(tmp_path: Path) -> None:
+    with running(tmp_path, "open") as server:  # no token configured: Consul with ACLs off
+        _, headers, _ = _raw(server, "/v1/catalog/services")
+        assert headers["X-Consul-Index"] == "1"
+        started = time.monotonic()
+        _raw(server, "/v1/catalog/services?index=1&wait=400ms")
+        # Index 1 is what the server showed: the read waits instead of spinning.
+        assert time.monotonic() - started >= 0.4
+        c = client(server, token="whatever-the-client-was-given")
+        assert c.agent.service.register("api", service_id="a1", address="10.0.0.1", port=80)
+        assert [e["ServiceID"] for e in c.catalog.service("api")[1]] == ["a1"]
+
+
+ACL = """\
+acl:
+  tokens:
+    - name: team
+      secret_sha256: "{team}"
+      rules: [{{services: "team*", access: write}}]
+    - name: ops
+      secret_sha256: "{ops}"
+      rules: [{{services: "*", access: write}}]
+"""
+
+
+def test_what_the_caller_may_not_read_stays_unseen(tmp_path: Path) -> None:
+    import hashlib
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    config = tmp_path / "acl.yaml"
+    config.write_text(ACL.format(team=sha("team-secret"), ops=sha("ops")))
+    args = ["--config", str(config), "--storage", "memory"]
+    with running(tmp_path, "acl", extra_args=args, loopback_checks=False, token="ops") as server:
+        server.register("web", "w1", address="10.0.0.2", port=80)
+        server.register("web", "x", address="10.0.0.3", port=80)
+        server.register("teamsvc", "x", address="10.0.0.1", port=1)
+        # w1 is web's, which team may not read: "not found", and no service named.
+        status, error = _put_as(server, "/v1/agent/service/deregister/w1", "team-secret")
+        assert status == 404 and "web" not in json.dumps(error)
+        # x is in web and teamsvc; team sees only its own: no 409, and its own goes.
+        assert _put_as(server, "/v1/agent/service/deregister/x", "team-secret")[0] == 200
+        assert server.http("GET", "/v1/services/web/instances/x").status == 200
+        assert server.http("GET", "/v1/services/teamsvc/instances/x").status == 404
+        server.register("teamsvc", "x", address="10.0.0.1", port=1)
+        keys = set(client(server, token="ops").agent.services())
+        assert {"w1", "web/x", "teamsvc/x"} <= keys
+
+
+def _put_as(server: DnsdiscProcess, path: str, token: str) -> tuple[int, object]:
+    req = urllib.request.Request(f"{server.http_url}{path}", data=b"", method="PUT")
+    req.add_header("X-Consul-Token", token)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, None
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())

@@ -227,3 +227,32 @@ def test_a_least_loaded_query_follows_the_reported_load(server: DnsdiscProcess) 
             )
 
         wait_until(leads, 3)
+
+
+def test_a_template_made_name_is_taken_over_only_by_an_operator(tmp_path: Path) -> None:
+    import hashlib
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    config = tmp_path / "acl.yaml"
+    config.write_text(
+        "acl:\n  tokens:\n"
+        f'    - {{name: team, secret_sha256: "{sha("team")}", '
+        'rules: [{services: "team*", access: write}, {services: "*", access: read}]}\n'
+        f'    - {{name: ops, secret_sha256: "{sha("ops")}", '
+        'rules: [{services: "*", access: write}, {operator: true}]}\n'
+    )
+    args = ["--config", str(config), "--storage", "memory"]
+    with running(tmp_path, "n", extra_args=args, loopback_checks=False, token="ops") as server:
+        server.register("web", "w", address="10.0.0.1", port=80)
+        server.register("teamsvc", "t", address="10.6.6.6", port=80)
+        put_query(server, "near-", {"template": "prefix", "service": "${match}"})
+        server.token = "team"
+        result = server.http("PUT", "/v1/queries/near-web", {"service": "teamsvc"})
+        assert result.status == 403 and result.body["field"] == "name"
+        assert server.http("PUT", "/v1/queries/mine", {"service": "teamsvc"}).status == 201
+        assert addresses(server, "near-web.query") == {"10.0.0.1"}  # still the template's
+        server.token = "ops"
+        put_query(server, "near-web", {"service": "teamsvc"})  # an operator may
+        assert addresses(server, "near-web.query") == {"10.6.6.6"}

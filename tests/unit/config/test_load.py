@@ -245,6 +245,7 @@ SAMPLES: dict[str, tuple[object, object]] = {
     "health.flap_threshold": (3, 1),
     "health.flap_stable": (10, 0),
     "health.flap_hold": ("in", "sideways"),
+    "health.protection": ({"expire_fraction": 0.6}, {"expire_fraction": 2}),
     "health.check_networks": (["127.0.0.0/8", "!0.0.0.0/0"], ["10.0.0.0/33"]),
     "health.min_check_interval": (0.1, 0),
     "health.checks_per_second": (50, 0),

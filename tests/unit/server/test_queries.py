@@ -141,3 +141,24 @@ def test_definitions_round_trip_and_templates_find_their_matches() -> None:
     t = QueryDef.from_json("near-", {"template": "prefix", "service": "${match}-eu"})
     assert t.matches_for(["web-eu", "api-eu", "-eu", "db"]) == {"web", "api"}
     assert t.instantiate("web").services == ("web-eu",)
+
+
+def test_the_longest_template_prefix_owns_a_name_whatever_changes() -> None:
+    async def run() -> None:
+        registry, target = await _setup()
+        await registry.put_query(
+            QueryDef.from_json("geo", {"template": "prefix", "service": "${match}"})
+        )
+        await registry.put_query(
+            QueryDef.from_json("ge", {"template": "prefix", "service": "${match}"})
+        )
+        await registry.put_instance(reg("web", "a", "10.0.0.1"))
+        await registry.put_instance(reg("oweb", "b", "10.0.3.1"))
+        for _ in range(2):  # writes to either service do not move it
+            assert addresses(target, "geoweb.query") == {"10.0.0.1"}  # geo + web, not ge + oweb
+            await registry.put_instance(reg("oweb", "c", "10.0.3.2"))
+            assert addresses(target, "geoweb.query") == {"10.0.0.1"}
+            await registry.put_instance(reg("web", "d", "10.0.0.2"))
+            await registry.delete_instance("web", "d")
+
+    asyncio.run(run())
