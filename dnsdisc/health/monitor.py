@@ -25,6 +25,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from dnsdisc.dnsserver.stats import Histogram
 from dnsdisc.health.gate import CheckGate
 from dnsdisc.health.handout import Handouts, Member
 from dnsdisc.health.probes import Outcome, Prober
@@ -53,6 +54,9 @@ class HealthMonitor:
         self._critical: set[tuple[str, str]] = set()
         self._checks: dict[tuple[str, str], tuple[Instance, asyncio.Task[None]]] = {}
         self.prober = Prober()
+        # How late each check run starts against when it was due (the event loop's lag and
+        # the gate's wait), for the metrics and the checks bench.
+        self.check_delay = Histogram(DELAY_BUCKETS)
         # Self-preservation (health.protection): whether leases are held now, how many, how
         # often it began, and when leases expired lately (within its window).
         self.protecting = False
@@ -331,6 +335,7 @@ class HealthMonitor:
         if delay:
             await asyncio.sleep(delay)
         address, port = spec.address or inst.address, spec.port or inst.port
+        due = loop.time()
         while True:
             if spec.type == "alias":
                 outcome = self._alias(spec)
@@ -340,6 +345,7 @@ class HealthMonitor:
                     if self.registry.get(service) is None:
                         return
                     continue
+                self.check_delay.observe(max(0.0, loop.time() - due))
                 try:
                     outcome = await self.prober.probe(spec, address, port)
                 finally:
@@ -370,6 +376,7 @@ class HealthMonitor:
                 service, iid, status, output, outcome.latency_ms, (spec.id, detail)
             ):
                 return  # the instance is gone
+            due = loop.time() + spec.interval
             await asyncio.sleep(spec.interval)
 
     def _check_states(self, key: tuple[str, str]) -> dict[str, CheckState]:
@@ -409,6 +416,9 @@ class HealthMonitor:
         if after == CRITICAL:
             self._critical.add((service, iid))
 
+
+# Upper bounds (seconds) of the check-delay histogram's buckets.
+DELAY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 # Leases due within this many seconds (at most a quarter of the lease) of each other count as
 # missed together (protection).

@@ -121,6 +121,13 @@ class DnsdiscCollector(Collector):
             buckets=stats.latency.cumulative(),
             sum_value=stats.latency.total,
         )
+        delay = self.health.check_delay
+        yield HistogramMetricFamily(
+            "dnsdisc_health_check_delay_seconds",
+            "How late each active check run started against when it was due",
+            buckets=delay.cumulative(),
+            sum_value=delay.total,
+        )
         writes = CounterMetricFamily(
             "dnsdisc_registry_writes", "Acknowledged registry writes, by kind", labels=["kind"]
         )

@@ -26,6 +26,7 @@ from tests.support.helpers import (
     ROOT,
     DnsdiscProcess,
     free_port,
+    metric,
     require_tool,
     running,
     wait_until,
@@ -268,6 +269,8 @@ def test_an_http_check_registered_the_consul_way_is_run(server: DnsdiscProcess) 
 
         wait_until(passing, 5)
         assert c.health.service("site")[1][0]["Checks"][0]["Type"] == "http"
+        # Each run's lateness against its due time is measured.
+        assert metric(server, "dnsdisc_health_check_delay_seconds_count") >= 1
 
 
 def test_a_fresh_server_holds_index_1_and_an_open_one_ignores_tokens(tmp_path: Path) -> None:
