@@ -66,3 +66,17 @@ class Ca:
             "-CAcreateserial", "-out", str(cert), "-extfile", str(ext), "-days", str(days),
         )  # fmt: skip
         return Pair(cert, key)
+
+
+def self_signed(directory: Path, name: str, sans: str = "IP:127.0.0.1,DNS:localhost") -> Pair:
+    """A server certificate that signs itself (no CA): trusted by nobody unless told to."""
+    require_tool("openssl")
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-days", "2", "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert),
+        "-addext", f"subjectAltName={sans}", "-addext", "basicConstraints=critical,CA:FALSE",
+        "-addext", "keyUsage=critical,digitalSignature", "-addext", "extendedKeyUsage=serverAuth",
+    )  # fmt: skip
+    return Pair(cert, key)
