@@ -118,6 +118,18 @@ def test_dashboard_in_chromium(server: DnsdiscProcess, tmp_path: Path) -> None:
         port=_closed_port(),
         check={"type": "tcp", "interval": 1, "timeout": 1},
     )
+    # Two checks: a TCP connect that fails and an alias of web that passes: critical, and
+    # each check's own line says which.
+    server.register(
+        "api",
+        "api-4",
+        address="127.0.0.1",
+        port=_closed_port(),
+        checks=[
+            {"type": "tcp", "id": "conn", "interval": 1, "timeout": 1},
+            {"type": "alias", "id": "needs-web", "service": "web", "interval": 1},
+        ],
+    )
     server.http(
         "POST",
         "/v1/services/api/instances/api-2/heartbeat",
@@ -170,6 +182,10 @@ def test_dashboard_in_chromium(server: DnsdiscProcess, tmp_path: Path) -> None:
             assert status == "warning"
             assert "[fd00::12]:9000" in api.locator('tr[data-instance="api-2"]').inner_text()
             api.locator('tr[data-instance="api-3"] .badge[data-status="critical"]').wait_for()
+            row4 = api.locator('tr[data-instance="api-4"]')
+            row4.locator('.check[data-check="conn"][data-status="critical"]').wait_for()
+            row4.locator('.check[data-check="needs-web"][data-status="passing"]').wait_for()
+            assert row4.locator(".badge").get_attribute("data-status") == "critical"
 
             # A new instance shows up within a few polls.
             started = time.monotonic()

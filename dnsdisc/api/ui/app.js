@@ -182,6 +182,21 @@ function instanceRow(svc, inst, answerShare, weightShare) {
   if (h.maintenance !== null) out.push(el("div", { class: "reason", text: `Maintenance: ${h.maintenance}` }));
   if (h.output) out.push(el("div", { class: "out", title: h.output, text: h.output }));
   if (status === "maintenance") out.push(el("div", { class: "sub", text: `check status: ${h.check_status}` }));
+  // Several checks: each one's latest run, the instance being as healthy as the worst.
+  if ((h.checks ?? []).length > 1) {
+    for (const c of h.checks) {
+      const took = c.latency_ms === null ? "" : ` (${c.latency_ms.toFixed(1)} ms)`;
+      out.push(
+        el("div", {
+          class: "check",
+          "data-check": c.id,
+          "data-status": c.status ?? "pending",
+          title: c.output,
+          text: `${c.id}: ${c.status ?? "not run yet"}${took}`,
+        }),
+      );
+    }
+  }
   if (!out.length) out.push(el("span", { class: "none", text: inst.check ? "no output yet" : "no check" }));
   const latency = [
     inst.latency_ms === null ? el("span", { class: "none", text: "–" }) : `${inst.latency_ms.toFixed(1)} ms`,
