@@ -106,8 +106,8 @@ def test_checks_registered_over_the_api_are_held_to_the_remote_rules() -> None:
 
     rules = RemoteCheckRules(NetRules.parse(DEFAULT_CHECK_NETWORKS, "", "health.check_networks"))
 
-    def inst(address: str, **check: object) -> Instance:
-        return Instance.from_json("web", "w", {"address": address, "port": 80, "check": check})
+    def inst(at: str, **check: object) -> Instance:
+        return Instance.from_json("web", "w", {"address": at, "port": 80, "check": check})
 
     rules.admit(inst("10.0.0.1", type="tcp"))
     rules.admit(Instance.from_json("web", "w", {"address": "127.0.0.1", "port": 80}))
@@ -117,7 +117,22 @@ def test_checks_registered_over_the_api_are_held_to_the_remote_rules() -> None:
         inst("::ffff:127.0.0.1", type="http"),
         inst("10.0.0.1", type="tcp", interval=0.06),
         inst("10.0.0.1", type="tcp", interval=2, timeout=3),
+        # A check's own target is held to the same rules as the instance's address.
+        inst("10.0.0.1", type="http", address="169.254.169.254"),
+        inst("10.0.0.1", type="udp", address="127.0.0.1", port=53),
+        inst("10.0.0.1", type="dns", address="::1", name="x.example"),
+        inst("10.0.0.1", type="grpc", address="0.0.0.0"),
+        # Nothing registered over the API runs a command or reads a file on the server.
+        inst("10.0.0.1", type="exec", command=["/bin/true"]),
+        inst("10.0.0.1", type="https", ca_file="/etc/shadow"),
     ):
         with pytest.raises(ValidationError) as info:
             rules.admit(bad)
         assert info.value.field == "check"
+    several = Instance.from_json("web", "w", {"address": "10.0.0.1", "port": 80, "checks": [
+        {"type": "tcp"}, {"type": "http", "address": "127.0.0.1"}]})  # fmt: skip
+    with pytest.raises(ValidationError) as info:
+        rules.admit(several)
+    assert info.value.field == "checks" and "checks[1]" in info.value.message
+    # Alias checks reach no address: allowed.
+    rules.admit(inst("10.0.0.1", type="alias", service="db"))
