@@ -121,7 +121,7 @@ def test_checks_registered_over_the_api_are_held_to_the_remote_rules() -> None:
         inst("10.0.0.1", type="http", address="169.254.169.254"),
         inst("10.0.0.1", type="udp", address="127.0.0.1", port=53),
         inst("10.0.0.1", type="dns", address="::1", name="x.example"),
-        inst("10.0.0.1", type="grpc", address="0.0.0.0"),
+        inst("10.0.0.1", type="grpc", address="127.0.0.53"),
         # Nothing registered over the API runs a command or reads a file on the server.
         inst("10.0.0.1", type="exec", command=["/bin/true"]),
         inst("10.0.0.1", type="https", ca_file="/etc/shadow"),
