@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from tests.support.helpers import (
     free_port,
     readme_block,
     require_tool,
+    wait_for,
 )
 
 NAME = "web.svc.internal"
@@ -48,21 +49,6 @@ def pair(tmp_path: Path, etcd: EtcdCluster) -> Iterator[tuple[DnsdiscProcess, Dn
     finally:
         a.stop()
         b.stop()
-
-
-def wait_for(what: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> Any:
-    """``what()`` once it is truthy; fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = what()
-        except OSError as exc:  # a DNS timeout while a node is busy
-            last = exc
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"not true within {timeout}s (last: {last!r})")
 
 
 def addresses(n: DnsdiscProcess, name: str = NAME) -> list[str]:

@@ -3,9 +3,7 @@ checks, killed and revived, and the effect is observed through real DNS queries.
 
 from __future__ import annotations
 
-import http.server
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -14,33 +12,10 @@ from pathlib import Path
 
 import dns.rcode
 
+from tests.support.backends import http_backend
 from tests.support.helpers import DnsdiscProcess, free_port, wait_until
 
 INTERVAL = 0.2
-
-
-class _Ok(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        status = 200 if self.path == "/health" else 404
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def http_backend(port: int) -> Iterator[None]:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Ok)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from dnsdisc.registry.replication import Follower
 from dnsdisc.store.etcd.store import EtcdStore
 from dnsdisc.store.settings import EtcdSettings
 from tests.support.etcdcluster import EtcdCluster, etcd_node, etcd_post
+from tests.support.helpers import wait_for
 
 PREFIX = "/dnsdisc-queries"
 
@@ -158,26 +159,11 @@ def test_a_query_defined_over_http_on_one_node_answers_in_dns_on_the_other(
         put = a.http("PUT", "/v1/queries/web-q", {"service": "web", "tags": ["v2"]})
         assert put.status == 201, put.body
         name = "web-q.query.svc.internal"
-        wait_sync(lambda: b.http("GET", "/v1/queries/web-q").status == 200)
-        wait_sync(lambda: sorted(b.addresses(name, timeout=1.0)) == ["10.7.0.1"])
+        wait_for(lambda: b.http("GET", "/v1/queries/web-q").status == 200)
+        wait_for(lambda: sorted(b.addresses(name, timeout=1.0)) == ["10.7.0.1"])
         assert b.http("DELETE", "/v1/queries/web-q").status == 204
-        wait_sync(lambda: a.http("GET", "/v1/queries/web-q").status == 404)
-        wait_sync(lambda: a.query(name).rcode() == 3)  # NXDOMAIN
+        wait_for(lambda: a.http("GET", "/v1/queries/web-q").status == 404)
+        wait_for(lambda: a.query(name).rcode() == 3)  # NXDOMAIN
     finally:
         a.stop()
         b.stop()
-
-
-def wait_sync(what: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """``what()`` once it is truthy; fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = what()
-        except OSError as exc:  # a DNS timeout while a node is busy
-            last = exc
-        if last:
-            return last
-        time.sleep(0.02)
-    raise AssertionError(f"not true within {timeout}s (last: {last!r})")

@@ -330,3 +330,19 @@ def end_process(proc: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def wait_for(what: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> Any:
+    """``what()`` once it is truthy (a DNS timeout meanwhile is only a miss); fails after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = what()
+        except OSError as exc:  # a DNS timeout while a node is busy
+            last = exc
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError(f"not true within {timeout}s (last: {last!r})")
