@@ -148,7 +148,7 @@ class ConsulApi:
     async def _verdict(self, request: web.Request, check: str, status: str) -> None:
         """A TTL check's verdict: the instance's heartbeat with that status (and lease)."""
         iid, _, number = check.removeprefix("service:").partition(":")
-        if not check.startswith("service:") or number not in ("", "1"):
+        if not check.startswith("service:") or not (number == "" or number.isdigit()):
             raise NotFoundError(
                 f"no check {check!r}: dnsdisc's checks are named service:<ID>", "check_id"
             )

@@ -20,13 +20,7 @@ from urllib.parse import urlsplit
 from dnsdisc.api.settings import Identity
 from dnsdisc.errors import ValidationError
 from dnsdisc.registry.checks import CheckSpec
-from dnsdisc.registry.model import (
-    CRITICAL,
-    MAX_TAGS,
-    PASSING,
-    REPORTABLE,
-    Instance,
-)
+from dnsdisc.registry.model import CRITICAL, MAX_TAGS, PASSING, REPORTABLE, Instance
 from dnsdisc.values import bounded_int, endpoint_address, go_duration, label
 
 if TYPE_CHECKING:  # the state module loads asyncio, which the light CLI commands do without
@@ -49,21 +43,23 @@ _SERVICE_EMPTY = {
 }  # fmt: skip
 _CHECK_READ = {
     "checkid": "CheckID", "name": "Name", "notes": "Notes", "status": "Status", "ttl": "TTL",
-    "http": "HTTP", "tcp": "TCP", "interval": "Interval", "timeout": "Timeout",
+    "http": "HTTP", "tcp": "TCP", "udp": "UDP", "grpc": "GRPC", "grpcusetls": "GRPCUseTLS",
+    "aliasservice": "AliasService", "interval": "Interval", "timeout": "Timeout",
     "deregistercriticalserviceafter": "DeregisterCriticalServiceAfter",
     "successbeforepassing": "SuccessBeforePassing",
-    "failuresbeforecritical": "FailuresBeforeCritical", "method": "Method",
+    "failuresbeforecritical": "FailuresBeforeCritical", "method": "Method", "header": "Header",
+    "body": "Body", "tlsskipverify": "TLSSkipVerify", "tlsservername": "TLSServerName",
     "outputmaxsize": "OutputMaxSize",
 }  # fmt: skip
 _CHECK_EMPTY = {
-    "header": "Header", "body": "Body", "tlsskipverify": "TLSSkipVerify",
-    "tlsservername": "TLSServerName", "args": "Args", "script": "Script", "grpc": "GRPC",
-    "grpcusetls": "GRPCUseTLS", "dockercontainerid": "DockerContainerID", "shell": "Shell",
-    "h2ping": "H2PING", "h2pingusetls": "H2PingUseTLS", "udp": "UDP", "osservice": "OSService",
-    "aliasnode": "AliasNode", "aliasservice": "AliasService",
+    "args": "Args", "script": "Script", "dockercontainerid": "DockerContainerID",
+    "shell": "Shell", "h2ping": "H2PING", "h2pingusetls": "H2PingUseTLS",
+    "osservice": "OSService", "aliasnode": "AliasNode",
     "failuresbeforewarning": "FailuresBeforeWarning", "serviceid": "ServiceID",
     "type": "Type",
 }  # fmt: skip
+# The kinds of Consul check dnsdisc runs, by the field that makes each.
+_KINDS = ("TTL", "HTTP", "TCP", "UDP", "GRPC", "AliasService")
 _EMPTY_VALUES: tuple[object, ...] = (None, "", False, 0, [], {}, "default")
 
 
@@ -136,18 +132,37 @@ def registration(body: object, default_address: str) -> Registration:
     bounded_int(weights.get("Warning", 1), "Weights.Warning", 0, 65535)
     checks = _check_list(given)
     initial, check_id = None, None
-    if checks:
-        where, check = checks[0]
+    ours: list[dict[str, Any]] = []
+    for n, (where, check) in enumerate(checks):
         fields = _fields(check, _CHECK_READ, _CHECK_EMPTY, where)
-        default_id = f"service:{iid}" if where == "Check." else f"service:{iid}:1"
-        check_id = fields.get("CheckID") or default_id
-        if check_id != default_id:
+        default_id = f"service:{iid}" if where == "Check." else f"service:{iid}:{n + 1}"
+        given_id = fields.get("CheckID") or default_id
+        if given_id != default_id:
             raise ValidationError(
                 f"{where}CheckID",
-                f"{where}CheckID must be {default_id!r}: dnsdisc names an instance's check "
+                f"{where}CheckID must be {default_id!r}: dnsdisc names an instance's checks "
                 "after it (custom check IDs are not implemented)",
             )
-        initial = _check_into(fields, where, body_out)
+        made = _check_into(fields, where, body_out)
+        if made is None:  # the TTL: the instance's lease
+            if initial is not None:
+                raise ValidationError("Checks", "dnsdisc keeps one TTL check per instance")
+            initial = (fields.get("Status") or None) or CRITICAL
+            check_id = default_id
+        else:
+            if where != "Check.":
+                made["id"] = f"check-{n + 1}"
+            ours.append(made)
+    if initial is not None and ours:
+        raise ValidationError(
+            "Checks",
+            "a TTL check and active checks on one instance are not combined in dnsdisc: the "
+            "heartbeat and the checks would overwrite each other's verdict",
+        )
+    if len(ours) == 1 and "id" not in ours[0]:
+        body_out["check"] = ours[0]
+    elif ours:
+        body_out["checks"] = ours
     try:
         inst = Instance.from_json(service, iid, body_out)
     except ValidationError as exc:
@@ -161,30 +176,27 @@ def _consul_name(fld: str) -> str:
 
 
 def _check_list(given: Mapping[str, Any]) -> list[tuple[str, object]]:
-    """The registration's checks with where each is (``Check.``, ``Checks[0].``); dnsdisc keeps
-    one per instance."""
+    """The registration's checks with where each is (``Check.``, ``Checks[0].``)."""
     out: list[tuple[str, object]] = []
     if given.get("Check"):
         out.append(("Check.", given["Check"]))
     several = given.get("Checks") or []
-    if not isinstance(several, list):
-        raise ValidationError("Checks", "Checks must be a list of checks")
+    if not isinstance(several, list) or len(several) > 16:
+        raise ValidationError("Checks", "Checks must be a list of at most 16 checks")
     out += [(f"Checks[{n}].", c) for n, c in enumerate(several)]
-    if len(out) > 1:
-        raise ValidationError(
-            "Checks", "dnsdisc keeps one check per instance: give one Check (or one in Checks)"
-        )
     return out
 
 
-def _check_into(fields: Mapping[str, Any], where: str, body: dict[str, Any]) -> str | None:
-    """Put a Consul check into a registration ``body``: a TTL as the instance's lease, HTTP or
-    TCP as its active check. The status a TTL check starts in."""
-    kinds = [k for k in ("TTL", "HTTP", "TCP") if fields.get(k)]
+def _check_into(
+    fields: Mapping[str, Any], where: str, body: dict[str, Any]
+) -> dict[str, Any] | None:
+    """A Consul check as dnsdisc's: a TTL becomes the instance's lease (in ``body``; None is
+    returned), HTTP(S), TCP, UDP, gRPC and AliasService an active check (returned), aimed at
+    the check's own host where that is not the instance's address."""
+    kinds = [k for k in _KINDS if fields.get(k)]
+    here = where.rstrip(".")
     if len(kinds) != 1:
-        raise ValidationError(
-            f"{where.rstrip('.')}", f"{where.rstrip('.')} needs exactly one of TTL, HTTP or TCP"
-        )
+        raise ValidationError(here, f"{here} needs exactly one of {', '.join(_KINDS)}")
     kind = kinds[0]
     if "DeregisterCriticalServiceAfter" in fields:
         body["deregister_after"] = go_duration(
@@ -195,34 +207,13 @@ def _check_into(fields: Mapping[str, Any], where: str, body: dict[str, Any]) -> 
     status = fields.get("Status") or None
     if status is not None and status not in REPORTABLE:
         raise ValidationError(f"{where}Status", f"{where}Status must be one of {REPORTABLE}")
-    if (fields.get("Method") or "GET") != "GET":
-        raise ValidationError(f"{where}Method", f"{where}Method: dnsdisc's HTTP checks use GET")
     if kind == "TTL":
         body["ttl"] = go_duration(fields["TTL"], f"{where}TTL", 0.001)
-        return status or CRITICAL
-    check: dict[str, Any] = {"type": kind.lower()}
-    target = fields[kind]
-    if not isinstance(target, str):
-        raise ValidationError(f"{where}{kind}", f"{where}{kind} must be a string")
-    if kind == "HTTP":
-        url = urlsplit(target)
-        if url.scheme != "http":
-            raise ValidationError(
-                f"{where}HTTP", f"{where}HTTP must be an http:// URL (https checks come later)"
-            )
-        host, port = url.hostname or "", _url_port(url.port if _has_port(url) else 80, where)
-        check["path"] = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        return None
+    if kind == "AliasService":
+        check: dict[str, Any] = {"type": "alias", "service": fields[kind]}
     else:
-        host, _, port_text = target.rpartition(":")
-        host = host.strip("[]")
-        port = _url_port(int(port_text) if port_text.isdigit() else -1, where, "TCP")
-    if not _same_address(host, body["address"]):
-        raise ValidationError(
-            f"{where}{kind}",
-            f"{where}{kind}: dnsdisc checks the instance at its own Address "
-            f"({body['address']}); the check's host {host!r} is not it",
-        )
-    check["port"] = port
+        check = _network_check(kind, fields, where, body["address"])
     if "Interval" in fields:
         check["interval"] = go_duration(fields["Interval"], f"{where}Interval", 0.001)
     if "Timeout" in fields:
@@ -234,8 +225,87 @@ def _check_into(fields: Mapping[str, Any], where: str, body: dict[str, Any]) -> 
         CheckSpec.from_json(check)
     except ValidationError as exc:
         raise ValidationError(f"{where}{kind}", exc.message) from None
-    body["check"] = check
-    return None
+    return check
+
+
+def _network_check(
+    kind: str, fields: Mapping[str, Any], where: str, address: str
+) -> dict[str, Any]:
+    target = fields[kind]
+    if not isinstance(target, str):
+        raise ValidationError(f"{where}{kind}", f"{where}{kind} must be a string")
+    http_only = ("Method", "Header", "Body")
+    for key in http_only:
+        if fields.get(key) and kind != "HTTP":
+            raise ValidationError(f"{where}{key}", f"{where}{key} applies to HTTP checks")
+    check: dict[str, Any]
+    if kind == "HTTP":
+        url = urlsplit(target)
+        if url.scheme not in ("http", "https"):
+            raise ValidationError(f"{where}HTTP", f"{where}HTTP must be an http(s):// URL")
+        host, port = url.hostname or "", _url_port(url.port if _has_port(url) else None, where)
+        if port is None:
+            port = 443 if url.scheme == "https" else 80
+        check = {
+            "type": url.scheme,
+            "path": (url.path or "/") + (f"?{url.query}" if url.query else ""),
+            "method": fields.get("Method") or "GET",
+        }
+        if fields.get("Header"):
+            check["headers"] = _headers(fields["Header"], where)
+        if fields.get("Body"):
+            check["body"] = fields["Body"]
+        if url.scheme == "https":
+            check.update(_tls(fields, where))
+    else:
+        rest = target
+        service = ""
+        if kind == "GRPC" and "/" in target:
+            rest, _, service = target.partition("/")
+        host, _, port_text = rest.rpartition(":")
+        host = host.strip("[]")
+        port = _url_port(int(port_text) if port_text.isdigit() else -1, where, kind)
+        check = {"type": kind.lower()}
+        if kind == "GRPC":
+            if service:
+                check["grpc_service"] = service
+            if fields.get("GRPCUseTLS"):
+                check["tls"] = True
+                check.update(_tls(fields, where))
+    if not _same_address(host, address):
+        try:
+            check["address"] = endpoint_address(host, f"{where}{kind}")
+        except ValidationError:
+            raise ValidationError(
+                f"{where}{kind}",
+                f"{where}{kind}: the check's host {host!r} must be an IP address "
+                "(or the service's Address)",
+            ) from None
+    check["port"] = port
+    return check
+
+
+def _headers(value: object, where: str) -> dict[str, str]:
+    """Consul's ``Header`` (name -> list of values) as one string per name."""
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"{where}Header", f"{where}Header must map names to values")
+    out = {}
+    for name, values in value.items():
+        if isinstance(values, str):
+            values = [values]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValidationError(f"{where}Header", f"{where}Header values must be strings")
+        out[str(name)] = ", ".join(values)
+    return out
+
+
+def _tls(fields: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if fields.get("TLSSkipVerify"):
+        out["tls_skip_verify"] = True
+    if fields.get("TLSServerName"):
+        out["tls_server_name"] = fields["TLSServerName"]
+    return out
 
 
 def _has_port(url: Any) -> bool:
@@ -245,7 +315,10 @@ def _has_port(url: Any) -> bool:
         return True  # a port that is not a number: reported by _url_port
 
 
-def _url_port(port: int | None, where: str, kind: str = "HTTP") -> int:
+def _url_port(port: int | None, where: str, kind: str = "HTTP") -> int | None:
+    """The port given (None: none given, for a URL); a bad one is a 400."""
+    if port is None and kind == "HTTP":
+        return None
     if port is None or not 1 <= port <= 65535:
         raise ValidationError(f"{where}{kind}", f"{where}{kind} has no valid port")
     return port
@@ -306,8 +379,10 @@ def service_json(state: InstanceState, who: Identity, index: int) -> dict[str, A
 
 
 def checks_json(state: InstanceState, who: Identity, index: int) -> list[dict[str, Any]]:
-    """The instance's check (its dnsdisc status), and Consul's maintenance check while it is in
-    maintenance: a client that folds the checks gets dnsdisc's effective status."""
+    """The instance's checks as Consul lists them: one (``service:<ID>``) with its dnsdisc
+    status, or one per active check (``service:<ID>:<n>``) with its own; and Consul's
+    maintenance check while it is in maintenance. A client that folds them gets dnsdisc's
+    effective status."""
     inst = state.instance
     base = {
         "Node": who.node,
@@ -317,8 +392,21 @@ def checks_json(state: InstanceState, who: Identity, index: int) -> list[dict[st
         "CreateIndex": index,
         "ModifyIndex": index,
     }
-    out = [
-        {
+    out: list[dict[str, Any]] = []
+    if len(inst.checks) > 1:
+        for n, spec in enumerate(inst.checks, 1):
+            held = state.check_states.get(spec.id)
+            out.append({
+                **base,
+                "CheckID": f"service:{inst.id}:{n}",
+                "Name": f"Service '{inst.service}' check {spec.id}",
+                "Status": held.status if held is not None else CRITICAL,
+                "Notes": "",
+                "Output": held.output if held is not None else "not run yet",
+                "Type": spec.type,
+            })  # fmt: skip
+    else:
+        out.append({
             **base,
             "CheckID": check_id(state),
             "Name": f"Service '{inst.service}' check",
@@ -326,8 +414,7 @@ def checks_json(state: InstanceState, who: Identity, index: int) -> list[dict[st
             "Notes": "",
             "Output": state.output,
             "Type": _check_type(inst),
-        }
-    ]
+        })  # fmt: skip
     if state.maintenance is not None:
         out.append(
             {

@@ -216,8 +216,11 @@ BAD_REGISTRATIONS = [
     ({"Name": "web", "Port": 80, "Address": "10.0.0.1", "Connect": {"Native": True}}, "Connect"),
     ({"Name": "web", "Port": 80, "Address": "10.0.0.1", "Check": {"TTL": "soon"}}, "Check.TTL"),
     ({"Name": "web", "Port": 80, "Address": "10.0.0.1", "Check": {"Script": "x"}}, "Check.Script"),
-    ({"Name": "web", "Port": 80, "Address": "10.0.0.1", "Check": {"HTTP": "http://10.9.9.9/"}},
+    ({"Name": "web", "Port": 80, "Address": "10.0.0.1", "Check": {"HTTP": "http://db.example/"}},
      "Check.HTTP"),
+    # Its own target is held to health.check_networks (loopback only in this server).
+    ({"Name": "web", "Port": 80, "Address": "127.0.0.1", "Check": {"HTTP": "http://10.9.9.9/"}},
+     "Check"),
     ({"name": "web", "port": 80, "address": "10.0.0.1", "checks": [{"ttl": "5s"}, {"ttl": "9s"}]},
      "Checks"),
     ({"Name": "web", "Port": 80, "Address": "10.0.0.1", "Weights": {"Passing": 0}},

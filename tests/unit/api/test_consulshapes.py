@@ -63,8 +63,14 @@ def test_http_check_and_defaults() -> None:
         ({"Name": "web", "Port": 1, "Address": "10.0.0.1", "Kind": "connect-proxy"}, "Kind"),
         ({"Name": "web", "Port": 1, "Address": "10.0.0.1", "Check": {"TCP": "10.0.0.1"}},
          "Check.TCP"),
-        ({"Name": "web", "Port": 1, "Address": "10.0.0.1", "Check": {"HTTP": "https://10.0.0.1/"}},
+        ({"Name": "web", "Port": 1, "Address": "10.0.0.1", "Check": {"HTTP": "ftp://10.0.0.1/"}},
          "Check.HTTP"),
+        ({"Name": "web", "Port": 1, "Address": "10.0.0.1", "Check": {"HTTP": "http://db.example/"}},
+         "Check.HTTP"),
+        ({"Name": "web", "Port": 1, "Address": "10.0.0.1",
+          "Checks": [{"TTL": "5s"}, {"TCP": "10.0.0.1:1"}]}, "Checks"),
+        ({"Name": "web", "Port": 1, "Address": "10.0.0.1", "Check": {"TCP": "10.0.0.1:1",
+          "Method": "POST"}}, "Check.Method"),
         ({"Name": "web", "Port": 1, "Address": "10.0.0.1", "Check": {"TTL": "5s", "HTTP": "x"}},
          "Check"),
         ({"Name": "web", "Port": 1, "Address": "10.0.0.1",
@@ -77,3 +83,30 @@ def test_bad_registrations_name_the_field(body: dict[str, object], field: str) -
     with pytest.raises(ValidationError) as info:
         registration(body, "")
     assert info.value.field == field
+
+
+def test_consul_check_kinds_map_onto_dnsdisc_checks() -> None:
+    reg = registration(
+        {"Name": "api", "ID": "a1", "Address": "10.0.0.1", "Port": 8443, "Checks": [
+            {"HTTP": "https://10.0.0.1:8443/ready", "TLSSkipVerify": True, "Method": "HEAD",
+             "Header": {"X-Probe": ["dnsdisc", "v1"]}, "Interval": "5s"},
+            {"TCP": "192.0.2.7:9000", "Interval": "10s"},
+            {"GRPC": "10.0.0.1:9090/api.v1", "GRPCUseTLS": True},
+            {"UDP": "10.0.0.1:53"},
+            {"AliasService": "db"},
+        ]},
+        "",
+    )  # fmt: skip
+    checks = reg.instance.checks
+    assert [c.id for c in checks] == ["check-1", "check-2", "check-3", "check-4", "check-5"]
+    https, tcp, grpc, udp, alias = checks
+    assert (https.type, https.method, https.path, https.tls_skip_verify) == (
+        "https", "HEAD", "/ready", True,
+    )  # fmt: skip
+    assert dict(https.headers) == {"X-Probe": "dnsdisc, v1"} and https.interval == 5
+    assert (tcp.type, tcp.address, tcp.port) == ("tcp", "192.0.2.7", 9000)  # its own target
+    assert (grpc.type, grpc.grpc_service, grpc.tls, grpc.port) == ("grpc", "api.v1", True, 9090)
+    assert grpc.address is None  # the instance's own address
+    assert (udp.type, udp.port) == ("udp", 53)
+    assert (alias.type, alias.alias_service) == ("alias", "db")
+    assert reg.initial_status is None
