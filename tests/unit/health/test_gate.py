@@ -89,3 +89,40 @@ def test_a_cancelled_waiter_gives_back_its_slot() -> None:
         return gate.running
 
     assert _run(main()) == 0
+
+
+def test_waiters_go_in_the_order_they_asked_across_services_and_are_counted_out() -> None:
+    cfg = replace(
+        HealthSettings(),
+        max_concurrent_checks=1,
+        max_concurrent_checks_per_service=1,
+        checks_per_second=1000,
+    )
+
+    async def main() -> tuple[list[str], int, int]:
+        gate = CheckGate(lambda: cfg)
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+        assert await gate.enter("a", loop.time() + 1)
+
+        async def wait(name: str, deadline: float) -> None:
+            if await gate.enter(name, loop.time() + deadline):
+                order.append(name)
+                await asyncio.sleep(0.01)
+                gate.leave(name)
+
+        # b1 expires, c is cancelled, the rest start one at a time in the order they asked.
+        tasks = [
+            asyncio.ensure_future(wait(name, deadline))
+            for name, deadline in (("b", 0.02), ("c", 1), ("a", 1), ("b", 1), ("d", 1))
+        ]
+        await asyncio.sleep(0.005)
+        assert gate.waiting == 5
+        tasks[1].cancel()
+        await asyncio.sleep(0.05)
+        assert gate.waiting == 3  # b1 expired, c cancelled
+        gate.leave("a")
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return order, gate.waiting, gate.running
+
+    assert _run(main()) == (["a", "b", "d"], 0, 0)
