@@ -36,6 +36,7 @@ from dnsdisc.registry.model import (
     REPORTABLE,
     WARNING,
     HeartbeatReport,
+    Instance,
     maintenance_reason,
 )
 from dnsdisc.registry.registry import Registry
@@ -63,6 +64,7 @@ class Gate(Protocol):
     def may_read(self, request: web.Request, service: str) -> None: ...
     def may_write(self, request: web.Request, service: str) -> None: ...
     def rights(self, request: web.Request) -> Rights: ...
+    def admit_checks(self, request: web.Request, inst: Instance) -> None: ...
 
 
 class ConsulApi:
@@ -101,7 +103,7 @@ class ConsulApi:
         inst = reg.instance
         self.gate.may_write(request, inst.service)
         try:
-            self.check_rules().admit(inst)
+            self.gate.admit_checks(request, inst)
         except ValidationError as exc:
             raise ValidationError("Check", exc.message) from None
         # Consul starts a TTL check critical (unless its Status says otherwise): the instance is

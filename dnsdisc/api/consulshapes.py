@@ -335,7 +335,12 @@ def _same_address(host: str, address: str) -> bool:
 
 
 def check_id(state: InstanceState) -> str:
-    return f"service:{state.instance.id}"
+    """A one-check instance's check ID: ``service:<ID>``, or ``service:<ID>:1`` when it was
+    registered as the one entry of Consul's ``Checks``."""
+    inst = state.instance
+    if inst.checks and inst.checks[0].id == "check-1":
+        return f"service:{inst.id}:1"
+    return f"service:{inst.id}"
 
 
 def _check_type(inst: Instance) -> str:
@@ -400,9 +405,11 @@ def checks_json(state: InstanceState, who: Identity, index: int) -> list[dict[st
                 **base,
                 "CheckID": f"service:{inst.id}:{n}",
                 "Name": f"Service '{inst.service}' check {spec.id}",
-                "Status": held.status if held is not None else CRITICAL,
+                # Where this node has not run it (an etcd follower, just after a start):
+                # the instance's own status, not a critical that is nobody's verdict.
+                "Status": held.status if held is not None else state.status,
                 "Notes": "",
-                "Output": held.output if held is not None else "not run yet",
+                "Output": held.output if held is not None else state.output,
                 "Type": spec.type,
             })  # fmt: skip
     else:

@@ -635,9 +635,13 @@ class Api:
     async def batch(self, request: web.Request) -> web.Response:
         """Up to 128 operations, all applied in one commit or none (see registry/batch.py)."""
         ops = batch.parse(await read_json(request), self.registry.settings_for)
+        rules = self.check_rules()
         for position, op in enumerate(ops):
             try:
                 self.may_write(request, op.service)
+                if op.registration is not None:
+                    # The same rules as a PUT's: no exec, no file, no forbidden target.
+                    self.admit_checks(request, op.registration, rules)
             except DnsdiscError as exc:
                 raise batch.BatchError(position, exc) from None
         results = await self.registry.apply_batch(ops)
@@ -711,10 +715,23 @@ class Api:
     async def put_instance(self, request: web.Request) -> web.Response:
         service, iid = self._ids(request)
         inst = Instance.from_json(service, iid, await read_json(request))
-        self.check_rules().admit(inst)
+        self.admit_checks(request, inst)
         created = await self.registry.put_instance(inst)
         state = self.registry.instance(service, iid)
         return web.json_response(_instance_json(state), status=201 if created else 200)
+
+    def admit_checks(
+        self, request: web.Request, inst: Instance, rules: RemoteCheckRules | None = None
+    ) -> None:
+        """What checks registered over the API must meet (``RemoteCheckRules``), and an alias
+        check may only look at a service the caller may read (its output tells the state)."""
+        (rules or self.check_rules()).admit(inst)
+        for n, check in enumerate(inst.checks):
+            if check.type == "alias" and not self.rights(request).can_read(check.alias_service):
+                fld = "check" if len(inst.checks) == 1 else "checks"
+                raise self.refuse(
+                    request, f"alias service {check.alias_service} in checks[{n}]", fld
+                )
 
     async def delete_instance(self, request: web.Request) -> web.Response:
         service, iid = self._ids(request)

@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 import random
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -57,12 +58,11 @@ class HealthMonitor:
         # How late each check run starts against when it was due (the event loop's lag and
         # the gate's wait), for the metrics and the checks bench.
         self.check_delay = Histogram(DELAY_BUCKETS)
-        # Self-preservation (health.protection): whether leases are held now, how many, how
-        # often it began, and when leases expired lately (within its window).
+        # Self-preservation (health.protection): whether leases are held now, how many, and
+        # how often it began.
         self.protecting = False
         self.held = 0
         self.protections = 0
-        self._expiries: deque[float] = deque()
         self._started = False
         self._jitter = False  # set while the checks of many instances start at once
         self._ticker: asyncio.Task[None] | None = None
@@ -216,7 +216,6 @@ class HealthMonitor:
                 self.registry.set_status(
                     service, iid, CRITICAL, f"no heartbeat within the {ttl:g} s lease"
                 )
-                self._expiries.append(now)
             # Expired: look again in a while (a heartbeat revives it).
             heapq.heappush(leases, (now + ttl, service, iid))
         for service, wake in list(self._wake.items()):
@@ -236,18 +235,18 @@ class HealthMonitor:
         (within a second: instances that stopped together) are more than ``expire_fraction``
         of the leased instances. It ends when heartbeats bring that share back under it."""
         cfg = self.settings.protection
-        expiries = self._expiries
-        window = cfg.window if cfg is not None else 0.0
-        while expiries and now - expiries[0] > window:
-            expiries.popleft()
         if cfg is None or (not due and not self.protecting):
             if cfg is None and self.protecting:
                 self._stop_protecting("health.protection was turned off")
             return False
         leased = len(self._leased)
-        # Starting, the leases about to run out count too (instances that stopped together
-        # run out a little apart); going on, only those run out now.
-        missing = len(expiries) + self._overdue(now, ahead=not self.protecting)
+        if self.protecting:
+            # Going on: the leases held (run out, kept from critical), however long ago.
+            missing = self._overdue(now, math.inf, ahead=False, held=True)
+        else:
+            # Starting: the leases run out within the window, and those about to (instances
+            # that stopped together run out a little apart); one long dead does not count.
+            missing = self._overdue(now, cfg.window, ahead=True)
         over = leased >= cfg.min_leased and missing > cfg.expire_fraction * leased
         if over and not self.protecting:
             self.protecting = True
@@ -260,7 +259,7 @@ class HealthMonitor:
             )  # fmt: skip
         elif not over and self.protecting:
             self._stop_protecting(f"{missing} of {leased} leased instances are missing now")
-        self.held = self._overdue(now, ahead=False) if self.protecting else 0
+        self.held = self._overdue(now, math.inf, ahead=False, held=True) if self.protecting else 0
         return self.protecting
 
     def _stop_protecting(self, why: str) -> None:
@@ -268,18 +267,19 @@ class HealthMonitor:
         self.held = 0
         log.warning("self-preservation ended: %s; leases expire again", why)
 
-    def _overdue(self, now: float, ahead: bool) -> int:
-        """Leased instances whose lease has run out (``ahead``: or will within a quarter of it,
-        at most a second)."""
+    def _overdue(self, now: float, window: float, ahead: bool, held: bool = False) -> int:
+        """Leased instances whose lease ran out within ``window`` (``ahead``: or will within a
+        quarter of it, at most a second); ``held``: only those not critical (being held)."""
         count = 0
         for service, iid in self._leased:
             svc = self.registry.get(service)
             state = svc.instances.get(iid) if svc else None
             ttl = state.instance.ttl if state is not None else None
-            if state is None or ttl is None:
+            if state is None or ttl is None or (held and state.status == CRITICAL):
                 continue
+            out = state.last_heartbeat + ttl
             at = now + min(_TOGETHER, ttl / 4) if ahead else now
-            if state.last_heartbeat + ttl <= at:
+            if now - window < out <= at:
                 count += 1
         return count
 
@@ -309,7 +309,16 @@ class HealthMonitor:
     async def _run_checks(self, key: tuple[str, str], inst: Instance) -> None:
         """Run every check of ``inst``, each on its own interval; the instance's status is the
         worst of their judged statuses (a check that has not passed yet counts as critical)."""
-        judged = {spec.id: CRITICAL for spec in inst.checks}
+        # Each check starts from its last verdict, else from the instance's status: a
+        # re-registration, a restart or a won election must not flap an instance through
+        # critical while its checks run again (a new one starts critical: awaiting a pass).
+        held = self._check_states(key)
+        state = self.registry.get(key[0])
+        current = state.instances.get(key[1]) if state is not None else None
+        start = current.status if current is not None else CRITICAL
+        judged = {
+            spec.id: held[spec.id].status if spec.id in held else start for spec in inst.checks
+        }
         delay = random.uniform(0, min(s.interval for s in inst.checks)) if self._jitter else 0.0
         loops = [
             asyncio.ensure_future(self._check_loop(key, inst, spec, judged, delay))
@@ -348,6 +357,9 @@ class HealthMonitor:
                 self.check_delay.observe(max(0.0, loop.time() - due))
                 try:
                     outcome = await self.prober.probe(spec, address, port)
+                except Exception as exc:  # a probe's bug must not stop the other checks
+                    log.exception("check %s of %s/%s failed to run", spec.id, service, iid)
+                    outcome = Outcome(CRITICAL, f"the check could not run ({type(exc).__name__})")
                 finally:
                     self.gate.leave(service)
             self.check_results[(spec.type, outcome.ok)] += 1

@@ -201,6 +201,8 @@ class Prober:
             return Outcome(CRITICAL, f"{what}: {exc}")
         except (OSError, TimeoutError, aiohttp.ClientError, dns.exception.DNSException) as exc:
             return Outcome(CRITICAL, f"{what}: {failure(exc)}")
+        except (ValueError, UnicodeError) as exc:  # e.g. a name the TLS layer cannot encode
+            return Outcome(CRITICAL, f"{what}: {failure(exc)}")
 
     # -- http, https -------------------------------------------------------------------------
 
@@ -219,8 +221,10 @@ class Prober:
         reuse = spec.method in IDEMPOTENT and spec.interval <= KEEPALIVE
         session = self._session if reuse else self._fresh
         method, data = spec.method, spec.body.encode() or None
+        configured = escape(f"HTTP {spec.method} {url}")
         for hop in range(MAX_REDIRECTS + 1):
-            what = escape(f"HTTP {method} {url}")
+            # The configured URL only: a followed one is the target's Location, its words.
+            what = configured if hop == 0 else f"{configured} (after {hop} redirects)"
             async with session.request(
                 method,
                 url,

@@ -45,7 +45,11 @@ RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
 QTYPES = ("A", "AAAA", "SRV", "TXT", "PTR", "SOA", "NS", "CNAME", "MX", "ANY")
 MAX_BODY = 64 * 1024  # what expect_body looks at, and the most a check's request body may hold
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
-_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+# A host name: dot-separated labels of 1-63 letters, digits and '-' (no empty label, no '..').
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,6 +246,17 @@ class Instance:
             checks = parse_checks(body)
         except ValidationError as exc:
             raise _check_field_errors(exc) from None
+        for check in checks:
+            if (
+                check.type == "alias"
+                and check.alias_service == service
+                and (check.alias_instance in (None, instance_id))
+            ):
+                # It would wait on itself: critical until the first pass, which never comes.
+                raise ValidationError(
+                    "checks" if len(checks) > 1 else "check",
+                    "an alias check cannot name its own instance or its own service",
+                )
         return cls(
             service=service,
             id=instance_id,

@@ -126,7 +126,12 @@ class InstanceState:
         self.output, self.maintenance = prev.output, prev.maintenance
         self.changes, self.recovered_at = prev.changes, prev.recovered_at
         self.answers, self.history = prev.answers, prev.history
-        self.check_states = prev.check_states
+        # Only of the checks it still has (an id reused for another check starts afresh).
+        kept = {c.id: c for c in self.instance.checks}
+        old = {c.id: c for c in prev.instance.checks}
+        self.check_states = {
+            k: v for k, v in prev.check_states.items() if k in kept and kept[k] == old.get(k)
+        }
 
     def take_status(self, status: str, output: str, clock: Callable[[], float]) -> str | None:
         """Take a verdict. When it changes the status: the effective status before, else None."""

@@ -77,6 +77,8 @@ def test_redirects_followed_within_the_origin_only() -> None:
             [out] = probe({**follow, "path": path}, "127.0.0.1", port)
             assert out.status == PASSING, out
             assert [s.path for s in backend.seen[-2:]] == [path, "/health"]
+            # The output names the configured URL, not the target's Location.
+            assert path in out.output and "/health" not in out.output, out.output
         # 303 after a POST: the redirect is fetched with GET, without the body.
         [out] = probe(
             {**follow, "path": "/post-to-get", "method": "POST", "body": "x"}, "127.0.0.1", port

@@ -65,3 +65,24 @@ def test_protection_keeps_instances_whose_heartbeats_all_stopped(tmp_path: Path)
 def test_without_protection_they_leave(tmp_path: Path) -> None:
     left, _ = _scenario(tmp_path, "off", protection=False)
     assert left == 0
+
+
+def test_a_few_missing_leases_expire_and_do_not_start_protection(tmp_path: Path) -> None:
+    """3 of 10 stop: they expire (under the half); a 4th stopping later expires too (the three,
+    long dead, are not counted twice)."""
+    config = tmp_path / "few.yaml"
+    config.write_text("health:\n  protection: {expire_fraction: 0.5, window: 30}\n")
+    ids = [f"i{n}" for n in range(COUNT)]
+    with running(tmp_path, "few", extra_args=["--config", str(config)]) as server:
+        for n, iid in enumerate(ids):
+            server.register("web", iid, address=f"10.0.0.{n + 1}", port=80, ttl=TTL)
+        for alive in (ids[3:], ids[4:]):
+            stop = threading.Event()
+            beat = threading.Thread(target=_heartbeats, args=(server, alive, stop), daemon=True)
+            beat.start()
+            time.sleep(TTL * 3.5)
+            answered = len(server.addresses(f"web.{DOMAIN}", "A"))
+            stop.set()
+            beat.join(5)
+            assert answered == len(alive)
+            assert metric(server, "dnsdisc_health_self_preservation ") == 0
