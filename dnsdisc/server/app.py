@@ -28,6 +28,7 @@ from dnsdisc.netaddr import HostPort, is_loopback
 from dnsdisc.registry.checks import RemoteCheckRules
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry
+from dnsdisc.registry.state import Service
 from dnsdisc.server.explain import Explainer
 from dnsdisc.server.limits import http_limits, raise_nofile
 from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry
@@ -73,7 +74,13 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         )
         server.pool = server.index = pool
         registry.set_barrier(pool.settle)
-        registry.on_figures(pool.figures)
+        registry.on_figures(
+            lambda service, iid, load, latency: (
+                pool.figures(service, iid, load, latency)
+                if _reads_figures(registry.get(service))
+                else None
+            )
+        )
         supervisor = pool.supervisor
         server.state.dns_workers = lambda: (
             supervisor.answering(time.monotonic()),
@@ -86,7 +93,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         pool = server.pool
         registry.on_figures(
             lambda service, iid, load, latency: queries.figures(
-                service, iid, load, latency, pool.figures
+                service, iid, load, latency, pool.figures, FIGURE_POLICIES
             )
         )
     registry.replace_static_queries(config.queries)
@@ -324,3 +331,13 @@ def run(config: Config, loader: Callable[[], Config] | None = None) -> None:
         uvloop.run(serve(config, loader))
     else:
         asyncio.run(serve(config, loader))
+
+
+# The policies whose order reads an instance's reported load or measured latency: only their
+# services' figures go to the DNS workers (a check's latency changes with every run: sent for
+# every service, it cost the workers CPU and the checks a message each; bench/checks.py).
+FIGURE_POLICIES = frozenset(("least_loaded", "latency"))
+
+
+def _reads_figures(svc: Service | None) -> bool:
+    return svc is not None and svc.settings.policy in FIGURE_POLICIES

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from dnsdisc.dnsserver.names import is_query_key, query_key
 from dnsdisc.dnsserver.view import AnswerSink
@@ -178,12 +178,15 @@ class QueryAnswers:
         load: float | None,
         latency: float | None,
         send: Callable[[str, str, float | None, float | None], None],
+        reads_figures: Collection[str] = ("least_loaded", "latency"),
     ) -> None:
         """An instance's reported load and latency, for the queries answering with it (DNS
         workers keep a copy of each query's members; in this process they are the same)."""
+        svc = self.registry.get(service)
         for name in self._by_service.get(service, ()):
-            step = self.step.get(name, -1)
-            if step >= 0 and self.built[name].steps[step].service == service:
+            step, q = self.step.get(name, -1), self.built[name]
+            policy = q.policy or (svc.settings.policy if svc is not None else "")
+            if step >= 0 and q.steps[step].service == service and policy in reads_figures:
                 send(query_key(name), iid, load, latency)
 
     def status(self, name: str) -> tuple[QueryDef, int] | None:
