@@ -162,3 +162,20 @@ def test_the_longest_template_prefix_owns_a_name_whatever_changes() -> None:
             await registry.delete_instance("web", "d")
 
     asyncio.run(run())
+
+
+def test_figures_go_to_the_workers_only_for_queries_whose_policy_reads_them() -> None:
+    async def run() -> list[str]:
+        registry, target = await _setup()
+        await registry.put_instance(reg("web", "a", "10.0.0.1"))
+        await registry.put_query(
+            QueryDef.from_json("light", {"service": "web", "policy": "least_loaded"})
+        )
+        await registry.put_query(QueryDef.from_json("plain", {"service": "web"}))
+        sent: list[str] = []
+        target.queries.figures(  # type: ignore[attr-defined]
+            "web", "a", 0.5, 3.0, lambda key, *_: sent.append(key)
+        )
+        return sent
+
+    assert asyncio.run(run()) == ["light.query"]
