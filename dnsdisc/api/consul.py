@@ -29,7 +29,6 @@ from dnsdisc.api.guard import disconnected
 from dnsdisc.api.jsonbody import read_json
 from dnsdisc.api.settings import Identity
 from dnsdisc.errors import ConflictError, NotFoundError, ValidationError
-from dnsdisc.registry.checks import RemoteCheckRules
 from dnsdisc.registry.model import (
     CRITICAL,
     PASSING,
@@ -73,13 +72,11 @@ class ConsulApi:
         registry: Registry,
         identity: Callable[[], Identity],
         gate: Gate,
-        check_rules: Callable[[], RemoteCheckRules],
         stale: Callable[[], bool],
     ) -> None:
         self.registry = registry
         self.identity = identity  # consul.datacenter and consul.node, read at each request
         self.gate = gate
-        self.check_rules = check_rules
         self.stale = stale  # True while a shared store is out of reach (no known leader)
 
     def add_routes(self, r: web.UrlDispatcher) -> None:

@@ -236,7 +236,6 @@ class Api:
             registry,
             consul or Identity,
             self,
-            lambda: self.check_rules(),
             lambda: self.state.store_stale(),
         )
         # GET .../explain: (service, type, client packed, ECS prefix or -1, tag) -> JSON.

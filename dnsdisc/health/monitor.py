@@ -308,13 +308,12 @@ class HealthMonitor:
 
     async def _run_checks(self, key: tuple[str, str], inst: Instance) -> None:
         """Run every check of ``inst``, each on its own interval; the instance's status is the
-        worst of their judged statuses (a check that has not passed yet counts as critical)."""
+        worst of their judged statuses."""
         # Each check starts from its last verdict, else from the instance's status: a
         # re-registration, a restart or a won election must not flap an instance through
-        # critical while its checks run again (a new one starts critical: awaiting a pass).
-        held = self._check_states(key)
-        state = self.registry.get(key[0])
-        current = state.instances.get(key[1]) if state is not None else None
+        # critical while its checks run again (a new instance starts critical: awaiting a pass).
+        current = self._state(key)
+        held = current.check_states if current is not None else {}
         start = current.status if current is not None else CRITICAL
         judged = {
             spec.id: held[spec.id].status if spec.id in held else start for spec in inst.checks
@@ -380,7 +379,8 @@ class HealthMonitor:
                     # The status comes from another check: say which, not this one's success.
                     other = next(i for i, v in judged.items() if v == worst)
                     output = f"{other} is {worst}; {output}"
-            held = self._check_states(key).get(spec.id)
+            state = self._state(key)
+            held = state.check_states.get(spec.id) if state is not None else None
             since = held.since if held is not None and before == judged[spec.id] else _now_iso()
             detail = CheckState(judged[spec.id], outcome.output, outcome.latency_ms, since)
             status = worst if (successes >= spec.rise or failures >= spec.fall) else None
@@ -391,10 +391,9 @@ class HealthMonitor:
             due = loop.time() + spec.interval
             await asyncio.sleep(spec.interval)
 
-    def _check_states(self, key: tuple[str, str]) -> dict[str, CheckState]:
+    def _state(self, key: tuple[str, str]) -> InstanceState | None:
         svc = self.registry.get(key[0])
-        state = svc.instances.get(key[1]) if svc is not None else None
-        return state.check_states if state is not None else {}
+        return svc.instances.get(key[1]) if svc is not None else None
 
     def _alias(self, spec: CheckSpec) -> Outcome:
         """An alias check's verdict: the state of another instance, or of a service (passing
@@ -416,10 +415,6 @@ class HealthMonitor:
         )
         verdict = PASSING if healthy else CRITICAL
         return Outcome(verdict, f"alias of {name}: {healthy} of {len(svc.instances)} healthy")
-
-    async def probe(self, spec: CheckSpec, address: str, port: int) -> Outcome:
-        """One run of ``spec`` (``probes.Prober``)."""
-        return await self.prober.probe(spec, address, port)
 
     # -- metrics -----------------------------------------------------------------------------
 

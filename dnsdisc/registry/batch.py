@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from dnsdisc.errors import DnsdiscError, FieldError, ValidationError
-from dnsdisc.registry.model import Instance, ServiceSettings, maintenance_reason
+from dnsdisc.registry.model import Instance, ServiceSettings, check_fields, maintenance_reason
 from dnsdisc.registry.state import Memory
 from dnsdisc.values import label
 
 MAX_OPS = 128
 KINDS = ("register", "deregister", "service", "maintenance")
-_KEYS = {"op", "service", "id", "body"}
+_KEYS = ("op", "service", "id", "body")
 
 
 class BatchError(FieldError):
@@ -66,11 +66,7 @@ def parse(body: object, defaults: Callable[[str], ServiceSettings]) -> list[Batc
 def _one(raw: object, defaults: Callable[[str], ServiceSettings]) -> BatchOp:
     if not isinstance(raw, Mapping):
         raise ValidationError("op", "each operation must be a JSON object")
-    for key in raw:
-        if key not in _KEYS:
-            raise ValidationError(
-                str(key), f"unknown field {key!r}; expected: op, service, id, body"
-            )
+    check_fields(raw, _KEYS)
     kind = raw.get("op")
     if kind not in KINDS:
         raise ValidationError("op", f"op must be one of: {', '.join(KINDS)}")

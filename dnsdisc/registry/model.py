@@ -148,7 +148,7 @@ class HeartbeatReport:
         """Every field optional: an empty body only renews the lease."""
         if not isinstance(body, Mapping):
             raise ValidationError("body", "the body must be a JSON object")
-        _check_fields(body, HEARTBEAT_FIELDS)
+        check_fields(body, HEARTBEAT_FIELDS)
         status = body.get("status")
         if status is not None and status not in REPORTABLE:
             raise ValidationError("status", f"status must be one of: {', '.join(REPORTABLE)}")
@@ -159,7 +159,7 @@ class HeartbeatReport:
         )
 
 
-def _check_fields(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+def check_fields(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
     for key in body:
         if key not in allowed:
             raise ValidationError(
@@ -229,7 +229,7 @@ class Instance:
         instance_id = label(instance_id, "id")
         if not isinstance(body, Mapping):
             raise ValidationError("body", "the body must be a JSON object")
-        _check_fields(body, INSTANCE_FIELDS)
+        check_fields(body, INSTANCE_FIELDS)
         for required in ("address", "port"):
             if required not in body:
                 raise ValidationError(required, f"{required} is required")
@@ -338,7 +338,7 @@ class ServiceSettings:
         name = label(name, "service")
         if not isinstance(body, Mapping):
             raise ValidationError("body", "the body must be a JSON object")
-        _check_fields(body, SERVICE_FIELDS)
+        check_fields(body, SERVICE_FIELDS)
         base = defaults or cls(name)
         policy = body.get("policy", base.policy)
         if not isinstance(policy, str) or policy not in POLICIES:
@@ -431,7 +431,7 @@ def maintenance_reason(body: object) -> str | None:
     answers with ("maintenance" when none is given), or None to put it back."""
     if not isinstance(body, Mapping):
         raise ValidationError("body", "the body must be a JSON object")
-    _check_fields(body, ("enabled", "reason"))
+    check_fields(body, ("enabled", "reason"))
     enabled = body.get("enabled")
     if not isinstance(enabled, bool):
         raise ValidationError("enabled", "enabled must be true or false")

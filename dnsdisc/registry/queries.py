@@ -19,7 +19,7 @@ from typing import Any
 
 from dnsdisc.errors import ValidationError
 from dnsdisc.policies.balance import POLICIES
-from dnsdisc.registry.model import LOCALITY_MODES, MAX_DNS_TTL, MAX_TAGS, meta_map
+from dnsdisc.registry.model import LOCALITY_MODES, MAX_DNS_TTL, MAX_TAGS, check_fields, meta_map
 from dnsdisc.values import bounded_int, label
 
 QUERY_FIELDS = (
@@ -103,11 +103,7 @@ class QueryDef:
             qname = name.lower()
         if not isinstance(body, Mapping):
             raise ValidationError("body", "the body must be a JSON object")
-        for key in body:
-            if key not in QUERY_FIELDS:
-                raise ValidationError(
-                    str(key), f"unknown field {key!r}; expected one of: {', '.join(QUERY_FIELDS)}"
-                )
+        check_fields(body, QUERY_FIELDS)
         if "service" not in body:
             raise ValidationError("service", "service is required")
         first = _step({"service": body["service"], "tags": body.get("tags", [])}, "", template)
