@@ -302,7 +302,8 @@ def show(r: int, mode: str, what: str, d: dict[str, float]) -> None:
 
 
 def report(args: argparse.Namespace, windows: list[dict[str, float]],
-           beside: list[dict[str, float]], qps: dict[str, list[float]]) -> None:  # fmt: skip
+           beside: list[dict[str, float]], qps: dict[str, list[float]],
+           qpc: dict[str, list[float]]) -> None:  # fmt: skip
     print(
         f"\n{args.instances:,} instances over {args.services} services, an HTTP check each every"
         f" {args.interval:g} s, {args.targets} targets in {args.backends} backends,"
@@ -322,17 +323,29 @@ def report(args: argparse.Namespace, windows: list[dict[str, float]],
                 f" {d['skipped']:.0f} | {d['cpu_main']:.0%} | {d['cpu_workers']:.0%} |"
                 f" {d['cpu_backends']:.0%} |"
             )
-    print("\n| round | DNS q/s with checks | without | with / without |\n|---|---:|---:|---:|")
+    print(
+        "\n| round | DNS q/s with checks | without | with / without | q per worker CPU-s with"
+        " | without | with / without |\n|---|---:|---:|---:|---:|---:|---:|"
+    )
     for r in range(len(qps["with"])):
         w, wo = qps["with"][r], qps["without"][r]
-        print(f"| {r + 1} | {w:,.0f} | {wo:,.0f} | {w / wo:.2f}x |")
+        cw, cwo = qpc["with"][r], qpc["without"][r]
+        print(
+            f"| {r + 1} | {w:,.0f} | {wo:,.0f} | {w / wo:.2f}x | {cw:,.0f} | {cwo:,.0f} |"
+            f" {cw / cwo:.2f}x |"
+        )
     mw, mwo = statistics.median(qps["with"]), statistics.median(qps["without"])
-    print(f"| median | {mw:,.0f} | {mwo:,.0f} | **{mw / mwo:.2f}x** |")
+    cw, cwo = statistics.median(qpc["with"]), statistics.median(qpc["without"])
+    print(
+        f"| median | {mw:,.0f} | {mwo:,.0f} | **{mw / mwo:.2f}x** | {cw:,.0f} | {cwo:,.0f} |"
+        f" **{cw / cwo:.2f}x** |"
+    )
     checks = statistics.median(d["checks_s"] for d in windows)
     p99 = max(d["p99_est_ms"] for d in windows)
     print(
         f"\nchecks/s (median of the windows) {checks:,.0f}, worst window's delay p99"
-        f" {p99:.1f} ms; DNS with / without {mw / mwo:.2f}x"
+        f" {p99:.1f} ms; DNS with / without {mw / mwo:.2f}x, per worker CPU-second"
+        f" {cw / cwo:.2f}x"
     )
 
 
@@ -369,6 +382,9 @@ def main() -> None:
     windows: list[dict[str, float]] = []
     beside: list[dict[str, float]] = []
     qps: dict[str, list[float]] = {"with": [], "without": []}
+    # Queries per CPU-second of the DNS worker(s): what a query costs them, apart from how
+    # much of the 2 cores the checks leave them.
+    qpc: dict[str, list[float]] = {"with": [], "without": []}
     try:
         backends = Backends(args.backends, args.targets)
         server.start()
@@ -403,6 +419,7 @@ def main() -> None:
                 taken = Taken(server, backends)
                 qps[mode].append(float(dnsperf(server.dns_port, qfile, args, "udp")["qps"]))
                 d = taken.done()
+                qpc[mode].append(qps[mode][-1] / max(d["cpu_workers"], 1e-9))
                 if mode == "with":
                     beside.append(d)
                     show(r, mode, "beside dnsperf", d)
@@ -416,7 +433,7 @@ def main() -> None:
         if backends is not None:
             backends.end()
         shutil.rmtree(tmp, ignore_errors=True)
-    report(args, windows, beside, qps)
+    report(args, windows, beside, qps, qpc)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ cyclic objects (10 at 10k services), which freezing keeps for good.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 from collections.abc import Iterator
@@ -56,3 +57,39 @@ def batch() -> Iterator[None]:
         gc.collect(1)
         gc.freeze()
         gc.enable()
+
+
+class Settler:
+    """Freezes what a serving process wrote into its long-lived structures (the main process's
+    registry, filled and rewritten over the API after start-up), as ``bulk`` does for what it
+    loads at start.
+
+    Unfrozen, 10,000 instances registered over the API kept the main process's full collections
+    at 100-350 ms every few seconds with checks running (bench/checks.py), stalling every check
+    due meanwhile. After every ``step`` changes, looked at no more than once every ``every`` s
+    while changes come, the young generations are collected and everything is frozen. Changes,
+    not the registry's size: re-registering every instance (to add a check) replaces as many
+    objects as registering them did. What freezing keeps for good is the cyclic garbage alive at
+    that moment (a request in flight's): bounded by one freeze per ``step`` changes."""
+
+    def __init__(self, step: int = 1000, every: float = 1.0) -> None:
+        self._step = step
+        self._every = every
+        self._changes = 0
+        self._armed = False
+        self.freezes = 0
+
+    def changed(self, *_: object) -> None:
+        """Something was written: look within ``every`` s."""
+        self._changes += 1
+        if not self._armed:
+            self._armed = True
+            asyncio.get_running_loop().call_later(self._every, self._look)
+
+    def _look(self) -> None:
+        self._armed = False
+        if self._changes >= self._step and gc.isenabled():
+            gc.collect(1)
+            gc.freeze()
+            self._changes = 0
+            self.freezes += 1

@@ -24,6 +24,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from dnsdisc.dnsserver.stats import Histogram
@@ -53,7 +54,7 @@ class HealthMonitor:
         self._leases: list[tuple[float, str, str]] = []
         self._leased: set[tuple[str, str]] = set()
         self._critical: set[tuple[str, str]] = set()
-        self._checks: dict[tuple[str, str], tuple[Instance, asyncio.Task[None]]] = {}
+        self._checks: dict[tuple[str, str], _Checked] = {}
         self.prober = Prober()
         # How late each check run starts against when it was due (the event loop's lag and
         # the gate's wait), for the metrics and the checks bench.
@@ -123,7 +124,9 @@ class HealthMonitor:
 
     async def stop(self) -> None:
         self._stopped = True  # an election won during shutdown starts nothing
-        tasks = [t for _, t in self._checks.values()]
+        tasks = [c.task for o in self._checks.values() for c in o.checks if c.task is not None]
+        for owner in self._checks.values():
+            self._stop_checks(owner)
         if self._ticker is not None:
             tasks.append(self._ticker)
         for task in tasks:
@@ -145,8 +148,8 @@ class HealthMonitor:
                 self.reconcile(svc.settings.name)
             self._jitter = False
         else:
-            for _, task in self._checks.values():
-                task.cancel()
+            for owner in self._checks.values():
+                self._stop_checks(owner)
             self._checks.clear()
 
     def reconcile(self, service: str, iid: str | None = None) -> None:
@@ -162,8 +165,8 @@ class HealthMonitor:
             states = list(current.items())
         for key in keys:
             state = current.get(key[1])
-            if state is None or state.instance != self._checks[key][0]:
-                self._checks.pop(key)[1].cancel()
+            if state is None or state.instance != self._checks[key].inst:
+                self._stop_checks(self._checks.pop(key))
         for instance_id, state in states:
             inst = state.instance
             key = (service, instance_id)
@@ -177,8 +180,7 @@ class HealthMonitor:
                 # as Consul's does from registration.
                 self._critical.add(key)
             if inst.checks and self.checking and key not in self._checks:
-                task = asyncio.get_running_loop().create_task(self._run_checks(key, inst))
-                self._checks[key] = (inst, task)
+                self._checks[key] = self._start_checks(key, inst)
 
     # -- timed work --------------------------------------------------------------------------
 
@@ -306,9 +308,13 @@ class HealthMonitor:
 
     # -- active checks -----------------------------------------------------------------------
 
-    async def _run_checks(self, key: tuple[str, str], inst: Instance) -> None:
-        """Run every check of ``inst``, each on its own interval; the instance's status is the
-        worst of their judged statuses."""
+    def _start_checks(self, key: tuple[str, str], inst: Instance) -> _Checked:
+        """Schedule every check of ``inst``, each on its own interval; the instance's status is
+        the worst of their judged statuses.
+
+        A check is a timer between runs and a task only while it runs, not a task for its
+        whole life: with 10,000 checks the tasks, their coroutines and their contexts were
+        most of the objects the collector walked in a full pass (bench/checks.py)."""
         # Each check starts from its last verdict, else from the instance's status: a
         # re-registration, a restart or a won election must not flap an instance through
         # critical while its checks run again (a new instance starts critical: awaiting a pass).
@@ -318,78 +324,102 @@ class HealthMonitor:
         judged = {
             spec.id: held[spec.id].status if spec.id in held else start for spec in inst.checks
         }
-        delay = random.uniform(0, min(s.interval for s in inst.checks)) if self._jitter else 0.0
-        loops = [
-            asyncio.ensure_future(self._check_loop(key, inst, spec, judged, delay))
-            for spec in inst.checks
-        ]
-        try:
-            await asyncio.gather(*loops)
-        finally:
-            for task in loops:
-                task.cancel()  # one found the instance gone, or the whole is cancelled
-
-    async def _check_loop(
-        self,
-        key: tuple[str, str],
-        inst: Instance,
-        spec: CheckSpec,
-        judged: dict[str, str],
-        delay: float,
-    ) -> None:
-        service, iid = key
+        owner = _Checked(key, inst, judged)
         loop = asyncio.get_running_loop()
-        successes = failures = 0
-        if delay:
-            await asyncio.sleep(delay)
-        address, port = spec.address or inst.address, spec.port or inst.port
-        due = loop.time()
-        while True:
+        delay = random.uniform(0, min(s.interval for s in inst.checks)) if self._jitter else 0.0
+        for spec in inst.checks:
+            check = _Check(owner, spec, spec.address or inst.address, spec.port or inst.port)
+            owner.checks.append(check)
+            self._schedule(loop, check, loop.time() + delay)
+        return owner
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, check: _Check, due: float) -> None:
+        check.due = due
+        check.timer = loop.call_at(due, self._launch, check)
+
+    def _launch(self, check: _Check) -> None:
+        check.timer = None
+        if not check.owner.stopped:
+            check.task = asyncio.get_running_loop().create_task(self._run(check))
+
+    def _stop_checks(self, owner: _Checked) -> None:
+        owner.stopped = True
+        current = asyncio.current_task()
+        for check in owner.checks:
+            if check.timer is not None:
+                check.timer.cancel()
+                check.timer = None
+            if check.task is not None and check.task is not current:
+                check.task.cancel()
+        owner.checks.clear()  # no cycle left between the instance's record and its checks
+
+    async def _run(self, check: _Check) -> None:
+        """One run of ``check``: wait for a slot, probe, judge, and schedule the next run an
+        interval after this one ended (not from when it was due: a slow target is not probed
+        back to back)."""
+        owner, spec = check.owner, check.spec
+        service, iid = owner.key
+        loop = asyncio.get_running_loop()
+        try:
             if spec.type == "alias":
                 outcome = self._alias(spec)
             else:
-                if not await self.gate.enter(service, loop.time() + spec.interval):
+                while not await self.gate.enter(service, loop.time() + spec.interval):
                     self.checks_skipped += 1  # not judged: no slot says nothing of the instance
                     if self.registry.get(service) is None:
                         return
-                    continue
-                self.check_delay.observe(max(0.0, loop.time() - due))
+                self.check_delay.observe(max(0.0, loop.time() - check.due))
                 try:
-                    outcome = await self.prober.probe(spec, address, port)
+                    outcome = await self.prober.probe(spec, check.address, check.port)
                 except Exception as exc:  # a probe's bug must not stop the other checks
                     log.exception("check %s of %s/%s failed to run", spec.id, service, iid)
                     outcome = Outcome(CRITICAL, f"the check could not run ({type(exc).__name__})")
                 finally:
                     self.gate.leave(service)
-            self.check_results[(spec.type, outcome.ok)] += 1
-            if outcome.ok:
-                successes, failures = successes + 1, 0
-            else:
-                successes, failures = 0, failures + 1
-            before = judged[spec.id]
-            if outcome.ok and successes >= spec.rise:
-                judged[spec.id] = outcome.status
-            elif not outcome.ok and failures >= spec.fall:
-                judged[spec.id] = CRITICAL
-            worst = max(judged.values(), key=_SEVERITY.__getitem__)
-            output = outcome.output
-            if len(inst.checks) > 1:
-                output = f"{spec.id}: {output}"
-                if worst != judged[spec.id]:
-                    # The status comes from another check: say which, not this one's success.
-                    other = next(i for i, v in judged.items() if v == worst)
-                    output = f"{other} is {worst}; {output}"
-            state = self._state(key)
-            held = state.check_states.get(spec.id) if state is not None else None
-            since = held.since if held is not None and before == judged[spec.id] else _now_iso()
-            detail = CheckState(judged[spec.id], outcome.output, outcome.latency_ms, since)
-            status = worst if (successes >= spec.rise or failures >= spec.fall) else None
-            if not self.registry.check_result(
-                service, iid, status, output, outcome.latency_ms, (spec.id, detail)
-            ):
-                return  # the instance is gone
-            due = loop.time() + spec.interval
-            await asyncio.sleep(spec.interval)
+            if owner.stopped:
+                return
+            try:
+                if not self._judge(check, outcome):
+                    return  # the instance is gone
+            except Exception:  # recording one verdict failed: the next run tries again
+                log.exception("check %s of %s/%s: recording its result failed", spec.id, *owner.key)
+        finally:
+            check.task = None
+        if not owner.stopped:
+            self._schedule(loop, check, loop.time() + spec.interval)
+
+    def _judge(self, check: _Check, outcome: Outcome) -> bool:
+        """Count ``outcome`` towards the check's rise/fall and record it; False when the
+        instance is gone."""
+        owner, spec = check.owner, check.spec
+        judged = owner.judged
+        service, iid = owner.key
+        self.check_results[(spec.type, outcome.ok)] += 1
+        if outcome.ok:
+            check.successes, check.failures = check.successes + 1, 0
+        else:
+            check.successes, check.failures = 0, check.failures + 1
+        before = judged[spec.id]
+        if outcome.ok and check.successes >= spec.rise:
+            judged[spec.id] = outcome.status
+        elif not outcome.ok and check.failures >= spec.fall:
+            judged[spec.id] = CRITICAL
+        worst = max(judged.values(), key=_SEVERITY.__getitem__)
+        output = outcome.output
+        if len(owner.checks) > 1:
+            output = f"{spec.id}: {output}"
+            if worst != judged[spec.id]:
+                # The status comes from another check: say which, not this one's success.
+                other = next(i for i, v in judged.items() if v == worst)
+                output = f"{other} is {worst}; {output}"
+        state = self._state(owner.key)
+        held = state.check_states.get(spec.id) if state is not None else None
+        since = held.since if held is not None and before == judged[spec.id] else _now_iso()
+        detail = CheckState(judged[spec.id], outcome.output, outcome.latency_ms, since)
+        status = worst if (check.successes >= spec.rise or check.failures >= spec.fall) else None
+        return self.registry.check_result(
+            service, iid, status, output, outcome.latency_ms, (spec.id, detail)
+        )
 
     def _state(self, key: tuple[str, str]) -> InstanceState | None:
         svc = self.registry.get(key[0])
@@ -422,6 +452,33 @@ class HealthMonitor:
         self.transitions[after] += 1
         if after == CRITICAL:
             self._critical.add((service, iid))
+
+
+@dataclass(slots=True, eq=False)
+class _Checked:
+    """An instance whose checks are scheduled: the verdicts its checks judged so far."""
+
+    key: tuple[str, str]
+    inst: Instance
+    judged: dict[str, str]  # check id -> status judged (rise/fall counted)
+    checks: list[_Check] = field(default_factory=list)
+    stopped: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _Check:
+    """One check of an instance: its target, its rise/fall counts, and either the timer of its
+    next run or the task of the run going on."""
+
+    owner: _Checked
+    spec: CheckSpec
+    address: str
+    port: int
+    successes: int = 0
+    failures: int = 0
+    due: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+    task: asyncio.Task[None] | None = None
 
 
 # Upper bounds (seconds) of the check-delay histogram's buckets.

@@ -9,14 +9,13 @@ checks): the API shows them to anyone who may read.
 
 Every run is bounded by ``min(timeout, interval)``. What runs share:
 
-- HTTP(S) connections are kept alive between runs of the same target (one pool, at most
-  ``PER_TARGET`` connections per target, an idle one closed after ``KEEPALIVE`` s): open
-  descriptors stay below the checks in flight (``health.max_concurrent_checks``) plus those run
-  in the last ``KEEPALIVE`` s (``health.checks_per_second`` times ``KEEPALIVE``). A connection
-  the target closed is never reused, and a request that fails on a reused connection is sent
-  again once on a new one (aiohttp's retry of idempotent methods): a target that died fails the
-  run that follows. Checks that send a POST or PATCH, or run less often than every
-  ``KEEPALIVE`` s, open a new connection each time.
+- HTTP(S) connections are kept alive between runs of the same target (``http1.Client``: at
+  most ``PER_TARGET`` idle connections per target, each closed after ``KEEPALIVE`` s idle): open
+  descriptors stay below the checks in flight (``health.max_concurrent_checks``) plus the idle
+  ones. A connection the target closed is never reused, and a request that finds a reused
+  connection closed before any answer is sent again once on a new one (idempotent methods): a
+  target that died fails the run that follows. Checks that send a POST or PATCH, or run less
+  often than every ``KEEPALIVE`` s, open a new connection each time.
 - gRPC: a channel per target, reused while its calls succeed, dropped on a failure (so a
   channel's reconnection backoff never outlasts the target's recovery) and when unused for long.
 - TLS contexts: one per (ca_file, tls_skip_verify), rebuilt when the CA file changes.
@@ -37,29 +36,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.rcode
 from yarl import URL
 
+from dnsdisc.health import http1
 from dnsdisc.logs import escape
 from dnsdisc.registry.checks import MAX_BODY, CheckSpec
 from dnsdisc.registry.model import CRITICAL, PASSING, WARNING
 
-KEEPALIVE = 15.0  # s an idle HTTP connection is kept for the next run
-PER_TARGET = 16  # HTTP connections per target at most (health.max_concurrent_checks_per_service)
 MAX_REDIRECTS = 5
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 EXEC_TAIL = 4096  # bytes of an exec check's output kept (the last ones)
 GRPC_IDLE = 60.0  # s beyond twice its interval after which an unused gRPC channel is closed
-_HEADERS = {"User-Agent": "dnsdisc-health-check"}
-# The run's own bound (``asyncio.timeout`` in ``probe``) covers every request of an HTTP run; an
-# aiohttp timeout besides it cost a timer and its bookkeeping per request (about a tenth of the
-# samples of a profile at 2,000 checks/s, bench/checks.py).
-_NO_TIMEOUT = aiohttp.ClientTimeout()
+# Headers the client sets itself (a check's own of these are not sent): the body's framing,
+# and the connection's handling.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,32 +136,16 @@ class Prober:
     """Runs checks; holds what runs may share (HTTP connections, gRPC channels, TLS contexts)."""
 
     def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None  # keep-alive
-        self._fresh: aiohttp.ClientSession | None = None  # a new connection for every request
+        self._client = http1.Client()
         self._contexts = _Contexts()
         self._channels: dict[tuple[Any, ...], _Channel] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
-        # No overall pool limit: the monitor's gate bounds the checks in flight, and a check's
-        # timeout must not run while it waits for a connection. No cookies: each run stands alone.
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=0, limit_per_host=PER_TARGET, keepalive_timeout=KEEPALIVE
-            ),
-            headers=_HEADERS,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-        self._fresh = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(force_close=True, limit=0),
-            headers=_HEADERS,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        """Kept for the monitor's lifecycle: nothing is shared before the first run."""
 
     async def close(self) -> None:
-        for session in (self._session, self._fresh):
-            if session is not None:
-                await session.close()
+        self._client.close()
         for key in list(self._channels):
             self._drop(key)
         if self._closing:
@@ -199,7 +178,13 @@ class Prober:
             return Outcome(CRITICAL, f"{spec.type} checks are not run by the prober")
         except CaFileError as exc:
             return Outcome(CRITICAL, f"{what}: {exc}")
-        except (OSError, TimeoutError, aiohttp.ClientError, dns.exception.DNSException) as exc:
+        except (
+            OSError,
+            TimeoutError,
+            http1.Closed,
+            http1.HttpError,
+            dns.exception.DNSException,
+        ) as exc:
             return Outcome(CRITICAL, f"{what}: {failure(exc)}")
         except (ValueError, UnicodeError) as exc:  # e.g. a name the TLS layer cannot encode
             return Outcome(CRITICAL, f"{what}: {failure(exc)}")
@@ -207,74 +192,65 @@ class Prober:
     # -- http, https -------------------------------------------------------------------------
 
     async def _http(self, spec: CheckSpec, address: str, port: int, started: float) -> Outcome:
-        assert self._session is not None and self._fresh is not None
         scheme = spec.type
         origin = URL.build(scheme=scheme, host=address, port=port)
         url = URL(f"{origin}{spec.path}")
-        tls: dict[str, Any] = {}
+        ctx = None
         if scheme == "https":
-            tls["ssl"] = self._contexts.get(spec.ca_file, spec.tls_skip_verify)
-            if spec.tls_server_name:
-                tls["server_hostname"] = spec.tls_server_name
+            ctx = self._contexts.get(spec.ca_file, spec.tls_skip_verify)
+        target = (address, port, ctx, spec.tls_server_name)
         # Keep-alive only where the next run comes before the idle connection is closed, and
         # for methods a failed reused connection may be retried with (RFC 9112, 9.3.1.1).
-        reuse = spec.method in IDEMPOTENT and spec.interval <= KEEPALIVE
-        session = self._session if reuse else self._fresh
-        method, data = spec.method, spec.body.encode() or None
+        reuse = spec.method in IDEMPOTENT and spec.interval <= http1.KEEPALIVE
+        method, body = spec.method, spec.body.encode()
         configured = escape(f"HTTP {spec.method} {url}")
         for hop in range(MAX_REDIRECTS + 1):
             # The configured URL only: a followed one is the target's Location, its words.
             what = configured if hop == 0 else f"{configured} (after {hop} redirects)"
-            async with session.request(
-                method,
-                url,
-                headers=dict(spec.headers),
-                data=data,
-                allow_redirects=False,
-                timeout=_NO_TIMEOUT,
-                **tls,
-            ) as resp:
-                ms = _ms(started)
-                code = resp.status
-                location = resp.headers.get("Location")
-                if spec.follow_redirects and code in REDIRECTS and location is not None:
-                    try:
-                        target = url.join(URL(location)).with_user(None).with_fragment(None)
-                    except ValueError:
-                        return Outcome(CRITICAL, f"{what}: status {code}: invalid redirect", ms)
-                    if not _same_origin(target, origin):
-                        return Outcome(
-                            CRITICAL,
-                            f"{what}: status {code}: redirect to another origin refused "
-                            f"(only redirects within {escape(str(origin))} are followed)",
-                            ms,
-                        )
-                    if hop == MAX_REDIRECTS:
-                        return Outcome(
-                            CRITICAL, f"{what}: status {code}: over {MAX_REDIRECTS} redirects", ms
-                        )
-                    if (code == 303 and method != "HEAD") or (
-                        code in (301, 302) and method == "POST"
-                    ):
-                        method, data = "GET", None
-                    url = target
-                    continue
-                # Read what expect_body looks at, and little enough for the connection to be
-                # reused when the body is small (a longer one is closed on release).
-                body = b"" if method == "HEAD" else await _head_of(resp)
-                lo, hi = spec.expect
-                if not lo <= code <= hi:
-                    status = WARNING if code == 429 else CRITICAL
-                    return Outcome(status, f"{what}: status {code} (expected {lo}-{hi})", ms)
-                if spec.expect_body is not None and spec.expect_body.encode() not in body:
+            resp = await self._client.request(
+                target,
+                _request(method, url, spec.headers, body, reuse),
+                head_only=method == "HEAD",
+                reuse=reuse,
+                retry=reuse,
+                limit=MAX_BODY,  # what expect_body looks at
+            )
+            ms = _ms(started)
+            code = resp.status
+            location = resp.location
+            if spec.follow_redirects and code in REDIRECTS and location is not None:
+                try:
+                    target_url = url.join(URL(location)).with_user(None).with_fragment(None)
+                except ValueError:
+                    return Outcome(CRITICAL, f"{what}: status {code}: invalid redirect", ms)
+                if not _same_origin(target_url, origin):
                     return Outcome(
                         CRITICAL,
-                        f"{what}: status {code}, but the body (first {MAX_BODY // 1024} KiB) "
-                        "lacks the expected text",
+                        f"{what}: status {code}: redirect to another origin refused "
+                        f"(only redirects within {escape(str(origin))} are followed)",
                         ms,
                     )
-                found = ", body has the expected text" if spec.expect_body is not None else ""
-                return Outcome(PASSING, f"{what}: status {code} (expected){found}", ms)
+                if hop == MAX_REDIRECTS:
+                    return Outcome(
+                        CRITICAL, f"{what}: status {code}: over {MAX_REDIRECTS} redirects", ms
+                    )
+                if (code == 303 and method != "HEAD") or (code in (301, 302) and method == "POST"):
+                    method, body = "GET", b""
+                url = target_url
+                continue
+            lo, hi = spec.expect
+            if not lo <= code <= hi:
+                status = WARNING if code == 429 else CRITICAL
+                return Outcome(status, f"{what}: status {code} (expected {lo}-{hi})", ms)
+            if spec.expect_body is not None and spec.expect_body.encode() not in resp.body:
+                return Outcome(
+                    CRITICAL,
+                    f"{what}: status {code}, but the body (first {MAX_BODY // 1024} KiB) "
+                    "lacks the expected text",
+                    ms,
+                )
+            found = ", body has the expected text" if spec.expect_body is not None else ""
+            return Outcome(PASSING, f"{what}: status {code} (expected){found}", ms)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- grpc --------------------------------------------------------------------------------
@@ -544,15 +520,25 @@ def _grpc_modules() -> tuple[Any, Any, Any]:
     return grpc, health_pb2, health_pb2_grpc
 
 
-async def _head_of(resp: aiohttp.ClientResponse) -> bytes:
-    """The first ``MAX_BODY`` bytes of the body, no more read."""
-    body = bytearray()
-    while len(body) < MAX_BODY:
-        chunk = await resp.content.read(MAX_BODY - len(body))
-        if not chunk:
-            break
-        body.extend(chunk)
-    return bytes(body)
+def _request(
+    method: str, url: URL, headers: tuple[tuple[str, str], ...], body: bytes, reuse: bool
+) -> bytes:
+    """A whole HTTP/1.1 request: the check's headers after ours (a check may set its own
+    ``Host``, ``User-Agent`` or ``Accept``), the framing always ours."""
+    own = {name.lower() for name, _ in headers}
+    lines = [f"{method} {url.raw_path_qs} HTTP/1.1"]
+    if "host" not in own:
+        lines.append(f"Host: {url.raw_authority}")
+    if "user-agent" not in own:
+        lines.append("User-Agent: dnsdisc-health-check")
+    if "accept" not in own:
+        lines.append("Accept: */*")
+    lines.extend(f"{name}: {value}" for name, value in headers if name.lower() not in _FRAMING)
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}")
+    if not reuse:
+        lines.append("Connection: close")
+    return "\r\n".join(lines).encode() + b"\r\n\r\n" + body
 
 
 def _same_origin(url: URL, origin: URL) -> bool:
@@ -583,22 +569,17 @@ def failure(exc: BaseException) -> str:
     """What went wrong, in our words: exception texts may quote what the target sent."""
     if isinstance(exc, TimeoutError | dns.exception.Timeout):
         return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        # OpenSSL's own words about the check's expectations ("Hostname mismatch...").
-        why = getattr(exc.certificate_error, "verify_message", "") or "not trusted"
-        return f"certificate verification failed ({escape(str(why))})"
     if isinstance(exc, ssl.SSLCertVerificationError):
+        # OpenSSL's own words about the check's expectations ("Hostname mismatch...").
         return f"certificate verification failed ({escape(str(exc.verify_message))})"
-    if isinstance(exc, aiohttp.ClientConnectorSSLError | ssl.SSLError):
+    if isinstance(exc, ssl.SSLError):
         return "TLS handshake failed"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        exc = exc.os_error
     if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
         return f"connection failed ({errno.errorcode[exc.errno]})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, http1.Closed):
         return "the server closed the connection"
-    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
-        return "invalid HTTP response"
+    if isinstance(exc, http1.HttpError):
+        return f"invalid HTTP response ({exc})"
     if isinstance(exc, dns.exception.DNSException):
         return "invalid DNS reply"
     return f"failed ({type(exc).__name__})"

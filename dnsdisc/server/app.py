@@ -110,6 +110,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     for settings, instances in zone_data.services:
         registry.add_static(settings, instances)
     server.queries.rebuild_all()  # the stored queries, now that every service is there
+    registry.subscribe_changes(heap.Settler().changed)
     server.state.store_open = True
     try:
         await _listen(server)
