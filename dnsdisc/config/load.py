@@ -24,7 +24,7 @@ from dnsdisc.api.settings import HttpLimits, Identity
 from dnsdisc.config import schema
 from dnsdisc.config.cpus import auto_workers
 from dnsdisc.config.parsers import At, check_keys, mapping
-from dnsdisc.dnsserver.settings import DnsSettings, RateLimit
+from dnsdisc.dnsserver.settings import DnsSettings, RateLimit, TransferSettings, TsigKey
 from dnsdisc.errors import ConfigError
 from dnsdisc.health.settings import HealthSettings
 from dnsdisc.netaddr import (
@@ -125,6 +125,13 @@ class Config:
     recursors: tuple[HostPort, ...] = ()
     recursor_timeout: float = _DNS.recursor_timeout
     recursion_allow: NetRules = _DNS.recursion_allow
+    # NSID text (RFC 5001); None: no NSID option in replies.
+    dns_nsid: str | None = None
+    # Zone transfers and NOTIFY (dnsserver.settings.TransferSettings): nobody without a key.
+    transfer_allow: NetRules = _DNS.transfer.allow
+    transfer_tsig_keys: tuple[TsigKey, ...] = ()
+    transfer_notify: tuple[HostPort, ...] = ()
+    transfer_catalog: str | None = None  # "name." as the config spells domains
     # None: not configured, on by default when DNS listens beyond loopback (see dns_settings);
     # responses_per_second 0: configured off.
     rate_limit: RateLimit | None = None
@@ -157,6 +164,13 @@ class Config:
             recursion_allow=self.recursion_allow,
             rate_limit=self.effective_rate_limit(),
             query_log=self.query_log,
+            nsid=self.dns_nsid,
+            transfer=TransferSettings(
+                self.transfer_allow,
+                self.transfer_tsig_keys,
+                self.transfer_notify,
+                self.transfer_catalog.rstrip(".") if self.transfer_catalog else None,
+            ),
             log_level=self.log_level,
             log_format=self.log_format,
         )

@@ -4,6 +4,7 @@ key. schema.py says which key takes which parser."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dnsdisc.config.cpus import MAX_WORKERS, auto_workers
+from dnsdisc.dnsserver.settings import TSIG_ALGORITHMS, TsigKey
 from dnsdisc.errors import ConfigError, ValidationError
 from dnsdisc.health.settings import Protection
 from dnsdisc.netaddr import HostPort, NetRules, parse_hostport
@@ -229,6 +231,38 @@ def zone_networks(value: object, at: At) -> tuple[tuple[str, str], ...]:
                 raise where.error(f"network {net} is listed twice (zone {other})")
             out.append((name, str(net)))
     return tuple(out)
+
+
+def tsig_keys(value: object, at: At) -> tuple[TsigKey, ...]:
+    """``transfer.tsig_keys``: key name -> ``{algorithm: hmac-sha256, secret: BASE64}``."""
+    out = []
+    for name, spec in mapping(value, at).items():
+        where = at.to(f"{at.key}.{name}")
+        key_name = domain(str(name), where).rstrip(".")
+        body = mapping(spec, where)
+        check_keys(body, ("algorithm", "secret"), at.source, f"{at.key}.{name}")
+        algorithm = body.get("algorithm", "hmac-sha256")
+        if algorithm not in TSIG_ALGORITHMS:
+            raise where.to(f"{at.key}.{name}.algorithm").error(
+                f"expected one of {', '.join(TSIG_ALGORITHMS)}"
+            )
+        secret = body.get("secret")
+        try:
+            raw = base64.b64decode(str(secret), validate=True) if secret else b""
+        except ValueError:
+            raw = b""
+        if len(raw) < 16:
+            raise where.to(f"{at.key}.{name}.secret").error(
+                "expected the key's secret in base64, at least 16 bytes (e.g. from "
+                "`tsig-keygen` or `openssl rand -base64 32`)"
+            )
+        out.append(TsigKey(key_name, str(algorithm), raw))
+    return tuple(out)
+
+
+def optional_domain(value: object, at: At) -> str | None:
+    """A domain (see ``domain``), or nothing (null, "")."""
+    return None if value in (None, "") else domain(value, at)
 
 
 def hostport(value: object, at: At) -> HostPort:

@@ -304,6 +304,11 @@ KEYS: tuple[Key, ...] = (
     Key("recursors", "recursors", p.upstreams, "restart"),
     Key("recursor_timeout", "recursor_timeout", p.whole_seconds(1, 60), "live"),
     Key("recursion_allow", "recursion_allow", p.networks, "restart"),
+    Key("dns.nsid", "dns_nsid", p.optional_text, "restart"),
+    Key("transfer.allow", "transfer_allow", p.networks, "restart"),
+    Key("transfer.tsig_keys", "transfer_tsig_keys", p.tsig_keys, "restart"),
+    Key("transfer.notify", "transfer_notify", p.upstreams, "restart"),
+    Key("transfer.catalog", "transfer_catalog", p.optional_domain, "restart"),
     Key(
         "rate_limit.responses_per_second", "rate_limit.responses_per_second",
         p.integer(0, 10**6), "restart",

@@ -34,6 +34,34 @@ class RateLimit:
     ipv6_prefix: int = 56
 
 
+# TSIG algorithms a transfer key may name (RFC 8945 6; the names as dnspython and BIND spell
+# them). HMAC-MD5 is left out: deprecated (RFC 8945 6) and refused by current secondaries.
+TSIG_ALGORITHMS = ("hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512")
+
+
+@dataclass(frozen=True, slots=True)
+class TsigKey:
+    name: str  # a domain name, lower-case, no trailing dot
+    algorithm: str  # one of TSIG_ALGORITHMS
+    secret: bytes = field(repr=False)
+
+
+def _nobody() -> NetRules:
+    return NetRules(())
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSettings:
+    """Zone transfers (AXFR/IXFR) and NOTIFY: who may transfer without a key (``allow``), the
+    keys that let anyone holding one transfer (TSIG), the secondaries told of changes, and the
+    name of the catalog zone listing our zones (None: none served)."""
+
+    allow: NetRules = field(default_factory=_nobody)
+    tsig_keys: tuple[TsigKey, ...] = ()
+    notify: tuple[HostPort, ...] = ()
+    catalog: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class DnsSettings:
     listen: tuple[HostPort, ...] = (HostPort("127.0.0.1", 8053),)
@@ -62,5 +90,8 @@ class DnsSettings:
     recursion_allow: NetRules = field(default_factory=_recursion_allow)
     rate_limit: RateLimit | None = None
     query_log: bool = False
+    # NSID (RFC 5001): this text, with the answering process's name, when a query asks for it.
+    nsid: str | None = None
+    transfer: TransferSettings = field(default_factory=TransferSettings)
     log_level: str = "info"
     log_format: str = "text"
