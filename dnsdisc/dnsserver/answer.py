@@ -16,14 +16,14 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from time import perf_counter
 
-from dnsdisc.dnsserver import ecs, wire
+from dnsdisc.dnsserver import ecs, ede, wire
 from dnsdisc.dnsserver.cache import CachedQuery, key_of, udp_limit
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.locality import Local
 from dnsdisc.dnsserver.rrset import Item, RRSet
 from dnsdisc.dnsserver.settings import REPLY_CACHE_BYTES
 from dnsdisc.dnsserver.stats import LATENCY_BUCKETS, QueryStats, type_key
-from dnsdisc.dnsserver.zone import Node
+from dnsdisc.dnsserver.zone import Node, Unserved
 from dnsdisc.errors import rcode_of
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ _OPT_START = b"\x00\x00\x29"  # an OPT record: the root, type 41
 _UNSEEN = object()
 # Header bits copied from the query into the reply: RD and CD (RFC 1035, RFC 4035 3.1.6).
 _COPY_FLAGS = wire.FLAG_RD | wire.FLAG_CD
+# The types a service's members answer: NODATA for one of them at a service's name whose members
+# are all out of the hand-out says so (ede.UNHEALTHY_OPTION); for another type it is plain.
+_MEMBER_TYPES = frozenset((wire.A, wire.AAAA, wire.SRV, wire.ANY, 64, 65))  # 64, 65: SVCB, HTTPS
 
 
 class _Forward:
@@ -58,8 +61,12 @@ class Responder:
         any_full: bool = False,
         reply_cache_bytes: int = REPLY_CACHE_BYTES,
         udp_answer_limit: int | None = None,
+        nsid: bytes | None = None,
     ) -> None:
         self.reply_cache_bytes = reply_cache_bytes  # 0: no reply is cached
+        # Set while this node cannot refresh its data (the shared store is out of reach): its
+        # answers say they may be stale (RFC 8914 Stale Answer). See ``stale``.
+        self._stale = False
         self.index = index  # binds the index's reply cache too (see the property)
         self.rng = rng or random.Random()
         # With recursors configured, names outside our zones are FORWARDed instead of REFUSED.
@@ -69,6 +76,10 @@ class Responder:
         # Records of a balanced A/AAAA answer over UDP when its service sets no max_answers
         # (None or 0: no cap); also how many places of its order are drawn.
         self.udp_cap = udp_answer_limit or None
+        # The NSID option (RFC 5001, see nsid.py) for queries that ask; None: not configured.
+        self.nsid = nsid
+        # The bytes of EDNS options the reply just encoded ends with (see cache.CachedQuery).
+        self._options = 0
         self.errors = 0
         self.stats = QueryStats()
         # Filled while answering one query: the RRsets whose order was drawn, and whether the
@@ -76,11 +87,25 @@ class Responder:
         self._drawn: list[RRSet] = []
         self._stat: tuple[int, int] | None = None
         # The ECS scope of the last answer that depended on the client (see _optioned), and
-        # the bytes of options the last reply to a query with options carries in its OPT.
+        # the bytes of options the last reply carries at the end of its OPT record (what adds
+        # an option after the responder, a cookie, goes behind them).
         self._scope = 0
         self.echoed = 0
         # What queries with options said of their client, by their bytes after the ID.
         self._subnets: dict[bytes, ecs.Found | None] = {}
+
+    @property
+    def stale(self) -> bool:
+        return self._stale
+
+    @stale.setter
+    def stale(self, stale: bool) -> None:
+        """Say whether answers come from data this node cannot refresh now. The cached replies
+        were made with the other value: they go (this changes when the store's reachability
+        does, seldom), so that the hit path needs no check."""
+        if stale != self._stale:
+            self._stale = stale
+            self._cache.forget()
 
     @property
     def index(self) -> AnswerIndex:
@@ -91,6 +116,8 @@ class Responder:
         """Answer from ``index`` from the next query on (a reload, a worker's swap). Its cache's
         tables are bound here, so that a query seen before costs one lookup to find them."""
         self._index = index
+        if self._stale:
+            index.cache.forget()  # what it holds was made by a responder that was not stale
         self._cache = index.cache
         self._cache.limit = self.reply_cache_bytes
         self._table = index.cache.table
@@ -122,7 +149,7 @@ class Responder:
             ):
                 return self._optioned(data, tcp, source)
             return self._respond_keyed(data, tcp, started, source, prefix)
-        self.echoed = 0  # a query with options (a cookie) can be one sent before
+        self.echoed = entry.options  # a query with options (a cookie) can be one sent before
         rrset = entry.rrset
         order: tuple[int, ...] = ()
         if rrset is not None:
@@ -184,7 +211,7 @@ class Responder:
         if not isinstance(reply, bytes):
             return reply
         limit = 65535 if tcp else max(512, found.udp_size)
-        out, self.echoed = ecs.echo(reply, found, self._scope, limit)
+        out, self.echoed = ecs.echo(reply, found, self._scope, limit, self.echoed)
         return out
 
     def _located(
@@ -235,6 +262,7 @@ class Responder:
         if truncated:
             stats.truncated += 1
         stats.observe(perf_counter() - started)
+        self.echoed = entry.options
         if spelled:
             return data[:2] + body
         # The question as this query spells it (0x20 resolvers check the case): it has the
@@ -259,6 +287,7 @@ class Responder:
             rrset.forced = order  # encode this order now (it was drawn and counted above)
         self._drawn.clear()
         self._stat = None
+        self._options = self.echoed = 0
         try:
             reply = self._respond(data, tcp, where, prefix)
         except wire.ShortPacketError:
@@ -270,6 +299,7 @@ class Responder:
         finally:
             if rrset is not None:
                 rrset.forced = None
+        self.echoed = self._options
         self.stats.observe(perf_counter() - started)
         made = self._stat
         if made is not None and key is not None and len(self._drawn) <= 1:
@@ -277,7 +307,7 @@ class Responder:
             assert isinstance(reply, bytes)  # what _finish returns
             drawn = self._drawn[0] if self._drawn else None
             order = () if drawn is None else drawn.last if rrset is None else order
-            self._cache.store(tcp, key, data, entry, drawn, order, reply, made)
+            self._cache.store(tcp, key, data, entry, drawn, order, reply, made, self._options)
         return reply
 
     def _respond(
@@ -305,7 +335,10 @@ class Responder:
             self.stats.by_type_rcode[(type_key(q.qtype), wire.BADVERS)] += 1
             return bytes(out)
         if q.qclass != wire.CLASS_IN:
-            return self._finish(q, reply_flags | wire.REFUSED, bytearray(), 0, 0, 0)
+            # No zone of another class is ours (CHAOS id.server and the like included).
+            return self._finish(
+                q, reply_flags | wire.REFUSED, bytearray(), 0, 0, 0, ede.NOT_AUTHORITATIVE_OPTION
+            )
 
         cap = None if tcp else self.udp_cap
         if tcp:
@@ -315,7 +348,11 @@ class Responder:
         else:
             limit = wire.UDP_LEGACY_SIZE
         if q.edns:
-            limit -= 11  # room for our OPT record
+            limit -= 11  # room for our OPT record, and the options it carries
+            if q.nsid and self.nsid is not None:
+                limit -= len(self.nsid)
+            if self._stale:
+                limit -= len(ede.STALE_OPTION)
 
         index = self._index
         qkey = q.qname.lower()
@@ -327,7 +364,9 @@ class Responder:
             if zone is None:
                 if self.forwarding and flags & wire.FLAG_RD:
                     return FORWARD  # recursion only when asked for (RD=0 gets REFUSED)
-                return self._finish(q, reply_flags | wire.REFUSED, body, 0, 0, 0)
+                return self._finish(
+                    q, reply_flags | wire.REFUSED, body, 0, 0, 0, ede.NOT_AUTHORITATIVE_OPTION
+                )
             rcode = wire.NOERROR if qkey in index.ents else wire.NXDOMAIN
             # The apex is a label suffix of the name, so the SOA owner points into the question.
             body += _PTR.pack(0xC000 | (12 + len(qkey) - len(zone.apex)))
@@ -370,7 +409,12 @@ class Responder:
                     continue
                 if an == 0:
                     body += node.soa
-                    return self._finish(q, reply_flags | wire.FLAG_AA, body, 0, 1, 0)
+                    why = (
+                        ede.UNHEALTHY_OPTION
+                        if node.__class__ is Unserved and qtype in _MEMBER_TYPES
+                        else b""
+                    )
+                    return self._finish(q, reply_flags | wire.FLAG_AA, body, 0, 1, 0, why)
                 break
             for rrset in rrsets:
                 if not rrset.fixed:
@@ -413,13 +457,29 @@ class Responder:
         return _bare(data, rcode)
 
     def _finish(
-        self, q: wire.Query, flags: int, body: bytearray, an: int, ns: int, ar: int
+        self,
+        q: wire.Query,
+        flags: int,
+        body: bytearray,
+        an: int,
+        ns: int,
+        ar: int,
+        why: bytes = b"",
     ) -> bytes:
+        """The reply: header, ``body``, and with EDNS our OPT record, with the extended error
+        ``why`` (an ede option), Stale Answer on answers from our data while stale, and NSID
+        when asked."""
         if not body:
             body += bytes(12)
             body += q.question
         if q.edns:
-            body += wire.opt_record(wire.EDNS_SIZE, 0, bool(q.edns_flags & wire.DO_BIT))
+            options = why
+            if self._stale and flags & wire.FLAG_AA:
+                options += ede.STALE_OPTION
+            if q.nsid and self.nsid is not None:
+                options += self.nsid
+            body += wire.opt_record(wire.EDNS_SIZE, 0, bool(q.edns_flags & wire.DO_BIT), options)
+            self._options = len(options)
             ar += 1
         wire.HEADER.pack_into(body, 0, q.id, flags, 1, an, ns, ar)
         stats = self.stats

@@ -6,9 +6,11 @@ its type and class, the RD and CD bits (echoed), EDNS and its DO bit (echoed), t
 for UDP the size class of the client's payload size (``udp_limit``: the reply limit is the
 class's floor, so that every query of a class gets the same reply). Odd queries are answered
 without the cache: other opcodes, QR set, records besides one OPT, EDNS versions above 0,
-options other than ``_USUAL_OPTIONS``, packets over ``MAX_KEYED`` bytes. The responder reads no
-EDNS option, so the usual ones need not be in the key; an option that changes a reply must go
-in the key first.
+options other than ``_USUAL_OPTIONS``, packets over ``MAX_KEYED`` bytes. Of those the reply
+depends on NSID alone (RFC 5001: it carries our identifier), which is in the key; an option that
+changes a reply must go in the key first. Replies keep the EDNS options they were made with
+(``CachedQuery.options``: their bytes, at the end of the reply's OPT record, its last record), so
+that what is added after (an ECS echo, a cookie) goes behind them.
 
 Replies are kept without their ID, with the question as the key's first query spelled it. A
 query sent again byte for byte (after the ID) is found with one lookup of its bytes (``udp``,
@@ -37,9 +39,12 @@ from dnsdisc.dnsserver.settings import REPLY_CACHE_BYTES
 MAX_KEYED = 512
 # UDP payload sizes of an EDNS reply (the floors of the size classes); 1232 and above: 1232.
 EDNS_SIZE = 1232
-# EDNS options a keyed query may carry: client subnet (ignored, RFC 7871 7.1.3), cookie (not
-# implemented, RFC 7873 5.2), TCP keepalive, padding. None of them changes the reply.
-_USUAL_OPTIONS = frozenset({8, 10, 11, 12})
+# EDNS options a keyed query may carry: client subnet (answered without it, and echoed after:
+# see ecs.py), cookie (added after: cookies.py), TCP keepalive, padding, none of which changes
+# the reply made from the index; and NSID, which does, and is the key's bit _NSID_BIT.
+_USUAL_OPTIONS = frozenset({3, 8, 10, 11, 12})
+_NSID = 3
+_NSID_BIT = 64
 
 # Exact queries indexed to one key at most (see ReplyCache.alias).
 MAX_RAWS = 8
@@ -59,8 +64,8 @@ _PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 _WITH_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"
 # The 3 bytes an OPT record starts with: the root, type 41.
 _OPT_START = b"\x00\x00\x29"
-# The last byte of a key: RD (1), CD (2), DO (4) and the size class (see key_of) times 8.
-_KEY_BYTE = [bytes((i,)) for i in range(64)]
+# The last byte of a key: RD (1), CD (2), DO (4), the size class (see key_of) times 8, NSID (64).
+_KEY_BYTE = [bytes((i,)) for i in range(128)]
 _TCP_PLAIN, _TCP_EDNS = 1 << 3, 6 << 3
 
 Order = tuple[int, ...]  # indices into an RRset's members, as RRSet.next_order draws them
@@ -103,8 +108,11 @@ def key_of(data: bytes, tcp: bool) -> bytes | None:
         options = opt + 11
         if size != options + (data[opt + 9] << 8 | data[opt + 10]):
             return None
-        if size > options and not _usual(data, options, size):
-            return None
+        if size > options:
+            usual = _usual(data, options, size)
+            if usual < 0:
+                return None
+            bits |= usual
         if data[opt + 7] & 0x80:  # DO
             bits |= 4
         if tcp:
@@ -117,13 +125,20 @@ def key_of(data: bytes, tcp: bool) -> bytes | None:
     return data[12:end].lower() + data[end : end + 5] + _KEY_BYTE[bits]
 
 
-def _usual(data: bytes, pos: int, end: int) -> bool:
-    """Whether the EDNS options from ``pos`` to ``end`` are all usual ones, well framed."""
+def _usual(data: bytes, pos: int, end: int) -> int:
+    """-1 unless the EDNS options from ``pos`` to ``end`` are all usual ones, well framed; else
+    the key's bits they set (``_NSID_BIT`` for an NSID option, whatever it holds: see nsid.py)."""
+    bits = 0
     while pos < end:
-        if pos + 4 > end or (data[pos] << 8 | data[pos + 1]) not in _USUAL_OPTIONS:
-            return False
+        if pos + 4 > end:
+            return -1
+        code = data[pos] << 8 | data[pos + 1]
+        if code not in _USUAL_OPTIONS:
+            return -1
+        if code == _NSID:
+            bits = _NSID_BIT
         pos += 4 + (data[pos + 2] << 8 | data[pos + 3])
-    return pos == end
+    return bits if pos == end else -1
 
 
 def _name_end(data: bytes) -> int:
@@ -142,13 +157,24 @@ class CachedQuery:
     """The replies already encoded for one key: by the order its balanced RRset drew (``()``
     when nothing is balanced), each without its ID, with the question as ``spelled`` (the
     first query's, from 12 to ``qend``); ``raws``, the exact queries (after the ID) indexed to
-    it; ``size``, the bytes counted for all of it."""
+    it; ``size``, the bytes counted for all of it; ``options``, the bytes of EDNS options that
+    end each of its replies (NSID, extended errors: the same for every order of one key, as
+    they depend on the key and on what empties the cache)."""
 
-    __slots__ = ("key", "qend", "raws", "replies", "rrset", "size", "spelled", "tcp")
+    __slots__ = ("key", "options", "qend", "raws", "replies", "rrset", "size", "spelled", "tcp")
 
-    def __init__(self, key: bytes, rrset: RRSet | None, data: bytes, qend: int, tcp: bool) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        rrset: RRSet | None,
+        data: bytes,
+        qend: int,
+        tcp: bool,
+        options: int = 0,
+    ) -> None:
         self.key = key
         self.rrset = rrset
+        self.options = options
         self.qend = qend
         self.spelled = data[12:qend]
         self.tcp = tcp
@@ -225,20 +251,27 @@ class ReplyCache:
         order: Order,
         reply: bytes,
         stat: StatKey,
+        options: int = 0,
     ) -> None:
         """Keep ``reply``, just encoded for the query ``data`` of ``key`` (its entry, read from
         the tables for this query, if it had one) with ``order`` of ``drawn``, the one RRset it
-        ordered (None: nothing was ordered). Not kept: a reply whose order has more places than
-        it could show, or to a query whose name ``key_of`` misread."""
+        ordered (None: nothing was ordered); ``options``: the bytes of EDNS options ending it.
+        Not kept: a reply whose order has more places than it could show, or to a query whose
+        name ``key_of`` misread."""
         if self.limit <= 0 or len(order) > (_FIT_TCP if tcp else _FIT_UDP):
             return
+        if entry is not None and entry.options != options:
+            # Cannot happen while what sets the options empties the cache when it changes;
+            # should it, the entry's replies would be read with the wrong options: drop them.
+            self._drop(entry)
+            entry = None
         if entry is None or entry.rrset is not drawn:
             qend = _name_end(data) + 5
             if qend != data.find(0, 12) + 5:
                 return
             if entry is not None:
                 self._drop(entry)
-            entry = CachedQuery(key, drawn, data, qend, tcp)
+            entry = CachedQuery(key, drawn, data, qend, tcp, options)
             self.table[key] = entry
             self.size += entry.size
             self._index(entry, data[2:])

@@ -8,7 +8,8 @@ SCOPE PREFIX-LENGTH that says for which addresses the answer holds (0: for every
 
 The responder asks ``find`` for every query that may carry an option and, when there is one,
 answers for the client it names and ``echo``es it. Replies are made and cached without the
-option; it is added to the encoded reply, whose OPT record is last and carries no option.
+option; it is added to the encoded reply, whose OPT record is last (ending with the options the
+responder put there, NSID or an extended error, if any).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class Found:
     """What a query says of its client: the ``subnet``, the query's UDP payload size, the
     query after its ID without the option (``plain``: answered, and cached, as one without
     ECS; None where the option is not in the usual place), and the echoes made so far (by
-    scope: the OPT RDATA of an answer, its length first)."""
+    scope: the whole option)."""
 
     __slots__ = ("echoes", "plain", "subnet", "udp_size")
 
@@ -92,8 +93,7 @@ class Found:
         made = self.echoes.get(scope)
         if made is None:
             data = option(self.subnet, scope)
-            opt = _U16.pack(OPTION) + _U16.pack(len(data)) + data
-            made = self.echoes[scope] = _U16.pack(len(opt)) + opt
+            made = self.echoes[scope] = _U16.pack(OPTION) + _U16.pack(len(data)) + data
         return made
 
 
@@ -121,25 +121,33 @@ def find(data: bytes) -> Found | None:
     return Found(subnet, udp_size, plain)
 
 
-def echo(reply: bytes, found: Found, scope: int, limit: int) -> tuple[bytes, int]:
+def echo(reply: bytes, found: Found, scope: int, limit: int, present: int = 0) -> tuple[bytes, int]:
     """``reply`` with the option echoed for ``found`` at ``scope``, in its OPT record (our
-    replies end with one that carries no option; others go as they are). A reply the option
-    would push past ``limit`` (over UDP, the client's size) goes as an empty one with TC: the
-    client asks again over TCP, where it fits. Also returns the bytes of the option as added
-    (0: not added)."""
-    if reply[-11:-8] != _OPT_START or reply[-2:] != b"\x00\x00":
-        return reply, 0
+    replies end with one, whose last ``present`` bytes are options; others go as they are). A
+    reply the option would push past ``limit`` (over UDP, the client's size) goes as an empty
+    one with TC: the client asks again over TCP, where it fits. Also returns the bytes of
+    options the OPT record ends with then (``present`` when the option was not added)."""
+    opt = len(reply) - 11 - present
+    if (
+        opt < 12
+        or reply[opt : opt + 3] != _OPT_START
+        or (reply[opt + 9] << 8 | reply[opt + 10]) != present
+    ):
+        return reply, present
     tail = found.echo(scope)
-    out = reply[:-2] + tail
+    total = present + len(tail)
+    out = b"".join((reply[: opt + 9], _U16.pack(total), reply[opt + 11 :], tail))
     if len(out) <= limit:
-        return out, len(tail) - 2
+        return out, total
     # Truncated: the header (TC, no records but the OPT) and the question, then the OPT.
     head = _RR_HEAD.unpack_from(reply)
     qend = ednsopt.skip_name(reply, 12) + 4
-    short = (
-        _RR_HEAD.pack(head[0], head[1] | 0x0200, head[2], 0, 0, 1)
-        + reply[12:qend]
-        + reply[-11:-2]
-        + tail
-    )
-    return short, len(tail) - 2
+    short = b"".join((
+        _RR_HEAD.pack(head[0], head[1] | 0x0200, head[2], 0, 0, 1),
+        reply[12:qend],
+        reply[opt : opt + 9],
+        _U16.pack(total),
+        reply[opt + 11 :],
+        tail,
+    ))  # fmt: skip
+    return short, total

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dnsdisc.dnsserver import udpbatch
+from dnsdisc.dnsserver import nsid, udpbatch
 from dnsdisc.dnsserver.answer import Responder
 from dnsdisc.dnsserver.cookies import Cookies
 from dnsdisc.dnsserver.forward import Forwarder
@@ -55,11 +55,24 @@ class DnsFace:
     catch_up: Callable[[], None] | None = None
 
     @classmethod
-    def create(cls, settings: DnsSettings, index: AnswerIndex, processes: int = 1) -> DnsFace:
+    def create(
+        cls,
+        settings: DnsSettings,
+        index: AnswerIndex,
+        processes: int = 1,
+        process: str | None = None,
+    ) -> DnsFace:
         """``processes``: how many faces share the port. The kernel spreads a client's queries
-        over them by source port, so each enforces its share of the rate limit."""
+        over them by source port, so each enforces its share of the rate limit. ``process``:
+        this process's name in NSID replies (None: as ``nsid.name_process`` set it)."""
+        identifier = nsid.option(settings.nsid, process)
         forwarder = (
-            Forwarder(settings.recursors, settings.recursor_timeout, allow=settings.recursion_allow)
+            Forwarder(
+                settings.recursors,
+                settings.recursor_timeout,
+                allow=settings.recursion_allow,
+                nsid=identifier,
+            )
             if settings.recursors
             else None
         )
@@ -87,6 +100,7 @@ class DnsFace:
                 any_full=settings.any_full,
                 reply_cache_bytes=settings.reply_cache_bytes,
                 udp_answer_limit=settings.udp_answer_limit,
+                nsid=identifier,
             ),
             forwarder,
             limiter,

@@ -8,6 +8,11 @@ EDNS included) over UDP for UDP clients and TCP for TCP clients, and the upstrea
 back unchanged, except that a UDP reply larger than the client's size (512 bytes, or its EDNS
 size up to ours) is cut to header and question with TC set: a small spoofed query must not buy a
 large reply. Each upstream gets ``timeout`` seconds; when none answers the client gets SERVFAIL.
+
+Our own replies say why to a client that sent EDNS (RFC 8914, see ede.py): REFUSED with
+Prohibited, SERVFAIL with No Reachable Authority (every recursor timed out) or Network Error (one
+could not be reached at all), and NSID when the query asks for it (see nsid.py). A relayed reply
+is the upstream's, with its own options: nothing is added to it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import logging
 import struct
 from collections.abc import Callable, Sequence
 
-from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver import ede, wire
 from dnsdisc.dnsserver.settings import DnsSettings
 from dnsdisc.netaddr import HostPort, NetRules
 
@@ -49,8 +54,10 @@ class Forwarder:
         timeout: float = 2.0,
         max_inflight: int = 512,
         allow: NetRules | None = None,
+        nsid: bytes | None = None,
     ) -> None:
         self.upstreams = tuple(upstreams)
+        self.nsid = nsid  # the NSID option for our own replies (see nsid.py); None: none
         self.allow = allow if allow is not None else DnsSettings().recursion_allow
         self.timeout = timeout
         # Each relayed query holds a socket until answered: a flood of out-of-zone names must
@@ -72,7 +79,7 @@ class Forwarder:
         """Relay ``query`` in the background and ``send`` the reply when it comes."""
         if len(self.tasks) >= self.max_inflight:
             self.failures += 1
-            send(servfail(query))
+            send(servfail(query, _BUSY, self.nsid))
             return
         task = asyncio.get_running_loop().create_task(self._relay(query, tcp, send))
         self.tasks.add(task)
@@ -84,14 +91,20 @@ class Forwarder:
     async def forward(self, query: bytes, tcp: bool) -> bytes:
         """The first upstream reply to ``query``, or SERVFAIL when none answers in time."""
         self.forwarded += 1
+        why = _TIMED_OUT
         for upstream in self.upstreams:
             try:
                 ask = self._tcp if tcp else self._udp
                 return await asyncio.wait_for(ask(query, upstream), self.timeout)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            except TimeoutError as exc:
                 log.debug("upstream %s failed: %r", upstream, exc)
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                log.debug("upstream %s failed: %r", upstream, exc)
+                # A refusal or an unreachable network is told apart from silence: the first
+                # points at the path or the upstream's process, the second at its load.
+                why = _UNREACHABLE
         self.failures += 1
-        return servfail(query)
+        return servfail(query, why, self.nsid)
 
     async def _udp(self, query: bytes, upstream: HostPort) -> bytes:
         loop = asyncio.get_running_loop()
@@ -117,22 +130,31 @@ class Forwarder:
             writer.close()
 
 
-def servfail(query: bytes) -> bytes:
-    """SERVFAIL echoing the question of a query that parsed (the responder checked it)."""
-    return _error(query, wire.SERVFAIL)
+# Why no upstream answered, as the extended error of our SERVFAIL (see ede.py).
+_TIMED_OUT = ede.option(ede.NO_REACHABLE_AUTHORITY, "no recursor answered in time")
+_UNREACHABLE = ede.option(ede.NETWORK_ERROR, "a recursor could not be reached")
+# Past ``max_inflight``: RFC 8914 has no code for a server too busy to relay, hence Other.
+_BUSY = ede.option(ede.OTHER, "too many queries being relayed")
+
+
+def servfail(query: bytes, why: bytes = b"", nsid: bytes | None = None) -> bytes:
+    """SERVFAIL echoing the question of a query that parsed (the responder checked it); with
+    EDNS, the extended error ``why`` (an ede option) and ``nsid`` if the query asks."""
+    return _error(query, wire.SERVFAIL, why, nsid)
 
 
 def refused(query: bytes) -> bytes:
-    """REFUSED echoing the question: recursion is not offered to this client."""
-    return _error(query, wire.REFUSED)
+    """REFUSED echoing the question: recursion is not offered to this client (Prohibited)."""
+    return _error(query, wire.REFUSED, ede.PROHIBITED_OPTION)
 
 
-def _error(query: bytes, rcode: int) -> bytes:
+def _error(query: bytes, rcode: int, why: bytes = b"", nsid: bytes | None = None) -> bytes:
     q = wire.parse_query(query)
     flags = wire.FLAG_QR | (q.flags & (wire.FLAG_RD | wire.FLAG_CD)) | rcode
     out = wire.header(q.id, flags, 1, 0, 0, 1 if q.edns else 0) + q.question
     if q.edns:
-        out += wire.opt_record(wire.EDNS_SIZE)
+        options = why + nsid if nsid is not None and q.nsid else why
+        out += wire.opt_record(wire.EDNS_SIZE, 0, False, options)
     return out
 
 

@@ -23,12 +23,14 @@ from dnsdisc.dnsserver.groups import Group, Run, least, srv_hint, tiers_hint
 from dnsdisc.dnsserver.names import PROTOCOLS, Naming
 from dnsdisc.dnsserver.rrset import SRV_TARGET, Item, RRSet
 from dnsdisc.dnsserver.view import MemberView, ServiceView
-from dnsdisc.dnsserver.zone import Node, Zone
+from dnsdisc.dnsserver.zone import Node, Unserved, Zone
 from dnsdisc.policies.balance import POLICIES, srv_order
 from dnsdisc.policies.roles import FALLBACK, IN
 
 # A group of members with names of its own: the whole service (""), a protocol, or a tag.
 _ALL = ("all", "")
+# The RRsets a handed-out member puts at its groups' names (see _set).
+_MEMBER_RRSETS = frozenset((wire.A, wire.AAAA, wire.SRV))
 
 
 def settings_key(settings: ServiceView) -> tuple[object, ...]:
@@ -210,12 +212,12 @@ class ServiceNames:
             if self._meta_txt is not None:
                 rrsets[wire.TXT] = self._meta_txt
             name = naming.query(svc) if self.query else naming.service(svc)
-            self._set(name, rrsets)
+            self._set(name, rrsets, held)
             return [name]
         if kind == "proto":
             name = naming.query_srv(svc, label) if self.query else naming.srv(svc, label)
             assert held is not None
-            self._set(name, self._balanced(held, with_addr=False))
+            self._set(name, self._balanced(held, with_addr=False), held)
             return [name]
         names = [naming.tag(label, svc)]
         if label not in PROTOCOLS:
@@ -225,13 +227,16 @@ class ServiceNames:
             for name in names:
                 self._group_nodes.pop(name, None)
             return names
-        self._set(names[0], self._balanced(held))
+        self._set(names[0], self._balanced(held), held)
         if len(names) > 1:
-            self._set(names[1], self._balanced(held, with_addr=False))
+            self._set(names[1], self._balanced(held, with_addr=False), held)
         return names
 
-    def _set(self, name: bytes, rrsets: dict[int, RRSet]) -> None:
-        self._group_nodes[name] = Node(self.zone, rrsets, name)
+    def _set(self, name: bytes, rrsets: dict[int, RRSet], held: Group | None = None) -> None:
+        # A group with members of which none is handed out (health): Unserved, whose NODATA
+        # says why (see zone.Unserved).
+        unserved = held is not None and held.size > 0 and not rrsets.keys() & _MEMBER_RRSETS
+        self._group_nodes[name] = (Unserved if unserved else Node)(self.zone, rrsets, name)
 
     def _build_host(self, iid: str) -> bytes:
         # An instance id wins over a tag with the same label: see ``apply``.

@@ -23,6 +23,7 @@ from dnsdisc.errors import MalformedQueryError
 # Record types and classes used here (RFC 1035, 2782, 3596, 6891).
 A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, OPT, ANY = 1, 2, 5, 6, 12, 15, 16, 28, 33, 41, 255
 CLASS_IN = 1
+NSID = 3  # the NSID EDNS option code (RFC 5001)
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 BADVERS = 16  # extended rcode: upper 8 bits go into the OPT record
@@ -68,6 +69,8 @@ class Query:
     udp_size: int = UDP_LEGACY_SIZE
     edns_version: int = 0
     edns_flags: int = 0
+    # The OPT record holds an NSID option (RFC 5001): the reply says who answered.
+    nsid: bool = False
 
 
 def read_name(data: bytes, pos: int) -> tuple[bytes, int]:
@@ -147,7 +150,23 @@ def parse_query(data: bytes) -> Query:
                 query.udp_size = max(rclass, UDP_LEGACY_SIZE)
                 query.edns_version = (ttl >> 16) & 0xFF
                 query.edns_flags = ttl & 0xFFFF
+                if rdlen:
+                    query.nsid = _has_option(data, pos - rdlen, pos, NSID)
     return query
+
+
+def _has_option(data: bytes, pos: int, end: int, code: int) -> bool:
+    """Whether the options from ``pos`` to ``end`` (an OPT's RDATA) hold ``code``. Framing
+    is not judged here: the options the responder acts on are read where they are used, and
+    an option past the end of its record counts as absent."""
+    while pos + 4 <= end:
+        found, size = _TYPE_CLASS.unpack_from(data, pos)
+        if pos + 4 + size > end:
+            return False
+        if found == code:
+            return True
+        pos += 4 + size
+    return False
 
 
 # -- encoding ------------------------------------------------------------------------------
@@ -276,10 +295,11 @@ def header(qid: int, flags: int, qd: int, an: int, ns: int, ar: int) -> bytes:
     return HEADER.pack(qid, flags, qd, an, ns, ar)
 
 
-def opt_record(payload: int, ext_rcode: int = 0, do: bool = False) -> bytes:
-    """Our OPT record: root owner, our payload size, version 0, no options."""
+def opt_record(payload: int, ext_rcode: int = 0, do: bool = False, options: bytes = b"") -> bytes:
+    """Our OPT record: root owner, our payload size, version 0, ``options`` (whole options,
+    each with its code and length)."""
     ttl = (ext_rcode << 24) | (DO_BIT if do else 0)
-    return b"\x00" + _RR_FIXED.pack(OPT, payload, ttl, 0)
+    return b"\x00" + _RR_FIXED.pack(OPT, payload, ttl, len(options)) + options
 
 
 @functools.lru_cache(maxsize=ENCODING_CACHE)

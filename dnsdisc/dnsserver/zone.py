@@ -61,6 +61,13 @@ class Node:
         return wire.owner_pointer(self.zone.apex, self.name) + self.zone.soa
 
 
+class Unserved(Node):
+    """A service's name whose members are all out of the hand-out (health): its NODATA for
+    the members' types says "no healthy instance" (RFC 8914 EXTRA-TEXT, see answer.py)."""
+
+    __slots__ = ()
+
+
 def make_zones(settings: IndexSettings, ns_name: bytes) -> dict[bytes, Zone]:
     """The zones of ``settings`` (the domain first), each with its SOA."""
     s = settings

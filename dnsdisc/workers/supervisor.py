@@ -157,6 +157,7 @@ class Supervisor:
                 str(theirs.fileno()),
                 "-" if fence is None else str(fence.fd),
                 self.loop_kind,
+                str(number),
                 pass_fds=fds,
                 stdin=asyncio.subprocess.DEVNULL,
                 env=worker_environment(),

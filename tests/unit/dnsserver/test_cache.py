@@ -46,6 +46,10 @@ def test_the_key_tells_apart_what_changes_the_reply() -> None:
         key_of(wire("web.svc.internal.", use_edns=0, payload=1232, want_dnssec=True), False),
         key_of(wire("web.svc.internal.", use_edns=0), True),
         key_of(wire("web2.svc.internal."), False),
+        # NSID (RFC 5001): its reply carries our identifier, the same query without it none.
+        key_of(
+            wire("web.svc.internal.", use_edns=0, options=[dns.edns.GenericOption(3, b"")]), False
+        ),
     ]
     assert None not in keys and len(set(keys)) == len(keys)
     # Payload sizes of one class share a key, and the reply limit is the class's floor.
@@ -60,12 +64,10 @@ def test_the_key_tells_apart_what_changes_the_reply() -> None:
 def test_odd_queries_get_no_key() -> None:
     odd = dns.message.make_query("web.svc.internal.", "A", use_edns=0)
     odd.additional.append(dns.message.make_query("x.", "A").question[0])  # a record besides OPT
-    nsid = wire("web.svc.internal.", use_edns=0, options=[dns.edns.GenericOption(3, b"")])
     padded = wire("web.svc.internal.", use_edns=0, options=[dns.edns.GenericOption(12, bytes(600))])
     plain = wire("web.svc.internal.")
     assert len(padded) > MAX_KEYED
     for data in [
-        nsid,
         padded,
         plain + b"\x00",  # trailing bytes
         plain[:2] + struct.pack("!H", 0x8100) + plain[4:],  # a response
