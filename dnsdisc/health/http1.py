@@ -8,16 +8,18 @@ and parses the answer in the protocol's callback.
 
 Connections: at most ``PER_TARGET`` idle ones are kept per target (address, port, TLS
 settings) for ``KEEPALIVE`` s; how many are open at once is bounded by the checks in flight
-(``health.max_concurrent_checks``). A connection is kept only when its response was read whole,
-said nothing of closing, and nothing followed it. A request that finds a reused connection
-closed before any byte of its response came is sent once more on a new one (RFC 9112, 9.3.1.1:
-the methods the caller marks idempotent).
+(``health.max_concurrent_checks``); a timer closes idle ones past ``KEEPALIVE`` whether or not
+more runs come. A connection is kept only when its response was read whole, framed by its length
+or its chunks (not by the end of the connection), said nothing of closing, and nothing followed
+it. A request that finds a reused connection closed before any byte of its response came is sent
+once more on a new one (RFC 9112, 9.3.1.1: the methods the caller marks idempotent).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import ssl
 import time
@@ -28,6 +30,7 @@ KEEPALIVE = 15.0  # s an idle connection is kept for the next run
 PER_TARGET = 16  # idle connections kept per target at most
 MAX_HEAD = 65536  # bytes of status line and headers at most
 _SWEEP = 5.0  # s between looks for idle connections past KEEPALIVE
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")  # RFC 9112, 7.1: 1*HEXDIG, nothing else
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
@@ -133,13 +136,13 @@ class _Conn(asyncio.Protocol):
     def _parse(self) -> None:
         while True:
             if self._state == 0:
-                end = self._buf.find(b"\r\n\r\n")
-                if end < 0:
+                end, after = _head_end(self._buf)
+                if end < 0 or end > MAX_HEAD:
                     if len(self._buf) > MAX_HEAD:
                         raise HttpError("response head too large")
                     return
                 head = bytes(self._buf[:end])
-                del self._buf[: end + 4]
+                del self._buf[:after]
                 self._head(head)  # the body next (or, after an interim 1xx, another head)
                 continue
             elif self._state == 1:
@@ -167,7 +170,9 @@ class _Conn(asyncio.Protocol):
 
     def _head(self, head: bytes) -> None:
         """Parse a status line and headers (of an interim 1xx response: wait for the next)."""
-        lines = head.split(b"\r\n")
+        # Lines end in CRLF, or a bare LF (RFC 9112, 2.2: a recipient may accept it, and
+        # aiohttp, which HTTP checks used before, did).
+        lines = [line.removesuffix(b"\r") for line in head.split(b"\n")]
         parts = lines[0].split(b" ", 2)
         if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0"):
             raise HttpError("not an HTTP/1.x response")
@@ -204,6 +209,8 @@ class _Conn(asyncio.Protocol):
                 raise HttpError("unexpected protocol switch")
             self._location = None
             return
+        if chunked and length is not None:
+            keep = False  # RFC 9112, 6.1: framed twice; not reused whichever was meant
         self._status, self._keep = status, keep
         if self._head_only or status in (204, 304):
             self._finish()
@@ -214,7 +221,9 @@ class _Conn(asyncio.Protocol):
             if length == 0:
                 self._finish()
         else:
-            self._state = 3
+            # Delimited by the end of the connection: never reused, even when read only up to
+            # the limit (the rest would come as the next request's response).
+            self._state, self._keep = 3, False
 
     def _chunk(self) -> bool:
         """Consume what the buffer holds of a chunked body; True when it made progress."""
@@ -224,17 +233,18 @@ class _Conn(asyncio.Protocol):
                 if len(self._buf) > 1024:
                     raise HttpError("invalid chunk size")
                 return False
-            line = bytes(self._buf[:end]).split(b";", 1)[0].strip()
+            line = bytes(self._buf[:end]).split(b";", 1)[0].rstrip(b" \t")
             if self._left == -2:  # trailers: skip lines until an empty one
                 del self._buf[: end + 2]
                 if not line:
                     self._finish()
                     return False
                 return True
-            try:
-                size = int(line, 16)
-            except ValueError:
-                raise HttpError("invalid chunk size") from None
+            # Hex digits only: int() would also take a sign, "0x", "_" and spaces, which the
+            # target's framing does not mean (a "-2" stalled the run until its timeout).
+            if not _CHUNK_SIZE.fullmatch(line):
+                raise HttpError("invalid chunk size")
+            size = int(line, 16)
             del self._buf[: end + 2]
             self._left = -2 if size == 0 else size + 2  # the data and its CRLF
             return True
@@ -283,7 +293,8 @@ class Client:
 
     def __init__(self) -> None:
         self._idle: dict[Target, list[_Conn]] = {}
-        self._swept = time.monotonic()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
 
     async def request(
         self,
@@ -342,19 +353,29 @@ class Client:
         return None
 
     def _give(self, target: Target, conn: _Conn) -> None:
-        now = time.monotonic()
-        conn.idle_since = now
+        if self._closed:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
         idle = self._idle.setdefault(target, [])
         if len(idle) >= PER_TARGET:
             conn.close()
         else:
             idle.append(conn)
-        if now - self._swept >= _SWEEP:
-            self._sweep(now)
+        if self._sweeper is None:
+            # A timer, not a look at the next give: idle connections must close after
+            # KEEPALIVE s even when no run comes to give one (the checks were removed, or this
+            # node stopped checking), as aiohttp's connector closed them.
+            self._sweeper = asyncio.get_running_loop().call_later(_SWEEP, self._on_sweep)
+
+    def _on_sweep(self) -> None:
+        self._sweeper = None
+        self._sweep(time.monotonic())
+        if self._idle and not self._closed:
+            self._sweeper = asyncio.get_running_loop().call_later(_SWEEP, self._on_sweep)
 
     def _sweep(self, now: float) -> None:
         """Close idle connections past ``KEEPALIVE`` (of targets no longer checked, too)."""
-        self._swept = now
         for target, idle in list(self._idle.items()):
             keep = [c for c in idle if not c.closed and now - c.idle_since < KEEPALIVE]
             for conn in idle:
@@ -366,7 +387,26 @@ class Client:
                 del self._idle[target]
 
     def close(self) -> None:
+        """Close the idle connections; any given back from now on (a run that ends after
+        this) is closed, not kept."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
         self._idle.clear()
+
+
+def _head_end(buf: bytearray) -> tuple[int, int]:
+    """Where the response head in ``buf`` ends (its last line's end, without the empty line)
+    and where what follows it starts; (-1, -1) while it is incomplete. The empty line ending
+    it is CRLF or a bare LF, after a line ended either way."""
+    crlf = buf.find(b"\n\r\n")
+    lf = buf.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else len(buf))
+    if lf >= 0:
+        return lf, lf + 2
+    if crlf >= 0:
+        return crlf, crlf + 3
+    return -1, -1

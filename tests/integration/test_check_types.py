@@ -131,6 +131,20 @@ def test_kept_alive_connections_and_a_target_that_died() -> None:
     assert asyncio.run(died()) == [PASSING, CRITICAL, PASSING]
 
 
+def test_unframed_bodies_and_bare_lf_heads() -> None:
+    port = free_port()
+    with http_backend(port) as backend:
+        # Read up to 64 KiB of a body that runs until the connection closes: the connection is
+        # not kept for the next run, which would read the rest of it as its own response.
+        outs = probe({"type": "http", "path": "/unframed"}, "127.0.0.1", port, runs=2)
+        assert [o.status for o in outs] == [PASSING] * 2, outs
+        assert len({s.connection for s in backend.seen}) == 2
+        # A head whose lines end in a bare LF is read (as aiohttp did), and kept alive.
+        outs = probe({"type": "http", "path": "/bare-lf"}, "127.0.0.1", port, runs=2)
+        assert [o.status for o in outs] == [PASSING] * 2, outs
+        assert len({s.connection for s in backend.seen[-2:]}) == 1
+
+
 # -- https -----------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import http.server
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager, suppress
@@ -91,6 +92,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         elif self.path == "/big":
             out = b"x" * (70 * 1024) + b"MARKER"
+        elif self.path == "/unframed":
+            # An HTTP/1.1 body with no length, delimited by the end of the connection, longer
+            # than a check reads: its tail, sent a moment later, looks like a response.
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * (64 * 1024) + b"all good")
+            self.wfile.flush()
+            time.sleep(0.2)
+            with suppress(OSError):  # the check closed the connection (it should)
+                self.wfile.write(b"HTTP/1.1 500 Stale\r\nContent-Length: 0\r\n\r\n")
+            self.close_connection = True
+            return
+        elif self.path == "/bare-lf":
+            # Lines ended by a bare LF, as some small servers write them.
+            self.wfile.write(b"HTTP/1.1 200 OK\nContent-Length: 8\n\nall good")
+            return
         elif self.path == "/redirect-relative":
             status, headers = 302, {"Location": "/health"}
         elif self.path == "/redirect-absolute":
