@@ -67,10 +67,14 @@ class Settler:
     Unfrozen, 10,000 instances registered over the API kept the main process's full collections
     at 100-350 ms every few seconds with checks running (bench/checks.py), stalling every check
     due meanwhile. After every ``step`` changes, looked at no more than once every ``every`` s
-    while changes come, the young generations are collected and everything is frozen. Changes,
-    not the registry's size: re-registering every instance (to add a check) replaces as many
-    objects as registering them did. What freezing keeps for good is the cyclic garbage alive at
-    that moment (a request in flight's): bounded by one freeze per ``step`` changes."""
+    while changes come, every generation is collected and everything is frozen. Changes, not the
+    registry's size: re-registering every instance (to add a check) replaces as many objects as
+    registering them did. A full collection, not only the young generations: cyclic garbage that
+    reached the old one since the last freeze would otherwise be frozen for good, at every
+    freeze; it walks only what is not frozen yet (what came since the last freeze), about what
+    the freeze then moves. What freezing keeps for good is then what is alive at that moment
+    and becomes cyclic garbage later (a request in flight's): bounded by one freeze per
+    ``step`` changes."""
 
     def __init__(self, step: int = 1000, every: float = 1.0) -> None:
         self._step = step
@@ -89,7 +93,7 @@ class Settler:
     def _look(self) -> None:
         self._armed = False
         if self._changes >= self._step and gc.isenabled():
-            gc.collect(1)
+            gc.collect()
             gc.freeze()
             self._changes = 0
             self.freezes += 1
