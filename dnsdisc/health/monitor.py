@@ -179,7 +179,9 @@ class HealthMonitor:
                 # or a status read from a shared store): deregister_after counts from then on,
                 # as Consul's does from registration.
                 self._critical.add(key)
-            if inst.checks and self.checking and key not in self._checks:
+            if inst.checks and self.checking and not self._stopped and key not in self._checks:
+                # Not once stopped: the store's watch still writes until it is closed, and a
+                # check started then would run with the prober closed, until the process ends.
                 self._checks[key] = self._start_checks(key, inst)
 
     # -- timed work --------------------------------------------------------------------------
