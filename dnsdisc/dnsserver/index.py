@@ -20,6 +20,7 @@ from dataclasses import replace
 from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.build import PtrEntry, ptr_rrset
 from dnsdisc.dnsserver.cache import ReplyCache
+from dnsdisc.dnsserver.dnssd import Browse
 from dnsdisc.dnsserver.locality import ZoneMap
 from dnsdisc.dnsserver.names import Naming, is_query_key, serves_ptr
 from dnsdisc.dnsserver.servicenames import ServiceNames, build_service, settings_key
@@ -56,6 +57,8 @@ class AnswerIndex:
         self._ptr: dict[bytes, tuple[PtrEntry, ...]] = {}
         # service -> instance id -> the reverse name of its address
         self._service_ptrs: dict[str, dict[str, bytes]] = {}
+        # DNS-SD's names across services (``_services._dns-sd._udp.D``, browse domains).
+        self._browse = Browse(self.naming, settings.extra_zones, settings.static_ttl)
         self._build_static()
 
     # -- lookup helpers used by the responder ------------------------------------------------
@@ -112,6 +115,9 @@ class AnswerIndex:
         for names in self._services.values():
             for name in names.nodes.keys() & freed:
                 self._install(name, names.nodes[name])
+        browse = self._browse.current()
+        for name in freed & browse.keys():
+            self._install(name, Node(self._zone_for(name), browse[name], name))
         for name in freed & self._ptr.keys():
             if name not in self.nodes:
                 rrsets = {wire.PTR: ptr_rrset(self._ptr[name])}
@@ -189,6 +195,7 @@ class AnswerIndex:
         ids = [m.instance.id for m in changed]
         ids.extend(removed)
         self._update_ptrs(service, current, ids)
+        self._sync_browse(service, current)
 
     def _replace(self, service: str, old: ServiceNames | None, new: ServiceNames | None) -> None:
         self.cache.forget()
@@ -212,6 +219,7 @@ class AnswerIndex:
         if new is not None:
             ids.extend(new.members)
         self._update_ptrs(service, new, ids)
+        self._sync_browse(service, new)
 
     def _update_ptrs(self, service: str, names: ServiceNames | None, ids: Sequence[str]) -> None:
         """Bring the PTR entries of the instances ``ids`` of ``service`` up to date."""
@@ -255,6 +263,18 @@ class AnswerIndex:
             if entries:
                 node = Node(self._zone_for(name), {wire.PTR: ptr_rrset(entries)}, name)
                 self._install(name, node)
+
+    def _sync_browse(self, service: str, names: ServiceNames | None) -> None:
+        """Bring DNS-SD's names across services up to date with ``service`` (see dnssd.py)."""
+        protocols = names.browsable if names is not None else frozenset()
+        ttl = names.settings.ttl if names is not None else 0
+        for name, rrsets in self._browse.update(service, protocols, ttl).items():
+            if name in self._static:
+                continue  # a zone file's records win, as everywhere
+            if rrsets is None:
+                self._uninstall(name)
+            else:
+                self._install(name, Node(self._zone_for(name), rrsets, name))
 
     def _install(self, name: bytes, node: Node) -> None:
         self.cache.forget()

@@ -13,6 +13,11 @@ Under the domain D:
   reverse name of an address  PTR -> <id>.<service>.D, for local addresses (``serves_ptr``)
   <query>.query.D             a named query: A, AAAA, SRV (targets <id>.<service>.D), TXT
   _<query>._tcp.query.D       SRV of the query's instances with that protocol (and _udp)
+With DNS-SD (RFC 6763; service setting ``dnssd``):
+  _services._dns-sd._udp.D    PTR -> _<service>._<proto>.D of each browsable service
+  _<service>._<proto>.D       PTR -> <id>._<service>._<proto>.D of each instance handed out
+  <id>._<service>._<proto>.D  the instance as DNS-SD names it: SRV, TXT (its metadata)
+  b._dns-sd._udp.<reverse zone>, lb._dns-sd._udp.<reverse zone>   PTR -> D (browse domains)
 """
 
 from __future__ import annotations
@@ -118,6 +123,14 @@ class Naming:
 
     def query_srv(self, name: str, protocol: str) -> bytes:
         return labels_to_wire((f"_{name}", f"_{protocol}", QUERY_LABEL), self.domain)
+
+    def dnssd_instance(self, instance_id: str, service: str, protocol: str) -> bytes:
+        """The DNS-SD service instance name (RFC 6763 4.1): ``<id>._<service>._<proto>.D``."""
+        return labels_to_wire((instance_id, f"_{service}", f"_{protocol}"), self.domain)
+
+    def dnssd_services(self) -> bytes:
+        """The service type enumeration name (RFC 6763 9): ``_services._dns-sd._udp.D``."""
+        return labels_to_wire(("_services", "_dns-sd", "_udp"), self.domain)
 
     def nameserver(self) -> bytes:
         return labels_to_wire((self.ns_label,), self.domain)

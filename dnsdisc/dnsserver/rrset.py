@@ -15,6 +15,7 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.svcb import HTTPS
 from dnsdisc.dnsserver.view import MemberView
 from dnsdisc.policies.balance import (
     LIVE_POLICIES,
@@ -40,6 +41,11 @@ if TYPE_CHECKING:
 # 6 bytes of SRV priority/weight/port before the target, none before an NS or CNAME target.
 SRV_TARGET = 16
 NAME_TARGET = 10
+# An HTTPS/SVCB record's TargetName follows its 2-byte SvcPriority (RFC 9460 2.2).
+HTTPS_TARGET = 12
+# Balanced answers the responder's UDP cap (``dns.udp_answer_limit``) applies to when the
+# service sets no max_answers: addresses, and the HTTPS records handed out like them.
+_CAPPED = frozenset({wire.A, wire.AAAA, HTTPS})
 # Orders kept per RRset and how often each is handed out before it is drawn again, on
 # average, for policies with too many orders for a table (see RRSet.next_order).
 POOL = 32
@@ -116,6 +122,7 @@ class RRSet:
     not with the RRset."""
 
     __slots__ = (
+        "capped",
         "counted",
         "counter",
         "draws",
@@ -183,6 +190,7 @@ class RRSet:
         self.fixed = policy is None and not self.tail and limit is None
         # Who a balanced address answer hands out first is counted (the dashboard's shares).
         self.counted = policy is not None and rtype in (wire.A, wire.AAAA)
+        self.capped = policy is not None and rtype in _CAPPED
         # More places than the largest reply can hold (each record takes its body and at least
         # a 2-byte owner pointer): drawing this many shows the same records, and the same TC,
         # as drawing them all.
@@ -216,7 +224,7 @@ class RRSet:
         a balanced address RRset ``cap`` (the responder's UDP cap), and never more than the
         reply could hold (``fit_udp``, ``fit_tcp``)."""
         limit = self.limit
-        if limit is None and self.counted:
+        if limit is None and self.capped:
             limit = cap
         fit = self.fit_tcp if tcp else self.fit_udp
         if limit is None or fit < limit:

@@ -18,19 +18,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
-from dnsdisc.dnsserver import locality, wire
+from dnsdisc.dnsserver import locality, svcb, wire
 from dnsdisc.dnsserver.groups import Group, Run, least, srv_hint, tiers_hint
 from dnsdisc.dnsserver.names import PROTOCOLS, Naming
-from dnsdisc.dnsserver.rrset import SRV_TARGET, Item, RRSet
+from dnsdisc.dnsserver.rrset import HTTPS_TARGET, SRV_TARGET, Item, RRSet
 from dnsdisc.dnsserver.view import MemberView, ServiceView
-from dnsdisc.dnsserver.zone import Node, Unserved, Zone
+from dnsdisc.dnsserver.zone import Node, Zone
 from dnsdisc.policies.balance import POLICIES, srv_order
 from dnsdisc.policies.roles import FALLBACK, IN
 
 # A group of members with names of its own: the whole service (""), a protocol, or a tag.
 _ALL = ("all", "")
-# The RRsets a handed-out member puts at its groups' names (see _set).
-_MEMBER_RRSETS = frozenset((wire.A, wire.AAAA, wire.SRV))
 
 
 def settings_key(settings: ServiceView) -> tuple[object, ...]:
@@ -47,6 +45,8 @@ def settings_key(settings: ServiceView) -> tuple[object, ...]:
         settings.sticky_prefix_v6,
         settings.sequence,
         settings.srv_weights,
+        settings.https,
+        settings.dnssd,
     )
 
 
@@ -87,6 +87,23 @@ class ServiceNames:
         # made of: see ``_rrset``.
         self._made: dict[tuple[int, ...], list[tuple[tuple[Run, ...], RRSet]]] = {}
         self._host_nodes: dict[bytes, Node] = {}
+        # HTTPS records (service setting ``https``): each member's, and the groups that answer
+        # them (the service's own name and its tags), sorted like ``_groups`` but with both
+        # address families in one bucket, as one HTTPS RRset holds either.
+        self._https_on = settings.https is not None and not query
+        self._https: dict[str, Item] = {}
+        self._hgroups: dict[tuple[str, str], Group] = {}
+        # DNS-SD (service setting ``dnssd``): each member's PTR record (to its instance name
+        # ``<id>._<service>._<proto>.D``), the members browsable under each protocol (those its
+        # SRV RRset hands out), and the protocols that have any (``browsable``: what
+        # ``_services._dns-sd._udp.D`` lists; see dnssd.py).
+        self._sd_on = settings.dnssd and not query
+        self._sd_ptr: dict[str, Item] = {}
+        self._sd_shown: dict[str, dict[str, bytes]] = {p: {} for p in PROTOCOLS}
+        self.browsable: frozenset[str] = frozenset()
+        self._rebuilt: set[str] = set()  # the members re-encoded by the ``apply`` under way
+        # RFC 6763 6.1: an instance without metadata still has a TXT record, of one empty string.
+        self._empty_txt = RRSet(wire.TXT, [Item(wire.rr_body(wire.TXT, settings.ttl, b"\x00"))])
         self._meta_txt = (
             RRSet(wire.TXT, [Item(txt_body(settings.meta, settings.ttl))])
             if settings.meta
@@ -117,9 +134,11 @@ class ServiceNames:
             hosts_dirty.add(iid)
         touched: set[bytes] = set()
         self._made.clear()
+        self._rebuilt = hosts_dirty
         for group in dirty:
             touched.update(self._build_group(group))
         self._made.clear()
+        self._rebuilt = set()
         for iid in hosts_dirty:
             if self.query:
                 if iid not in self.members:
@@ -141,6 +160,8 @@ class ServiceNames:
         self.members[iid] = member
         self._addr[iid].live = member
         self._srv[iid].live = member
+        if self._https_on:
+            self._https[iid].live = member
 
     # -- members -----------------------------------------------------------------------------
 
@@ -160,6 +181,11 @@ class ServiceNames:
             held = self._groups.get(group)
             if held is not None:
                 held.remove(key, slot)
+            if self._https_on and group[0] != "proto":
+                self._hgroups[group].remove(key, _https_slot(slot))
+        if self._https_on:
+            del self._https[iid]
+        self._sd_ptr.pop(iid, None)
 
     def _join(self, member: MemberView, dirty: set[tuple[str, str]]) -> None:
         inst = member.instance
@@ -192,12 +218,35 @@ class ServiceNames:
         )
         self.encoded += 1
         key, srv = self._pos[iid], self._srv[iid]
+        https = None
+        if self._https_on:
+            assert self.settings.https is not None
+            https = self._https[iid] = Item(
+                svcb.https_body(self.settings.https, ttl, prio, host, inst.port, inst.address),
+                weight,
+                prio,
+                target_off=HTTPS_TARGET,
+                target=host,
+                glue=(addr.body,),  # RFC 9460 4.2: the target's addresses, when they fit
+                live=member,
+            )
+        if self._sd_on:
+            self._sd_ptr[iid] = Item(
+                wire.rr_body(
+                    wire.PTR, ttl, self.naming.dnssd_instance(iid, inst.service, inst.protocol)
+                )
+            )
         for group in self._groups_of(member):
             dirty.add(group)
             held = self._groups.get(group)
             if held is None:
                 held = self._groups[group] = Group()
             held.add(key, slot, addr, srv)
+            if https is not None and group[0] != "proto":
+                hheld = self._hgroups.get(group)
+                if hheld is None:
+                    hheld = self._hgroups[group] = Group()
+                hheld.add(key, _https_slot(slot), https, srv)
 
     # -- names -------------------------------------------------------------------------------
 
@@ -211,32 +260,98 @@ class ServiceNames:
             rrsets = self._balanced(held)
             if self._meta_txt is not None:
                 rrsets[wire.TXT] = self._meta_txt
+            self._add_https(group, rrsets)
             name = naming.query(svc) if self.query else naming.service(svc)
-            self._set(name, rrsets, held)
+            self._set(name, rrsets)
             return [name]
         if kind == "proto":
             name = naming.query_srv(svc, label) if self.query else naming.srv(svc, label)
             assert held is not None
-            self._set(name, self._balanced(held, with_addr=False), held)
-            return [name]
+            rrsets = self._balanced(held, with_addr=False)
+            touched = [name]
+            if self._sd_on:
+                touched += self._browse(label, held, rrsets)
+            self._set(name, rrsets)
+            return touched
         names = [naming.tag(label, svc)]
         if label not in PROTOCOLS:
             names.append(naming.srv(svc, label))
         if held is None or not held.size:
             self._groups.pop(group, None)
+            self._hgroups.pop(group, None)
             for name in names:
                 self._group_nodes.pop(name, None)
             return names
-        self._set(names[0], self._balanced(held), held)
+        rrsets = self._balanced(held)
+        self._add_https(group, rrsets)
+        self._set(names[0], rrsets)
         if len(names) > 1:
-            self._set(names[1], self._balanced(held, with_addr=False), held)
+            self._set(names[1], self._balanced(held, with_addr=False))
         return names
 
-    def _set(self, name: bytes, rrsets: dict[int, RRSet], held: Group | None = None) -> None:
-        # A group with members of which none is handed out (health): Unserved, whose NODATA
-        # says why (see zone.Unserved).
-        unserved = held is not None and held.size > 0 and not rrsets.keys() & _MEMBER_RRSETS
-        self._group_nodes[name] = (Unserved if unserved else Node)(self.zone, rrsets, name)
+    def _set(self, name: bytes, rrsets: dict[int, RRSet]) -> None:
+        self._group_nodes[name] = Node(self.zone, rrsets, name)
+
+    def _add_https(self, group: tuple[str, str], rrsets: dict[int, RRSet]) -> None:
+        """The HTTPS RRset of a name whose A/AAAA answer ``group``: the same members, drained
+        and fail-open rules, policy, ``max_answers`` and locality as its address records, so
+        that HTTPS hands out exactly who A and AAAA would (both families in one RRset)."""
+        held = self._hgroups.get(group)
+        if held is None:
+            return
+        buckets = held.addr
+        main = buckets[1] if buckets[1].keys else buckets[0]
+        tail = buckets[5] if buckets[5].keys else buckets[4]
+        if main.keys or tail.keys:
+            rrsets[svcb.HTTPS] = self._rrset(
+                svcb.HTTPS, (main, tail), partial(self._addresses, svcb.HTTPS, main, tail)
+            )
+            self.rrsets_built += 1
+
+    def _browse(self, proto: str, held: Group, rrsets: dict[int, RRSet]) -> list[bytes]:
+        """DNS-SD for the members of one protocol: a PTR at ``_<service>._<proto>.D`` to each
+        instance its SRV RRset hands out, in joining order, and those instances' names (SRV,
+        TXT). Instances no longer handed out lose their names; the names it changed. O(n) in
+        the group for a service with ``dnssd``, on a change of one of its members."""
+        runs = held.srv
+        handed = runs[1] if runs[1].keys else runs[0]
+        fallback = runs[3] if runs[3].keys else runs[2]
+        shown: dict[str, bytes] = {}
+        ptrs = []
+        for item in handed.items + fallback.items:
+            assert item.live is not None
+            iid = item.live.instance.id
+            ptr = self._sd_ptr[iid]
+            ptrs.append(ptr)
+            shown[iid] = ptr.body[10:]  # the instance name (a PTR's rdata)
+        before = self._sd_shown[proto]
+        self._sd_shown[proto] = shown
+        touched = []
+        for iid, name in before.items():
+            if iid not in shown or shown[iid] != name:
+                self._group_nodes.pop(name, None)
+                touched.append(name)
+        rebuilt = self._rebuilt
+        for iid, name in shown.items():
+            if iid in before and iid not in rebuilt and before[iid] == name:
+                continue
+            inst = self.members[iid].instance
+            txt = (
+                RRSet(wire.TXT, [Item(txt_body(inst.meta, self.settings.ttl))])
+                if inst.meta
+                else self._empty_txt
+            )
+            self._set(name, {wire.SRV: RRSet(wire.SRV, [self._srv[iid]]), wire.TXT: txt})
+            touched.append(name)
+        if ptrs:
+            rrsets[wire.PTR] = RRSet(wire.PTR, ptrs)
+        browsable = set(self.browsable)
+        if ptrs:
+            browsable.add(proto)
+        else:
+            browsable.discard(proto)
+        self.browsable = frozenset(browsable)
+        return touched
 
     def _build_host(self, iid: str) -> bytes:
         # An instance id wins over a tag with the same label: see ``apply``.
@@ -254,6 +369,8 @@ class ServiceNames:
         }
         if inst.meta:
             rrsets[wire.TXT] = RRSet(wire.TXT, [Item(txt_body(inst.meta, self.settings.ttl))])
+        if self._https_on:
+            rrsets[svcb.HTTPS] = RRSet(svcb.HTTPS, [self._https[iid]])
         self.rrsets_built += len(rrsets)
         self._host_nodes[host] = Node(self.zone, rrsets, host)
         return host
@@ -348,6 +465,11 @@ class ServiceNames:
         rrset = make()
         made.append((runs, rrset))
         return rrset
+
+
+def _https_slot(slot: int) -> int:
+    """A member's bucket among the HTTPS records: its address bucket without the family bit."""
+    return slot & ~2 if slot >= 0 else slot
 
 
 def build_service(

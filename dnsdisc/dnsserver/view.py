@@ -46,6 +46,24 @@ class InstanceView(Protocol):
     def zone(self) -> str | None: ...
 
 
+class HttpsView(Protocol):
+    """A service's HTTPS SvcParams (RFC 9460) beside those each instance brings."""
+
+    @property
+    def alpn(self) -> tuple[str, ...]: ...
+
+    @property
+    def no_default_alpn(self) -> bool: ...
+
+    @property
+    def port(self) -> int | None:
+        """None: each instance's own port."""
+        ...
+
+    @property
+    def ech(self) -> bytes | None: ...
+
+
 class ServiceView(Protocol):
     """A service's settings as its answers use them."""
 
@@ -81,6 +99,16 @@ class ServiceView(Protocol):
 
     @property
     def srv_weights(self) -> str: ...
+
+    @property
+    def https(self) -> HttpsView | None:
+        """The HTTPS records' SvcParams; None: the service has no HTTPS records."""
+        ...
+
+    @property
+    def dnssd(self) -> bool:
+        """Whether its instances are browsable with DNS-SD (RFC 6763)."""
+        ...
 
 
 class MemberView(Protocol):

@@ -8,7 +8,9 @@ purpose: ``"80"``, ``true`` and ``NaN`` are not ports.
 
 from __future__ import annotations
 
+import binascii
 import math
+from base64 import b64decode, b64encode
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -63,7 +65,16 @@ SERVICE_FIELDS = (
     "sticky_prefix_v6",
     "sequence",
     "srv_weights",
+    "https",
+    "dnssd",
 )
+# Service setting ``https`` (RFC 9460 SvcParams of the HTTPS records; see HttpsSettings).
+HTTPS_FIELDS = ("alpn", "no_default_alpn", "port", "ech")
+# ALPN protocol ids per record: a handful are registered for HTTP (http/1.1, h2, h3).
+MAX_ALPN = 16
+# An ECHConfigList is a few hundred bytes; bounded so that an HTTPS record (which repeats it
+# for every instance) stays far below what a reply can hold.
+MAX_ECH = 1024
 # Service setting ``sequence``: how successive answers to one requester are drawn (see
 # dnsserver/smooth.py); ``srv_weights``: the SRV weights as registered or scaled to 65535.
 SEQUENCES = ("smooth", "random")
@@ -307,6 +318,102 @@ class Instance:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpsSettings:
+    """Service setting ``https``: the SvcParams of the service's HTTPS records (RFC 9460)
+    beside what each instance brings (TargetName, port, address hints). ``port`` None: each
+    instance's registered port; ``ech``: an ECHConfigList, as bytes."""
+
+    alpn: tuple[str, ...] = ()
+    no_default_alpn: bool = False
+    port: int | None = None
+    ech: bytes | None = None
+
+    @classmethod
+    def from_json(cls, value: object) -> HttpsSettings | None:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise ValidationError("https", "https must be an object (alpn, port, ...) or null")
+        for key in value:
+            if key not in HTTPS_FIELDS:
+                raise ValidationError(
+                    f"https.{key}",
+                    f"unknown field https.{key}; expected one of: {', '.join(HTTPS_FIELDS)}",
+                )
+        alpn = _alpn(value.get("alpn", []))
+        no_default = value.get("no_default_alpn", False)
+        if not isinstance(no_default, bool):
+            raise ValidationError(
+                "https.no_default_alpn", "https.no_default_alpn must be a boolean"
+            )
+        if no_default and not alpn:
+            # RFC 9460 7.1.1: a record with no-default-alpn and no alpn offers no protocol.
+            raise ValidationError(
+                "https.no_default_alpn", "https.no_default_alpn needs a non-empty https.alpn"
+            )
+        port = value.get("port")
+        if port is not None:
+            port = bounded_int(port, "https.port", 1, 65535)
+        return cls(alpn, no_default, port, _ech(value.get("ech")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "alpn": list(self.alpn),
+            "no_default_alpn": self.no_default_alpn,
+            "port": self.port,
+            "ech": b64encode(self.ech).decode() if self.ech is not None else None,
+        }
+
+
+def _alpn(value: object) -> tuple[str, ...]:
+    fld = "https.alpn"
+    if not isinstance(value, list) or len(value) > MAX_ALPN:
+        raise ValidationError(fld, f"{fld} must be a list of at most {MAX_ALPN} protocol ids")
+    out: list[str] = []
+    for proto in value:
+        # ALPN ids are opaque bytes on the wire (RFC 7301), but every registered one is short
+        # printable ASCII; commas and backslashes would need the escaping of RFC 9460 A.1 in
+        # every tool that shows the record, so they are refused rather than carried.
+        if (
+            not isinstance(proto, str)
+            or not 1 <= len(proto) <= 255
+            or not proto.isascii()
+            or not proto.isprintable()
+            or any(c in proto for c in ' ,\\"')
+        ):
+            raise ValidationError(
+                fld,
+                f"{fld} entry {proto!r} is not a protocol id such as h2, h3 or http/1.1 "
+                "(1-255 printable ASCII characters, no space, comma, quote or backslash)",
+            )
+        if proto in out:
+            raise ValidationError(fld, f"{fld} lists {proto!r} twice")
+        out.append(proto)
+    return tuple(out)
+
+
+def _ech(value: object) -> bytes | None:
+    fld = "https.ech"
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        raw = b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        raise ValidationError(fld, f"{fld} must be an ECHConfigList in base64") from None
+    # An ECHConfigList: a 2-byte length of the rest, which holds at least one ECHConfig of at
+    # least 4 bytes (RFC 9849 section 4), as dnspython checks too.
+    if not 6 <= len(raw) <= MAX_ECH or int.from_bytes(raw[:2]) != len(raw) - 2:
+        raise ValidationError(
+            fld,
+            f"{fld} must be an ECHConfigList (a 2-byte length, then that many bytes, 4 or "
+            f"more) of at most {MAX_ECH} bytes, in base64",
+        )
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceSettings:
     """Per-service settings: balancing policy, answer cap, DNS TTL and metadata."""
 
@@ -329,6 +436,10 @@ class ServiceSettings:
     sticky_prefix_v6: int = 56
     sequence: str = "random"
     srv_weights: str = "registered"
+    # HTTPS records at the service's names (None: none); DNS-SD browsing (RFC 6763) of its
+    # instances. DNS-SD is off by default: it lists the service to anyone who asks the DNS port.
+    https: HttpsSettings | None = None
+    dnssd: bool = False
 
     @classmethod
     def from_json(
@@ -378,6 +489,10 @@ class ServiceSettings:
             raise ValidationError(
                 "srv_weights", f"srv_weights must be one of: {', '.join(SRV_WEIGHTS)}"
             )
+        https = HttpsSettings.from_json(body["https"]) if "https" in body else base.https
+        dnssd = body.get("dnssd", base.dnssd)
+        if not isinstance(dnssd, bool):
+            raise ValidationError("dnssd", "dnssd must be a boolean")
         return cls(
             name=name,
             policy=policy,
@@ -402,6 +517,8 @@ class ServiceSettings:
             ),
             sequence=sequence,
             srv_weights=srv_weights,
+            https=https,
+            dnssd=dnssd,
         )
 
     def with_name(self, name: str) -> ServiceSettings:
@@ -423,6 +540,8 @@ class ServiceSettings:
             "sticky_prefix_v6": self.sticky_prefix_v6,
             "sequence": self.sequence,
             "srv_weights": self.srv_weights,
+            "https": self.https.to_json() if self.https is not None else None,
+            "dnssd": self.dnssd,
         }
 
 
