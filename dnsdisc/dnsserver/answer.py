@@ -37,9 +37,6 @@ _OPT_START = b"\x00\x00\x29"  # an OPT record: the root, type 41
 _UNSEEN = object()
 # Header bits copied from the query into the reply: RD and CD (RFC 1035, RFC 4035 3.1.6).
 _COPY_FLAGS = wire.FLAG_RD | wire.FLAG_CD
-# The types a service's members answer: NODATA for one of them at a service's name whose members
-# are all out of the hand-out says so (ede.UNHEALTHY_OPTION); for another type it is plain.
-_MEMBER_TYPES = frozenset((wire.A, wire.AAAA, wire.SRV, wire.ANY, 64, 65))  # 64, 65: SVCB, HTTPS
 
 
 class _Forward:
@@ -411,7 +408,7 @@ class Responder:
                     body += node.soa
                     why = (
                         ede.UNHEALTHY_OPTION
-                        if node.__class__ is Unserved and qtype in _MEMBER_TYPES
+                        if isinstance(node, Unserved) and qtype in node.types
                         else b""
                     )
                     return self._finish(q, reply_flags | wire.FLAG_AA, body, 0, 1, 0, why)

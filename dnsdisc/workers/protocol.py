@@ -19,6 +19,8 @@ main -> worker
     LISTEN    seq                                     (bind the DNS port; reply LISTENING)
     STATS     seq, service or None                    (reply STATS)
     STOP      seq                                     (drain and exit; no reply)
+    STALE     seq, bool                               (answers may be stale: the shared store
+                                                       is out of reach; see server.staleness)
     PING      n                                       (not numbered in the feed: reply PONG
                                                        at once, ahead of any queued work)
 worker -> main
@@ -46,6 +48,7 @@ SWAP = "swap"
 LISTEN = "listen"
 STATS = "stats"
 STOP = "stop"
+STALE = "stale"
 ACK = "ack"
 LISTENING = "listening"
 PING = "ping"

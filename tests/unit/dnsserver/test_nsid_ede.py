@@ -123,6 +123,7 @@ def test_nodata_for_a_service_whose_instances_are_all_unhealthy_says_so(world: W
         assert msg.rcode() == dns.rcode.NOERROR and not msg.answer
         assert edes(msg) == [(ede.OTHER, "no healthy instance")], rdtype
     assert edes(ask(world, "api.svc.internal.", "MX")) == []
+    assert edes(ask(world, "api.svc.internal.", "AAAA")) == []  # IPv4 only: no AAAA to withhold
     assert edes(ask(world, "_api._tcp.svc.internal.", "MX")) == []
 
 
