@@ -23,6 +23,7 @@ from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.ratelimit import RateLimiter
 from dnsdisc.dnsserver.settings import DnsSettings
 from dnsdisc.dnsserver.stats import DnsCounters
+from dnsdisc.dnsserver.transfer import Transfers
 from dnsdisc.dnsserver.transport import TCPProtocol, TCPState, UDPProtocol
 from dnsdisc.netaddr import HostPort
 
@@ -110,6 +111,7 @@ class DnsFace:
                 settings.query_log,
                 settings.tcp_max_connections_per_client,
                 cookies=cookies,
+                transfers=Transfers(settings.transfer),
             ),
             cookies,
         )

@@ -21,8 +21,10 @@ from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.build import PtrEntry, ptr_rrset
 from dnsdisc.dnsserver.cache import ReplyCache
 from dnsdisc.dnsserver.dnssd import Browse
+from dnsdisc.dnsserver.journal import Journal
 from dnsdisc.dnsserver.locality import ZoneMap
 from dnsdisc.dnsserver.names import Naming, is_query_key, serves_ptr
+from dnsdisc.dnsserver.rrset import Item, RRSet
 from dnsdisc.dnsserver.servicenames import ServiceNames, build_service, settings_key
 from dnsdisc.dnsserver.view import MemberView, ServiceView
 from dnsdisc.dnsserver.zone import (
@@ -31,6 +33,7 @@ from dnsdisc.dnsserver.zone import (
     StaticRecord,
     Zone,
     make_zones,
+    soa_body,
     static_rrsets,
 )
 
@@ -59,6 +62,13 @@ class AnswerIndex:
         self._service_ptrs: dict[str, dict[str, bytes]] = {}
         # DNS-SD's names across services (``_services._dns-sd._udp.D``, browse domains).
         self._browse = Browse(self.naming, settings.extra_zones, settings.static_ttl)
+        # The registry's change index as last told (``set_changes``): with the zone files'
+        # serial, it makes every zone's SOA serial.
+        self.changes = 0
+        # Names added, replaced or removed since the journal last looked (None: not tracked;
+        # see journal.py, which turns them into the differences IXFR sends).
+        self.touched: set[bytes] | None = None
+        self.journal: Journal | None = None
         self._build_static()
 
     # -- lookup helpers used by the responder ------------------------------------------------
@@ -81,9 +91,45 @@ class AnswerIndex:
     def _zone_for(self, name: bytes) -> Zone:
         return self.find_zone(name) or self.zones[self.settings.domain]
 
+    @property
+    def serial(self) -> int:
+        """Every zone's SOA serial: the zone files' part and the registry's change index, so
+        that it moves with every change (RFC 1982 arithmetic: a step stays under 2**31), and,
+        with etcd, is the same on every node (the index is the store's revision)."""
+        return (self.settings.serial + self.changes) % 2**32
+
+    def set_changes(self, changes: int) -> None:
+        """The registry's change index is now ``changes``: the SOA serial follows it. Sent after
+        the changes it covers, so a serial never names content older than it."""
+        if changes == self.changes and (self.journal is not None or not self.settings.journal):
+            return
+        before = self.serial
+        self.changes = changes
+        soa = soa_body(self.settings, self.naming.nameserver(), self.serial)
+        for apex, zone in self.zones.items():
+            zone.soa = soa
+            node = self.nodes.get(apex)
+            if node is not None and wire.SOA in node.rrsets:
+                node.rrsets[wire.SOA] = RRSet(wire.SOA, [Item(soa)])
+        self.cache.forget()
+        self._journal_step(before)
+
+    def _journal_step(self, before: int) -> None:
+        """Note in the journal what the step from serial ``before`` changed; the first step
+        starts it (from the names as they are: the whole zone is what an IXFR from before
+        gets)."""
+        if not self.settings.journal:
+            return
+        if self.journal is None or self.touched is None:
+            self.journal = Journal(self)
+            self.touched = set()
+        elif self.serial != before:
+            self.journal.step(before, self.serial, self.touched)
+            self.touched.clear()
+
     def _build_static(self) -> None:
         ns_name = self.naming.nameserver()
-        for apex, zone in make_zones(self.settings, ns_name).items():
+        for apex, zone in make_zones(self.settings, ns_name, self.serial).items():
             held = self.zones.get(apex)
             if held is None:
                 self.zones[apex] = zone
@@ -102,15 +148,17 @@ class AnswerIndex:
         anything else (zones, nameserver, TTLs) needs a new index."""
         if replace(settings, serial=self.settings.serial) != self.settings:
             raise ValueError("only the serial may change in place; build a new index")
+        before = self.serial
         self.settings = settings
         self.static_records = tuple(records)
-        before = self._static
-        for name in before:
+        before_names = self._static
+        for name in before_names:
             self._uninstall(name)
         self._static = set()
         self._build_static()
-        freed = before - self._static
+        freed = before_names - self._static
         if not freed:
+            self._journal_step(before)
             return
         for names in self._services.values():
             for name in names.nodes.keys() & freed:
@@ -122,6 +170,7 @@ class AnswerIndex:
             if name not in self.nodes:
                 rrsets = {wire.PTR: ptr_rrset(self._ptr[name])}
                 self._install(name, Node(self._zone_for(name), rrsets, name))
+        self._journal_step(before)
 
     def rebuild(
         self, service: str, settings: ServiceView | None, members: Sequence[MemberView]
@@ -190,6 +239,8 @@ class AnswerIndex:
                 self._uninstall(name)
             elif name in self.nodes:
                 self.nodes[name] = node  # its ancestors are counted already
+                if self.touched is not None:
+                    self.touched.add(name)
             else:
                 self._install(name, node)
         ids = [m.instance.id for m in changed]
@@ -209,6 +260,8 @@ class AnswerIndex:
                 continue
             if name in before:
                 self.nodes[name] = node
+                if self.touched is not None:
+                    self.touched.add(name)
             else:
                 self._install(name, node)
         if new is None:
@@ -278,6 +331,8 @@ class AnswerIndex:
 
     def _install(self, name: bytes, node: Node) -> None:
         self.cache.forget()
+        if self.touched is not None:
+            self.touched.add(name)
         if name in self.nodes:
             self._uninstall(name)
         self.nodes[name] = node
@@ -289,6 +344,8 @@ class AnswerIndex:
         if self.nodes.pop(name, None) is None:
             return
         self.cache.forget()
+        if self.touched is not None:
+            self.touched.add(name)
         for parent in wire.parent_names(name):
             left = self.ents[parent] - 1
             if left:

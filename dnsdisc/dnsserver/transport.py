@@ -15,6 +15,8 @@ from dnsdisc.dnsserver import ratelimit, wire
 from dnsdisc.dnsserver.answer import FORWARD, Responder
 from dnsdisc.dnsserver.cookies import Cookies, Verdict, may_carry, packed_address
 from dnsdisc.dnsserver.forward import Forwarder, fit_udp, refused
+from dnsdisc.dnsserver.settings import TransferSettings
+from dnsdisc.dnsserver.transfer import Transfers, transfer_type
 
 log = logging.getLogger(__name__)
 query_log = logging.getLogger("dnsdisc.query")
@@ -160,6 +162,7 @@ class TCPState:
         max_per_client: int = 20,
         reclaim_after: float = 1.0,
         cookies: Cookies | None = None,
+        transfers: Transfers | None = None,
     ) -> None:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
@@ -167,6 +170,8 @@ class TCPState:
         self.max_per_client = max_per_client
         self.reclaim_after = min(reclaim_after, idle_timeout)
         self.cookies = cookies
+        # Zone transfers (AXFR/IXFR); None: refused like any query for them.
+        self.transfers = transfers or Transfers(TransferSettings())
         self.connections: dict[TCPProtocol, None] = {}
         self.per_client: dict[str, int] = {}
         self.refused = 0
@@ -229,6 +234,10 @@ class TCPProtocol(asyncio.Protocol):
         self.client = "-"
         self.client_packed = b""  # the client's address packed (cookies, locality)
         self.active = 0.0
+        # A zone transfer being sent: the queries after it wait until it ends (their replies
+        # must not land between its messages).
+        self.transfer: asyncio.Task[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -271,13 +280,16 @@ class TCPProtocol(asyncio.Protocol):
         answered = False
         if self.catch_up is not None:
             self.catch_up()  # once for every query buffered now: all arrived before this
-        while len(buf) >= 2 and not self.paused:
+        while len(buf) >= 2 and not self.paused and self.transfer is None:
             (length,) = _LEN.unpack_from(buf)
             if len(buf) < 2 + length:
                 break
             message = bytes(buf[2 : 2 + length])
             del buf[: 2 + length]
             answered = True
+            if transfer_type(message):
+                self._transfer(message)
+                break
             reply = self.responder.respond(message, True, self.client_packed)
             if self.state.log_queries:
                 log_query(self.client, message, reply if isinstance(reply, bytes) else None, True)
@@ -307,6 +319,35 @@ class TCPProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(_LEN.pack(len(reply)) + reply)
 
+    def _transfer(self, message: bytes) -> None:
+        # The index as it is now: a reload's swap mid-transfer does not mix two indexes.
+        serve = self.state.transfers.serve(
+            self.responder.index, message, self.client, self._write, self._drained
+        )
+        self.transfer = asyncio.get_running_loop().create_task(serve)
+        self.transfer.add_done_callback(self._transferred)
+
+    async def _drained(self) -> None:
+        """Between a transfer's messages: wait while the client's socket is full. A transfer
+        that moves counts as activity (the idle timer restarts)."""
+        self._arm()
+        while self.paused and self.transport is not None and not self.transport.is_closing():
+            self._writable = asyncio.get_running_loop().create_future()
+            await self._writable
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the client went away during the transfer")
+
+    def _transferred(self, task: asyncio.Task[None]) -> None:
+        self.transfer = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            if not isinstance(exc, ConnectionError):
+                log.error("zone transfer to %s failed", self.client, exc_info=exc)
+            if self.transport is not None:
+                self.transport.abort()  # a transfer cut short must not look complete
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            self._answer_buffered()
+
     def pause_writing(self) -> None:
         self.paused = True
         if self.transport is not None:
@@ -314,6 +355,8 @@ class TCPProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
             self._answer_buffered()
@@ -322,3 +365,7 @@ class TCPProtocol(asyncio.Protocol):
         self.state.release(self)
         if self.idle is not None:
             self.idle.cancel()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        if self.transfer is not None:
+            self.transfer.cancel()

@@ -155,3 +155,7 @@ class AnswerSink(Protocol):
         leaving the others as they are. False, with nothing done, when the sink does not hold
         ``service``: then it must be sent whole (``rebuild``)."""
         ...
+
+    def set_changes(self, changes: int) -> None:
+        """The registry's change index after the changes given so far (the SOA serial)."""
+        ...

@@ -22,12 +22,18 @@ class IndexSettings:
     ns_label: str = "ns"
     ns_addresses: tuple[str, ...] = ("127.0.0.1",)
     hostmaster: str = "hostmaster"
+    # The zone files' part of the SOA serial: it moves on a reload that changes them. The
+    # registry's change index is added to it (``AnswerIndex.set_changes``).
     serial: int = 1
     negative_ttl: int = 5
     static_ttl: int = 300
     extra_zones: tuple[bytes, ...] = ()
     # ``locality.networks``: (zone, network) pairs, the networks as text (see locality.ZoneMap).
     networks: tuple[tuple[str, str], ...] = ()
+    # The catalog zone (RFC 9432) among extra_zones, if one is served: its apex NS is "invalid."
+    catalog: bytes | None = None
+    # Keep a journal of differences for IXFR (when anyone may transfer at all).
+    journal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,31 +69,29 @@ class Node:
 
 class Unserved(Node):
     """A service's name whose members are all out of the hand-out (health): its NODATA for
-    ``types``, those its members would answer, says "no healthy instance" (RFC 8914
-    EXTRA-TEXT, see answer.py); for another type it is a plain NODATA."""
+    the members' types says "no healthy instance" (RFC 8914 EXTRA-TEXT, see answer.py)."""
 
-    __slots__ = ("types",)
-
-    def __init__(
-        self, zone: Zone, rrsets: dict[int, RRSet], name: bytes, types: frozenset[int]
-    ) -> None:
-        super().__init__(zone, rrsets, name)
-        self.types = types
+    __slots__ = ()
 
 
-def make_zones(settings: IndexSettings, ns_name: bytes) -> dict[bytes, Zone]:
-    """The zones of ``settings`` (the domain first), each with its SOA."""
+def make_zones(settings: IndexSettings, ns_name: bytes, serial: int) -> dict[bytes, Zone]:
+    """The zones of ``settings`` (the domain first), each with its SOA at ``serial``."""
+    return {
+        apex: Zone(apex, soa_body(settings, ns_name, serial))
+        for apex in (settings.domain, *settings.extra_zones)
+    }
+
+
+def soa_body(settings: IndexSettings, ns_name: bytes, serial: int) -> bytes:
+    """Every zone's SOA (one for all: they change together). Refresh and retry are short: a
+    secondary that missed a NOTIFY catches up within minutes, not hours."""
     s = settings
     hostmaster = wire.labels_to_wire((s.hostmaster,), s.domain)
-    zones = {}
-    for apex in (s.domain, *s.extra_zones):
-        soa = wire.rr_body(
-            wire.SOA,
-            s.negative_ttl,
-            wire.soa_rdata(ns_name, hostmaster, s.serial, 3600, 600, 86400, s.negative_ttl),
-        )
-        zones[apex] = Zone(apex, soa)
-    return zones
+    return wire.rr_body(
+        wire.SOA,
+        s.negative_ttl,
+        wire.soa_rdata(ns_name, hostmaster, serial, 300, 60, 604800, s.negative_ttl),
+    )
 
 
 def static_rrsets(
@@ -108,6 +112,12 @@ def static_rrsets(
         grouped[ns_name][rtype].append(Item(body))
     for apex, zone in zones.items():
         grouped[apex][wire.SOA].append(Item(zone.soa))
+        if apex == s.catalog:
+            # RFC 9432 4.1: a catalog's NS is "invalid." alone; it is never queried for data.
+            grouped[apex][wire.NS].append(
+                Item(wire.rr_body(wire.NS, s.static_ttl, b"\x07invalid\x00"))
+            )
+            continue
         grouped[apex][wire.NS].append(
             Item(
                 wire.rr_body(wire.NS, s.static_ttl, ns_name),

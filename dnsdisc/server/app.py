@@ -20,7 +20,9 @@ from dnsdisc.api.doh import DohHandler, Relay
 from dnsdisc.api.guard import GuardedRunner, HttpGuard
 from dnsdisc.api.http import Api
 from dnsdisc.config.load import Config
+from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.face import DnsFace
+from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.view import MemberView
 from dnsdisc.errors import ConfigError
 from dnsdisc.health.monitor import HealthMonitor
@@ -29,10 +31,10 @@ from dnsdisc.registry.checks import RemoteCheckRules
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.state import Service
-from dnsdisc.server import staleness
 from dnsdisc.server.explain import Explainer
 from dnsdisc.server.limits import http_limits, raise_nofile
 from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry
+from dnsdisc.server.notify import Notifier
 from dnsdisc.server.parts import Server, attach, build_index, load_zones, reserved_names
 from dnsdisc.server.reload import Reloader
 from dnsdisc.store.base import open_store
@@ -111,6 +113,10 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     for settings, instances in zone_data.services:
         registry.add_static(settings, instances)
     server.queries.rebuild_all()  # the stored queries, now that every service is there
+    server.index.set_changes(registry.events.changes.index)  # the SOA serial, as loaded
+    if config.transfer_notify:
+        server.notifier = Notifier(config.dns_settings().transfer, lambda: _zones(server))
+        registry.subscribe_changes(server.notifier.changed)
     registry.subscribe_changes(heap.Settler().changed)
     server.state.store_open = True
     try:
@@ -195,7 +201,6 @@ def _join_cluster(server: Server) -> None:
 
     assert isinstance(store, EtcdStore)
     server.state.store_stale = lambda: store.stale
-    staleness.follow(lambda: store.stale, server.face, server.pool)
     store.campaign(server.health.set_checking)
 
 
@@ -274,6 +279,14 @@ async def _gather(server: Server, service: str | None) -> None:
                 state.answers = answers.get((svc.settings.name, iid), 0)
 
 
+def _zones(server: Server) -> list[str]:
+    """Every zone we serve, as text (what NOTIFY names)."""
+    index = server.pool.index if server.pool is not None else server.index
+    assert isinstance(index, AnswerIndex)
+    settings = index.settings
+    return [wire.wire_to_text(apex) for apex in (settings.domain, *settings.extra_zones)]
+
+
 async def stop(server: Server) -> None:
     """Graceful: stop accepting, let relayed queries finish (bounded), flush and close every
     connection, then close the store (every acknowledged write is already committed)."""
@@ -287,6 +300,8 @@ async def stop(server: Server) -> None:
         await server.face.drain()
     if server.pool is not None:
         await server.pool.stop()
+    if server.notifier is not None:
+        await server.notifier.close()
     await server.registry.close()
     server.state.store_open = False
     if server.audit is not None:

@@ -3,7 +3,7 @@ the config: the answer index, the zone data, the names nobody may register."""
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -19,11 +19,13 @@ from dnsdisc.dnsserver.face import DnsFace
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.names import QUERY_LABEL
 from dnsdisc.dnsserver.stats import DnsCounters
+from dnsdisc.dnsserver.transfer import catalog_records
 from dnsdisc.dnsserver.view import AnswerSink
 from dnsdisc.dnsserver.zone import IndexSettings
 from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.settings import NS_HOST
+from dnsdisc.server.notify import Notifier
 from dnsdisc.server.queries import QueryAnswers
 from dnsdisc.tls import ContextSwitch
 from dnsdisc.workers.pool import WorkerPool
@@ -59,16 +61,24 @@ class Server:
     dns_counters: DnsCounters = field(default_factory=DnsCounters)
     # The named queries' answers, kept current (set by ``attach``).
     queries: QueryAnswers | None = None
+    # NOTIFY to the secondaries in transfer.notify (None: none configured).
+    notifier: Notifier | None = None
 
 
 def build_index(config: Config, zone_data: zones.ZoneData, after: int | None = None) -> AnswerIndex:
-    """The index of ``config`` and the zone files, static layer only. Its SOA serial is the
-    time in seconds, or one past ``after`` (the serial in use) when that is not ahead of it by
-    RFC 1982: two changes in one second must still move it, or secondaries and caches keyed on
-    it would keep the first."""
-    serial = int(time.time()) & 0xFFFFFFFF
-    if after is not None and not 0 < (serial - after) % 2**32 < 2**31:
-        serial = (after + 1) % 2**32
+    """The index of ``config`` and the zone files, static layer only. The zone files' part of
+    its SOA serial (``IndexSettings.serial``) is 0 at start and one past ``after`` (the part in
+    use) on a reload; the registry's change index is added to it (``AnswerIndex.set_changes``).
+    0 at start rather than the time: with etcd every node then shows the same serial for the
+    same content, the store's revision."""
+    serial = 0 if after is None else (after + 1) % 2**32
+    catalog = config.transfer_catalog
+    records = list(zone_data.records)
+    extra = tuple(zone_data.apexes) + tuple(wire.text_to_wire(z) for z in config.reverse_zones)
+    if catalog is not None:
+        apexes = (wire.text_to_wire(config.domain), *extra)
+        records += catalog_records(wire.text_to_wire(catalog), apexes, config.negative_ttl)
+        extra += (wire.text_to_wire(catalog),)
     settings = IndexSettings(
         domain=wire.text_to_wire(config.domain),
         ns_label=config.ns_label,
@@ -76,11 +86,12 @@ def build_index(config: Config, zone_data: zones.ZoneData, after: int | None = N
         hostmaster=config.hostmaster,
         serial=serial,
         negative_ttl=config.negative_ttl,
-        extra_zones=tuple(zone_data.apexes)
-        + tuple(wire.text_to_wire(z) for z in config.reverse_zones),
+        extra_zones=extra,
         networks=config.locality_networks,
+        catalog=wire.text_to_wire(catalog) if catalog is not None else None,
+        journal=bool(config.transfer_allow.rules or config.transfer_tsig_keys),
     )
-    return AnswerIndex(settings, zone_data.records)
+    return AnswerIndex(settings, records)
 
 
 class _HasIndex(Protocol):
@@ -96,8 +107,23 @@ def attach(registry: Registry, target: _HasIndex, health: HealthMonitor) -> Quer
     costs what changed, not the service."""
 
     queries = QueryAnswers(registry, health, lambda: target.index)
+    serial_due = False
+
+    def set_serial() -> None:
+        # Once per turn of the event loop, after that turn's changes: the SOA serial follows
+        # the change index (a batch of 128 registrations moves it once).
+        nonlocal serial_due
+        serial_due = False
+        target.index.set_changes(registry.events.changes.index)
 
     def on_change(service: str, iid: str | None) -> None:
+        nonlocal serial_due
+        if not serial_due:
+            serial_due = True
+            try:
+                asyncio.get_running_loop().call_soon(set_serial)
+            except RuntimeError:  # no loop (a zone file's services, loaded at start): now
+                set_serial()
         svc = registry.get(service)
         if svc is None:
             health.forget(service)

@@ -58,6 +58,7 @@ class WorkerPool:
         self._patches: dict[str, dict[str, MemberView | None]] = {}
         self._flushed: asyncio.Future[None] | None = None
         self.sent = protocol.SentServices()
+        self.changes = 0  # the registry's change index last sent (SERIAL)
 
     async def spawn(self) -> None:
         await self.supervisor.spawn()
@@ -85,6 +86,7 @@ class WorkerPool:
         services = [(name, s, member_frames(members)) for name, s, members in self.snapshot()]
         for first in range(0, len(services), SNAPSHOT_CHUNK):
             parts.append((protocol.SERVICES, services[first : first + SNAPSHOT_CHUNK]))
+        parts.append((protocol.SERIAL, self.changes))
         return parts
 
     # -- the answer sink ---------------------------------------------------------------------
@@ -167,6 +169,12 @@ class WorkerPool:
         self._flush()  # what changed before this message goes before it
         self.supervisor.send_all(*message)
 
+    def set_changes(self, changes: int) -> None:
+        """Like ``AnswerIndex.set_changes``, in every worker, after the changes pending."""
+        if changes != self.changes:
+            self.changes = changes
+            self._broadcast(protocol.SERIAL, changes)
+
     def figures(self, service: str, iid: str, load: float | None, latency: float | None) -> None:
         self._broadcast(protocol.FIGURES, service, iid, load, latency)
 
@@ -174,6 +182,7 @@ class WorkerPool:
         """A reload: the services that follow go into a new index, answered from at ``swap``."""
         self.index = index
         self._broadcast(protocol.INDEX, index.settings, index.static_records)
+        self._broadcast(protocol.SERIAL, self.changes)
         self.sent.forget()  # the new index starts empty
 
     def restatic(self, settings: IndexSettings, records: Sequence[StaticRecord]) -> None:

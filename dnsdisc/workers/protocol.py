@@ -16,6 +16,8 @@ main -> worker
     ZONE      seq, IndexSettings, zone records        (a reload that changed only zone records:
                                                        replace them in the index in place)
     SWAP      seq                                     (answer from the new index from now on)
+    SERIAL    seq, change index                       (the registry's, after the changes sent
+                                                       before it: the SOA serial follows it)
     LISTEN    seq                                     (bind the DNS port; reply LISTENING)
     STATS     seq, service or None                    (reply STATS)
     STOP      seq                                     (drain and exit; no reply)
@@ -45,6 +47,7 @@ DELTA = "delta"
 INDEX = "index"
 ZONE = "zone"
 SWAP = "swap"
+SERIAL = "serial"
 LISTEN = "listen"
 STATS = "stats"
 STOP = "stop"

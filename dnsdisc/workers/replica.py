@@ -315,6 +315,8 @@ def _apply(message: tuple[Any, ...], replica: Replica, face: DnsFace) -> bytes:
             replica.collector_was = heap.pause()
     elif kind == protocol.ZONE:
         replica.building.restatic(message[2], message[3])
+    elif kind == protocol.SERIAL:
+        replica.building.set_changes(message[2])  # the index the changes went into
     elif kind == protocol.SWAP:
         face.responder.index = replica.building
         _built(replica)
