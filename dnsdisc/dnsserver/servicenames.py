@@ -23,12 +23,14 @@ from dnsdisc.dnsserver.groups import Group, Run, least, srv_hint, tiers_hint
 from dnsdisc.dnsserver.names import PROTOCOLS, Naming
 from dnsdisc.dnsserver.rrset import HTTPS_TARGET, SRV_TARGET, Item, RRSet
 from dnsdisc.dnsserver.view import MemberView, ServiceView
-from dnsdisc.dnsserver.zone import Node, Zone
+from dnsdisc.dnsserver.zone import Node, Unserved, Zone
 from dnsdisc.policies.balance import POLICIES, srv_order
 from dnsdisc.policies.roles import FALLBACK, IN
 
 # A group of members with names of its own: the whole service (""), a protocol, or a tag.
 _ALL = ("all", "")
+# The RRsets a handed-out member puts at its groups' names (see _set).
+_MEMBER_RRSETS = frozenset((wire.A, wire.AAAA, wire.SRV))
 
 
 def settings_key(settings: ServiceView) -> tuple[object, ...]:
@@ -262,7 +264,7 @@ class ServiceNames:
                 rrsets[wire.TXT] = self._meta_txt
             self._add_https(group, rrsets)
             name = naming.query(svc) if self.query else naming.service(svc)
-            self._set(name, rrsets)
+            self._set(name, rrsets, held)
             return [name]
         if kind == "proto":
             name = naming.query_srv(svc, label) if self.query else naming.srv(svc, label)
@@ -271,7 +273,7 @@ class ServiceNames:
             touched = [name]
             if self._sd_on:
                 touched += self._browse(label, held, rrsets)
-            self._set(name, rrsets)
+            self._set(name, rrsets, held)
             return touched
         names = [naming.tag(label, svc)]
         if label not in PROTOCOLS:
@@ -284,13 +286,30 @@ class ServiceNames:
             return names
         rrsets = self._balanced(held)
         self._add_https(group, rrsets)
-        self._set(names[0], rrsets)
+        self._set(names[0], rrsets, held)
         if len(names) > 1:
-            self._set(names[1], self._balanced(held, with_addr=False))
+            self._set(names[1], self._balanced(held, with_addr=False), held)
         return names
 
-    def _set(self, name: bytes, rrsets: dict[int, RRSet]) -> None:
-        self._group_nodes[name] = Node(self.zone, rrsets, name)
+    def _set(self, name: bytes, rrsets: dict[int, RRSet], held: Group | None = None) -> None:
+        # A group with members of which none is handed out (health): Unserved, whose NODATA
+        # says why (see zone.Unserved).
+        if held is not None and held.size > 0 and not rrsets.keys() & _MEMBER_RRSETS:
+            node: Node = Unserved(self.zone, rrsets, name, self._member_types())
+        else:
+            node = Node(self.zone, rrsets, name)
+        self._group_nodes[name] = node
+
+    def _member_types(self) -> frozenset[int]:
+        """The types the service's members answer when handed out: SRV and ANY, and A or AAAA
+        for the families they have (an IPv4-only service's AAAA NODATA says nothing of health).
+        O(members), paid only for a service none of whose members is handed out."""
+        families = {inst.is_ipv6 for inst in (m.instance for m in self.members.values())}
+        return frozenset(
+            (wire.SRV, wire.ANY)
+            + ((wire.A,) if False in families else ())
+            + ((wire.AAAA,) if True in families else ())
+        )
 
     def _add_https(self, group: tuple[str, str], rrsets: dict[int, RRSet]) -> None:
         """The HTTPS RRset of a name whose A/AAAA answer ``group``: the same members, drained

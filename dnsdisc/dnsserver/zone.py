@@ -69,9 +69,16 @@ class Node:
 
 class Unserved(Node):
     """A service's name whose members are all out of the hand-out (health): its NODATA for
-    the members' types says "no healthy instance" (RFC 8914 EXTRA-TEXT, see answer.py)."""
+    ``types``, those its members would answer, says "no healthy instance" (RFC 8914
+    EXTRA-TEXT, see answer.py); for another type it is a plain NODATA."""
 
-    __slots__ = ()
+    __slots__ = ("types",)
+
+    def __init__(
+        self, zone: Zone, rrsets: dict[int, RRSet], name: bytes, types: frozenset[int]
+    ) -> None:
+        super().__init__(zone, rrsets, name)
+        self.types = types
 
 
 def make_zones(settings: IndexSettings, ns_name: bytes, serial: int) -> dict[bytes, Zone]:

@@ -31,6 +31,7 @@ from dnsdisc.registry.checks import RemoteCheckRules
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.state import Service
+from dnsdisc.server import staleness
 from dnsdisc.server.explain import Explainer
 from dnsdisc.server.limits import http_limits, raise_nofile
 from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry
@@ -201,6 +202,7 @@ def _join_cluster(server: Server) -> None:
 
     assert isinstance(store, EtcdStore)
     server.state.store_stale = lambda: store.stale
+    staleness.follow(lambda: store.stale, server.face, server.pool)
     store.campaign(server.health.set_checking)
 
 

@@ -3,7 +3,8 @@ with dig exactly as genreport spells each probe, and judged as genreport judges 
 
 genreport itself is not packaged for Debian; its probes are plain dig queries, so this runs them
 against the server and checks the reply the way genreport's report line would (``ok`` or the
-names of what was wrong)."""
+names of what was wrong). The server has ``dns.nsid`` set, so that the probes asking for NSID
+(RFC 5001) also check it comes back, naming the process that answered."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.helpers import DnsdiscProcess, require_tool, running
+from tests.support.helpers import LOOPBACK_CHECKS, DnsdiscProcess, require_tool, running
 
 ZONE = "svc.internal"
+NSID = "genreport"
 # name -> dig arguments (genreport's table, EDNS and FULL groups, <zone> filled in).
 PROBES = {
     "dns": "+noedns +noad +norec SOA <zone>",
@@ -54,7 +56,10 @@ PROBES = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsdiscProcess]:
-    with running(tmp_path_factory.mktemp("genreport")) as srv:
+    tmp = tmp_path_factory.mktemp("genreport")
+    conf = tmp / "nsid.yaml"
+    conf.write_text(LOOPBACK_CHECKS + f"dns:\n  nsid: {NSID}\n")
+    with running(tmp, extra_args=["--config", str(conf)]) as srv:
         yield srv
 
 
@@ -124,6 +129,9 @@ def judge(name: str, args: str, out: str) -> list[str]:
         rf"; COOKIE: {sent.group(1)}[0-9a-f]{{16,64}} \(good\)", out
     ):
         tags.append("nocookie")
+    # NSID: asked, it comes back (BADVERS replies to version 1 need not carry it), naming us.
+    if "+nsid" in opts and version == 0 and not re.search(rf'; NSID: [0-9a-f ]+ \("{NSID}/', out):
+        tags.append("nonsid")
     size = re.search(r"MSG SIZE\s+rcvd: (\d+)", out)
     if "+ignore" in opts and size is not None and int(size.group(1)) > 512:
         tags.append("toobig")
@@ -172,3 +180,16 @@ def test_the_judge_wants_the_client_cookie_back_with_a_server_cookie() -> None:
     good = "; COOKIE: 0102030405060708" + "01000000" + "ab" * 12 + " (good)\n"
     assert judge("ednscookie", args, head + good + answer) == []
     assert judge("ednscookie", args, head + answer) == ["nocookie"]
+
+
+def test_the_judge_wants_nsid_back_when_asked() -> None:
+    head = (
+        ";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 1\n"
+        ";; flags: qr aa; QUERY: 1, ANSWER: 1, AUTHORITY: 0, ADDITIONAL: 1\n"
+        "; EDNS: version: 0, flags:; udp: 1232\n"
+    )
+    answer = f";; ANSWER SECTION:\n{ZONE}\t5\tIN\tSOA\tns. h. 1 2 3 4 5\n"
+    args = PROBES["ednsnsid"].replace("<zone>", ZONE)
+    nsid = f'; NSID: 67 65 6e 72 65 70 6f 72 74 2f 6d 61 69 6e ("{NSID}/main")\n'
+    assert judge("ednsnsid", args, head + nsid + answer) == []
+    assert judge("ednsnsid", args, head + answer) == ["nonsid"]
