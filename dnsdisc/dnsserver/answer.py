@@ -35,6 +35,7 @@ _MAX_CHAIN = 8
 _MAX_POINTER = 0x3FFF
 _OPT_START = b"\x00\x00\x29"  # an OPT record: the root, type 41
 _UNSEEN = object()
+_TRANSFERS = (251, 252)  # IXFR, AXFR
 # Header bits copied from the query into the reply: RD and CD (RFC 1035, RFC 4035 3.1.6).
 _COPY_FLAGS = wire.FLAG_RD | wire.FLAG_CD
 
@@ -335,6 +336,12 @@ class Responder:
             # No zone of another class is ours (CHAOS id.server and the like included).
             return self._finish(
                 q, reply_flags | wire.REFUSED, bytearray(), 0, 0, 0, ede.NOT_AUTHORITATIVE_OPTION
+            )
+        if q.qtype in _TRANSFERS:
+            # Zone transfers go over TCP only (transport.py hands them to transfer.py before
+            # they reach here): over UDP, or DoH, REFUSED (RFC 5936 4.2).
+            return self._finish(
+                q, reply_flags | wire.REFUSED, bytearray(), 0, 0, 0, ede.TRANSFER_OPTION
             )
 
         cap = None if tcp else self.udp_cap

@@ -42,5 +42,6 @@ def option(code: int, text: str = "") -> bytes:
 # The options made on the answer path, made once.
 NOT_AUTHORITATIVE_OPTION = option(NOT_AUTHORITATIVE)
 PROHIBITED_OPTION = option(PROHIBITED, "recursion is not offered to this client")
+TRANSFER_OPTION = option(PROHIBITED, "zone transfers are over TCP only")
 STALE_OPTION = option(STALE_ANSWER, "the shared store is unreachable")
 UNHEALTHY_OPTION = option(OTHER, "no healthy instance")

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
+import dns.edns
 import dns.exception
 import dns.message
 import dns.name
@@ -179,6 +180,12 @@ def test_access_by_network_or_tsig_and_the_errors_of_bad_signatures(tmp_path: Pa
         query = dns.message.make_query("example.org.", "AXFR")
         query.use_tsig(KEY)
         assert _rcode_of(server, query.to_wire()).rcode() == dns.rcode.NOTAUTH
+        # AXFR and IXFR over UDP: REFUSED, saying why (EDE Prohibited) to a query with EDNS.
+        for rdtype in ("AXFR", "IXFR"):
+            query = dns.message.make_query(DOMAIN, rdtype, use_edns=0)
+            reply = dns.query.udp(query, server.dns_host, port=server.dns_port, timeout=3)
+            assert reply.rcode() == dns.rcode.REFUSED
+            assert [o.code for o in reply.options if o.otype == dns.edns.EDE] == [18]
         # And the server answers on.
         assert server.addresses("web.svc.internal") == ["10.0.0.1"]
 
