@@ -262,7 +262,8 @@ def test_both_event_loops_answer_udp_and_tcp(tmp_path: Path, loop: str, count: i
         assert f"event loop {loop}" in server.log()
         wait_until(lambda: len(server.children()) == count, 5)
         for pid in server.children():
-            assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2] == loop.encode()
+            # python -m dnsdisc.workers FD FENCE LOOP NUMBER
+            assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-3] == loop.encode()
         server.register("web", "web-1", address="10.0.0.1", port=80)
         assert spread_answers(server, "web.svc.internal") == [{"10.0.0.1"}] * SPREAD
         assert server.addresses("web.svc.internal", tcp=True) == ["10.0.0.1"]
