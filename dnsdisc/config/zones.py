@@ -31,7 +31,7 @@ _RECORD_KEYS = {"name", "type", "value", "ttl"}
 _SERVICE_KEYS = {
     "policy", "max_answers", "ttl", "meta", "instances",
     "locality", "locality_min_healthy", "sticky_prefix", "sticky_prefix_v6",
-    "sequence", "srv_weights",
+    "sequence", "srv_weights", "https", "dnssd",
 }  # fmt: skip
 _FORBIDDEN = {"SOA", "NS", "OPT", "ANY"}
 

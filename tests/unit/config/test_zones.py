@@ -78,6 +78,15 @@ def test_a_zone_file_places_instances_in_zones_and_sets_locality(tmp_path: Path)
     assert [(i.id, i.zone) for i in instances] == [("d-1", "eu-1a"), ("d-2", None)]
 
 
+def test_a_zone_files_service_may_have_https_and_dnssd(tmp_path: Path) -> None:
+    text = "services:\n  web:\n    https: {alpn: [h2]}\n    dnssd: true\n    instances: {}\n"
+    ((settings, _),) = zones.load_dir(write(tmp_path, text), "svc.internal.", DEFAULTS).services
+    assert settings.https is not None and settings.https.alpn == ("h2",) and settings.dnssd
+    bad = "services:\n  web:\n    https: {alpn: [nope nope]}\n"
+    with pytest.raises(ConfigError, match="https"):
+        zones.load_dir(write(tmp_path, bad), "svc.internal.", DEFAULTS)
+
+
 def test_cname_must_stand_alone(tmp_path: Path) -> None:
     text = (
         "records:\n  - {name: a, type: CNAME, value: b}\n  - {name: a, type: A, value: 1.2.3.4}\n"
