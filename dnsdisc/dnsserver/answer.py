@@ -13,7 +13,7 @@ import logging
 import random
 import struct
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import perf_counter
 
 from dnsdisc.dnsserver import ecs, ede, wire
@@ -23,6 +23,7 @@ from dnsdisc.dnsserver.locality import Local
 from dnsdisc.dnsserver.rrset import Item, RRSet
 from dnsdisc.dnsserver.settings import REPLY_CACHE_BYTES
 from dnsdisc.dnsserver.stats import LATENCY_BUCKETS, QueryStats, type_key
+from dnsdisc.dnsserver.transfer import ends_with_tsig
 from dnsdisc.dnsserver.zone import Node, Unserved
 from dnsdisc.errors import rcode_of
 
@@ -91,6 +92,9 @@ class Responder:
         self.echoed = 0
         # What queries with options said of their client, by their bytes after the ID.
         self._subnets: dict[bytes, ecs.Found | None] = {}
+        # Queries signed with TSIG go here (``Transfers.signed``: checked, answered, the reply
+        # signed); None: no keys configured, and a signed query is answered as any other.
+        self.signed: Callable[[bytes, Callable[[bytes], object]], object] | None = None
 
     @property
     def stale(self) -> bool:
@@ -145,6 +149,8 @@ class Responder:
                 and data[10:12] != b"\x00\x00"
                 and not (data[-11:-8] == _OPT_START and data[-2:] == b"\x00\x00")
             ):
+                if self.signed is not None and ends_with_tsig(data):
+                    return self._signed(data, tcp, source)
                 return self._optioned(data, tcp, source)
             return self._respond_keyed(data, tcp, started, source, prefix)
         self.echoed = entry.options  # a query with options (a cookie) can be one sent before
@@ -176,6 +182,16 @@ class Responder:
             latency.count += 1
             return data[:2] + body
         return self._encode(data, tcp, started, entry.key, entry, order, source, prefix)
+
+    def _signed(self, data: bytes, tcp: bool, source: bytes) -> bytes | _Forward | None:
+        """``respond`` for a query that ends with a TSIG record: answered without it, the
+        reply signed. Never cached by these bytes (each signature is new)."""
+        assert self.signed is not None
+        reply = self.signed(data, lambda plain: self._optioned(plain, tcp, source))
+        # The reply ends with its TSIG record now, not our OPT: nothing may go after it (a
+        # cookie would break the signature; cookies.answer adds one only behind an OPT).
+        self.echoed = 0
+        return reply if reply is None or isinstance(reply, bytes) else FORWARD
 
     def _optioned(self, data: bytes, tcp: bool, source: bytes) -> bytes | _Forward | None:
         """``respond`` for a query that may carry EDNS options: with a client subnet (RFC 7871)

@@ -93,16 +93,21 @@ class DnsFace:
             if rrl
             else None
         )
+        responder = Responder(
+            index,
+            forwarding=forwarder is not None,
+            any_full=settings.any_full,
+            reply_cache_bytes=settings.reply_cache_bytes,
+            udp_answer_limit=settings.udp_answer_limit,
+            nsid=identifier,
+        )
+        transfers = Transfers(settings.transfer)
+        if settings.transfer.tsig_keys:
+            # A secondary's signed SOA query wants a signed reply (see Transfers.signed).
+            responder.signed = transfers.signed
         return cls(
             settings,
-            Responder(
-                index,
-                forwarding=forwarder is not None,
-                any_full=settings.any_full,
-                reply_cache_bytes=settings.reply_cache_bytes,
-                udp_answer_limit=settings.udp_answer_limit,
-                nsid=identifier,
-            ),
+            responder,
             forwarder,
             limiter,
             TCPState(
@@ -111,7 +116,7 @@ class DnsFace:
                 settings.query_log,
                 settings.tcp_max_connections_per_client,
                 cookies=cookies,
-                transfers=Transfers(settings.transfer),
+                transfers=transfers,
             ),
             cookies,
         )

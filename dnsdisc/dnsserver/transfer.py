@@ -85,6 +85,32 @@ def catalog_records(apex: bytes, members: Sequence[bytes], ttl: int) -> list[Sta
     return out
 
 
+# A TSIG record's type, class ANY and TTL 0 (RFC 8945 4.2): what ends a signed message.
+_TSIG_FIXED = b"\x00\xfa\x00\xff\x00\x00\x00\x00"
+
+
+def ends_with_tsig(message: bytes) -> bool:
+    """Cheap: whether ``message`` may end with a TSIG record (a signed query). Looked at only
+    for queries whose additional section is not a plain OPT record; a false positive costs a
+    closer look (``Transfers.signed``), never a wrong answer."""
+    at = message.rfind(_TSIG_FIXED, 12)
+    return at > 0 and at + 10 + int.from_bytes(message[at + 8 : at + 10]) == len(message)
+
+
+def _last_record(message: bytes) -> int:
+    """The offset of the last record of ``message`` (its additional section's last)."""
+    qdcount, ancount, nscount, arcount = struct.unpack_from("!HHHH", message, 4)
+    pos = 12
+    for _ in range(qdcount):
+        pos = wire.skip_name(message, pos) + 4
+    start = pos
+    for _ in range(ancount + nscount + arcount):
+        start = pos
+        pos = wire.skip_name(message, pos)
+        pos += 10 + int.from_bytes(message[pos + 8 : pos + 10])
+    return start
+
+
 class Refused(Exception):
     """The transfer is not for this client: REFUSED (with its reason logged)."""
 
@@ -178,6 +204,25 @@ class Transfers:
                 self.running[client] = left
             else:
                 del self.running[client]
+
+    def signed(self, message: bytes, answer: Callable[[bytes], object]) -> object:
+        """The reply to a query signed with TSIG that is not a transfer, as ``answer`` gives it
+        for the query without its TSIG record, signed with the query's key. A secondary asks
+        for the SOA this way before it transfers (BIND on every refresh, Knot after a NOTIFY),
+        and drops a reply that is not signed: RFC 8945 5.3 wants the reply to a signed
+        request signed. A bad signature gets the TSIG error reply, as a transfer would."""
+        try:
+            query, key = self._verify(message)
+        except _Answered as done:
+            return done.reply
+        if key is None:  # looked signed to ends_with_tsig, but dnspython found no TSIG
+            return answer(message)
+        arcount = struct.unpack_from("!H", message, 10)[0] - 1
+        plain = message[:10] + struct.pack("!H", arcount) + message[12 : _last_record(message)]
+        reply = answer(plain)
+        if not isinstance(reply, bytes) or len(reply) < 12:
+            return reply  # no reply, or forwarded: not ours to sign
+        return _Signer(key, query).sign(reply)
 
     def _verify(self, message: bytes) -> tuple[dns.message.Message, dns.tsig.Key | None]:
         """The query and the key it was signed with (None: unsigned); raises ``_Answered``

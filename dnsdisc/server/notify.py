@@ -15,7 +15,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
-import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
@@ -47,6 +46,7 @@ class Notifier:
         self._task: asyncio.Task[None] | None = None
         self._rounds: set[asyncio.Task[None]] = set()
         self._round: dict[tuple[str, HostPort], asyncio.Task[None]] = {}
+        self._said: set[tuple[str, HostPort, int]] = set()
 
     def changed(self, *_: object) -> None:
         """A zone's content changed: a round goes out within ``EVERY`` s."""
@@ -84,21 +84,49 @@ class Notifier:
                 query.use_tsig(self.key)
             self.sent += 1
             try:
-                reply = await dns.asyncquery.udp(
-                    query, secondary.host, timeout=wait, port=secondary.port
-                )
-            except (dns.exception.Timeout, OSError, dns.exception.DNSException) as exc:
-                log.debug("NOTIFY %s to %s: try %d: %s", zone, secondary, attempt + 1, exc)
+                data = await _exchange(query.to_wire(), secondary, wait)
+            except (TimeoutError, OSError) as exc:
+                # Refused at once (ICMP: the secondary is restarting) waits as long as a lost
+                # datagram does: five tries in a few ms would miss a restart of a second.
+                log.debug("NOTIFY %s to %s: try %d: %r", zone, secondary, attempt + 1, exc)
+                if not isinstance(exc, TimeoutError):
+                    await asyncio.sleep(wait)
                 wait *= 2
                 continue
-            if reply.rcode() == dns.rcode.NOERROR:
-                self.acknowledged += 1
-                return
-            log.warning("NOTIFY %s to %s: %s", zone, secondary, dns.rcode.to_text(reply.rcode()))
-            self.failed += 1
-            return  # refused or not authoritative: retrying says the same
+            self._answered(zone, secondary, query, data)
+            return
         self.failed += 1
         log.warning("NOTIFY %s to %s: no answer after %d tries", zone, secondary, TRIES)
+
+    def _answered(
+        self, zone: str, secondary: HostPort, query: dns.message.Message, data: bytes
+    ) -> None:
+        """Count (and log) the reply to a NOTIFY; no more tries follow, whatever it says. It is
+        read before its signature is checked: a secondary that does not serve the zone (the
+        catalog zone to a secondary of the members only, say) answers NOTAUTH, NXDOMAIN or
+        REFUSED unsigned, which is worth saying as such, not as a bad or missing answer."""
+        try:
+            reply = dns.message.from_wire(data, keyring=False)  # read, not checked yet
+            if self.key is not None and reply.rcode() == dns.rcode.NOERROR:
+                dns.message.from_wire(
+                    data, keyring={self.key.name: self.key}, request_mac=query.mac
+                )
+        except dns.exception.DNSException as exc:
+            self.failed += 1
+            log.warning("NOTIFY %s to %s: a reply we cannot accept: %s", zone, secondary, exc)
+            return
+        rcode = reply.rcode()
+        if rcode == dns.rcode.NOERROR:
+            self.acknowledged += 1
+            return
+        self.failed += 1
+        # Each change would say it again (once a second under churn): once per secondary, zone
+        # and answer at warning, then at debug.
+        said = (zone, secondary, rcode)
+        level = logging.DEBUG if said in self._said else logging.WARNING
+        self._said.add(said)
+        log.log(level, "NOTIFY %s to %s: %s (it does not serve the zone, or not from us)", zone,
+                secondary, dns.rcode.to_text(rcode))  # fmt: skip
 
     async def close(self) -> None:
         tasks = [t for t in (self._task, *self._rounds) if t is not None]
@@ -107,3 +135,34 @@ class Notifier:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+class _Reply(asyncio.DatagramProtocol):
+    """The first datagram with the query's ID, on a socket connected to the secondary."""
+
+    def __init__(self, qid: bytes, got: asyncio.Future[bytes]) -> None:
+        self.qid = qid
+        self.got = got
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if data[:2] == self.qid and len(data) >= 12 and data[2] & 0x80 and not self.got.done():
+            self.got.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.got.done():
+            self.got.set_exception(exc)
+
+
+async def _exchange(wire: bytes, secondary: HostPort, timeout: float) -> bytes:
+    """The reply to ``wire`` sent over UDP to ``secondary``, as bytes: read once before its
+    signature is checked (see ``Notifier._answered``). Raises TimeoutError or OSError."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[bytes] = loop.create_future()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _Reply(wire[:2], got), remote_addr=(secondary.host, secondary.port)
+    )
+    try:
+        transport.sendto(wire)
+        return await asyncio.wait_for(got, timeout)
+    finally:
+        transport.close()
