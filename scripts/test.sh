@@ -14,6 +14,7 @@ declare -A PACKAGES=(
   [pdns_recursor]=pdns-recursor [kresd]=knot-resolver [haproxy]=haproxy
   [prometheus]=prometheus [unshare]=util-linux [mount]=mount
   [node]=nodejs [npm]=nodejs
+  [nsd]=nsd [knotd]=knot [named]=bind9
 )
 missing=()
 for tool in "${!PACKAGES[@]}"; do
