@@ -21,7 +21,7 @@ from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.build import PtrEntry, ptr_rrset
 from dnsdisc.dnsserver.cache import ReplyCache
 from dnsdisc.dnsserver.dnssd import Browse
-from dnsdisc.dnsserver.journal import Journal
+from dnsdisc.dnsserver.journal import Journal, journal_records
 from dnsdisc.dnsserver.locality import ZoneMap
 from dnsdisc.dnsserver.names import Naming, is_query_key, serves_ptr
 from dnsdisc.dnsserver.rrset import Item, RRSet
@@ -65,9 +65,11 @@ class AnswerIndex:
         # The registry's change index as last told (``set_changes``): with the zone files'
         # serial, it makes every zone's SOA serial.
         self.changes = 0
-        # Names added, replaced or removed since the journal last looked (None: not tracked;
-        # see journal.py, which turns them into the differences IXFR sends).
-        self.touched: set[bytes] | None = None
+        # Names added, replaced or removed since the journal last looked, each with its records
+        # as they were before (None: not tracked; see journal.py, which turns them into the
+        # differences IXFR sends). Taken when a name is first touched: memory for what changed,
+        # not a second copy of the zone.
+        self.touched: dict[bytes, frozenset[bytes]] | None = None
         self.journal: Journal | None = None
         self._build_static()
 
@@ -122,7 +124,7 @@ class AnswerIndex:
             return
         if self.journal is None or self.touched is None:
             self.journal = Journal(self)
-            self.touched = set()
+            self.touched = {}
         elif self.serial != before:
             self.journal.step(before, self.serial, self.touched)
             self.touched.clear()
@@ -238,9 +240,8 @@ class AnswerIndex:
             if node is None:
                 self._uninstall(name)
             elif name in self.nodes:
+                self._touch(name)
                 self.nodes[name] = node  # its ancestors are counted already
-                if self.touched is not None:
-                    self.touched.add(name)
             else:
                 self._install(name, node)
         ids = [m.instance.id for m in changed]
@@ -259,9 +260,8 @@ class AnswerIndex:
             if name in self._static:
                 continue
             if name in before:
+                self._touch(name)
                 self.nodes[name] = node
-                if self.touched is not None:
-                    self.touched.add(name)
             else:
                 self._install(name, node)
         if new is None:
@@ -329,10 +329,15 @@ class AnswerIndex:
             else:
                 self._install(name, Node(self._zone_for(name), rrsets, name))
 
+    def _touch(self, name: bytes) -> None:
+        """Before ``name`` changes: keep its records as they were, for the journal."""
+        touched = self.touched
+        if touched is not None and name not in touched:
+            touched[name] = journal_records(self.nodes.get(name))
+
     def _install(self, name: bytes, node: Node) -> None:
         self.cache.forget()
-        if self.touched is not None:
-            self.touched.add(name)
+        self._touch(name)
         if name in self.nodes:
             self._uninstall(name)
         self.nodes[name] = node
@@ -341,11 +346,11 @@ class AnswerIndex:
             ents[parent] = ents.get(parent, 0) + 1
 
     def _uninstall(self, name: bytes) -> None:
-        if self.nodes.pop(name, None) is None:
+        if name not in self.nodes:
             return
+        self._touch(name)
+        del self.nodes[name]
         self.cache.forget()
-        if self.touched is not None:
-            self.touched.add(name)
         for parent in wire.parent_names(name):
             left = self.ents[parent] - 1
             if left:

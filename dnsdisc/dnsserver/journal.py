@@ -1,9 +1,10 @@
 """The differences IXFR sends (RFC 1995): what each serial step removed and added, for a bounded
 number of recent steps.
 
-The index notes the names it installs, replaces or removes (``AnswerIndex.touched``); at each
-serial step the journal compares those names' records with what it last saw of them (a map of
-name -> record bodies, the bodies shared with the index, not copied) and keeps the difference.
+The index notes the names it installs, replaces or removes (``AnswerIndex.touched``), with
+their records as they were before the first change of a step; at each serial step the journal
+compares those with the names' records now and keeps the difference. Only what changed is held
+twice (the bodies are shared with the index, not copied).
 An IXFR from a serial still in the journal gets the steps since, condensed into one difference
 (RFC 1995 5: a server may condense); older serials get the whole zone.
 """
@@ -42,26 +43,17 @@ class Journal:
         self.index = index
         self.steps: deque[Step] = deque()
         self.records = 0
-        # name -> its records' bodies as last seen (SOA left out: it changes every step).
-        self.seen: dict[bytes, frozenset[bytes]] = {
-            name: _records(node) for name, node in index.nodes.items()
-        }
 
-    def step(self, start: int, end: int, touched: set[bytes]) -> None:
-        """The index went from serial ``start`` to ``end`` changing the ``touched`` names."""
+    def step(self, start: int, end: int, touched: dict[bytes, frozenset[bytes]]) -> None:
+        """The index went from serial ``start`` to ``end`` changing the ``touched`` names,
+        given with their records before."""
         index = self.index
         removed: dict[bytes, list[Record]] = {}
         added: dict[bytes, list[Record]] = {}
-        for name in touched:
-            node = index.nodes.get(name)
-            now = _records(node) if node is not None else frozenset()
-            before = self.seen.get(name, frozenset())
+        for name, before in touched.items():
+            now = journal_records(index.nodes.get(name))
             if now == before:
                 continue
-            if now:
-                self.seen[name] = now
-            else:
-                self.seen.pop(name, None)
             zone = index.find_zone(name)
             if zone is None:
                 continue
@@ -99,7 +91,8 @@ class Journal:
         return list(removed), list(added)
 
 
-def _records(node: object) -> frozenset[bytes]:
+def journal_records(node: object) -> frozenset[bytes]:
+    """A name's records as the journal compares them (no SOA: it changes every step)."""
     rrsets = getattr(node, "rrsets", {})
     return frozenset(
         item.body for rtype, rrset in rrsets.items() if rtype != wire.SOA for item in rrset.members
