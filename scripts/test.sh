@@ -14,7 +14,7 @@ declare -A PACKAGES=(
   [pdns_recursor]=pdns-recursor [kresd]=knot-resolver [haproxy]=haproxy
   [prometheus]=prometheus [unshare]=util-linux [mount]=mount
   [node]=nodejs [npm]=nodejs
-  [nsd]=nsd [knotd]=knot [named]=bind9
+  [nsd]=nsd [knotd]=knot [named]=bind9 [delv]=bind9-dnsutils
 )
 missing=()
 for tool in "${!PACKAGES[@]}"; do

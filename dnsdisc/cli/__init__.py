@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from dnsdisc import __version__
-from dnsdisc.cli import commands, serve
+from dnsdisc.cli import commands, dnssec, serve
 
 
 def parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"dnsdisc {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     serve.add_parser(sub)
+    dnssec.add_parser(sub)
     commands.add_parsers(sub)
     return p
 
@@ -28,4 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "serve":
         return serve.run(args)
+    if args.command == "dnssec":
+        return dnssec.run(args)
     return commands.run(args)

@@ -132,6 +132,11 @@ class Config:
     transfer_tsig_keys: tuple[TsigKey, ...] = ()
     transfer_notify: tuple[HostPort, ...] = ()
     transfer_catalog: str | None = None  # "name." as the config spells domains
+    # DNSSEC (dnsserver/dnssec.py, server/dnssec.py): online signing with keys made at first
+    # start; the DNSKEY RRset's TTL bounds how long a rollover waits between steps.
+    dnssec_enabled: bool = False
+    dnssec_algorithm: str = "ECDSAP256SHA256"
+    dnssec_dnskey_ttl: int = 3600
     # None: not configured, on by default when DNS listens beyond loopback (see dns_settings);
     # responses_per_second 0: configured off.
     rate_limit: RateLimit | None = None
@@ -360,6 +365,9 @@ def _coherent(cfg: Config, source: str) -> Config:
         raise ConfigError(
             source, "dns.tls_listen", "DNS over TLS needs dns.tls.cert_file and dns.tls.key_file"
         )
+    if cfg.dnssec_enabled and cfg.storage == "etcd":
+        # Every node must sign with the same keys: keeping them in etcd is not built yet.
+        raise ConfigError(source, "dnssec.enabled", "DNSSEC is not offered with storage: etcd yet")
     return cfg
 
 

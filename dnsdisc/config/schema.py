@@ -30,6 +30,7 @@ LOG_FORMATS = ("text", "json")
 STORAGES = ("sqlite", "memory", "etcd")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 ANY_MODES = ("minimal", "full")
+DNSSEC_ALGORITHMS = ("ECDSAP256SHA256", "ED25519")
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +310,9 @@ KEYS: tuple[Key, ...] = (
     Key("transfer.tsig_keys", "transfer_tsig_keys", p.tsig_keys, "restart"),
     Key("transfer.notify", "transfer_notify", p.upstreams, "restart"),
     Key("transfer.catalog", "transfer_catalog", p.optional_domain, "restart"),
+    Key("dnssec.enabled", "dnssec_enabled", p.boolean, "restart"),
+    Key("dnssec.algorithm", "dnssec_algorithm", p.one_of(DNSSEC_ALGORITHMS), "restart"),
+    Key("dnssec.dnskey_ttl", "dnssec_dnskey_ttl", p.integer(1, 86400), "restart"),
     Key(
         "rate_limit.responses_per_second", "rate_limit.responses_per_second",
         p.integer(0, 10**6), "restart",

@@ -18,10 +18,12 @@ from time import perf_counter
 
 from dnsdisc.dnsserver import ecs, ede, wire
 from dnsdisc.dnsserver.cache import CachedQuery, key_of, udp_limit
+from dnsdisc.dnsserver.dnssec import Signer
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.locality import Local
 from dnsdisc.dnsserver.rrset import Item, RRSet
 from dnsdisc.dnsserver.settings import REPLY_CACHE_BYTES
+from dnsdisc.dnsserver.signing import signed_reply
 from dnsdisc.dnsserver.stats import LATENCY_BUCKETS, QueryStats, type_key
 from dnsdisc.dnsserver.transfer import ends_with_tsig
 from dnsdisc.dnsserver.zone import Node, Unserved
@@ -66,6 +68,9 @@ class Responder:
         # Set while this node cannot refresh its data (the shared store is out of reach): its
         # answers say they may be stale (RFC 8914 Stale Answer). See ``stale``.
         self._stale = False
+        # DNSSEC (dnssec.py, signing.py): answers to DO queries are signed; None: unsigned.
+        self.signer: Signer | None = None
+        self.dnskey_ttl = 3600
         self.index = index  # binds the index's reply cache too (see the property)
         self.rng = rng or random.Random()
         # With recursors configured, names outside our zones are FORWARDed instead of REFUSED.
@@ -95,6 +100,8 @@ class Responder:
         # Queries signed with TSIG go here (``Transfers.signed``: checked, answered, the reply
         # signed); None: no keys configured, and a signed query is answered as any other.
         self.signed: Callable[[bytes, Callable[[bytes], object]], object] | None = None
+        # The size a signed UDP reply may take (set for each query, see _respond).
+        self._room = 65535
 
     @property
     def stale(self) -> bool:
@@ -118,6 +125,8 @@ class Responder:
         """Answer from ``index`` from the next query on (a reload, a worker's swap). Its cache's
         tables are bound here, so that a query seen before costs one lookup to find them."""
         self._index = index
+        if self.signer is not None:
+            index.publish_keys(self.signer, self.dnskey_ttl)
         if self._stale:
             index.cache.forget()  # what it holds was made by a responder that was not stale
         self._cache = index.cache
@@ -367,6 +376,7 @@ class Responder:
             limit = udp_limit(q.udp_size)  # by size class: the reply cache keys on it
         else:
             limit = wire.UDP_LEGACY_SIZE
+        self._room = limit
         if q.edns:
             limit -= 11  # room for our OPT record, and the options it carries
             if q.nsid and self.nsid is not None:
@@ -502,12 +512,35 @@ class Responder:
             self._options = len(options)
             ar += 1
         wire.HEADER.pack_into(body, 0, q.id, flags, 1, an, ns, ar)
+        reply = bytes(body)
+        if self.signer is not None and flags & wire.FLAG_AA and q.edns_flags & wire.DO_BIT:
+            reply = self._signed_answer(q, reply)
+            flags = int.from_bytes(reply[2:4])
         stats = self.stats
         stat = self._stat = (type_key(q.qtype), flags & 0x0F)
         stats.by_type_rcode[stat] += 1
         if flags & wire.FLAG_TC:
             stats.truncated += 1
-        return bytes(body)
+        return reply
+
+    def sign_with(self, signer: Signer | None, dnskey_ttl: int) -> None:
+        """Sign answers to DO queries with ``signer``'s keys (None: stop), and publish them."""
+        self.signer, self.dnskey_ttl = signer, dnskey_ttl
+        self._index.publish_keys(signer, dnskey_ttl)
+
+    def _signed_answer(self, q: wire.Query, reply: bytes) -> bytes:
+        """Our answer to a DO query, signed, its denial compact (signing.py)."""
+        assert self.signer is not None
+        index = self._index
+        qkey = q.qname.lower()
+        zone = index.find_zone(qkey)
+        if zone is None:
+            return reply
+        node = index.nodes.get(qkey)
+        types: list[int] | None = list(node.rrsets) if node is not None else None
+        if types is None and qkey in index.ents:
+            types = []  # an empty non-terminal: it exists, with nothing of its own
+        return signed_reply(reply, self.signer, zone.apex, qkey, types, self._room)
 
 
 def _select(node: Node, qtype: int, any_full: bool) -> Sequence[RRSet] | None:

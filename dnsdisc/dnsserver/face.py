@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from dnsdisc.dnsserver import nsid, udpbatch
 from dnsdisc.dnsserver.answer import Responder
 from dnsdisc.dnsserver.cookies import Cookies
+from dnsdisc.dnsserver.dnssec import Signer
 from dnsdisc.dnsserver.forward import Forwarder
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.ratelimit import RateLimiter
@@ -101,6 +102,8 @@ class DnsFace:
             udp_answer_limit=settings.udp_answer_limit,
             nsid=identifier,
         )
+        if settings.dnssec_keys:
+            responder.sign_with(Signer(settings.dnssec_keys), settings.dnskey_ttl)
         transfers = Transfers(settings.transfer)
         if settings.transfer.tsig_keys:
             # A secondary's signed SOA query wants a signed reply (see Transfers.signed).

@@ -21,6 +21,7 @@ from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.build import PtrEntry, ptr_rrset
 from dnsdisc.dnsserver.cache import ReplyCache
 from dnsdisc.dnsserver.dnssd import Browse
+from dnsdisc.dnsserver.dnssec import CDNSKEY, CDS, DNSKEY, Signer
 from dnsdisc.dnsserver.journal import Journal, journal_records
 from dnsdisc.dnsserver.locality import ZoneMap
 from dnsdisc.dnsserver.names import Naming, is_query_key, serves_ptr
@@ -70,6 +71,7 @@ class AnswerIndex:
         # differences IXFR sends). Taken when a name is first touched: memory for what changed,
         # not a second copy of the zone.
         self.touched: dict[bytes, frozenset[bytes]] | None = None
+        self._keys: tuple[Signer | None, int] = (None, 0)  # what publish_keys was last given
         self.journal: Journal | None = None
         self._build_static()
 
@@ -116,6 +118,26 @@ class AnswerIndex:
         self.cache.forget()
         self._journal_step(before)
 
+    def publish_keys(self, signer: Signer | None, ttl: int) -> None:
+        """DNSKEY at every apex, and CDS/CDNSKEY saying what the parent's DS should be (RFC
+        7344); None: none (unsigned). Kept across ``restatic`` (see _build_static)."""
+        self._keys = (signer, ttl)
+        for apex in self.zones:
+            node = self.nodes.get(apex)
+            if node is None:
+                continue
+            self._touch(apex)
+            for rtype in (DNSKEY, CDS, CDNSKEY):
+                node.rrsets.pop(rtype, None)
+            if signer is None:
+                continue
+            node.rrsets[DNSKEY] = RRSet(DNSKEY, [Item(b) for b in signer.dnskey_bodies(ttl)])
+            cds, cdnskey = signer.cds_bodies(apex, ttl)
+            if cds:
+                node.rrsets[CDS] = RRSet(CDS, [Item(b) for b in cds])
+                node.rrsets[CDNSKEY] = RRSet(CDNSKEY, [Item(b) for b in cdnskey])
+        self.cache.forget()
+
     def _journal_step(self, before: int) -> None:
         """Note in the journal what the step from serial ``before`` changed; the first step
         starts it (from the names as they are: the whole zone is what an IXFR from before
@@ -141,6 +163,8 @@ class AnswerIndex:
         for name, rrsets in layer.items():
             self._install(name, Node(self._zone_for(name), rrsets, name))
             self._static.add(name)
+        if self._keys[0] is not None:
+            self.publish_keys(*self._keys)  # the apexes were built again
 
     def restatic(self, settings: IndexSettings, records: Iterable[StaticRecord]) -> None:
         """A reload that changed only the zone files' records (and the SOA serial): the static

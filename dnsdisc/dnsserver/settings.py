@@ -7,9 +7,15 @@ The log level and format ride along because a worker process sets up its own log
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dnsdisc.netaddr import HostPort, NetRules
 from dnsdisc.tls import TlsFiles
+
+if TYPE_CHECKING:
+    # Only named here: importing it loads dnspython's DNSSEC code and cryptography, which the
+    # client commands (that read the config) must not pay for.
+    from dnsdisc.dnsserver.dnssec import ZoneKey
 
 # Who may use ``recursors``: loopback and private ranges (RFC 1918, shared 100.64/10, ULA,
 # link-local), as a resolver's default allow list would; never the whole Internet.
@@ -93,5 +99,9 @@ class DnsSettings:
     # NSID (RFC 5001): this text, with the answering process's name, when a query asks for it.
     nsid: str | None = None
     transfer: TransferSettings = field(default_factory=TransferSettings)
+    # DNSSEC: the zone keys answers to DO queries are signed with (none: unsigned), and the TTL
+    # of their DNSKEY RRset. Read from the data directory by the main process (server/dnssec.py).
+    dnssec_keys: tuple[ZoneKey, ...] = field(default=(), repr=False)
+    dnskey_ttl: int = 3600
     log_level: str = "info"
     log_format: str = "text"

@@ -11,6 +11,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -31,7 +32,7 @@ from dnsdisc.registry.checks import RemoteCheckRules
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.state import Service
-from dnsdisc.server import staleness
+from dnsdisc.server import dnssec, staleness
 from dnsdisc.server.explain import Explainer
 from dnsdisc.server.limits import http_limits, raise_nofile
 from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry
@@ -54,6 +55,12 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         # Each DNS process makes its own context from the files; a bad one stops the start here.
         config.dns_tls.context(config.source, "dns.tls")
     index = build_index(config, zone_data)
+    dns_settings = config.dns_settings()
+    if config.dnssec_enabled:
+        keys = dnssec.keys_for(config.data_dir, config.dnssec_algorithm)
+        dns_settings = replace(
+            dns_settings, dnssec_keys=tuple(keys), dnskey_ttl=config.dnssec_dnskey_ttl
+        )
     registry = Registry(
         open_store(config.storage, config.data_dir, config.etcd),
         defaults=config.defaults,
@@ -70,7 +77,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     server.audit = _open_audit(config)
     if config.workers:
         pool = WorkerPool(
-            config.dns_settings(),
+            dns_settings,
             config.workers,
             index,
             lambda: _snapshot(server),
@@ -91,7 +98,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
             supervisor.count,
         )
     else:
-        server.face = DnsFace.create(config.dns_settings(), index)
+        server.face = DnsFace.create(dns_settings, index)
     server.queries = queries = attach(registry, server, health)
     if server.pool is not None:
         pool = server.pool

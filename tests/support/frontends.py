@@ -89,8 +89,10 @@ def unbound(
     *extra: str,
     name: str = "unbound",
     cache: bool = False,
+    trust_anchors: Sequence[str] = (),
 ) -> Iterator[Resolver]:
-    """unbound with svc.internal and 10.in-addr.arpa stubbed to ``server``."""
+    """unbound with svc.internal and 10.in-addr.arpa stubbed to ``server``; with
+    ``trust_anchors`` (DS records in zone-file form) a validating one."""
     path = require_tool("unbound")
     workdir = tmp_path / name
     workdir.mkdir()
@@ -113,9 +115,15 @@ def unbound(
         # The stub is on loopback, which unbound refuses to query by default.
         "do-not-query-localhost: no",
         "access-control: 127.0.0.0/8 allow",
-        # No validator: no trust anchor to fetch, and the zone is unsigned anyway.
-        'module-config: "iterator"',
-        f'domain-insecure: "{DOMAIN}"',
+        # No validator unless given anchors: none to fetch, and the zone is unsigned then.
+        *(
+            [
+                'module-config: "validator iterator"',
+                *(f'trust-anchor: "{a}"' for a in trust_anchors),
+            ]
+            if trust_anchors
+            else ['module-config: "iterator"', f'domain-insecure: "{DOMAIN}"']
+        ),
         # Everything outside the two stubbed zones is refused locally, so nothing ever leaves
         # loopback for the root servers. 10.in-addr.arpa is one of unbound's default static
         # local zones (RFC 1918 reverse); transparent replaces it so PTR queries reach the stub.

@@ -1,0 +1,55 @@
+"""``dnsdisc dnssec ds``: the DS records the parent zones should hold for our zones' KSKs, one
+per line in zone-file form. It reads the same config (file and flags) as ``serve`` and the keys
+``serve`` keeps in the data directory; with no keys there yet it makes them, as the server's
+first start would, so that the parent can be told before the first start."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dnsdisc.cli.serve import _failed, _help
+from dnsdisc.config.load import build
+from dnsdisc.config.schema import FLAGS
+from dnsdisc.errors import ConfigError
+
+_Subparsers = argparse._SubParsersAction  # argparse names this type only privately
+
+
+def add_parser(sub: _Subparsers[argparse.ArgumentParser]) -> None:
+    d = sub.add_parser("dnssec", help="DNSSEC keys: the DS records for the parent zones")
+    actions = d.add_subparsers(dest="dnssec_command", required=True)
+    ds = actions.add_parser("ds", help="print the DS records of every zone, for their parents")
+    ds.add_argument("--config", type=Path, help="the server's YAML config file")
+    for key, flag in FLAGS:
+        if flag.switch:
+            ds.add_argument(flag.name, action="store_true", help=_help(key, flag))
+        else:
+            ds.add_argument(
+                flag.name, metavar=flag.metavar, choices=flag.choices, help=_help(key, flag)
+            )
+
+
+def run(args: argparse.Namespace) -> int:
+    flags = {flag.dest: getattr(args, flag.dest) for _, flag in FLAGS}
+    from dnsdisc.dnsserver import wire
+    from dnsdisc.dnsserver.dnssec import Signer
+    from dnsdisc.server import dnssec
+    from dnsdisc.server.parts import build_index, load_zones
+
+    try:
+        config = build(args.config, **flags)
+        keys = dnssec.keys_for(config.data_dir, config.dnssec_algorithm)
+        index = build_index(config, load_zones(config))
+    except ConfigError as exc:
+        return _failed(f"config error: {exc}", exc.exit_status)
+    except OSError as exc:
+        return _failed(f"cannot read or write the keys: {exc}", 1)
+    signer = Signer(keys)
+    for apex in index.zones:
+        for line in signer.ds_texts(wire.wire_to_text(apex)):
+            print(line)
+    if not config.dnssec_enabled:
+        print("dnsdisc: note: dnssec.enabled is off: answers are not signed", file=sys.stderr)
+    return 0

@@ -1,0 +1,207 @@
+"""Online DNSSEC signing (RFC 4033-4035) of answers whose records change per query.
+
+A balanced answer is a subset of an RRset in some order. An RRSIG covers an RRset in canonical
+order (RFC 4034 6.3), so the order does not matter, but each distinct subset needs its own
+signature: signatures are made when a subset is first answered and kept by the exact records
+they cover (``Signer.rrsig``), so a balanced service costs one signature per subset it hands
+out, then none. The cryptography and the canonical forms are dnspython's (``dns.dnssec.sign``,
+on ``cryptography``); this module decides what to sign, with which key, for how long.
+
+Keys: a KSK (flags 257, the SEP bit: the parent's DS and a validator's trust anchor name it)
+signs the DNSKEY RRset; a ZSK (256) signs everything else. A key is ``published`` (in DNSKEY,
+not signing: a new ZSK waiting for caches to learn it), ``active`` (signing), or ``retired``
+(in DNSKEY, not signing: an old ZSK kept until the signatures it made have expired from
+caches). ``server/dnssec.py`` makes the keys, keeps them, and moves them through a rollover.
+
+Validity: inception an hour in the past (clock skew), rounded down to the hour so that every
+process of a node, and every node, makes signatures with the same validity in the same hour;
+expiration ``VALIDITY`` later; a cached signature is made again once half of its validity has
+passed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dns.dnssec
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.DNSKEY
+import dns.rrset
+from cryptography.hazmat.primitives import serialization
+
+from dnsdisc.dnsserver import wire
+
+ECDSAP256SHA256, ED25519 = 13, 15
+ALGORITHMS = {"ECDSAP256SHA256": ECDSAP256SHA256, "ED25519": ED25519}
+PUBLISHED, ACTIVE, RETIRED = "published", "active", "retired"
+RRSIG, NSEC, DNSKEY, CDS, CDNSKEY = 46, 47, 48, 59, 60
+NXNAME = 128  # RFC 9824: the NSEC of a name that does not exist says so with this type
+VALIDITY = 14 * 86400  # s a signature is valid for
+SKEW = 3600  # s its inception lies in the past
+CACHE_ENTRIES = 200_000  # signatures kept; past it the cache starts again
+
+# dnspython's signing, untyped there.
+_SIGN: Any = dns.dnssec.sign
+_MAKE_DNSKEY: Any = dns.dnssec.make_dnskey
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneKey:
+    """One signing key as it is kept and sent to the DNS processes."""
+
+    private: bytes = b""  # PKCS#8 DER
+    algorithm: int = ECDSAP256SHA256
+    ksk: bool = False
+    state: str = ACTIVE
+    created: float = 0.0  # when it was made (seconds since the epoch)
+    changed: float = 0.0  # when it entered ``state``
+
+
+class _Loaded:
+    """A key ready to sign: its private key object, its DNSKEY rdata and key tag."""
+
+    def __init__(self, key: ZoneKey) -> None:
+        self.key = key
+        self.private: Any = serialization.load_der_private_key(key.private, password=None)
+        self.dnskey: Any = _MAKE_DNSKEY(
+            self.private.public_key(), key.algorithm, flags=257 if key.ksk else 256
+        )
+        self.rdata: bytes = self.dnskey.to_digestable()
+        self.tag: int = dns.dnssec.key_id(self.dnskey)
+
+
+class Signer:
+    """Signs RRsets with the active keys, keeping what it signed by the records it covered."""
+
+    def __init__(self, keys: Sequence[ZoneKey], clock: Any = time.time) -> None:
+        self.keys = [_Loaded(k) for k in keys]
+        self.clock = clock
+        self.cache: dict[tuple[bytes, int, frozenset[bytes]], tuple[float, list[bytes]]] = {}
+        self.signed = 0  # signatures made (the cache's misses)
+
+    @property
+    def active(self) -> bool:
+        return any(k.key.state == ACTIVE for k in self.keys)
+
+    # -- the keys' own records -----------------------------------------------------------------
+
+    def dnskey_bodies(self, ttl: int) -> list[bytes]:
+        """The DNSKEY RRset: every key but those not yet made public (all states are)."""
+        return [wire.rr_body(DNSKEY, ttl, k.rdata) for k in self.keys]
+
+    def cds_bodies(self, apex: bytes, ttl: int) -> tuple[list[bytes], list[bytes]]:
+        """CDS (SHA-256 digest) and CDNSKEY records of the active KSKs (RFC 7344): what the
+        parent's DS should say."""
+        name = dns.name.from_wire(apex, 0)[0]
+        cds, cdnskey = [], []
+        for k in self.keys:
+            if k.key.ksk and k.key.state == ACTIVE:
+                ds = dns.dnssec.make_ds(name, k.dnskey, "SHA256")
+                cds.append(wire.rr_body(CDS, ttl, ds.to_digestable()))
+                cdnskey.append(wire.rr_body(CDNSKEY, ttl, k.rdata))
+        return cds, cdnskey
+
+    def ds_texts(self, apex_text: str) -> list[str]:
+        """The DS records of the active KSKs for the parent, in zone-file form."""
+        name = dns.name.from_text(apex_text)
+        out = []
+        for k in self.keys:
+            if k.key.ksk and k.key.state == ACTIVE:
+                ds = dns.dnssec.make_ds(name, k.dnskey, "SHA256")
+                out.append(f"{name.to_text()} IN DS {ds.to_text()}")
+        return out
+
+    # -- signing -------------------------------------------------------------------------------
+
+    def rrsigs(self, owner: bytes, apex: bytes, rtype: int, bodies: Sequence[bytes]) -> list[bytes]:
+        """RRSIG record bodies covering the RRset of ``owner`` (lower-case wire) and ``rtype``
+        made of ``bodies`` (record bodies: type, class, TTL, length, rdata), one per active key
+        of the right kind (the KSKs for DNSKEY, the ZSKs for the rest)."""
+        cache_key = (owner, rtype, frozenset(bodies))
+        now = self.clock()
+        held = self.cache.get(cache_key)
+        if held is not None and held[0] > now:
+            return held[1]
+        inception = int(now - SKEW) // 3600 * 3600
+        expiration = inception + VALIDITY
+        name = dns.name.from_wire(owner, 0)[0]
+        signer = dns.name.from_wire(apex, 0)[0]
+        kind = dns.rdatatype.RdataType.make(rtype)
+        rrset = dns.rrset.RRset(name, dns.rdataclass.IN, kind)
+        ttl = int.from_bytes(bodies[0][4:8]) if bodies else 0
+        for body in bodies:
+            rdlen = int.from_bytes(body[8:10])
+            rrset.add(dns.rdata.from_wire(dns.rdataclass.IN, kind, body, 10, rdlen), ttl)
+        out = []
+        for k in self.keys:
+            if k.key.state != ACTIVE or k.key.ksk != (rtype == DNSKEY):
+                continue
+            sig = _SIGN(
+                rrset, k.private, signer, k.dnskey, inception=inception, expiration=expiration
+            )
+            out.append(wire.rr_body(RRSIG, ttl, sig.to_digestable()))
+            self.signed += 1
+        if len(self.cache) >= CACHE_ENTRIES:
+            self.cache.clear()
+        # Made again once half its validity has passed: never served within days of expiry.
+        self.cache[cache_key] = (inception + VALIDITY / 2, out)
+        return out
+
+
+def nsec_rdata(owner: bytes, types: Sequence[int]) -> bytes:
+    """An NSEC rdata for compact denial (RFC 9824): the next name is the owner with a
+    ``\\000`` label in front, so that it covers nothing but the owner; the bitmap lists
+    ``types`` (RRSIG and NSEC added)."""
+    next_name = b"\x01\x00" + owner
+    return next_name + _bitmap(sorted({*types, RRSIG, NSEC}))
+
+
+def _bitmap(types: Sequence[int]) -> bytes:
+    """The type bitmap of RFC 4034 4.1.2: windows of 256 types, each its used octets."""
+    windows: dict[int, bytearray] = {}
+    for t in types:
+        window, low = divmod(t, 256)
+        octets = windows.setdefault(window, bytearray(32))
+        octets[low // 8] |= 0x80 >> (low % 8)
+    out = bytearray()
+    for window in sorted(windows):
+        octets = windows[window].rstrip(b"\x00")
+        out += bytes([window, len(octets)]) + octets
+    return bytes(out)
+
+
+def new_key(algorithm: int, ksk: bool, now: float, state: str = ACTIVE) -> ZoneKey:
+    """A fresh key (``cryptography`` makes it)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    private: Any
+    if algorithm == ED25519:
+        private = ed25519.Ed25519PrivateKey.generate()
+    elif algorithm == ECDSAP256SHA256:
+        private = ec.generate_private_key(ec.SECP256R1())
+    else:
+        raise ValueError(f"algorithm {algorithm} is not offered")
+    der = private.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return ZoneKey(der, algorithm, ksk, state, now, now)
+
+
+def key_tag(key: ZoneKey) -> int:
+    return _Loaded(key).tag
+
+
+def fingerprint(key: ZoneKey) -> str:
+    """A short name for a key in logs and the API (not its tag: tags may collide), made from
+    its public half."""
+    return base64.b32encode(hashlib.sha256(_Loaded(key).rdata).digest()[:5]).decode().lower()

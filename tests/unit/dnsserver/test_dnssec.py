@@ -1,0 +1,112 @@
+"""Signed answers (dnssec.py, signing.py) through the responder, checked with dnspython's own
+validation: positive answers of every kind, balanced subsets, compact denial for NODATA, empty
+non-terminals and names that do not exist, DNSKEY/CDS at the apex, and nothing signed without
+DO."""
+
+from __future__ import annotations
+
+import time
+
+import dns.dnssec
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+
+from dnsdisc.dnsserver import dnssec
+from tests.support.world import World
+
+APEX = dns.name.from_text("svc.internal.")
+
+
+def signed_world() -> tuple[World, dnssec.Signer]:
+    w = World()
+    now = time.time()
+    signer = dnssec.Signer([dnssec.new_key(13, True, now), dnssec.new_key(13, False, now)])
+    w.responder.sign_with(signer, 300)
+    return w, signer
+
+
+def keys_of(w: World) -> dict[dns.name.Name, dns.rrset.RRset]:
+    reply = w.ask("svc.internal.", "DNSKEY", want_dnssec=True)
+    [dnskeys] = [r for r in reply.answer if r.rdtype == dns.rdatatype.DNSKEY]
+    [sig] = [r for r in reply.answer if r.rdtype == dns.rdatatype.RRSIG]
+    dns.dnssec.validate(dnskeys, sig, {APEX: dnskeys})  # the KSK signs the DNSKEY RRset
+    return {APEX: dnskeys}
+
+
+def validate_all(reply: dns.message.Message, keys: dict[dns.name.Name, dns.rrset.RRset]) -> int:
+    """Every RRset of every section validated against its RRSIG; how many."""
+    checked = 0
+    for section in (reply.answer, reply.authority, reply.additional):
+        sigs = {(r.name, r.covers): r for r in section if r.rdtype == dns.rdatatype.RRSIG}
+        for rrset in section:
+            if rrset.rdtype in (dns.rdatatype.RRSIG, dns.rdatatype.OPT):
+                continue
+            dns.dnssec.validate(rrset, sigs[(rrset.name, rrset.rdtype)], keys)
+            checked += 1
+    return checked
+
+
+def test_answers_validate_and_balanced_subsets_are_signed_once_each() -> None:
+    w, signer = signed_world()
+    w.settings("web", max_answers=1, policy="round_robin")
+    for n in range(3):
+        w.add("web", f"w{n}", address=f"10.0.0.{n + 1}", port=80 + n)
+    keys = keys_of(w)
+    seen = set()
+    for _ in range(9):
+        reply = w.ask("web.svc.internal.", "A", want_dnssec=True)
+        assert not reply.flags & dns.flags.AD  # never ours to set
+        assert validate_all(reply, keys) == 1
+        seen.add(reply.answer[0][0].to_text())
+    assert len(seen) == 3  # three subsets, each signed
+    made = signer.signed
+    for _ in range(9):
+        validate_all(w.ask("web.svc.internal.", "A", want_dnssec=True), keys)
+    assert signer.signed == made  # kept: no new signature for a subset seen before
+    for rdtype in ("SRV", "TXT", "SOA", "NS"):
+        name = "_web._tcp.svc.internal." if rdtype == "SRV" else "svc.internal."
+        if rdtype == "TXT":
+            w.add("web", "w0", address="10.0.0.1", port=80, meta={"v": "1"})
+            name = "w0.web.svc.internal."
+        reply = w.ask(name, rdtype, want_dnssec=True, tcp=True)
+        assert validate_all(reply, keys) >= 1, rdtype
+
+
+def test_denial_is_compact_and_validates() -> None:
+    w, _ = signed_world()
+    w.add("web", "w0", address="10.0.0.1", port=80)
+    keys = keys_of(w)
+    # NODATA: NOERROR, SOA and an NSEC at the name listing what it has.
+    reply = w.ask("web.svc.internal.", "MX", want_dnssec=True)
+    assert reply.rcode() == dns.rcode.NOERROR and not reply.answer
+    validate_all(reply, keys)
+    [nsec] = [r for r in reply.authority if r.rdtype == dns.rdatatype.NSEC]
+    types = {dns.rdatatype.to_text(t) for t in nsec[0].windows_types()} if hasattr(
+        nsec[0], "windows_types") else set(nsec[0].to_text().split()[1:])  # fmt: skip
+    assert {"A", "SRV", "RRSIG", "NSEC"} <= types and "MX" not in types
+    assert nsec[0].next == dns.name.from_text("\\000.web.svc.internal.")
+    # A name that does not exist: NOERROR too (RFC 9824), the NSEC saying NXNAME.
+    reply = w.ask("nothing.svc.internal.", "A", want_dnssec=True)
+    assert reply.rcode() == dns.rcode.NOERROR and not reply.answer
+    validate_all(reply, keys)
+    [nsec] = [r for r in reply.authority if r.rdtype == dns.rdatatype.NSEC]
+    assert "NXNAME" in nsec[0].to_text() or "TYPE128" in nsec[0].to_text()
+    # An empty non-terminal (svc.internal has _tcp.svc.internal under _web? no: tcp under it).
+    reply = w.ask("_tcp.svc.internal.", "A", want_dnssec=True)
+    validate_all(reply, keys)
+    # Without DO: as before, nothing signed, NXDOMAIN stays NXDOMAIN.
+    plain = w.ask("nothing.svc.internal.", "A", use_edns=0)
+    assert plain.rcode() == dns.rcode.NXDOMAIN
+    assert not any(r.rdtype == dns.rdatatype.RRSIG for r in plain.authority)
+
+
+def test_cds_says_what_the_parent_ds_should_be() -> None:
+    w, signer = signed_world()
+    reply = w.ask("svc.internal.", "CDS", want_dnssec=True)
+    [cds] = [r for r in reply.answer if r.rdtype == dns.rdatatype.CDS]
+    [ds] = signer.ds_texts("svc.internal.")
+    assert cds[0].to_text() == ds.split(" DS ")[1]
