@@ -151,6 +151,14 @@ class AnswerIndex:
             self.journal.step(before, self.serial, self.touched)
             self.touched.clear()
 
+    def start_journal(self) -> None:
+        """Start the journal again from the names as they are now. For an index built while
+        not answered (a reload's, until its swap): what it was filled with meanwhile is no step
+        a secondary saw, and kept as one it would hide every later removal of those names."""
+        if self.settings.journal:
+            self.journal = Journal(self)
+            self.touched = {}
+
     def _build_static(self) -> None:
         ns_name = self.naming.nameserver()
         for apex, zone in make_zones(self.settings, ns_name, self.serial).items():

@@ -319,6 +319,8 @@ def _apply(message: tuple[Any, ...], replica: Replica, face: DnsFace) -> bytes:
         replica.building.set_changes(message[2])  # the index the changes went into
     elif kind == protocol.SWAP:
         face.responder.index = replica.building
+        # IXFR differences start from what is answered now (after the swap's DNSKEY too).
+        replica.building.start_journal()
         _built(replica)
     elif kind == protocol.STALE:
         face.responder.stale = message[2]
