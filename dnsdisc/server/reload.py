@@ -159,8 +159,14 @@ async def reload(server: Server) -> None:
             server.pool.swap()
         await registry.settled()
     elif server.face is not None and rebuild:
+        # Its serial now, not at the next change: the zone files' part alone would be behind
+        # the one answered until now (a pool's new index got it with INDEX).
+        index.set_changes(registry.events.changes.index)
         server.face.responder.index = index
+        index.start_journal()  # from what is answered now (see AnswerIndex.start_journal)
     server.config = new
+    if change != "none" and server.notifier is not None:
+        server.notifier.changed()  # the serial moved: secondaries transfer now, not at refresh
     log.info(
         "reloaded: %d zone records, %d static services; %s",
         len(zone_data.records),

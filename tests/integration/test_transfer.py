@@ -287,6 +287,71 @@ def test_notify_reaches_a_secondary_signed_and_is_retried_until_answered(tmp_pat
         sock.close()
 
 
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_reload_moves_the_serial_on_and_notifies(tmp_path: Path, workers: str) -> None:
+    # A reload that changes the zone files (records replaced in place) or the settings (a new
+    # index) changes what secondaries hold: the serial goes forward, never back (before, with
+    # no service left, a new index showed the zone files' part alone), and a NOTIFY tells them
+    # (before, only registry changes did).
+    port = free_port()
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "z.yaml").write_text("records:\n  - {name: app, type: A, value: 192.0.2.1}\n")
+    with _listening_secondary(port) as heard:
+        conf = _config(tmp_path, notify=port)
+        conf.write_text(conf.read_text() + "negative_ttl: 5\n")
+        args = ["--config", str(conf), "--workers", workers, "--zones", str(zones)]
+        with running(tmp_path, extra_args=args) as server:
+            for n in range(3):
+                server.register("web", f"w{n}", address=f"10.0.0.{n + 1}", port=80)
+            server.http("DELETE", "/v1/services/web")
+            wait_until(lambda: server.query("web.svc.internal", "A").rcode() != 0, 3)
+            for change in ("records", "settings"):
+                before = _serial(server)
+                time.sleep(1.2)  # past the NOTIFY rounds of the registrations
+                heard.clear()
+                if change == "records":
+                    (zones / "z.yaml").write_text(
+                        "records:\n  - {name: app, type: A, value: 192.0.2.2}\n"
+                    )
+                else:
+                    conf.write_text(conf.read_text().replace("negative_ttl: 5", "negative_ttl: 7"))
+                assert server.http("POST", "/v1/reload").body == {"reloaded": True}
+                after = _serial(server)
+                assert 0 < (after - before) % 2**32 < 2**31, (change, before, after)
+                wait_until(lambda: DOMAIN in heard, 3)
+            assert server.addresses("app.svc.internal") == ["192.0.2.2"]
+
+
+@contextmanager
+def _listening_secondary(port: int) -> Iterator[list[str]]:
+    """A secondary that answers every NOTIFY; the zones it heard of, in order."""
+    heard: list[str] = []
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", port))
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def listen() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = sock.recvfrom(4096)
+            except OSError:
+                continue
+            msg = dns.message.from_wire(data, keyring={dns.name.from_text("xfr-key."): KEY})
+            heard.append(msg.question[0].name.to_text())
+            sock.sendto(dns.message.make_response(msg).to_wire(), peer)
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    try:
+        yield heard
+    finally:
+        stop.set()
+        thread.join(2)
+        sock.close()
+
+
 def test_a_flood_of_transfers_is_bounded_and_dns_goes_on(tmp_path: Path) -> None:
     with _server(tmp_path) as server:
         for n in range(300):
