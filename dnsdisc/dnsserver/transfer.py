@@ -250,7 +250,8 @@ class Transfers:
             self.refused += 1
             log.info("transfer refused: TSIG time out of %d s of ours (key %s)", FUDGE, name)
             signer = _Signer(key, plain)
-            raise _Answered(signer.sign(_bare(plain), error=dns.rcode.BADTIME)) from None
+            reply = signer.sign(_bare(plain), dns.rcode.BADTIME, trd.time_signed)
+            raise _Answered(reply) from None
         except (dns.tsig.BadSignature, dns.exception.DNSException):
             self.refused += 1
             log.info("transfer refused: bad TSIG signature (key %s)", name)
@@ -274,17 +275,21 @@ class _Signer:
         self.request_mac = query.mac or b""
         self.ctx: Any = None
 
-    def sign(self, message: bytes, error: int = 0) -> bytes:
+    def sign(self, message: bytes, error: int = 0, asked: int | None = None) -> bytes:
+        """``message`` signed; with ``error`` BADTIME, ``asked`` is the request's Time Signed,
+        which the reply carries, ours going in Other Data (RFC 8945 5.2.3)."""
         now = int(time.time())
         other = struct.pack("!HI", (now >> 32) & 0xFFFF, now & 0xFFFFFFFF) if error else b""
+        signed = now if asked is None else asked
         template = _TSIG_RDATA(
-            dns.rdataclass.ANY, dns.rdatatype.TSIG, self.algorithm, now, FUDGE, b"",
+            dns.rdataclass.ANY, dns.rdatatype.TSIG, self.algorithm, signed, FUDGE, b"",
             self.original_id, error, other,
         )  # fmt: skip
         first = self.ctx is None
         rdata, self.ctx = _SIGN(
-            message, self.key, template, now, self.request_mac if first else None, self.ctx, True
-        )
+            message, self.key, template, signed, self.request_mac if first else None, self.ctx,
+            True,
+        )  # fmt: skip
         return _with_tsig(message, self.owner, rdata.to_digestable())
 
 

@@ -89,3 +89,38 @@ def test_without_keys_a_signed_query_is_answered_as_before() -> None:
     assert reply is not None
     msg = dns.message.from_wire(reply, keyring=False)
     assert msg.rcode() == dns.rcode.NOERROR and not msg.had_tsig
+
+
+def test_badtime_is_signed_with_the_requests_time_and_ours_in_other_data() -> None:
+    # RFC 8945 5.2.3: Time Signed is the client's (the request's), the server's time goes in
+    # Other Data; the MAC covers the request's MAC (a client checks it with its own clock).
+    import struct
+    import time
+    from unittest import mock
+
+    w = world()
+    query = dns.message.make_query("svc.internal.", "SOA")
+    query.use_tsig(KEY)
+    asked = int(time.time()) - 3600
+    with mock.patch("time.time", return_value=asked):
+        data = query.to_wire()
+    reply = w.raw(data)
+    assert reply is not None
+    msg = dns.message.from_wire(reply, keyring=False)
+    assert msg.rcode() == dns.rcode.NOTAUTH and msg.tsig_error == dns.rcode.BADTIME
+    trd = msg.tsig[0]
+    assert trd.time_signed == asked
+    high, low = struct.unpack("!HI", trd.other)
+    assert abs((high << 32 | low) - time.time()) < 5
+    # The MAC checks as RFC 8945 5.3 has it: over the request MAC, the reply and its TSIG.
+    ctx = dns.tsig.get_context(KEY)
+    tsig_start = reply.rfind(b"\x07xfr-key\x00\x00\xfa")
+    arcount = struct.unpack_from("!H", reply, 10)[0] - 1  # without the TSIG
+    unsigned = reply[:10] + struct.pack("!H", arcount) + reply[12:tsig_start]
+    ctx.update(struct.pack("!H", len(query.mac)) + query.mac)
+    ctx.update(unsigned)
+    ctx.update(b"\x07xfr-key\x00\x00\xff\x00\x00\x00\x00")
+    ctx.update(dns.name.from_text("hmac-sha256.").to_wire() or b"")
+    ctx.update(struct.pack("!HIH", 0, asked, trd.fudge))
+    ctx.update(struct.pack("!HH", trd.error, len(trd.other)) + trd.other)
+    ctx.verify(trd.mac)
