@@ -320,6 +320,10 @@ class TCPProtocol(asyncio.Protocol):
             self.transport.write(_LEN.pack(len(reply)) + reply)
 
     def _transfer(self, message: bytes) -> None:
+        # Nothing is read until the transfer ends: the queries after it wait anyway, and what
+        # a client sent meanwhile would pile up in ``buffer`` without bound.
+        assert self.transport is not None
+        self.transport.pause_reading()
         # The index as it is now: a reload's swap mid-transfer does not mix two indexes.
         serve = self.state.transfers.serve(
             self.responder.index, message, self.client, self._write, self._drained
@@ -346,6 +350,8 @@ class TCPProtocol(asyncio.Protocol):
                 self.transport.abort()  # a transfer cut short must not look complete
             return
         if self.transport is not None and not self.transport.is_closing():
+            if not self.paused:
+                self.transport.resume_reading()
             self._answer_buffered()
 
     def pause_writing(self) -> None:
@@ -358,7 +364,8 @@ class TCPProtocol(asyncio.Protocol):
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+            if self.transfer is None:  # a transfer reads again when it ends
+                self.transport.resume_reading()
             self._answer_buffered()
 
     def connection_lost(self, exc: Exception | None) -> None:

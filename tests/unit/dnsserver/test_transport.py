@@ -65,3 +65,75 @@ def test_idle_expiry_aborts_when_replies_are_stuck_and_closes_otherwise() -> Non
     s: Any = stuck.transport
     i: Any = idle.transport
     assert s.aborted and not s.closed and i.closed and not i.aborted
+
+
+def test_a_connection_does_not_read_while_its_transfer_runs() -> None:
+    # The queries after an AXFR wait for it to end; before, what the client sent meanwhile was
+    # read into the connection's buffer without bound (a client reading its transfer while
+    # sending junk could fill the worker's memory). Reading stops for the transfer and starts
+    # again after it, when the queries that waited are answered.
+    import asyncio
+    import struct
+
+    import dns.message
+
+    class Transport(FakeTransport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reading = True
+            self.written: list[bytes] = []
+
+        def pause_reading(self) -> None:
+            self.reading = False
+
+        def resume_reading(self) -> None:
+            self.reading = True
+
+        def is_closing(self) -> bool:
+            return self.closed or self.aborted
+
+        def write(self, data: bytes) -> None:
+            self.written.append(data)
+
+        def get_extra_info(self, name: str) -> object:
+            return ("127.0.0.1", 5353) if name == "peername" else None
+
+    class Responder:
+        index = None
+
+        def respond(self, message: bytes, tcp: bool, source: bytes) -> bytes:
+            return b"reply"
+
+    class Transfers:
+        def __init__(self) -> None:
+            self.end: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def serve(self, index: object, message: bytes, client: str, write: Any,
+                        drained: Any) -> None:  # fmt: skip
+            write(b"xfr")
+            await self.end
+
+    def framed(name: str, rdtype: str) -> bytes:
+        wire = dns.message.make_query(name, rdtype).to_wire()
+        return struct.pack("!H", len(wire)) + wire
+
+    async def scenario() -> None:
+        state = TCPState()
+        transfers = Transfers()
+        state.transfers = transfers  # type: ignore[assignment]
+        c = TCPProtocol(Responder(), state)  # type: ignore[arg-type]
+        transport = Transport()
+        c.connection_made(transport)  # type: ignore[arg-type]
+        c.data_received(framed("svc.internal.", "AXFR") + framed("a.svc.internal.", "A"))
+        await asyncio.sleep(0)
+        assert not transport.reading and transport.written == [b"\x00\x03xfr"]
+        c.pause_writing()
+        c.resume_writing()  # the socket drained: still not reading, the transfer runs
+        assert not transport.reading
+        transfers.end.set_result(None)
+        for _ in range(3):  # the task ends, then its done callback runs
+            await asyncio.sleep(0)
+        assert transport.reading and transport.written[-1] == b"\x00\x05reply"
+        c.connection_lost(None)
+
+    asyncio.run(scenario())
