@@ -99,7 +99,7 @@ class Responder:
         self._subnets: dict[bytes, ecs.Found | None] = {}
         # Queries signed with TSIG go here (``Transfers.signed``: checked, answered, the reply
         # signed); None: no keys configured, and a signed query is answered as any other.
-        self.signed: Callable[[bytes, Callable[[bytes], object]], object] | None = None
+        self.signed: Callable[[bytes, Callable[[bytes], object], bool], object] | None = None
         # The size a signed UDP reply may take (set for each query, see _respond).
         self._room = 65535
 
@@ -196,7 +196,7 @@ class Responder:
         """``respond`` for a query that ends with a TSIG record: answered without it, the
         reply signed. Never cached by these bytes (each signature is new)."""
         assert self.signed is not None
-        reply = self.signed(data, lambda plain: self._optioned(plain, tcp, source))
+        reply = self.signed(data, lambda plain: self._optioned(plain, tcp, source), tcp)
         # The reply ends with its TSIG record now, not our OPT: nothing may go after it (a
         # cookie would break the signature; cookies.answer adds one only behind an OPT).
         self.echoed = 0

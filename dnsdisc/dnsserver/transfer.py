@@ -205,12 +205,14 @@ class Transfers:
             else:
                 del self.running[client]
 
-    def signed(self, message: bytes, answer: Callable[[bytes], object]) -> object:
+    def signed(self, message: bytes, answer: Callable[[bytes], object], tcp: bool = True) -> object:
         """The reply to a query signed with TSIG that is not a transfer, as ``answer`` gives it
         for the query without its TSIG record, signed with the query's key. A secondary asks
         for the SOA this way before it transfers (BIND on every refresh, Knot after a NOTIFY),
         and drops a reply that is not signed: RFC 8945 5.3 wants the reply to a signed
-        request signed. A bad signature gets the TSIG error reply, as a transfer would."""
+        request signed. A bad signature gets the TSIG error reply, as a transfer would. Over
+        UDP, a reply the TSIG pushes past the client's size is the question alone, TC set,
+        signed (RFC 8945 5.3): the client asks again over TCP."""
         try:
             query, key = self._verify(message)
         except _Answered as done:
@@ -222,7 +224,12 @@ class Transfers:
         reply = answer(plain)
         if not isinstance(reply, bytes) or len(reply) < 12:
             return reply  # no reply, or forwarded: not ours to sign
-        return _Signer(key, query).sign(reply)
+        out = _Signer(key, query).sign(reply)
+        if not tcp and len(out) > (max(512, query.payload) if query.edns >= 0 else 512):
+            truncated = bytearray(_reply(query, dns.rcode.NOERROR, None))
+            truncated[2:4] = struct.pack("!H", (reply[2] << 8 | reply[3]) & 0xFFF0 | wire.FLAG_TC)
+            out = _Signer(key, query).sign(bytes(truncated))
+        return out
 
     def _verify(self, message: bytes) -> tuple[dns.message.Message, dns.tsig.Key | None]:
         """The query and the key it was signed with (None: unsigned); raises ``_Answered``

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 
+import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
@@ -124,3 +125,32 @@ def test_badtime_is_signed_with_the_requests_time_and_ours_in_other_data() -> No
     ctx.update(struct.pack("!HIH", 0, asked, trd.fudge))
     ctx.update(struct.pack("!HH", trd.error, len(trd.other)) + trd.other)
     ctx.verify(trd.mac)
+
+
+def test_a_signed_udp_reply_that_the_tsig_would_push_past_the_size_is_truncated() -> None:
+    # RFC 8945 5.3: when the TSIG does not fit, the reply is the question and a TSIG, TC set,
+    # NOERROR; the client asks again over TCP. Before: a signed reply of more than the 512
+    # bytes the client can take (or its EDNS size) was sent as it was.
+    w = world()
+    for n in range(2, 30):
+        w.add("web", f"i{n}", address=f"10.0.0.{n}", port=80)
+    fits = None
+    for count in range(1, 40):  # a reply just under 512 bytes unsigned
+        w.settings("web", max_answers=count)
+        unsigned = w.raw(dns.message.make_query("web.svc.internal.", "A").to_wire())
+        assert unsigned is not None
+        if len(unsigned) > 512 - 40:
+            fits = unsigned
+            break
+    assert fits is not None and len(fits) <= 512
+    query = signed_query("web.svc.internal.", "A")
+    reply = w.raw(query.to_wire())
+    assert reply is not None and len(reply) <= 512
+    msg = dns.message.from_wire(reply, keyring=KEYRING, request_mac=query.mac)
+    assert msg.had_tsig and msg.rcode() == dns.rcode.NOERROR
+    assert msg.flags & dns.flags.TC and not msg.answer
+    # Over TCP the whole answer, signed.
+    reply = w.raw(query.to_wire(), tcp=True)
+    assert reply is not None
+    msg = dns.message.from_wire(reply, keyring=KEYRING, request_mac=query.mac)
+    assert not msg.flags & dns.flags.TC and msg.answer
