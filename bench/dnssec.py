@@ -28,7 +28,7 @@ import dns.message
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.tcp import dnsperf, dnsperf_parser  # noqa: E402
+from bench.tcp import alternating, dnsperf, dnsperf_parser  # noqa: E402
 from dnsdisc.dnsserver import dnssec, wire  # noqa: E402
 from tests.support.helpers import DnsdiscProcess  # noqa: E402
 
@@ -90,13 +90,7 @@ def main() -> None:
         for n in range(8):
             server.register("web", f"w{n}", address=f"10.0.0.{n + 1}", port=80, weight=10 + n)
         dnsperf(server.dns_port, files["signed"], args, "udp", extra=["-B"])  # warm the caches
-        for n in range(args.rounds):
-            order = list(files) if n % 2 == 0 else list(reversed(files))
-            for mix in order:
-                found = dnsperf(server.dns_port, files[mix], args, "udp", extra=["-B"])
-                qps = float(found["qps"])
-                results.setdefault(mix, []).append(qps)
-                print(f"round {n + 1} {mix:6}: {qps:9.0f} q/s (lost {found['lost']}%)", flush=True)
+        results = alternating(server.dns_port, files, args, 6)
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)

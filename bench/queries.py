@@ -30,7 +30,7 @@ import dns.message
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.tcp import dnsperf, dnsperf_parser  # noqa: E402
+from bench.tcp import alternating, dnsperf_parser  # noqa: E402
 from tests.support.helpers import DnsdiscProcess  # noqa: E402
 
 MIXES = {
@@ -79,13 +79,7 @@ def main() -> None:
     try:
         server.start()
         fill(server)
-        for n in range(args.rounds):
-            order = list(files) if n % 2 == 0 else list(reversed(files))
-            for mix in order:
-                found = dnsperf(server.dns_port, files[mix], args, "udp", extra=["-B"])
-                qps = float(found["qps"])
-                results.setdefault(mix, []).append(qps)
-                print(f"round {n + 1} {mix:9}: {qps:9.0f} q/s (lost {found['lost']}%)", flush=True)
+        results = alternating(server.dns_port, files, args, 9)
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)

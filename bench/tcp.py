@@ -89,6 +89,23 @@ def dnsperf(
     return found
 
 
+def alternating(
+    port: int, files: dict[str, Path], args: argparse.Namespace, width: int = 6
+) -> dict[str, list[float]]:
+    """UDP q/s of each mix's binary query file (dnsperf ``-B``), ``args.rounds`` rounds, the
+    mixes in turn, the order reversed every other round (the machine drifts); each run printed."""
+    results: dict[str, list[float]] = {}
+    for n in range(args.rounds):
+        order = list(files) if n % 2 == 0 else list(reversed(files))
+        for mix in order:
+            found = dnsperf(port, files[mix], args, "udp", extra=["-B"])
+            qps = float(found["qps"])
+            results.setdefault(mix, []).append(qps)
+            print(f"round {n + 1} {mix:{width}}: {qps:9.0f} q/s (lost {found['lost']}%)",
+                  flush=True)  # fmt: skip
+    return results
+
+
 def dnsperf_parser(
     doc: str | None, workers: str = "1", seconds: int = 8, rounds: int = 3
 ) -> argparse.ArgumentParser:

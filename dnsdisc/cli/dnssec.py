@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from dnsdisc.cli.serve import _failed, _help
+from dnsdisc.cli.serve import _failed, add_config_arguments
 from dnsdisc.config.load import build
 from dnsdisc.config.schema import FLAGS
 from dnsdisc.errors import ConfigError
@@ -21,14 +20,7 @@ def add_parser(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     d = sub.add_parser("dnssec", help="DNSSEC keys: the DS records for the parent zones")
     actions = d.add_subparsers(dest="dnssec_command", required=True)
     ds = actions.add_parser("ds", help="print the DS records of every zone, for their parents")
-    ds.add_argument("--config", type=Path, help="the server's YAML config file")
-    for key, flag in FLAGS:
-        if flag.switch:
-            ds.add_argument(flag.name, action="store_true", help=_help(key, flag))
-        else:
-            ds.add_argument(
-                flag.name, metavar=flag.metavar, choices=flag.choices, help=_help(key, flag)
-            )
+    add_config_arguments(ds)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,12 +18,18 @@ _Subparsers = argparse._SubParsersAction  # argparse names this type only privat
 
 def add_parser(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("serve", help="run the DNS responder and the HTTP side-port")
-    s.add_argument("--config", type=Path, help="YAML config file (see examples/dnsdisc.yaml)")
+    add_config_arguments(s)
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """--config and the flags made from the config schema (``serve``'s, and the commands that
+    read the server's config: ``dnssec ds``)."""
+    p.add_argument("--config", type=Path, help="YAML config file (see examples/dnsdisc.yaml)")
     for key, flag in FLAGS:
         if flag.switch:
-            s.add_argument(flag.name, action="store_true", help=_help(key, flag))
+            p.add_argument(flag.name, action="store_true", help=_help(key, flag))
         else:
-            s.add_argument(
+            p.add_argument(
                 flag.name, metavar=flag.metavar, choices=flag.choices, help=_help(key, flag)
             )
 

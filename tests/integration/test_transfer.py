@@ -239,52 +239,25 @@ def test_catalog_zone_lists_every_zone(tmp_path: Path) -> None:
 
 def test_notify_reaches_a_secondary_signed_and_is_retried_until_answered(tmp_path: Path) -> None:
     port = free_port()
-    got: list[tuple[float, dns.message.Message]] = []
     answer = threading.Event()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", port))
-    sock.settimeout(0.2)
-    stop = threading.Event()
-
-    def listen() -> None:
-        while not stop.is_set():
-            try:
-                data, peer = sock.recvfrom(4096)
-            except OSError:
-                continue
-            msg = dns.message.from_wire(data, keyring={dns.name.from_text("xfr-key."): KEY})
-            got.append((time.monotonic(), msg))
-            if answer.is_set():
-                reply = dns.message.make_response(msg)
-                sock.sendto(reply.to_wire(), peer)
-
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
-    try:
-        with _server(tmp_path, notify=port) as server:
-            got.clear()
-            server.register("web", "w0", address="10.0.0.1", port=80)
-            wait_until(lambda: any(m.question[0].name.to_text() == DOMAIN for _, m in got), 3)
-            notify = next(m for _, m in got if m.question[0].name.to_text() == DOMAIN)
-            assert notify.opcode() == dns.opcode.NOTIFY and notify.had_tsig
-            assert notify.question[0].rdtype == dns.rdatatype.SOA
-            # Not answered: sent again.
-            wait_until(
-                lambda: sum(1 for _, m in got if m.question[0].name.to_text() == DOMAIN) >= 2, 4
-            )
-            answer.set()
-            # Answered: a new change notifies once more per zone, then stops.
-            time.sleep(3.5)
-            got.clear()
-            server.register("web", "w1", address="10.0.0.2", port=80)
-            time.sleep(2.5)
-            per_zone = [m.question[0].name.to_text() for _, m in got]
-            assert per_zone.count(DOMAIN) == 1, per_zone
-            assert {"10.in-addr.arpa.", "catalog.invalid."} <= set(per_zone)
-    finally:
-        stop.set()
-        thread.join(2)
-        sock.close()
+    with _listening_secondary(port, answer) as got, _server(tmp_path, notify=port) as server:
+        got.clear()
+        server.register("web", "w0", address="10.0.0.1", port=80)
+        wait_until(lambda: DOMAIN in _zones_in(got), 3)
+        notify = next(m for m in got if m.question[0].name.to_text() == DOMAIN)
+        assert notify.opcode() == dns.opcode.NOTIFY and notify.had_tsig
+        assert notify.question[0].rdtype == dns.rdatatype.SOA
+        # Not answered: sent again.
+        wait_until(lambda: _zones_in(got).count(DOMAIN) >= 2, 4)
+        answer.set()
+        # Answered: a new change notifies once more per zone, then stops.
+        time.sleep(3.5)
+        got.clear()
+        server.register("web", "w1", address="10.0.0.2", port=80)
+        time.sleep(2.5)
+        per_zone = _zones_in(got)
+        assert per_zone.count(DOMAIN) == 1, per_zone
+        assert {"10.in-addr.arpa.", "catalog.invalid."} <= set(per_zone)
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])
@@ -319,14 +292,17 @@ def test_a_reload_moves_the_serial_on_and_notifies(tmp_path: Path, workers: str)
                 assert server.http("POST", "/v1/reload").body == {"reloaded": True}
                 after = _serial(server)
                 assert 0 < (after - before) % 2**32 < 2**31, (change, before, after)
-                wait_until(lambda: DOMAIN in heard, 3)
+                wait_until(lambda: DOMAIN in _zones_in(heard), 3)
             assert server.addresses("app.svc.internal") == ["192.0.2.2"]
 
 
 @contextmanager
-def _listening_secondary(port: int) -> Iterator[list[str]]:
-    """A secondary that answers every NOTIFY; the zones it heard of, in order."""
-    heard: list[str] = []
+def _listening_secondary(
+    port: int, answer: threading.Event | None = None
+) -> Iterator[list[dns.message.Message]]:
+    """A secondary's NOTIFY port: every NOTIFY it got, in order (signatures checked), answered
+    while ``answer`` is set (always without one)."""
+    got: list[dns.message.Message] = []
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", port))
     sock.settimeout(0.2)
@@ -339,17 +315,22 @@ def _listening_secondary(port: int) -> Iterator[list[str]]:
             except OSError:
                 continue
             msg = dns.message.from_wire(data, keyring={dns.name.from_text("xfr-key."): KEY})
-            heard.append(msg.question[0].name.to_text())
-            sock.sendto(dns.message.make_response(msg).to_wire(), peer)
+            got.append(msg)
+            if answer is None or answer.is_set():
+                sock.sendto(dns.message.make_response(msg).to_wire(), peer)
 
     thread = threading.Thread(target=listen, daemon=True)
     thread.start()
     try:
-        yield heard
+        yield got
     finally:
         stop.set()
         thread.join(2)
         sock.close()
+
+
+def _zones_in(got: list[dns.message.Message]) -> list[str]:
+    return [m.question[0].name.to_text() for m in got]
 
 
 def test_a_flood_of_transfers_is_bounded_and_dns_goes_on(tmp_path: Path) -> None:
