@@ -30,6 +30,8 @@ from dnsdisc.netaddr import HostPort
 
 log = logging.getLogger(__name__)
 
+RESIGN_EVERY = 3600.0  # s between emptyings of the reply cache while signing (forget_signed)
+
 # Python's socket module does not name it: 33 on Linux where the generic socket numbers apply
 # (not everywhere: alpha, MIPS, PA-RISC and SPARC number it otherwise). Elsewhere: SO_RCVBUF only.
 SO_RCVBUFFORCE: int | None = getattr(
@@ -51,6 +53,7 @@ class DnsFace:
     tcp_state: TCPState
     cookies: Cookies | None = None
     _ticker: asyncio.TimerHandle | None = None  # keeps cookies.now current
+    _resign: asyncio.TimerHandle | None = None  # forgets signed replies hourly (DNSSEC)
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
     tcp_servers: list[asyncio.AbstractServer] = field(default_factory=list)
     # Called before answering queries just read (a worker brings its index up to the fence).
@@ -164,6 +167,8 @@ class DnsFace:
                 self._ticker = loop.call_later(1.0, tick)
 
             tick()
+        if self.responder.signer is not None:
+            self._resign = loop.call_later(RESIGN_EVERY, self.forget_signed)
         if cfg.tls_listen:
             assert cfg.tls is not None  # the config refuses tls_listen without dns.tls
             context = cfg.tls.context(key="dns.tls")
@@ -175,6 +180,16 @@ class DnsFace:
                         tcp_protocol, hp, reuse_port, context, cfg.tcp_idle_timeout
                     )
                 )
+
+    def forget_signed(self) -> None:
+        """Empty the reply cache, hourly while signing: a cached reply keeps the RRSIGs it was
+        made with, and a quiet zone (no change empties the cache) would otherwise serve them
+        until they expire. The signer makes a signature again after half its validity, so no
+        reply is older than that plus an hour."""
+        self.responder.index.cache.forget()
+        if self.responder.signer is not None:
+            loop = asyncio.get_running_loop()
+            self._resign = loop.call_later(RESIGN_EVERY, self.forget_signed)
 
     def stop_answering(self) -> None:
         """Stop at once: close every listener and connection without waiting for anything."""
@@ -188,6 +203,8 @@ class DnsFace:
     def stop_accepting(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+        if self._resign is not None:
+            self._resign.cancel()
         for tcp in self.tcp_servers:
             tcp.close()  # no new TCP connections; open ones keep being answered meanwhile
 

@@ -110,3 +110,30 @@ def test_cds_says_what_the_parent_ds_should_be() -> None:
     [cds] = [r for r in reply.answer if r.rdtype == dns.rdatatype.CDS]
     [ds] = signer.ds_texts("svc.internal.")
     assert cds[0].to_text() == ds.split(" DS ")[1]
+
+
+def test_signed_replies_are_forgotten_hourly_while_signing() -> None:
+    """A quiet zone's cached signed replies are emptied on a timer (no change would), so none
+    is served with signatures near their expiry."""
+    import asyncio
+
+    from dnsdisc.dnsserver.face import RESIGN_EVERY, DnsFace
+    from dnsdisc.dnsserver.settings import DnsSettings
+
+    w, _ = signed_world()
+    w.add("web", "w0", address="10.0.0.1", port=80)
+    face = DnsFace.create(DnsSettings(), w.index)
+    face.responder.sign_with(w.responder.signer, 300)
+    query = dns.message.make_query("web.svc.internal.", "A", want_dnssec=True).to_wire()
+    assert face.responder.respond(query) is not None
+    assert w.index.cache.table, "the signed reply was cached"
+
+    async def run() -> float:
+        face.forget_signed()
+        assert face._resign is not None
+        when = face._resign.when() - asyncio.get_running_loop().time()
+        face._resign.cancel()
+        return when
+
+    assert abs(asyncio.run(run()) - RESIGN_EVERY) < 5
+    assert not w.index.cache.table
