@@ -540,7 +540,15 @@ class Responder:
         types: list[int] | None = list(node.rrsets) if node is not None else None
         if types is None and qkey in index.ents:
             types = []  # an empty non-terminal: it exists, with nothing of its own
-        return signed_reply(reply, self.signer, zone.apex, qkey, types, self._room)
+        return signed_reply(reply, self.signer, _apex_of(index), qkey, types, self._room)
+
+
+def _apex_of(index: AnswerIndex) -> Callable[[bytes], bytes | None]:
+    def apex(owner: bytes) -> bytes | None:
+        zone = index.find_zone(owner)
+        return zone.apex if zone is not None else None
+
+    return apex
 
 
 def _select(node: Node, qtype: int, any_full: bool) -> Sequence[RRSet] | None:

@@ -16,7 +16,7 @@ validator can tell them apart. Nothing about other names is revealed.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.dnssec import NSEC, NXNAME, RRSIG, Signer, nsec_rdata
@@ -36,13 +36,14 @@ class Section:
 def signed_reply(
     reply: bytes,
     signer: Signer,
-    apex: bytes,
+    apex_of: Callable[[bytes], bytes | None],
     qname: bytes,
     types_at: Sequence[int] | None,
     limit: int,
 ) -> bytes:
-    """``reply`` (ours, for a DO query whose lower-cased name is ``qname`` in the zone of
-    ``apex``) with its RRsets signed; an NXDOMAIN or NODATA answered by compact denial.
+    """``reply`` (ours, for a DO query whose lower-cased name is ``qname``) with its RRsets
+    signed, each by the zone ``apex_of`` its owner (a CNAME may lead into another of our
+    zones); an NXDOMAIN or NODATA answered by compact denial.
     ``types_at``: the types ``qname`` has (None: the name does not exist). Longer than
     ``limit``: the reply without its records, TC set (the client asks again over TCP)."""
     qid, flags, qd, an, ns, ar = _HDR.unpack_from(reply)
@@ -77,7 +78,7 @@ def signed_reply(
     counts = []
     for records in sections:
         n = 0
-        for owner, body in _with_signatures(records, signer, apex):
+        for owner, body in _with_signatures(records, signer, apex_of):
             out += owner
             out += body
             n += 1
@@ -96,7 +97,7 @@ def signed_reply(
 
 
 def _with_signatures(
-    records: list[tuple[bytes, bytes]], signer: Signer, apex: bytes
+    records: list[tuple[bytes, bytes]], signer: Signer, apex_of: Callable[[bytes], bytes | None]
 ) -> Iterator[tuple[bytes, bytes]]:
     """The records of a section, each RRset followed by its RRSIGs (in the order RRsets first
     appear)."""
@@ -106,8 +107,9 @@ def _with_signatures(
     for (owner, rtype), bodies in groups.items():
         for body in bodies:
             yield owner, body
-        if rtype in (RRSIG, _TSIG):
-            continue
+        apex = apex_of(owner)
+        if rtype in (RRSIG, _TSIG) or apex is None:
+            continue  # not ours to sign
         for sig in signer.rrsigs(owner, apex, rtype, bodies):
             yield owner, sig
 

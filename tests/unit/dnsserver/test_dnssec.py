@@ -137,3 +137,28 @@ def test_signed_replies_are_forgotten_hourly_while_signing() -> None:
 
     assert abs(asyncio.run(run()) - RESIGN_EVERY) < 5
     assert not w.index.cache.table
+
+
+def test_a_cname_into_another_of_our_zones_is_signed_by_each_zone(tmp_path: object) -> None:
+    from pathlib import Path
+
+    zones = Path(str(tmp_path))
+    (zones / "p.yaml").write_text(
+        "origin: partners.internal.\nrecords:\n  - {name: api, type: A, value: 198.51.100.10}\n"
+    )
+    (zones / "s.yaml").write_text(
+        "records:\n  - {name: alias, type: CNAME, value: api.partners.internal.}\n"
+    )
+    w = World(zone_dir=zones)
+    now = time.time()
+    signer = dnssec.Signer([dnssec.new_key(13, True, now), dnssec.new_key(13, False, now)])
+    w.responder.sign_with(signer, 300)
+    keys = keys_of(w)
+    partners = dns.name.from_text("partners.internal.")
+    keys[partners] = dns.rrset.from_rdata_list(partners, 300, list(keys[APEX]))
+    reply = w.ask("alias.svc.internal.", "A", want_dnssec=True)
+    assert validate_all(reply, keys) == 2  # the CNAME (svc.internal) and the A (partners)
+    signers = {r.name.to_text(): r[0].signer.to_text() for r in reply.answer
+               if r.rdtype == dns.rdatatype.RRSIG}  # fmt: skip
+    assert signers == {"alias.svc.internal.": "svc.internal.",
+                       "api.partners.internal.": "partners.internal."}  # fmt: skip
