@@ -25,7 +25,7 @@ from dnsdisc.dnsserver.rrset import Item, RRSet
 from dnsdisc.dnsserver.settings import REPLY_CACHE_BYTES
 from dnsdisc.dnsserver.signing import signed_reply
 from dnsdisc.dnsserver.stats import LATENCY_BUCKETS, QueryStats, type_key
-from dnsdisc.dnsserver.transfer import ends_with_tsig
+from dnsdisc.dnsserver.tsig import ends_with_tsig
 from dnsdisc.dnsserver.zone import Node, Unserved
 from dnsdisc.errors import rcode_of
 
@@ -97,7 +97,7 @@ class Responder:
         self.echoed = 0
         # What queries with options said of their client, by their bytes after the ID.
         self._subnets: dict[bytes, ecs.Found | None] = {}
-        # Queries signed with TSIG go here (``Transfers.signed``: checked, answered, the reply
+        # Queries signed with TSIG go here (``Tsig.signed``: checked, answered, the reply
         # signed); None: no keys configured, and a signed query is answered as any other.
         self.signed: Callable[[bytes, Callable[[bytes], object], bool], object] | None = None
         # The size a signed UDP reply may take (set for each query, see _respond).
@@ -540,15 +540,7 @@ class Responder:
         types: list[int] | None = list(node.rrsets) if node is not None else None
         if types is None and qkey in index.ents:
             types = []  # an empty non-terminal: it exists, with nothing of its own
-        return signed_reply(reply, self.signer, _apex_of(index), qkey, types, self._room)
-
-
-def _apex_of(index: AnswerIndex) -> Callable[[bytes], bytes | None]:
-    def apex(owner: bytes) -> bytes | None:
-        zone = index.find_zone(owner)
-        return zone.apex if zone is not None else None
-
-    return apex
+        return signed_reply(reply, self.signer, index.apex_of, qkey, types, self._room)
 
 
 def _select(node: Node, qtype: int, any_full: bool) -> Sequence[RRSet] | None:

@@ -26,6 +26,7 @@ from dnsdisc.dnsserver.settings import DnsSettings
 from dnsdisc.dnsserver.stats import DnsCounters
 from dnsdisc.dnsserver.transfer import Transfers
 from dnsdisc.dnsserver.transport import TCPProtocol, TCPState, UDPProtocol
+from dnsdisc.dnsserver.tsig import Tsig
 from dnsdisc.netaddr import HostPort
 
 log = logging.getLogger(__name__)
@@ -107,10 +108,11 @@ class DnsFace:
         )
         if settings.dnssec_keys:
             responder.sign_with(Signer(settings.dnssec_keys), settings.dnskey_ttl)
-        transfers = Transfers(settings.transfer)
+        tsig = Tsig(settings.transfer.tsig_keys)
+        transfers = Transfers(settings.transfer, tsig)
         if settings.transfer.tsig_keys:
-            # A secondary's signed SOA query wants a signed reply (see Transfers.signed).
-            responder.signed = transfers.signed
+            # A secondary's signed SOA query wants a signed reply (see Tsig.signed).
+            responder.signed = tsig.signed
         return cls(
             settings,
             responder,

@@ -90,6 +90,11 @@ class AnswerIndex:
                 return zone
         return None
 
+    def apex_of(self, name: bytes) -> bytes | None:
+        """The apex of the zone ``name`` is in (None: not ours)."""
+        zone = self.find_zone(name)
+        return zone.apex if zone is not None else None
+
     # -- building ----------------------------------------------------------------------------
 
     def _zone_for(self, name: bytes) -> Zone:

@@ -8,8 +8,9 @@ once per index (``static_rrsets``); services add their names on top (see build.p
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from dnsdisc.dnsserver import wire
@@ -146,3 +147,15 @@ def static_rrsets(
         name: {rtype: RRSet(rtype, items) for rtype, items in types.items()}
         for name, types in grouped.items()
     }
+
+
+def catalog_records(apex: bytes, members: Sequence[bytes], ttl: int) -> list[StaticRecord]:
+    """The catalog zone's records (RFC 9432) but its SOA and NS (the index adds those):
+    ``version`` TXT "2", and a PTR per member zone under ``zones``, its label a hash of the
+    member's name so that it stays the same across restarts and nodes."""
+    out = [StaticRecord(b"\x07version" + apex, wire.TXT, ttl, wire.txt_rdata([b"2"]))]
+    for member in members:
+        label = hashlib.sha256(member.lower()).hexdigest()[:16].encode()
+        owner = bytes([len(label)]) + label + b"\x05zones" + apex
+        out.append(StaticRecord(owner, wire.PTR, ttl, member))
+    return out

@@ -19,9 +19,8 @@ from dnsdisc.dnsserver.face import DnsFace
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.names import QUERY_LABEL
 from dnsdisc.dnsserver.stats import DnsCounters
-from dnsdisc.dnsserver.transfer import catalog_records
 from dnsdisc.dnsserver.view import AnswerSink
-from dnsdisc.dnsserver.zone import IndexSettings
+from dnsdisc.dnsserver.zone import IndexSettings, catalog_records
 from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.settings import NS_HOST

@@ -13,8 +13,8 @@ import dns.rcode
 import dns.rdatatype
 import dns.tsig
 
-from dnsdisc.dnsserver.settings import TransferSettings, TsigKey
-from dnsdisc.dnsserver.transfer import Transfers, ends_with_tsig
+from dnsdisc.dnsserver.settings import TsigKey
+from dnsdisc.dnsserver.tsig import Tsig, ends_with_tsig
 from tests.support.world import World, texts
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -24,8 +24,8 @@ KEYRING = {dns.name.from_text("xfr-key."): KEY}
 
 def world() -> World:
     w = World()
-    transfers = Transfers(TransferSettings(tsig_keys=(TsigKey("xfr-key", "hmac-sha256", SECRET),)))
-    w.responder.signed = transfers.signed  # as DnsFace wires it when keys are configured
+    tsig = Tsig((TsigKey("xfr-key", "hmac-sha256", SECRET),))
+    w.responder.signed = tsig.signed  # as DnsFace wires it when keys are configured
     w.add("web", "a", address="10.0.0.1", port=80)
     return w
 
