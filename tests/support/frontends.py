@@ -25,22 +25,23 @@ import dns.message
 import dns.query
 import pytest
 
-from tests.support.helpers import IN_CI, ROOT, DnsdiscProcess, end_process, free_port, require_tool
+from tests.support.helpers import (
+    IN_CI,
+    ROOT,
+    DnsDaemon,
+    DnsdiscProcess,
+    end_process,
+    free_port,
+    require_tool,
+    run_daemon,
+)
 
 DOMAIN = "svc.internal"
 
 
 @dataclass
-class Resolver:
+class Resolver(DnsDaemon):
     """A recursive resolver started by a test, listening on 127.0.0.1:``port``."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def query(
         self, name: str, rdtype: str = "A", *, tcp: bool = False, timeout: float = 5.0
@@ -50,32 +51,15 @@ class Resolver:
         fn = dns.query.tcp if tcp else dns.query.udp
         return fn(q, "127.0.0.1", port=self.port, timeout=timeout)
 
-    def wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
-            # Any reply means the listener is up; what it says is the tests' business.
-            with contextlib.suppress(dns.exception.Timeout, OSError):
-                self.query(f"{DOMAIN}.", "SOA", timeout=0.5)
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not answer within {timeout}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        end_process(self.proc)
+    def probe(self) -> None:
+        # Any reply means the listener is up; what it says is the tests' business.
+        self.query(f"{DOMAIN}.", "SOA", timeout=0.5)
 
 
-@contextlib.contextmanager
-def started(name: str, cmd: list[str], port: int, log_path: Path) -> Iterator[Resolver]:
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    resolver = Resolver(name, proc, port, log_path)
-    try:
-        resolver.wait_ready()
-        yield resolver
-    finally:
-        resolver.stop()
+def started(
+    name: str, cmd: list[str], port: int, log_path: Path
+) -> contextlib.AbstractContextManager[Resolver]:
+    return run_daemon(Resolver, name, cmd, port, log_path)
 
 
 def upstream_addr(server: DnsdiscProcess) -> str:

@@ -18,8 +18,9 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rdatatype
@@ -346,3 +347,53 @@ def wait_for(what: Callable[[], Any], timeout: float = 10.0, step: float = 0.02)
             return last
         time.sleep(step)
     raise AssertionError(f"not true within {timeout}s (last: {last!r})")
+
+
+@dataclass
+class DnsDaemon:
+    """A DNS server a test started (a resolver, a secondary), listening on 127.0.0.1:``port``,
+    its output in ``log_path``; ended by its PID."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def probe(self) -> None:
+        """Ask one question; any answer means it listens."""
+        raise NotImplementedError
+
+    def wait_up(self, timeout: float = 10.0) -> None:
+        """Until ``probe`` gets an answer; fails with the log when the process exits first or
+        never answers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(dns.exception.DNSException, OSError):
+                self.probe()
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not answer within {timeout}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        end_process(self.proc)
+
+
+D = TypeVar("D", bound=DnsDaemon)
+
+
+@contextlib.contextmanager
+def run_daemon(kind: type[D], name: str, cmd: list[str], port: int, log_path: Path) -> Iterator[D]:
+    """Start ``cmd`` (a DNS server on ``port``) as a ``kind``, wait until it answers, end it."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    daemon = kind(name, proc, port, log_path)
+    try:
+        daemon.wait_up()
+        yield daemon
+    finally:
+        daemon.stop()

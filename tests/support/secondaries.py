@@ -6,8 +6,6 @@ takes its NOTIFYs signed with the same key."""
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,23 +16,15 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from tests.support.helpers import end_process, free_port, require_tool
+from tests.support.helpers import DnsDaemon, free_port, require_tool, run_daemon
 
 KEY_NAME = "xfr-key"
 ALGORITHM = "hmac-sha256"
 
 
 @dataclass
-class Secondary:
+class Secondary(DnsDaemon):
     """A secondary nameserver started by a test, answering on 127.0.0.1:``port``."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def query(
         self, name: str, rdtype: str = "A", *, tcp: bool = True, timeout: float = 2.0
@@ -56,30 +46,15 @@ class Secondary:
                 return int(rrset[0].serial)
         return None
 
-    def wait_listening(self, timeout: float = 10.0) -> None:
-        """Until anything answers on the port (a REFUSED or SERVFAIL will do: the zones may not
-        be transferred yet); fails with the log when the process exits or never answers."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
-            with contextlib.suppress(dns.exception.DNSException, OSError):
-                self.query(".", "SOA", tcp=False, timeout=0.3)
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not answer within {timeout}s:\n{self.log()}")
+    def probe(self) -> None:
+        # Any answer will do (a REFUSED or SERVFAIL: the zones may not be transferred yet).
+        self.query(".", "SOA", tcp=False, timeout=0.3)
 
 
-@contextlib.contextmanager
-def _started(name: str, cmd: list[str], port: int, log_path: Path) -> Iterator[Secondary]:
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    secondary = Secondary(name, proc, port, log_path)
-    try:
-        secondary.wait_listening()
-        yield secondary
-    finally:
-        end_process(proc)
+def _started(
+    name: str, cmd: list[str], port: int, log_path: Path
+) -> contextlib.AbstractContextManager[Secondary]:
+    return run_daemon(Secondary, name, cmd, port, log_path)
 
 
 @contextlib.contextmanager
