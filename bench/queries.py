@@ -18,11 +18,8 @@ service). The server is stopped by its PID; data goes to a temporary directory.
 
 from __future__ import annotations
 
-import shutil
-import statistics
 import struct
 import sys
-import tempfile
 from pathlib import Path
 
 import dns.message
@@ -30,7 +27,7 @@ import dns.message
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.tcp import alternating, dnsperf_parser  # noqa: E402
+from bench.tcp import dnsperf_parser, mixes_run, print_ratios  # noqa: E402
 from tests.support.helpers import DnsdiscProcess  # noqa: E402
 
 MIXES = {
@@ -70,26 +67,12 @@ def fill(server: DnsdiscProcess) -> None:
 
 def main() -> None:
     args = dnsperf_parser(__doc__).parse_args()
-    if shutil.which("dnsperf") is None:
-        raise SystemExit("dnsperf is needed (apt-get install dnsperf)")
-    tmp = Path(tempfile.mkdtemp())
-    server = DnsdiscProcess(tmp / "node", extra_args=["--workers", args.workers])
-    files = {mix: write_queries(tmp / f"{mix}.bin", names) for mix, names in MIXES.items()}
-    results: dict[str, list[float]] = {}
-    try:
-        server.start()
-        fill(server)
-        results = alternating(server.dns_port, files, args, 9)
-    finally:
-        server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    base = statistics.median(results["service"])
-    print(f"\nUDP, workers {args.workers}, {args.rounds} rounds of {args.seconds} s (medians)\n")
-    print("| names | q/s | over service |")
-    print("|---|---:|---:|")
-    for mix in files:
-        qps = statistics.median(results[mix])
-        print(f"| {mix} | {qps:.0f} | {qps / base:.2f}x |")
+
+    def write(tmp: Path) -> dict[str, Path]:
+        return {mix: write_queries(tmp / f"{mix}.bin", names) for mix, names in MIXES.items()}
+
+    results = mixes_run(args, write, fill, width=9)
+    print_ratios(args, results, "service", "names", lambda mix: mix)
 
 
 if __name__ == "__main__":

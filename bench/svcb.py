@@ -16,11 +16,8 @@ PID; data goes to a temporary directory.
 
 from __future__ import annotations
 
-import shutil
-import statistics
 import struct
 import sys
-import tempfile
 from pathlib import Path
 
 import dns.message
@@ -28,7 +25,7 @@ import dns.message
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.tcp import alternating, dnsperf_parser  # noqa: E402
+from bench.tcp import dnsperf_parser, mixes_run, print_ratios  # noqa: E402
 from tests.support.helpers import DnsdiscProcess  # noqa: E402
 
 MIXES = {
@@ -56,26 +53,12 @@ def fill(server: DnsdiscProcess) -> None:
 
 def main() -> None:
     args = dnsperf_parser(__doc__).parse_args()
-    if shutil.which("dnsperf") is None:
-        raise SystemExit("dnsperf is needed (apt-get install dnsperf)")
-    tmp = Path(tempfile.mkdtemp())
-    server = DnsdiscProcess(tmp / "node", extra_args=["--workers", args.workers])
-    files = {mix: write_queries(tmp / f"{mix}.bin", *q) for mix, q in MIXES.items()}
-    results: dict[str, list[float]] = {}
-    try:
-        server.start()
-        fill(server)
-        results = alternating(server.dns_port, files, args, 6)
-    finally:
-        server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    base = statistics.median(results["a"])
-    print(f"\nUDP, workers {args.workers}, {args.rounds} rounds of {args.seconds} s (medians)\n")
-    print("| question | q/s | over A |")
-    print("|---|---:|---:|")
-    for mix in files:
-        qps = statistics.median(results[mix])
-        print(f"| {' '.join(MIXES[mix])} | {qps:.0f} | {qps / base:.2f}x |")
+
+    def write(tmp: Path) -> dict[str, Path]:
+        return {mix: write_queries(tmp / f"{mix}.bin", *q) for mix, q in MIXES.items()}
+
+    results = mixes_run(args, write, fill)
+    print_ratios(args, results, "a", "question", lambda mix: " ".join(MIXES[mix]))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,6 +104,52 @@ def alternating(
             print(f"round {n + 1} {mix:{width}}: {qps:9.0f} q/s (lost {found['lost']}%)",
                   flush=True)  # fmt: skip
     return results
+
+
+def mixes_run(
+    args: argparse.Namespace,
+    write: Callable[[Path], dict[str, Path]],
+    fill: Callable[[DnsdiscProcess], None],
+    config: str = "",
+    width: int = 6,
+    warm: str | None = None,
+) -> dict[str, list[float]]:
+    """The whole of a mix bench: one dnsdisc (``args.workers``, the YAML ``config`` if any),
+    ``fill`` it, ``write`` the query files (mix -> file) into a temporary directory, run
+    ``warm``'s file once if given (caches filled), then ``alternating``; the server ended by
+    its PID, the directory removed."""
+    if shutil.which("dnsperf") is None:
+        raise SystemExit("dnsperf is needed (apt-get install dnsperf)")
+    tmp = Path(tempfile.mkdtemp())
+    extra = ["--workers", args.workers]
+    if config:
+        (tmp / "bench.yaml").write_text(config)
+        extra += ["--config", str(tmp / "bench.yaml")]
+    server = DnsdiscProcess(tmp / "node", extra_args=extra)
+    try:
+        files = write(tmp)
+        server.start()
+        fill(server)
+        if warm is not None:
+            dnsperf(server.dns_port, files[warm], args, "udp", extra=["-B"])
+        return alternating(server.dns_port, files, args, width)
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_ratios(
+    args: argparse.Namespace, results: dict[str, list[float]], base: str, head: str,
+    label: Callable[[str], str],
+) -> None:  # fmt: skip
+    """The medians of each mix as a Markdown table, each over ``base``'s."""
+    over = statistics.median(results[base])
+    print(f"\nUDP, workers {args.workers}, {args.rounds} rounds of {args.seconds} s (medians)\n")
+    print(f"| {head} | q/s | over {label(base)} |")
+    print("|---|---:|---:|")
+    for mix, runs in results.items():
+        qps = statistics.median(runs)
+        print(f"| {label(mix)} | {qps:.0f} | {qps / over:.2f}x |")
 
 
 def dnsperf_parser(
