@@ -54,10 +54,9 @@ class Journal:
             now = journal_records(index.nodes.get(name))
             if now == before:
                 continue
-            zone = index.find_zone(name)
-            if zone is None:
+            apex = index.apex_of(name)
+            if apex is None:
                 continue
-            apex = zone.apex
             for body in before - now:
                 removed.setdefault(apex, []).append((name, body))
             for body in now - before:
