@@ -26,6 +26,7 @@ from dnsdisc.api.acl import NOTHING, Acl, Rights
 from dnsdisc.api.audit import AuditLog
 from dnsdisc.api.blocking import INDEX_HEADER, blocking, hold
 from dnsdisc.api.consul import TOKEN_HEADER, ConsulApi, is_consul_path
+from dnsdisc.api.dnssec import DnssecApi, KeyControl
 from dnsdisc.api.doh import DohHandler
 from dnsdisc.api.guard import HttpGuard, disconnected
 from dnsdisc.api.jsonbody import read_json
@@ -226,8 +227,10 @@ class Api:
         consul: Callable[[], Identity] | None = None,
         query_status: Status | None = None,
         explain_query: ExplainQuery | None = None,
+        dnssec: KeyControl | None = None,
     ) -> None:
         self.registry = registry
+        self.dnssec = DnssecApi(self, dnssec)  # /v1/dnssec: the zone keys (None: unsigned)
         self.queries = QueriesApi(
             registry, self, query_status, explain_query, lambda r: explain_query_params(r.query)
         )
@@ -291,6 +294,7 @@ class Api:
         r.add_post("/v1/batch", self.batch)
         self.consul.add_routes(r)
         self.queries.add_routes(r)
+        self.dnssec.add_routes(r)
         r.add_get("/ui", self.ui_redirect)
         r.add_get("/ui/", self.ui_file)
         r.add_get("/ui/{name}", self.ui_file)

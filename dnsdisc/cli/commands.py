@@ -50,7 +50,9 @@ def _meta_pair(text: str) -> tuple[str, str]:
     return key, value
 
 
-def add_parsers(sub: _Subparsers[argparse.ArgumentParser]) -> None:
+def client_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The parent parsers of every client command: where the server is and how to reach it
+    (``--http``, ``--cacert``, ``--cert``, ``--key``), and ``--json``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--http",
@@ -78,6 +80,11 @@ def add_parsers(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     )
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print the server's JSON reply")
+    return common, as_json
+
+
+def add_parsers(sub: _Subparsers[argparse.ArgumentParser]) -> None:
+    common, as_json = client_options()
     ids = argparse.ArgumentParser(add_help=False)
     ids.add_argument("service", help="service name (a DNS label)")
     ids.add_argument("id", help="instance id (a DNS label)")

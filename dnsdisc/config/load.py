@@ -133,10 +133,14 @@ class Config:
     transfer_notify: tuple[HostPort, ...] = ()
     transfer_catalog: str | None = None  # "name." as the config spells domains
     # DNSSEC (dnsserver/dnssec.py, server/dnssec.py): online signing with keys made at first
-    # start; the DNSKEY RRset's TTL bounds how long a rollover waits between steps.
+    # start. A ZSK rollover waits dnskey_ttl + propagation_delay before the new key signs, and
+    # zone_max_ttl + propagation_delay more before the old one leaves (RFC 7583's timings, named
+    # as Knot names them): the largest TTL a service may have is 86400.
     dnssec_enabled: bool = False
     dnssec_algorithm: str = "ECDSAP256SHA256"
     dnssec_dnskey_ttl: int = 3600
+    dnssec_propagation_delay: int = 3600
+    dnssec_zone_max_ttl: int = 86400
     # None: not configured, on by default when DNS listens beyond loopback (see dns_settings);
     # responses_per_second 0: configured off.
     rate_limit: RateLimit | None = None
@@ -365,9 +369,6 @@ def _coherent(cfg: Config, source: str) -> Config:
         raise ConfigError(
             source, "dns.tls_listen", "DNS over TLS needs dns.tls.cert_file and dns.tls.key_file"
         )
-    if cfg.dnssec_enabled and cfg.storage == "etcd":
-        # Every node must sign with the same keys: keeping them in etcd is not built yet.
-        raise ConfigError(source, "dnssec.enabled", "DNSSEC is not offered with storage: etcd yet")
     return cfg
 
 

@@ -81,11 +81,21 @@ class _Loaded:
 class Signer:
     """Signs RRsets with the active keys, keeping what it signed by the records it covered."""
 
-    def __init__(self, keys: Sequence[ZoneKey], clock: Any = time.time) -> None:
+    def __init__(
+        self, keys: Sequence[ZoneKey], clock: Any = time.time, previous: Signer | None = None
+    ) -> None:
         self.keys = [_Loaded(k) for k in keys]
         self.clock = clock
         self.cache: dict[tuple[bytes, int, frozenset[bytes]], tuple[float, list[bytes]]] = {}
         self.signed = 0  # signatures made (the cache's misses)
+        if previous is not None and previous.signing() == self.signing():
+            # A step that changed only which keys are published (a rollover's first and last):
+            # every signature made is still right; the DNSKEY RRset's differs by its content.
+            self.cache, self.signed = previous.cache, previous.signed
+
+    def signing(self) -> frozenset[bytes]:
+        """The private halves of the keys that sign."""
+        return frozenset(k.key.private for k in self.keys if k.key.state == ACTIVE)
 
     @property
     def active(self) -> bool:

@@ -12,13 +12,13 @@ import platform
 import socket
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dnsdisc.dnsserver import nsid, udpbatch
 from dnsdisc.dnsserver.answer import Responder
 from dnsdisc.dnsserver.cookies import Cookies
-from dnsdisc.dnsserver.dnssec import Signer
+from dnsdisc.dnsserver.dnssec import Signer, ZoneKey
 from dnsdisc.dnsserver.forward import Forwarder
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.ratelimit import RateLimiter
@@ -106,7 +106,7 @@ class DnsFace:
             udp_answer_limit=settings.udp_answer_limit,
             nsid=identifier,
         )
-        if settings.dnssec_keys:
+        if settings.dnssec_keys:  # a new worker's; later ones come as KEYS messages (sign)
             responder.sign_with(Signer(settings.dnssec_keys), settings.dnskey_ttl)
         tsig = Tsig(settings.transfer.tsig_keys)
         transfers = Transfers(settings.transfer, tsig)
@@ -182,6 +182,19 @@ class DnsFace:
                         tcp_protocol, hp, reuse_port, context, cfg.tcp_idle_timeout
                     )
                 )
+
+    def sign(self, keys: Sequence[ZoneKey]) -> None:
+        """Sign with ``keys`` from now on, and publish them (a KEYS message: the first keys, or
+        a step of a rollover). Signatures made still hold when the signing keys are the same.
+        The reply cache is emptied: its replies carry the DNSKEY RRset and signatures of
+        before, which may name a key no longer published."""
+        responder = self.responder
+        signer = Signer(keys, previous=responder.signer) if keys else None
+        responder.sign_with(signer, self.settings.dnskey_ttl)
+        responder.index.cache.forget()
+        if signer is not None and self._resign is None and self.transports:
+            loop = asyncio.get_running_loop()
+            self._resign = loop.call_later(RESIGN_EVERY, self.forget_signed)
 
     def forget_signed(self) -> None:
         """Empty the reply cache, hourly while signing: a cached reply keeps the RRSIGs it was

@@ -22,6 +22,7 @@ from dnsdisc.api.guard import GuardedRunner, HttpGuard
 from dnsdisc.api.http import Api
 from dnsdisc.config.load import Config
 from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.dnssec import ZoneKey
 from dnsdisc.dnsserver.face import DnsFace
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.view import MemberView
@@ -32,7 +33,7 @@ from dnsdisc.registry.checks import RemoteCheckRules
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.state import Service
-from dnsdisc.server import dnssec, staleness
+from dnsdisc.server import dnssec, keystore, staleness
 from dnsdisc.server.explain import Explainer
 from dnsdisc.server.limits import http_limits, raise_nofile
 from dnsdisc.server.metrics import DnsdiscCollector, metrics_registry
@@ -56,10 +57,21 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         config.dns_tls.context(config.source, "dns.tls")
     index = build_index(config, zone_data)
     dns_settings = config.dns_settings()
+    keyring = None
     if config.dnssec_enabled:
-        keys = dnssec.keys_for(config.data_dir, config.dnssec_algorithm)
+        keyring = dnssec.Keyring(
+            keystore.key_store(config),
+            config.dnssec_algorithm,
+            dnssec.timing(config),
+            lambda keys: _sign(server, keys),
+        )
+        try:
+            await keyring.load()
+        except BaseException:
+            await keyring.close()
+            raise
         dns_settings = replace(
-            dns_settings, dnssec_keys=tuple(keys), dnskey_ttl=config.dnssec_dnskey_ttl
+            dns_settings, dnssec_keys=keyring.current, dnskey_ttl=config.dnssec_dnskey_ttl
         )
     registry = Registry(
         open_store(config.storage, config.data_dir, config.etcd),
@@ -69,7 +81,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         limits=config.limits,
     )
     health = HealthMonitor(registry, config.health)
-    server = Server(config, registry, health, index, loader=loader)
+    server = Server(config, registry, health, index, loader=loader, keyring=keyring)
     server.state.leases_held = lambda: health.held if health.protecting else None
     server.reload = Reloader(server)
     server.nofile = nofile
@@ -99,7 +111,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         )
     else:
         server.face = DnsFace.create(dns_settings, index)
-    server.queries = queries = attach(registry, server, health)
+    server.queries = queries = attach(registry, server, health, server.changes)
     if server.pool is not None:
         pool = server.pool
         registry.on_figures(
@@ -121,7 +133,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     for settings, instances in zone_data.services:
         registry.add_static(settings, instances)
     server.queries.rebuild_all()  # the stored queries, now that every service is there
-    server.index.set_changes(registry.events.changes.index)  # the SOA serial, as loaded
+    server.index.set_changes(server.changes())  # the SOA serial, as loaded
     if config.transfer_notify:
         server.notifier = Notifier(config.dns_settings().transfer, lambda: _zones(server))
         registry.subscribe_changes(server.notifier.changed)
@@ -134,6 +146,8 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         raise
     server.state.listeners_up = True
     health.start()
+    if keyring is not None:
+        keyring.start()  # each step of the keys' timeline from now on
     _join_cluster(server)
     if config.token is None and not is_loopback(config.http_listen.host):
         log.warning(
@@ -157,6 +171,18 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         len(registry),
     )
     return server
+
+
+def _sign(server: Server, keys: tuple[ZoneKey, ...]) -> None:
+    """The DNS processes sign with ``keys`` from now on (a step of the keys' timeline); the
+    DNSKEY RRset changed, so the SOA serial moves and the secondaries are told."""
+    if server.pool is not None:
+        server.pool.sign(keys)
+    elif server.face is not None:
+        server.face.sign(keys)
+    server.index.set_changes(server.changes())
+    if server.notifier is not None:
+        server.notifier.changed()
 
 
 def _snapshot(server: Server) -> list[tuple[str, ServiceSettings, Sequence[MemberView]]]:
@@ -250,6 +276,7 @@ async def _listen(server: Server) -> None:
         consul=lambda: server.config.consul_identity(),
         query_status=lambda name: server.queries.status(name) if server.queries else None,
         explain_query=explainer.query,
+        dnssec=server.keyring,
         doh=DohHandler(
             Relay(
                 _own_address(config.dns_listen[0]),
@@ -311,6 +338,8 @@ async def stop(server: Server) -> None:
         await server.pool.stop()
     if server.notifier is not None:
         await server.notifier.close()
+    if server.keyring is not None:
+        await server.keyring.close()
     await server.registry.close()
     server.state.store_open = False
     if server.audit is not None:

@@ -24,6 +24,7 @@ from dnsdisc.dnsserver.zone import IndexSettings, catalog_records
 from dnsdisc.health.monitor import HealthMonitor
 from dnsdisc.registry.registry import Registry
 from dnsdisc.registry.settings import NS_HOST
+from dnsdisc.server.dnssec import Keyring
 from dnsdisc.server.notify import Notifier
 from dnsdisc.server.queries import QueryAnswers
 from dnsdisc.tls import ContextSwitch
@@ -62,6 +63,14 @@ class Server:
     queries: QueryAnswers | None = None
     # NOTIFY to the secondaries in transfer.notify (None: none configured).
     notifier: Notifier | None = None
+    # The DNSSEC keys and their timeline (None: dnssec.enabled is off).
+    keyring: Keyring | None = None
+
+    def changes(self) -> int:
+        """The change index the SOA serial follows: the registry's, and a step for each change
+        of the published keys (their DNSKEY RRset is zone content too)."""
+        steps = self.keyring.steps if self.keyring is not None else 0
+        return self.registry.events.changes.index + steps
 
 
 def build_index(config: Config, zone_data: zones.ZoneData, after: int | None = None) -> AnswerIndex:
@@ -98,12 +107,18 @@ class _HasIndex(Protocol):
     def index(self) -> AnswerSink: ...
 
 
-def attach(registry: Registry, target: _HasIndex, health: HealthMonitor) -> QueryAnswers:
+def attach(
+    registry: Registry,
+    target: _HasIndex,
+    health: HealthMonitor,
+    changes: Callable[[], int] | None = None,
+) -> QueryAnswers:
     """Keep ``target.index`` current: every registry change rebuilds the changed service's names
     from the instances health hands out (into whichever index is current: a reload swaps it;
     with workers, the pool sends it to each of them). A change to one instance is handed out
     and patched in alone where health and the index allow: a write to a large service then
-    costs what changed, not the service."""
+    costs what changed, not the service. ``changes``: the change index the SOA serial follows
+    (``Server.changes``; the registry's by default)."""
 
     queries = QueryAnswers(registry, health, lambda: target.index)
     serial_due = False
@@ -113,7 +128,9 @@ def attach(registry: Registry, target: _HasIndex, health: HealthMonitor) -> Quer
         # the change index (a batch of 128 registrations moves it once).
         nonlocal serial_due
         serial_due = False
-        target.index.set_changes(registry.events.changes.index)
+        target.index.set_changes(
+            changes() if changes is not None else registry.events.changes.index
+        )
 
     def on_change(service: str, iid: str | None) -> None:
         nonlocal serial_due

@@ -161,7 +161,7 @@ async def reload(server: Server) -> None:
     elif server.face is not None and rebuild:
         # Its serial now, not at the next change: the zone files' part alone would be behind
         # the one answered until now (a pool's new index got it with INDEX).
-        index.set_changes(registry.events.changes.index)
+        index.set_changes(server.changes())
         server.face.responder.index = index
         index.start_journal()  # from what is answered now (see AnswerIndex.start_journal)
     server.config = new

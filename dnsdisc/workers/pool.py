@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
+from dnsdisc.dnsserver.dnssec import ZoneKey
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.settings import DnsSettings
 from dnsdisc.dnsserver.stats import DnsCounters
@@ -174,6 +176,11 @@ class WorkerPool:
         if changes != self.changes:
             self.changes = changes
             self._broadcast(protocol.SERIAL, changes)
+
+    def sign(self, keys: tuple[ZoneKey, ...]) -> None:
+        """Like ``DnsFace.sign``, in every worker; a worker started later gets them in INIT."""
+        self.settings = replace(self.settings, dnssec_keys=keys)
+        self._broadcast(protocol.KEYS, keys)
 
     def figures(self, service: str, iid: str, load: float | None, latency: float | None) -> None:
         self._broadcast(protocol.FIGURES, service, iid, load, latency)

@@ -23,6 +23,9 @@ main -> worker
     STOP      seq                                     (drain and exit; no reply)
     STALE     seq, bool                               (answers may be stale: the shared store
                                                        is out of reach; see server.staleness)
+    KEYS      seq, (ZoneKey, ...)                     (sign with these from now on: the first
+                                                       keys, or a rollover's step; see
+                                                       server.dnssec)
     PING      n                                       (not numbered in the feed: reply PONG
                                                        at once, ahead of any queued work)
 worker -> main
@@ -52,6 +55,7 @@ LISTEN = "listen"
 STATS = "stats"
 STOP = "stop"
 STALE = "stale"
+KEYS = "keys"
 ACK = "ack"
 LISTENING = "listening"
 PING = "ping"

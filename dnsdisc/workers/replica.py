@@ -324,6 +324,8 @@ def _apply(message: tuple[Any, ...], replica: Replica, face: DnsFace) -> bytes:
         _built(replica)
     elif kind == protocol.STALE:
         face.responder.stale = message[2]
+    elif kind == protocol.KEYS:
+        face.sign(message[2])
     elif kind == protocol.STATS:
         return feed.frame(protocol.STATS, seq, face.counters(), replica.answers(message[2]))
     else:
