@@ -128,6 +128,8 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
     except BaseException:
         if server.pool is not None:
             await server.pool.stop()
+        if keyring is not None:
+            await keyring.close()  # with etcd, its own gateway session
         await registry.close()
         raise
     for settings, instances in zone_data.services:
@@ -332,14 +334,16 @@ async def stop(server: Server) -> None:
     if server.http_runner is not None:
         await server.http_runner.cleanup()  # waits for requests in progress
     await server.health.stop()
+    if server.keyring is not None:
+        # First: a step due meanwhile (its timer, the etcd poll) would publish to stopped DNS
+        # processes and start a NOTIFY round after the notifier's close.
+        await server.keyring.close()
     if server.face is not None:
         await server.face.drain()
     if server.pool is not None:
         await server.pool.stop()
     if server.notifier is not None:
         await server.notifier.close()
-    if server.keyring is not None:
-        await server.keyring.close()
     await server.registry.close()
     server.state.store_open = False
     if server.audit is not None:

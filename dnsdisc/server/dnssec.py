@@ -42,7 +42,7 @@ from dnsdisc.dnsserver.dnssec import (
     key_tag,
     new_key,
 )
-from dnsdisc.errors import ConfigError, ConflictError, StoreError
+from dnsdisc.errors import ConfigError, ConflictError, DnsdiscError, StoreError
 from dnsdisc.server.keystore import KeptKey, KeyStore, key_store
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,19 @@ def next_step(kept: Sequence[KeptKey], now: float) -> float | None:
     return min(times, default=None)
 
 
+def step_count(kept: Sequence[KeptKey], now: float) -> int:
+    """How many events of the keys' timelines have come by ``now``, those of the keys a
+    rollover dropped included (``KeptKey.carried``): it grows at each change of ``view``,
+    never goes back, and is the same on every node and after a restart (the SOA serial follows
+    it, ``Server.changes``)."""
+    return sum(k.carried + _events(k, now) for k in kept)
+
+
+def _events(key: KeptKey, now: float) -> int:
+    times = (key.publish, key.activate, key.inactive, key.delete)
+    return sum(1 for t in times if t is not None and t <= now)
+
+
 def roll_zsk(kept: Sequence[KeptKey], now: float, timing: Timing) -> list[KeptKey]:
     """The keys after starting a pre-publish ZSK rollover at ``now`` (see the module's text);
     keys already deleted are dropped. A ConflictError while one is under way."""
@@ -127,7 +140,8 @@ def roll_zsk(kept: Sequence[KeptKey], now: float, timing: Timing) -> list[KeptKe
         raise ConflictError("there is no active ZSK to roll over", "dnssec")
     switch = now + timing.publish_wait
     fresh = new_key(zsks[0].algorithm, False, now)
-    new = KeptKey(fresh.private, fresh.algorithm, False, now, now, switch)
+    dropped = sum(k.carried + _events(k, now) for k in kept if k not in current)
+    new = KeptKey(fresh.private, fresh.algorithm, False, now, now, switch, carried=dropped)
     out = [
         replace(k, inactive=switch, delete=switch + timing.retire_wait) if k in zsks else k
         for k in current
@@ -204,7 +218,8 @@ class Keyring:
         self.kept: list[KeptKey] = []
         self.version = 0
         self.current: tuple[ZoneKey, ...] = ()
-        self.steps = 0  # changes of the published keys after the first: each moves the serial
+        # step_count of the keys published: the SOA serial adds it (Server.changes).
+        self.steps = 0
         self._timer: asyncio.TimerHandle | None = None
         self._poll: asyncio.Task[None] | None = None
 
@@ -212,7 +227,9 @@ class Keyring:
         """Read the keys (made first if there are none); ``current`` is what they do now, for
         the DNS processes to start with."""
         self.kept, self.version = await load_or_make(self.store, self.algorithm, self.clock)
-        self.current = view(self.kept, self.clock())
+        now = self.clock()
+        self.current = view(self.kept, now)
+        self.steps = step_count(self.kept, now)
 
     def start(self) -> None:
         """Follow the timeline from now on (and, on etcd, the other nodes' rollovers)."""
@@ -225,8 +242,10 @@ class Keyring:
         now = self.clock()
         keys = view(self.kept, now)
         if keys != self.current:
+            # The serial moves with the DNSKEY RRset: to the kept count (or by one, should a
+            # document written elsewhere count less).
+            self.steps = max(self.steps + 1, step_count(self.kept, now))
             if self.current:
-                self.steps += 1
                 log.info("dnssec: keys now %s", _describe(keys))
             self.current = keys
             self.publish(keys)
@@ -248,17 +267,29 @@ class Keyring:
             except (StoreError, ConfigError) as exc:
                 log.warning("dnssec: cannot read the keys from %s: %s", self.store.where, exc)
                 continue
-            if kept and version != self.version:
+            # Only a newer document: this read may have been made before our own rollover
+            # was written and read back, and answered after.
+            if kept and version > self.version:
                 self.kept, self.version = kept, version
                 self._apply()
 
     async def rollover(self) -> dict[str, Any]:
         """Start a ZSK rollover (a ConflictError while one is under way); the new state."""
         for _ in range(3):  # another node may write between our read and our write
-            kept, version = await self.store.load()
+            try:
+                kept, version = await self.store.load()
+            except ConfigError as exc:  # the server's own keys, not the request, are wrong: 500
+                raise DnsdiscError(f"the DNSSEC keys kept cannot be read: {exc}") from None
             rolled = roll_zsk(kept, self.clock(), self.timing)
             if await self.store.save(rolled, version):
-                self.kept, self.version = await self.store.load()
+                self.kept = rolled
+                try:
+                    self.kept, self.version = await self.store.load()
+                except (StoreError, ConfigError) as exc:
+                    # Written all the same: the version read next (a poll) is newer.
+                    log.warning(
+                        "dnssec: cannot read the keys back from %s: %s", self.store.where, exc
+                    )
                 log.info("dnssec: ZSK rollover started: %s", _describe(view(rolled, self.clock())))
                 self._apply()
                 return self.status()

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import dns.exception
+
 from dnsdisc.dnsserver.dnssec import ACTIVE, ZoneKey, key_tag
 from dnsdisc.errors import ConfigError
 
@@ -45,6 +47,9 @@ class KeptKey:
     activate: float | None
     inactive: float | None = None
     delete: float | None = None
+    # The events of the keys a rollover dropped before this one was made (dnssec.step_count):
+    # carried on so that the count the SOA serial follows never goes back.
+    carried: int = 0
 
 
 def encode(kept: Sequence[KeptKey]) -> dict[str, Any]:
@@ -59,6 +64,7 @@ def encode(kept: Sequence[KeptKey]) -> dict[str, Any]:
                 "activate": k.activate,
                 "inactive": k.inactive,
                 "delete": k.delete,
+                "carried": k.carried,
             }
             for k in kept
         ]
@@ -87,12 +93,15 @@ def decode(data: Any, where: str) -> list[KeptKey]:
                     activate,
                     _time(e.get("inactive")),
                     _time(e.get("delete")),
+                    int(e.get("carried", 0)),
                 )
             )
         for k in out:
             key_tag(ZoneKey(k.private, k.algorithm, k.ksk))  # the private half must load
         return out
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, dns.exception.DNSException) as exc:
+        # AttributeError: an entry that is not an object; DNSException: an algorithm dnspython
+        # does not know, or not the private key's.
         raise ConfigError(where, "dnssec", f"not a DNSSEC key document ({exc})") from None
 
 

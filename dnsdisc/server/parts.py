@@ -67,8 +67,9 @@ class Server:
     keyring: Keyring | None = None
 
     def changes(self) -> int:
-        """The change index the SOA serial follows: the registry's, and a step for each change
-        of the published keys (their DNSKEY RRset is zone content too)."""
+        """The change index the SOA serial follows: the registry's, plus the keys' timeline
+        events come by (``dnssec.step_count``: their DNSKEY RRset is zone content too; kept
+        with the keys, so it does not go back after a restart)."""
         steps = self.keyring.steps if self.keyring is not None else 0
         return self.registry.events.changes.index + steps
 

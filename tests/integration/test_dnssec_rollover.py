@@ -288,3 +288,39 @@ def test_with_etcd_every_node_signs_with_the_same_keys_and_follows_a_rollover(
             b.stop()
     finally:
         a.stop()
+
+
+def soa_serial(server: DnsdiscProcess) -> int:
+    [rrset] = [r for r in direct(server, ZONE, "SOA").answer if r.rdtype == dns.rdatatype.SOA]
+    return int(rrset[0].serial)
+
+
+def test_with_etcd_the_serial_does_not_go_back_when_a_node_restarts_after_a_rollover(
+    tmp_path: Path, etcd: EtcdCluster
+) -> None:
+    # The serial is the store's revision plus the key steps. Those were counted by each process
+    # from its start: a node restarted after a rollover served a lower serial than before (the
+    # secondaries then ignored the next changes), and a node started later served less than one
+    # running all along.
+    conf = tmp_path / "dnsdisc.yaml"
+    conf.write_text(FAST)
+    a = etcd_node(tmp_path, "a", etcd, "--config", str(conf))
+    b = etcd_node(tmp_path, "b", etcd, "--config", str(conf))
+    a.start()
+    try:
+        a.register("web", "w0", address="10.0.0.1", port=80)
+        started = a.http("POST", "/v1/dnssec/rollover", {})
+        assert started.status == 202, started
+        [new] = [k["tag"] for k in started.body["keys"] if k["state"] == "published"]
+        wait_until(lambda: zsk_tags(a) == {new}, 15)  # the whole rollover: three steps
+        before = soa_serial(a)
+        b.start()  # a node started after it
+        try:
+            assert soa_serial(b) >= before, (soa_serial(b), before)
+        finally:
+            b.stop()
+        a.stop()
+        a.start()
+        assert soa_serial(a) >= before, (soa_serial(a), before)
+    finally:
+        a.stop()
