@@ -369,6 +369,12 @@ def _coherent(cfg: Config, source: str) -> Config:
         raise ConfigError(
             source, "dns.tls_listen", "DNS over TLS needs dns.tls.cert_file and dns.tls.key_file"
         )
+    if cfg.dnssec_enabled and cfg.storage == "etcd" and cfg.dnssec_propagation_delay < 1:
+        # A node learns of another's rollover by reading the keys every half of it (0.5 s at
+        # least): a smaller delay would let a node publish a new ZSK after it starts signing.
+        raise ConfigError(
+            source, "dnssec.propagation_delay", "at least 1 with storage: etcd (seconds)"
+        )
     return cfg
 
 

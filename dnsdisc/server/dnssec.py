@@ -248,7 +248,14 @@ class Keyring:
             if self.current:
                 log.info("dnssec: keys now %s", _describe(keys))
             self.current = keys
-            self.publish(keys)
+            try:
+                self.publish(keys)
+            finally:
+                self._wake(now)  # the timeline goes on even if handing the keys out failed
+        else:
+            self._wake(now)
+
+    def _wake(self, now: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -87,7 +87,7 @@ def decode(data: Any, where: str) -> list[KeptKey]:
                 KeptKey(
                     base64.b64decode(e["private"], validate=True),
                     int(e["algorithm"]),
-                    bool(e["ksk"]),
+                    _flag(e["ksk"]),
                     created,
                     publish,
                     activate,
@@ -103,6 +103,12 @@ def decode(data: Any, where: str) -> list[KeptKey]:
         # AttributeError: an entry that is not an object; DNSException: an algorithm dnspython
         # does not know, or not the private key's.
         raise ConfigError(where, "dnssec", f"not a DNSSEC key document ({exc})") from None
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):  # bool("false") would be True: a KSK taken for a ZSK
+        raise ValueError(f"ksk: expected true or false, got {value!r}")
+    return value
 
 
 def _time(value: Any) -> float | None:

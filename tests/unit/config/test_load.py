@@ -93,6 +93,11 @@ def test_flags_override_file_and_env_sets_token(tmp_path: Path) -> None:
         ({"etcd": {"cert_file": "c.pem"}}, "etcd.cert_file", "go together"),
         ({"etcd": {"username": "u"}}, "etcd.username", "go together"),
         ({"etcd": {"password": 5, "username": "u"}}, "etcd.password", "string"),
+        (
+            {"storage": "etcd", "dnssec": {"enabled": True, "propagation_delay": 0}},
+            "dnssec.propagation_delay",
+            "at least 1 with storage: etcd",
+        ),
     ],
 )
 def test_errors_name_file_key_and_expectation(data: object, key: str, fragment: str) -> None:

@@ -19,6 +19,7 @@ from dnsdisc.server import dnssec, keystore
 from dnsdisc.server.dnssec import Keyring, Timing
 from dnsdisc.server.keystore import FileKeys, KeptKey
 
+_PRIVATE = base64.b64encode(new_key(13, False, 0).private).decode()
 T = Timing(dnskey_ttl=60, propagation_delay=30, zone_max_ttl=300)  # waits of 90 s and 330 s
 
 
@@ -86,6 +87,8 @@ def test_what_is_kept_reads_back_and_the_first_release_form_is_read() -> None:
                    "publish": 0, "activate": 0}]},  # base64, but not a key
         {"keys": [{"algorithm": 13}]},
         [],
+        {"keys": [{"private": _PRIVATE, "algorithm": 13, "ksk": "false", "created": 0,
+                   "publish": 0, "activate": 0}]},  # a string: bool("false") is True
     ],
 )  # fmt: skip
 def test_a_document_that_is_not_keys_is_a_config_error_naming_where(document: object) -> None:
@@ -425,3 +428,24 @@ def test_stopping_ends_the_keys_timeline_before_the_dns_processes_and_notify() -
     )  # fmt: skip
     asyncio.run(app.stop(server))  # type: ignore[arg-type]
     assert order.index("keyring") < order.index("pool") < order.index("notifier"), order
+
+
+def test_a_step_whose_handing_out_fails_does_not_stop_the_timeline(tmp_path: Path) -> None:
+    now = [1000.0]
+    calls: list[int] = []
+
+    def publish(keys: tuple[ZoneKey, ...]) -> None:
+        calls.append(len(keys))
+        raise RuntimeError("a worker's feed broke")
+
+    async def run() -> None:
+        ring = Keyring(FileKeys(tmp_path), "ECDSAP256SHA256", T, publish, lambda: now[0])
+        await ring.load()
+        ring.start()
+        with pytest.raises(RuntimeError):
+            await ring.rollover()
+        assert calls == [3]
+        assert ring._timer is not None  # the switch is still due
+        await ring.close()
+
+    asyncio.run(run())
