@@ -99,7 +99,7 @@ def main() -> None:
     try:
         server.start()
         per = args.per_service
-        asyncio.run(register_all(server.http_port, per, 8, "svc"))
+        asyncio.run(register_all(server.http_port, per, 8, "svc", per))
         one = query_file(tmp / "one.txt", ["svc0"], rng)
         small_qps, small_cpu = dnsperf_qps(server, one, args.seconds)
         print(
@@ -109,7 +109,7 @@ def main() -> None:
         )
 
         total = args.services * per
-        elapsed, _ = asyncio.run(register_all(server.http_port, total, 32, "svc"))
+        elapsed, _ = asyncio.run(register_all(server.http_port, total, 32, "svc", per))
         print(f"registered {total} instances in {elapsed:.1f} s: {total / elapsed:.0f}/s")
         assert server.proc is not None
         main_rss = rss_mib(server.proc.pid)

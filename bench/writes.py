@@ -42,14 +42,18 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-async def register_all(port: int, count: int, clients: int, tag: str) -> tuple[float, list[float]]:
+async def register_all(
+    port: int, count: int, clients: int, tag: str, per_service: int = 10
+) -> tuple[float, list[float]]:
+    """``count`` instances, ``per_service`` to a service (``<tag>0``, ``<tag>1``, ...)."""
     latencies: list[float] = []
     todo = iter(range(count))
 
     async def client(session: aiohttp.ClientSession) -> None:
         for n in todo:
             body = {"address": f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}", "port": 80}
-            url = f"http://127.0.0.1:{port}/v1/services/{tag}{n // 10}/instances/i{n % 10}"
+            service, iid = divmod(n, per_service)
+            url = f"http://127.0.0.1:{port}/v1/services/{tag}{service}/instances/i{iid}"
             started = time.perf_counter()
             async with session.put(url, json=body) as resp:
                 await resp.read()
