@@ -3,7 +3,7 @@ DNS worker's memory while it streams), and how soon a NOTIFY follows a registrat
 registrations/s.
 
     .venv/bin/python bench/transfer.py [--instances 100000] [--services 1000] [--rounds 3]
-                                       [--rate 500] [--seconds 10]
+                                       [--rate 500] [--seconds 10] [--signed]
 
 Starts dnsdisc (SQLite, one DNS worker, ``transfer.allow: [127.0.0.0/8]`` and ``transfer.notify``
 pointing at a UDP listener in this process), registers ``--instances`` instances over
@@ -13,6 +13,11 @@ pointing at a UDP listener in this process), registers ``--instances`` instances
   parsing beyond the header: the time is the server's); the worker's resident memory is
   sampled every 20 ms from ``/proc/PID/status`` during the transfer. Printed: seconds, records,
   MB sent, the worker's RSS before and its peak during, against the zone's size on the wire.
+* ``--signed`` (#24): ``dnssec.enabled``, so every AXFR is the zone signed (RRSIGs and an NSEC
+  chain, zonesign.py). The first round signs every RRset (cold), the next ones take the
+  signatures from the signer's cache (warm). Meanwhile a UDP query for one instance's A goes to
+  the same worker every 20 ms: the slowest of them says how long the worker kept its queries
+  waiting. ``--seconds 0`` leaves out the NOTIFY part.
 * NOTIFY under load: ``--rate`` single PUTs a second for ``--seconds`` s (new instances of one
   service, four clients); for each, the time from its 2xx to the first NOTIFY received after
   it, p50/p90/p99/max. NOTIFY rounds are coalesced to one a second by design (RFC 1996 lets a
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import socket
 import statistics
@@ -39,6 +45,7 @@ import aiohttp
 import dns.exception
 import dns.message
 import dns.opcode
+import dns.query
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -76,11 +83,21 @@ async def register(url: str, instances: int, services: int) -> float:
     return time.perf_counter() - started
 
 
-def axfr(port: int, worker: int) -> dict[str, float]:
-    """One AXFR read to its end: seconds, records, bytes, and the worker's RSS peak meanwhile."""
+def end_of_name(data: bytes, pos: int) -> int:
+    """Where the uncompressed name at ``pos`` ends (the AXFR writes owners whole)."""
+    while data[pos]:
+        pos += data[pos] + 1
+    return pos + 1
+
+
+def axfr(port: int, worker: int, probe: str = "") -> dict[str, float]:
+    """One AXFR read to its end: seconds, records, bytes, and the worker's RSS peak meanwhile;
+    with ``probe`` (a name), the slowest of the A queries for it sent every 20 ms meanwhile."""
     query = dns.message.make_query("svc.internal.", "AXFR").to_wire()
     peak = before = rss_mb(worker)
     done = threading.Event()
+    slowest = 0.0
+    probes = 0
 
     def sample() -> None:
         nonlocal peak
@@ -88,26 +105,51 @@ def axfr(port: int, worker: int) -> dict[str, float]:
             peak = max(peak, rss_mb(worker))
             time.sleep(0.02)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    records = soas = size = 0
+    def ask() -> None:
+        nonlocal slowest, probes
+        q = dns.message.make_query(probe, "A")
+        while not done.is_set():
+            sent = time.perf_counter()
+            with contextlib.suppress(dns.exception.Timeout):  # counted as the 10 s it waited
+                dns.query.udp(q, "127.0.0.1", port=port, timeout=10)
+            slowest = max(slowest, time.perf_counter() - sent)
+            probes += 1
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=sample, daemon=True)]
+    if probe:
+        threads.append(threading.Thread(target=ask, daemon=True))
+    for thread in threads:
+        thread.start()
+    records = size = 0
+    soa = b""  # the transfer's first record (its SOA, names uncompressed), which also ends it
     started = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sock.sendall(struct.pack("!H", len(query)) + query)
         reader = sock.makefile("rb", buffering=1 << 20)
-        while soas < 2:
+        while True:
             (length,) = struct.unpack("!H", reader.read(2))
             data = reader.read(length)
             size += length + 2
-            records += struct.unpack_from("!H", data, 6)[0]
-            # The SOA opens and closes the transfer: count the messages whose records hold it.
-            soas += data.count(b"\x00\x06\x00\x01", 12 + 17)  # type SOA, class IN
             if data[3] & 0x0F:
                 raise SystemExit(f"AXFR failed: rcode {data[3] & 0x0F}")
+            count = struct.unpack_from("!H", data, 6)[0]
+            records += count
+            if not soa:
+                pos = end_of_name(data, 12) + 4  # the question
+                end = end_of_name(data, pos) + 10
+                soa = data[pos : end + struct.unpack_from("!H", data, end - 2)[0]]
+                if count == 1:
+                    continue
+            # Not a count of SOA-typed bytes: signatures and NSEC bitmaps may hold those.
+            if data.endswith(soa):
+                break
     took = time.perf_counter() - started
     done.set()
-    sampler.join()
-    return {"seconds": took, "records": records, "mb": size / 1e6, "rss": before, "peak": peak}
+    for thread in threads:
+        thread.join()
+    return {"seconds": took, "records": records, "mb": size / 1e6, "rss": before, "peak": peak,
+            "slowest_ms": slowest * 1000, "probes": probes}  # fmt: skip
 
 
 class NotifyListener:
@@ -169,6 +211,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--rate", type=float, default=500)
     p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--signed", action="store_true", help="dnssec.enabled: signed transfers")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
     listener = NotifyListener()
@@ -177,6 +220,7 @@ def main() -> None:
         "transfer:\n  allow: ['127.0.0.0/8']\n"
         f"  notify: ['127.0.0.1:{listener.port}']\n"
         "limits:\n  instances: 1000000\n  instances_per_service: 1000000\n"
+        + ("dnssec:\n  enabled: true\n" if args.signed else "")
     )
     server = DnsdiscProcess(tmp / "node", extra_args=["--workers", "1", "--config", str(conf)])
     try:
@@ -202,16 +246,27 @@ def main() -> None:
             time.sleep(1)
         print(f"worker caught up: RSS {rss_mb(worker):.0f} MB", flush=True)
         rows = []
+        probe = "i0.s0.svc.internal." if args.signed else ""
         for r in range(args.rounds):
-            d = axfr(server.dns_port, worker)
+            d = axfr(server.dns_port, worker, probe)
             rows.append(d)
+            state = ("cold, " if r == 0 else "warm, ") if args.signed else ""
             print(
-                f"AXFR {r + 1}: {d['seconds']:.2f} s, {d['records']:,.0f} records"
+                f"AXFR {r + 1} ({state}{'signed' if args.signed else 'unsigned'}):"
+                f" {d['seconds']:.2f} s, {d['records']:,.0f} records"
                 f" ({d['records'] / d['seconds']:,.0f}/s), {d['mb']:.1f} MB on the wire;"
                 f" worker RSS {d['rss']:.0f} MB before, peak {d['peak']:.0f} MB"
-                f" (+{d['peak'] - d['rss']:.1f} MB)",
+                f" (+{d['peak'] - d['rss']:.1f} MB)"
+                + (f"; {d['probes']:.0f} queries meanwhile, slowest {d['slowest_ms']:.0f} ms"
+                   if probe else ""),
                 flush=True,
-            )
+            )  # fmt: skip
+        med = statistics.median(d["seconds"] for d in rows)
+        growth = max(d["peak"] - d["rss"] for d in rows)
+        print(f"\nAXFR median {med:.2f} s; worker RSS growth at most {growth:.1f} MB against"
+              f" {rows[0]['mb']:.1f} MB of zone on the wire")  # fmt: skip
+        if not args.seconds:
+            return
         listener.times.clear()
         acked = asyncio.run(writes(server.http_url, args.rate, args.seconds))
         time.sleep(2.5)  # the last round
@@ -230,10 +285,6 @@ def main() -> None:
             f" ({len(acked) - len(lags)} writes with none after)",
             flush=True,
         )
-        med = statistics.median(d["seconds"] for d in rows)
-        growth = max(d["peak"] - d["rss"] for d in rows)
-        print(f"\nAXFR median {med:.2f} s; worker RSS growth at most {growth:.1f} MB against"
-              f" {rows[0]['mb']:.1f} MB of zone on the wire")  # fmt: skip
     finally:
         server.stop()
         listener.close()

@@ -123,6 +123,12 @@ class AnswerIndex:
         self.cache.forget()
         self._journal_step(before)
 
+    @property
+    def signer(self) -> Signer | None:
+        """The signer whose keys this index publishes (``publish_keys``; None: unsigned): what
+        signs its zone transfers, so that they carry the DNSKEY RRset their signatures need."""
+        return self._keys[0]
+
     def publish_keys(self, signer: Signer | None, ttl: int) -> None:
         """DNSKEY at every apex, and CDS/CDNSKEY saying what the parent's DS should be (RFC
         7344); None: none (unsigned). Kept across ``restatic`` (see _build_static)."""

@@ -10,10 +10,19 @@ NOTIFY brings the secondary to the serial that names it.
 
 A service name carries every instance that would be handed out (``RRSet.members``, in the
 index's fixed order): a secondary answers unbalanced but with the same records.
+
+While the process signs (DNSSEC, the index publishes a signer's keys), a transfer is the zone
+signed (zonesign.py): every RRset with its RRSIGs, and an NSEC chain in canonical order. An
+IXFR then gets the whole zone in AXFR form (RFC 1995 4): the journal holds record differences,
+and a signed difference would have to remove the exact RRSIGs and NSEC records the secondary
+holds, which our cache may have made again since (validity, a key rollover), and the NSEC
+records of the names beside each one added or removed. A whole zone is always right, and
+repeated it costs little: its signatures come from the cache.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -29,8 +38,10 @@ import dns.rdtypes.ANY.TSIG
 import dns.tsig
 
 from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.dnssec import Signer
 from dnsdisc.dnsserver.settings import TransferSettings
 from dnsdisc.dnsserver.tsig import Answered, MessageSigner, Tsig, bare_reply
+from dnsdisc.dnsserver.zonesign import signed_records
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +131,18 @@ class Transfers:
             serial = index.serial
             theirs = _their_serial(query) if question.rdtype == IXFR else None
             kind = "AXFR"
+            # The keys this index publishes sign: the transfer carries that DNSKEY RRset. Taken
+            # once, so that a rollover step during the transfer does not mix two key sets.
+            signer: Signer | None = index.signer
+            if signer is not None and not signer.active:
+                signer = None  # no key signs (none yet): nothing to sign with
             if theirs is not None and (theirs == serial or _newer(theirs, serial)):
                 # The client has this serial or a newer one: the SOA alone says so (RFC 1995 4).
                 messages: Iterator[bytes] = iter([_soa_only(message, query, apex, soa)])
                 kind = "IXFR (up to date)"
             elif (
                 theirs is not None
+                and signer is None
                 and index.journal is not None
                 and (found := index.journal.since(apex, theirs)) is not None
             ):
@@ -134,13 +151,21 @@ class Transfers:
             else:
                 # Not in the journal (or AXFR): the whole zone, in AXFR form (RFC 1995 4
                 # allows it for IXFR).
-                messages = _zone_messages(index, zone, apex, message, query)
+                messages = _zone_messages(index, zone, apex, message, query, signer)
                 kind = "AXFR" if theirs is None else "IXFR (whole zone)"
+                if signer is not None:
+                    kind = "signed " + kind
             count = 0
             for wire_message in messages:
                 write(tsig.sign(wire_message) if tsig is not None else wire_message)
                 count += 1
                 await drained()
+                if signer is not None:
+                    # Signing a message of names never signed takes tens of ms, and the
+                    # socket seldom fills meanwhile (``drained`` then does not wait): queries
+                    # get their turn between messages all the same (bench/transfer.py --signed
+                    # measures the slowest query during a transfer).
+                    await asyncio.sleep(0)
             self.served += 1
             log.info("%s of %s (serial %d) to %s: %d messages", kind,
                      wire.wire_to_text(apex), serial, client, count)  # fmt: skip
@@ -234,10 +259,17 @@ def _soa_only(message: bytes, query: dns.message.Message, apex: bytes, soa: byte
 
 
 def _zone_messages(
-    index: Any, zone: Any, apex: bytes, message: bytes, query: dns.message.Message
+    index: Any,
+    zone: Any,
+    apex: bytes,
+    message: bytes,
+    query: dns.message.Message,
+    signer: Signer | None = None,
 ) -> Iterator[bytes]:
     """The zone's records in messages: its SOA, every name of the zone with its records (the
-    apex's NS and the rest; no SOA), its SOA again."""
+    apex's NS and the rest; no SOA), its SOA again; with ``signer``, signed (zonesign.py)."""
+    if signer is not None:
+        return _packed(signed_records(index, zone, apex, signer), message, query)
     soa = zone.soa
     names = [name for name in index.nodes if index.find_zone(name) is zone]
     names.sort(key=lambda n: (n != apex, len(n), n))  # the apex first, then shorter names

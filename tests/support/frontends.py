@@ -74,9 +74,11 @@ def unbound(
     name: str = "unbound",
     cache: bool = False,
     trust_anchors: Sequence[str] = (),
+    upstream: str | None = None,
 ) -> Iterator[Resolver]:
-    """unbound with svc.internal and 10.in-addr.arpa stubbed to ``server``; with
-    ``trust_anchors`` (DS records in zone-file form) a validating one."""
+    """unbound with svc.internal and 10.in-addr.arpa stubbed to ``server``, or to ``upstream``
+    ("host@port": a secondary of ``server``) when given; with ``trust_anchors`` (DS records in
+    zone-file form) a validating one."""
     path = require_tool("unbound")
     workdir = tmp_path / name
     workdir.mkdir()
@@ -122,7 +124,8 @@ def unbound(
     config = "server:\n" + "".join(f"  {s}\n" for s in settings)
     config += "remote-control:\n  control-enable: no\n"
     for zone in (DOMAIN, "10.in-addr.arpa"):
-        config += f'stub-zone:\n  name: "{zone}"\n  stub-addr: {upstream_addr(server)}\n'
+        stub = upstream or upstream_addr(server)
+        config += f'stub-zone:\n  name: "{zone}"\n  stub-addr: {stub}\n'
     conf = workdir / "unbound.conf"
     conf.write_text(config)
     with started(name, [path, "-d", "-c", str(conf)], port, workdir / "unbound.log") as r:

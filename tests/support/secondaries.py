@@ -101,9 +101,16 @@ def nsd(
 
 @contextlib.contextmanager
 def knot(
-    tmp_path: Path, primary_port: int, zones: Sequence[str], secret: str, port: int = 0
+    tmp_path: Path,
+    primary_port: int,
+    zones: Sequence[str],
+    secret: str,
+    port: int = 0,
+    source: str = "",
 ) -> Iterator[Secondary]:
-    """Knot DNS transferring ``zones`` from 127.0.0.1:``primary_port``, signed with the key;
+    """Knot DNS transferring ``zones`` from 127.0.0.1:``primary_port``, signed with the key,
+    from the address ``source`` when given (another loopback address: the primary counts
+    transfers running at once per client address, and another secondary may be at 127.0.0.1);
     its log (info: each transfer, AXFR or IXFR) goes to stderr, into the log file."""
     path = require_tool("knotd")
     work = tmp_path / "knot"
@@ -133,7 +140,7 @@ remote:
   - id: primary
     address: 127.0.0.1@{primary_port}
     key: {KEY_NAME}
-acl:
+{f"    via: {source}{chr(10)}" if source else ""}acl:
   - id: notify-from-primary
     address: 127.0.0.1
     key: {KEY_NAME}

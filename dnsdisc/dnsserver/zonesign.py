@@ -1,0 +1,141 @@
+"""A zone signed for a secondary (#24: "zone transfers carry signed data"): every RRset with its
+RRSIGs, and an NSEC chain over the zone's names (RFC 4034 4, 6.1).
+
+Our own answers deny by compact denial (signing.py, RFC 9824), made per query. A secondary
+(NSD, Knot, BIND) serves what it was sent as a pre-signed zone and makes nothing up: to prove
+that a name or a type does not exist it needs the NSEC records of a real chain, one at every
+name that has records, each naming the next name in canonical order, the last one the apex.
+So a signed transfer builds that chain as it streams: the zone's names are sorted once in
+canonical order (references, as an unsigned AXFR lists them), and each name's NSEC is written
+when the next name with records is known, one name of look-ahead.
+
+Signatures come from the responder's ``Signer`` and its cache, kept by the exact records they
+cover: a second transfer of an unchanged zone signs nothing, and the RRsets our answers hand out
+whole share the signatures with the transfer. A service's RRset goes out with every member
+that would be handed out (``RRSet.members``), signed whole, as an unsigned AXFR sends it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.dnssec import NSEC, RRSIG, Signer
+from dnsdisc.dnsserver.dnssec import _bitmap as type_bitmap
+
+RRsets = dict[int, list[bytes]]  # type -> record bodies (type, class, TTL, length, rdata)
+
+
+def canonical_key(name: bytes) -> bytes:
+    """A sort key for the wire name ``name`` (uncompressed) whose byte order is RFC 4034 6.1's
+    canonical order: labels compared from the root end, each as a string of octets with
+    US-ASCII letters lower-cased, a label that is the start of a longer one first, a name
+    before the names below it. One bytes object per name, not a tuple of labels: a zone of
+    100,000 names is sorted with a key about the size of each name.
+
+    Each label is followed by ``\\x00\\x00`` and a zero octet inside a label is written
+    ``\\x00\\x01``, so the end of a label sorts below any octet that could follow in a longer
+    label (0x00 included), and whole keys compare as the labels do in turn."""
+    labels = []
+    pos = 0
+    while name[pos]:
+        end = pos + 1 + name[pos]
+        labels.append(name[pos + 1 : end])
+        pos = end
+    out = bytearray()
+    for label in reversed(labels):
+        # Label lengths are never in A-Z (at most 63), but only the octets go in the key.
+        label = label.lower()
+        if 0 in label:
+            label = label.replace(b"\x00", b"\x00\x01")
+        out += label
+        out += b"\x00\x00"
+    return bytes(out)
+
+
+def nsec_ttl(soa: bytes) -> int:
+    """The TTL of an NSEC record, as of the SOA record body ``soa``: the smaller of the SOA's
+    own TTL and its MINIMUM field (RFC 9077 3: the negative-caching time, which an NSEC proving
+    a negative answer must not outlive)."""
+    return min(int.from_bytes(soa[4:8]), int.from_bytes(soa[-4:]))
+
+
+def nsec_chain(
+    apex: bytes,
+    names: Iterable[bytes],
+    rrsets_of: Callable[[bytes], RRsets | None],
+    ttl: int,
+) -> Iterator[tuple[bytes, RRsets]]:
+    """Each of ``names`` (in canonical order, the apex first) with its RRsets from
+    ``rrsets_of`` and an NSEC RRset added: the next name is that of the name yielded after it,
+    the last one's the apex (RFC 4034 4.1.1: the chain closes); the bitmap lists its types,
+    RRSIG and NSEC among them. A name ``rrsets_of`` gives no records for (None or empty: gone
+    since the list was made, or with nothing to hand out) is left out of the chain, as an
+    unsigned transfer leaves it out of the zone.
+
+    Each name's RRsets are asked once, so the NSEC always describes what goes out with it, even
+    when the name changes during the transfer; one name is held at a time."""
+    held: tuple[bytes, RRsets] | None = None
+    for name in names:
+        rrsets = rrsets_of(name)
+        if not rrsets:
+            continue
+        if held is not None:
+            yield _linked(held, name, ttl)
+        held = (name, rrsets)
+    if held is not None:
+        yield _linked(held, apex, ttl)
+
+
+def _linked(held: tuple[bytes, RRsets], following: bytes, ttl: int) -> tuple[bytes, RRsets]:
+    name, rrsets = held
+    types = sorted({*rrsets, RRSIG, NSEC})
+    rrsets[NSEC] = [wire.rr_body(NSEC, ttl, following + type_bitmap(types))]
+    return name, rrsets
+
+
+def zone_names(index: Any, zone: Any) -> list[bytes]:
+    """The names of ``zone`` in ``index`` (an AnswerIndex), in canonical order: the apex first,
+    as the chain starts there."""
+    names = [name for name in index.nodes if index.find_zone(name) is zone]
+    names.sort(key=canonical_key)
+    apex = zone.apex
+    if not names or names[0] != apex:
+        names.insert(0, apex)  # its SOA at least: the chain starts and ends there
+    return names
+
+
+def signed_records(
+    index: Any, zone: Any, apex: bytes, signer: Signer
+) -> Iterator[tuple[bytes, bytes]]:
+    """The records of an AXFR of ``zone`` (owner, body), signed: the SOA, then every name in
+    canonical order with each of its RRsets followed by their RRSIGs and its NSEC, signed,
+    then the SOA again. The SOA is the one this transfer started with, at both ends and where
+    the apex's records are signed, so its signature matches the serial sent."""
+    soa = zone.soa
+    nodes = index.nodes
+
+    def rrsets_of(name: bytes) -> RRsets | None:
+        node = nodes.get(name)
+        out: RRsets = {}
+        if node is not None:
+            for rtype, rrset in node.rrsets.items():
+                # Two instances at one address are one record to a secondary (and to the
+                # signature, which covers a set): sent once.
+                bodies = list(dict.fromkeys(item.body for item in rrset.members))
+                if bodies:
+                    out[rtype] = bodies
+        if name == apex:
+            out[wire.SOA] = [soa]
+        return out
+
+    yield apex, soa
+    for name, rrsets in nsec_chain(apex, zone_names(index, zone), rrsets_of, nsec_ttl(soa)):
+        for rtype, bodies in rrsets.items():
+            if rtype != wire.SOA:  # the SOA opens the transfer (and closes it), sent there
+                for body in bodies:
+                    yield name, body
+            for sig in signer.rrsigs(name, apex, rtype, bodies):
+                yield name, sig
+    yield apex, soa

@@ -1,0 +1,217 @@
+"""The signed zone a transfer carries (zonesign.py): canonical order (RFC 4034 6.1) against
+dnspython's, the NSEC chain builder (closed, look-ahead past names with nothing, bitmaps over
+type windows), and a whole signed zone from the index validated by dnspython, through
+``Transfers.serve`` for AXFR and for IXFR (which gets the whole zone while signing)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import dns.message
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.zone
+
+from dnsdisc.dnsserver import dnssec, wire
+from dnsdisc.dnsserver.settings import TransferSettings
+from dnsdisc.dnsserver.transfer import Transfers
+from dnsdisc.dnsserver.zonesign import canonical_key, nsec_chain, nsec_ttl, zone_names
+from dnsdisc.netaddr import NetRules
+from tests.support.signedzone import bitmap_types, check_signed_zone
+from tests.support.world import World
+
+APEX = "svc.internal."
+APEX_WIRE = wire.text_to_wire(APEX)
+NSEC = dns.rdatatype.NSEC
+
+
+def _wire(text: str) -> bytes:
+    out = dns.name.from_text(text).to_wire()
+    assert out is not None
+    return out
+
+
+def test_canonical_order_is_rfc_4034s_example_and_dnspythons() -> None:
+    # RFC 4034 6.1's own example, in its order: case folded, \001 before *, \200 after z.
+    rfc = ["example.", "a.example.", "yljkjljk.a.example.", "Z.a.example.",
+           "zABC.a.EXAMPLE.", "z.example.", "\\001.z.example.", "*.z.example.",
+           "\\200.z.example."]  # fmt: skip
+    shuffled = rfc[:]
+    random.Random(3).shuffle(shuffled)
+    assert sorted(shuffled, key=lambda t: canonical_key(_wire(t))) == rfc
+    # Edge cases: a label that begins a longer one, zero octets inside labels and at their
+    # ends, 63-octet labels, upper case beside the octets just above and below the letters
+    # ('@' 0x40, '[' 0x5b, '`' 0x60, '{' 0x7b), 0xff; then random names, all against dnspython.
+    edge = ["a.", "a\\000.", "a\\000\\000.", "a\\001.", "a\\000b.", "ab.", "A.", "\\000.",
+            "\\255.", "@.", "[.", "`.", "{.", "Z.", "z.", "x" * 63 + ".", "x" * 62 + ".",
+            "X" * 63 + ".", "x" * 62 + "\\000.", "b.a.", "a.b.", "\\000.a.", "a.a\\000.", "."]  # fmt: skip
+    rng = random.Random(7)
+    alphabet = [b"\x00", b"\x01", b"-", b"A", b"a", b"Z", b"z", b"[", b"\xff", b"0"]
+    for _ in range(400):
+        labels = []
+        for _ in range(rng.randint(1, 4)):
+            label = b"".join(rng.choice(alphabet) for _ in range(rng.choice((1, 2, 3, 63))))
+            labels.append(label)
+        edge.append(dns.name.Name([*labels, b""]).to_text())
+    names = [dns.name.from_text(t) for t in edge]
+    ours = sorted(names, key=lambda n: canonical_key(n.to_wire() or b""))
+    assert ours == sorted(names)  # dnspython's Name order is the canonical one
+    # Equal keys for names that differ in case only, different keys otherwise.
+    assert canonical_key(_wire("WeB.Svc.")) == canonical_key(_wire("web.svc."))
+    assert canonical_key(_wire("a\\000.")) != canonical_key(_wire("a."))
+
+
+def _bodies(rtype: int, *rdatas: bytes) -> list[bytes]:
+    return [wire.rr_body(rtype, 30, rdata) for rdata in rdatas]
+
+
+def test_the_chain_is_closed_skips_names_without_records_and_lists_every_type() -> None:
+    apex = _wire("z.test.")
+    names = ["z.test.", "a.z.test.", "b.a.z.test.", "gone.z.test.", "empty.z.test.",
+             "B.z.test.", "\\000.c.z.test.", "c.z.test."]  # fmt: skip
+    held = {
+        "z.test.": {wire.SOA: _bodies(wire.SOA, b"x"), wire.NS: _bodies(wire.NS, b"\x00")},
+        "a.z.test.": {wire.A: _bodies(wire.A, b"\x01\x02\x03\x04")},
+        "b.a.z.test.": {257: _bodies(257, b"\x00\x05issuex"), 32768: _bodies(32768, b"t")},
+        "empty.z.test.": {},  # a name whose members are all out: nothing to carry
+        "b.z.test.": {wire.TXT: _bodies(wire.TXT, b"\x01t"), wire.AAAA: _bodies(wire.AAAA, bytes(16))},
+        "\\000.c.z.test.": {wire.SRV: _bodies(wire.SRV, bytes(6) + b"\x00")},
+        "c.z.test.": {wire.PTR: _bodies(wire.PTR, b"\x00")},
+    }  # fmt: skip
+    by_wire = {_wire(t).lower(): v for t, v in held.items()}
+    ordered = sorted((_wire(t).lower() for t in names), key=canonical_key)
+    asked: list[bytes] = []
+
+    def rrsets_of(name: bytes) -> dict[int, list[bytes]] | None:
+        asked.append(name)
+        return by_wire.get(name)  # "gone" is None: removed since the list was made
+
+    chain = list(nsec_chain(apex, ordered, rrsets_of, 5))
+    assert asked == ordered  # each name asked once, in order
+    owners = [dns.name.from_wire(name, 0)[0].to_text() for name, _ in chain]
+    assert owners == ["z.test.", "a.z.test.", "b.a.z.test.", "b.z.test.", "c.z.test.",
+                      "\\000.c.z.test."]  # fmt: skip
+    for i, (_, rrsets) in enumerate(chain):
+        [body] = rrsets[NSEC]
+        assert int.from_bytes(body[4:8]) == 5  # the TTL given
+        rdata = dns.rdata.from_wire(dns.rdataclass.IN, NSEC, body, 10, len(body) - 10)
+        following = chain[(i + 1) % len(chain)][0]  # the last names the apex: closed
+        assert rdata.next.to_wire() == following  # type: ignore[attr-defined]
+        assert bitmap_types(rdata) == {*rrsets, dns.rdatatype.RRSIG}  # NSEC is in rrsets
+    # Types past the first window (CAA 257, TA 32768) get windows of their own.
+    caa = dict(chain)[_wire("b.a.z.test.")][NSEC][0]
+    windows = dns.rdata.from_wire(dns.rdataclass.IN, NSEC, caa, 10, len(caa) - 10).windows  # type: ignore[attr-defined]
+    assert [w for w, _ in windows] == [0, 1, 128]
+    # Only the apex: its NSEC names itself.
+    [(_, only)] = nsec_chain(apex, [apex], lambda _: {wire.SOA: _bodies(wire.SOA, b"x")}, 5)
+    assert only[NSEC][0][10:].startswith(apex)
+    assert list(nsec_chain(apex, [], rrsets_of, 5)) == []
+
+
+def _signed_world() -> tuple[World, dnssec.Signer]:
+    w = World(transfer_allow=NetRules.parse(["127.0.0.0/8"], "", "transfer.allow"))
+    now = time.time()
+    signer = dnssec.Signer([dnssec.new_key(13, True, now), dnssec.new_key(13, False, now)])
+    w.responder.sign_with(signer, 300)
+    for n in range(5):
+        w.add("web", f"w{n}", address=f"10.0.0.{n + 1}", port=8080, tags=["blue"],
+              meta={"v": str(n)})  # fmt: skip
+    w.add("web", "same", address="10.0.0.1", port=8081)  # an address two instances share
+    w.add("v6", "a", address="2001:db8::1", port=443, protocol="udp")
+    w.settings("one", max_answers=1)
+    for n in range(3):
+        w.add("one", f"o{n}", address=f"10.0.1.{n + 1}", port=80)
+    return w, signer
+
+
+def _transfer(w: World, rdtype: str, serial: int | None = None) -> list[dns.message.Message]:
+    transfers = Transfers(TransferSettings(allow=NetRules.parse(["127.0.0.0/8"], "", "a")))
+    query = dns.message.make_query(APEX, rdtype)
+    if serial is not None:
+        soa = w.ask(APEX, "SOA").answer[0]
+        query.authority.append(
+            dns.rrset.from_rdata(soa.name, soa.ttl, soa[0].replace(serial=serial))
+        )
+    sent: list[bytes] = []
+
+    async def drained() -> None:
+        pass
+
+    asyncio.run(transfers.serve(w.index, query.to_wire(), "127.0.0.1", sent.append, drained))
+    return [dns.message.from_wire(m, xfr=True) for m in sent]
+
+
+def _zone(messages: list[dns.message.Message]) -> dns.zone.Zone:
+    return dns.zone.from_xfr(iter(messages), relativize=False)
+
+
+def test_a_signed_axfr_validates_whole_and_a_second_one_signs_nothing() -> None:
+    w, signer = _signed_world()
+    messages = _transfer(w, "AXFR")
+    zone = _zone(messages)
+    checked = check_signed_zone(zone)
+    # Every name with records is in the chain; names with none (``_v6._tcp``: no TCP instance)
+    # are left out, as an unsigned AXFR leaves them out of the zone.
+    names = zone_names(w.index, w.index.zones[APEX_WIRE])
+    held = [n for n in names if any(r.members for r in w.index.nodes[n].rrsets.values())]
+    assert checked.names == len(held) < len(names)
+    assert zone.get_node("_v6._tcp.svc.internal.") is None
+    assert checked.nsec_ttls == {nsec_ttl(w.index.zones[APEX_WIRE].soa)} == {5}
+    ksk, zsk = (k.tag for k in signer.keys)
+    assert checked.ksk_tags == {ksk} and checked.zsk_tags == {zsk}
+    # Balanced RRsets go out whole (max_answers does not travel), each address once.
+    a = zone.get_rdataset("web.svc.internal.", "A")
+    assert a is not None and len(a) == 5
+    one = zone.get_rdataset("one.svc.internal.", "A")
+    assert one is not None and len(one) == 3
+    for rdtype in ("DNSKEY", "CDS", "CDNSKEY", "NS", "SOA"):
+        assert zone.get_rdataset(APEX, rdtype) is not None, rdtype
+    # The SOA opens and closes the transfer once each; its RRSIG is in between.
+    soa = (dns.rdatatype.SOA, dns.rdatatype.NONE)
+    records = [(rrset.rdtype, rrset.covers) for m in messages for rrset in m.answer]
+    assert records[0] == soa and records[-1] == soa
+    assert records.count(soa) == 2
+    # From the cache the second time: no new signature.
+    made = signer.signed
+    again = _zone(_transfer(w, "AXFR"))
+    assert signer.signed == made
+    check_signed_zone(again)
+    # A new instance: the RRsets it joins, its own name and its neighbours' NSEC are signed
+    # anew, nothing else.
+    w.add("web", "w9", address="10.0.0.9", port=8080)
+    check_signed_zone(_zone(_transfer(w, "AXFR")))
+    assert 0 < signer.signed - made < 20
+
+
+def test_ixfr_while_signing_is_the_whole_zone_signed() -> None:
+    w, _ = _signed_world()
+    index = w.index
+    index.set_changes(1)
+    before = index.serial
+    w.add("web", "w7", address="10.0.0.7", port=8080)
+    index.set_changes(2)
+    assert index.journal is not None and index.journal.since(APEX_WIRE, before) is not None
+    messages = _transfer(w, "IXFR", serial=before)
+    # Not a difference (that would open SOA, old SOA): the zone, in AXFR form.
+    first = messages[0].answer
+    assert first[0].rdtype == dns.rdatatype.SOA and first[0][0].serial == index.serial
+    assert first[1].rdtype != dns.rdatatype.SOA
+    zone = _zone(messages)
+    check_signed_zone(zone)
+    a = zone.get_rdataset("web.svc.internal.", "A")
+    assert a is not None and "10.0.0.7" in {rd.to_text() for rd in a}
+    # Up to date: the SOA alone, as without signing.
+    [only] = _transfer(w, "IXFR", serial=index.serial)
+    assert [r.rdtype for r in only.answer] == [dns.rdatatype.SOA]
+    # Unsigned again: IXFR differences come back.
+    w.responder.sign_with(None, 300)
+    w.add("web", "w8", address="10.0.0.8", port=8080)
+    index.set_changes(3)
+    answer = [r for m in _transfer(w, "IXFR", serial=index.serial - 1) for r in m.answer]
+    assert all(r.rdtype != dns.rdatatype.RRSIG for r in answer)
+    assert answer[1].rdtype == dns.rdatatype.SOA  # their SOA: a difference
