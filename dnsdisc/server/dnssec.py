@@ -47,6 +47,10 @@ from dnsdisc.server.keystore import KeptKey, KeyStore, key_store
 
 log = logging.getLogger(__name__)
 
+# While signing, the SOA serial moves once a day (at the same moment on every node): a
+# secondary transfers only when it does, and a signature we keep is made again only after 7 of
+# its 14 days, so a quiet zone's secondaries would otherwise serve signatures until they expire.
+RESIGN_EPOCH = 86400
 # How often a node on etcd reads the keys again to learn a rollover another node started (s);
 # the rollover's waits include ``propagation_delay``, which must cover it.
 POLL_EVERY = 5.0
@@ -218,8 +222,10 @@ class Keyring:
         self.kept: list[KeptKey] = []
         self.version = 0
         self.current: tuple[ZoneKey, ...] = ()
-        # step_count of the keys published: the SOA serial adds it (Server.changes).
+        # step_count of the keys published and the days gone by (``epoch``): the SOA serial
+        # adds it (Server.changes).
         self.steps = 0
+        self.epoch = 0
         self._timer: asyncio.TimerHandle | None = None
         self._poll: asyncio.Task[None] | None = None
 
@@ -229,7 +235,8 @@ class Keyring:
         self.kept, self.version = await load_or_make(self.store, self.algorithm, self.clock)
         now = self.clock()
         self.current = view(self.kept, now)
-        self.steps = step_count(self.kept, now)
+        self.epoch = int(now // RESIGN_EPOCH)
+        self.steps = step_count(self.kept, now) + self.epoch
 
     def start(self) -> None:
         """Follow the timeline from now on (and, on etcd, the other nodes' rollovers)."""
@@ -241,11 +248,15 @@ class Keyring:
         """Publish what the keys do now if it changed, and wake at the next step."""
         now = self.clock()
         keys = view(self.kept, now)
-        if keys != self.current:
-            # The serial moves with the DNSKEY RRset: to the kept count (or by one, should a
-            # document written elsewhere count less).
-            self.steps = max(self.steps + 1, step_count(self.kept, now))
-            if self.current:
+        epoch = int(now // RESIGN_EPOCH)
+        if keys != self.current or epoch != self.epoch:
+            # The serial moves with the DNSKEY RRset and each day: to the kept count (or by
+            # one, should a document written elsewhere count less). The keys are handed out
+            # again on a new day: the DNS processes keep their signatures (the same keys sign)
+            # and empty their reply caches; the secondaries are told.
+            self.steps = max(self.steps + 1, step_count(self.kept, now) + epoch)
+            self.epoch = epoch
+            if keys != self.current and self.current:
                 log.info("dnssec: keys now %s", _describe(keys))
             self.current = keys
             try:
@@ -259,11 +270,12 @@ class Keyring:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        due = next_step(self.kept, now)
-        if due is not None:
-            loop = asyncio.get_running_loop()
-            # A little after: ``view`` then sees the step done (the clocks may differ in µs).
-            self._timer = loop.call_later(max(0.0, due - now) + 0.01, self._apply)
+        step = next_step(self.kept, now)
+        day = (int(now // RESIGN_EPOCH) + 1) * RESIGN_EPOCH
+        due = day if step is None else min(step, day)
+        loop = asyncio.get_running_loop()
+        # A little after: ``view`` then sees the step done (the clocks may differ in µs).
+        self._timer = loop.call_later(max(0.0, due - now) + 0.01, self._apply)
 
     async def _follow(self) -> None:
         every = min(POLL_EVERY, max(0.5, self.timing.propagation_delay / 2))

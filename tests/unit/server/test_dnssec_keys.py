@@ -449,3 +449,31 @@ def test_a_step_whose_handing_out_fails_does_not_stop_the_timeline(tmp_path: Pat
         await ring.close()
 
     asyncio.run(run())
+
+
+def test_the_serial_moves_once_a_day_with_the_same_keys_handed_out_again(tmp_path: Path) -> None:
+    """Secondaries transfer only when the serial moves: once a day they get the signatures of
+    that day (ours are made again after 7 of their 14 days)."""
+    published: list[tuple[ZoneKey, ...]] = []
+    now = [dnssec.RESIGN_EPOCH * 20000 + 100.0]
+
+    async def run() -> None:
+        ring = Keyring(FileKeys(tmp_path), "ECDSAP256SHA256", T, published.append, lambda: now[0])
+        await ring.load()
+        ring.start()
+        before = ring.steps
+        assert published == []
+        assert ring._timer is not None  # the next day is due even with no rollover
+        now[0] += dnssec.RESIGN_EPOCH - 100.0
+        ring._timer._run()
+        assert len(published) == 1 and published[0] == ring.current  # the same keys
+        assert ring.steps == before + 1
+        ring._apply()  # the same day: nothing again
+        assert len(published) == 1 and ring.steps == before + 1
+        await ring.close()
+        again = Keyring(FileKeys(tmp_path), "ECDSAP256SHA256", T, published.append, lambda: now[0])
+        await again.load()
+        assert again.steps == ring.steps  # a restart on that day: the same serial part
+        await again.close()
+
+    asyncio.run(run())
