@@ -141,6 +141,8 @@ class Config:
     dnssec_dnskey_ttl: int = 3600
     dnssec_propagation_delay: int = 3600
     dnssec_zone_max_ttl: int = 86400
+    # New signatures each DNS process may make per second (dnsserver/signing.py); 0: no bound.
+    dnssec_max_signatures: int = _DNS.dnssec_max_signatures
     # None: not configured, on by default when DNS listens beyond loopback (see dns_settings);
     # responses_per_second 0: configured off.
     rate_limit: RateLimit | None = None
@@ -180,6 +182,7 @@ class Config:
                 self.transfer_notify,
                 self.transfer_catalog.rstrip(".") if self.transfer_catalog else None,
             ),
+            dnssec_max_signatures=self.dnssec_max_signatures,
             log_level=self.log_level,
             log_format=self.log_format,
         )

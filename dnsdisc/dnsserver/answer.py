@@ -22,8 +22,8 @@ from dnsdisc.dnsserver.dnssec import Signer
 from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.locality import Local
 from dnsdisc.dnsserver.rrset import Item, RRSet
-from dnsdisc.dnsserver.settings import REPLY_CACHE_BYTES
-from dnsdisc.dnsserver.signing import signed_reply
+from dnsdisc.dnsserver.settings import MAX_SIGNATURES, REPLY_CACHE_BYTES
+from dnsdisc.dnsserver.signing import Budget, OverBudget, signed_reply
 from dnsdisc.dnsserver.stats import LATENCY_BUCKETS, QueryStats, type_key
 from dnsdisc.dnsserver.tsig import ends_with_tsig
 from dnsdisc.dnsserver.zone import Node, Unserved
@@ -63,6 +63,7 @@ class Responder:
         reply_cache_bytes: int = REPLY_CACHE_BYTES,
         udp_answer_limit: int | None = None,
         nsid: bytes | None = None,
+        max_signatures: int = MAX_SIGNATURES,
     ) -> None:
         self.reply_cache_bytes = reply_cache_bytes  # 0: no reply is cached
         # Set while this node cannot refresh its data (the shared store is out of reach): its
@@ -71,6 +72,8 @@ class Responder:
         # DNSSEC (dnssec.py, signing.py): answers to DO queries are signed; None: unsigned.
         self.signer: Signer | None = None
         self.dnskey_ttl = 3600
+        # New signatures this process may make per second (signing.Budget); kept ones are free.
+        self.budget = Budget(max_signatures)
         self.index = index  # binds the index's reply cache too (see the property)
         self.rng = rng or random.Random()
         # With recursors configured, names outside our zones are FORWARDed instead of REFUSED.
@@ -513,14 +516,28 @@ class Responder:
             ar += 1
         wire.HEADER.pack_into(body, 0, q.id, flags, 1, an, ns, ar)
         reply = bytes(body)
+        whole = True
         if self.signer is not None and flags & wire.FLAG_AA and q.edns_flags & wire.DO_BIT:
-            reply = self._signed_answer(q, reply)
+            try:
+                reply, whole = self._signed_answer(q, reply)
+            except OverBudget:
+                return self._over_budget(q, flags)
             flags = int.from_bytes(reply[2:4])
         stats = self.stats
-        stat = self._stat = (type_key(q.qtype), flags & 0x0F)
+        stat = (type_key(q.qtype), flags & 0x0F)
+        # A reply whose glue the signing budget left out is not kept: the next one may have it.
+        self._stat = stat if whole else None
         stats.by_type_rcode[stat] += 1
         if flags & wire.FLAG_TC:
             stats.truncated += 1
+        return reply
+
+    def _over_budget(self, q: wire.Query, flags: int) -> bytes:
+        """SERVFAIL, saying why (RFC 8914), for an answer that needs signatures the signing
+        budget cannot pay for now (signing.py). Never cached: the next query may be answered."""
+        base = flags & (wire.FLAG_QR | _COPY_FLAGS)
+        reply = self._finish(q, base | wire.SERVFAIL, bytearray(), 0, 0, 0, ede.SIGNING_OPTION)
+        self._stat = None
         return reply
 
     def sign_with(self, signer: Signer | None, dnskey_ttl: int) -> None:
@@ -528,19 +545,20 @@ class Responder:
         self.signer, self.dnskey_ttl = signer, dnskey_ttl
         self._index.publish_keys(signer, dnskey_ttl)
 
-    def _signed_answer(self, q: wire.Query, reply: bytes) -> bytes:
-        """Our answer to a DO query, signed, its denial compact (signing.py)."""
+    def _signed_answer(self, q: wire.Query, reply: bytes) -> tuple[bytes, bool]:
+        """Our answer to a DO query, signed, its denial compact (signing.py), and whether it is
+        whole (see signed_reply). Raises OverBudget."""
         assert self.signer is not None
         index = self._index
         qkey = q.qname.lower()
         zone = index.find_zone(qkey)
         if zone is None:
-            return reply
+            return reply, True
         node = index.nodes.get(qkey)
         types: list[int] | None = list(node.rrsets) if node is not None else None
         if types is None and qkey in index.ents:
             types = []  # an empty non-terminal: it exists, with nothing of its own
-        return signed_reply(reply, self.signer, index.apex_of, qkey, types, self._room)
+        return signed_reply(reply, self.signer, index.apex_of, qkey, types, self._room, self.budget)
 
 
 def _select(node: Node, qtype: int, any_full: bool) -> Sequence[RRSet] | None:

@@ -131,6 +131,14 @@ class Signer:
 
     # -- signing -------------------------------------------------------------------------------
 
+    def held(self, owner: bytes, rtype: int, bodies: Sequence[bytes]) -> list[bytes] | None:
+        """The RRSIG bodies kept for this exact RRset (as ``rrsigs`` would return them), or
+        None when ``rrsigs`` would have to sign: what costs nothing asked without signing."""
+        held = self.cache.get((owner, rtype, frozenset(bodies)))
+        if held is not None and held[0] > self.clock():
+            return held[1]
+        return None
+
     def rrsigs(self, owner: bytes, apex: bytes, rtype: int, bodies: Sequence[bytes]) -> list[bytes]:
         """RRSIG record bodies covering the RRset of ``owner`` (lower-case wire) and ``rtype``
         made of ``bodies`` (record bodies: type, class, TTL, length, rdata), one per active key

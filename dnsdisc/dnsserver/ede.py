@@ -13,7 +13,11 @@ it from). The codes dnsdisc gives, and when:
 - ``OTHER`` (0) with the text ``no healthy instance``: NODATA because every instance of the
   service is out of the hand-out (health). RFC 8914 has no code for it: the closest, Filtered
   (17) and Not Ready (14), say something else to a client (a blocklist; a server starting), so
-  the text carries the meaning, under "Other" as the RFC provides.
+  the text carries the meaning, under "Other" as the RFC provides;
+- ``OTHER`` (0) with the text ``signing is over its budget``, with SERVFAIL: the answer to a DO
+  query needs new DNSSEC signatures and this process has made as many as ``dnssec.max_signatures``
+  allows this second (signing.py). No code fits: Not Ready (14) says the server is starting,
+  and the others are a resolver's (DNSSEC Bogus, Signature Expired...).
 """
 
 from __future__ import annotations
@@ -45,3 +49,4 @@ PROHIBITED_OPTION = option(PROHIBITED, "recursion is not offered to this client"
 TRANSFER_OPTION = option(PROHIBITED, "zone transfers are over TCP only")
 STALE_OPTION = option(STALE_ANSWER, "the shared store is unreachable")
 UNHEALTHY_OPTION = option(OTHER, "no healthy instance")
+SIGNING_OPTION = option(OTHER, "signing is over its budget")

@@ -105,6 +105,7 @@ class DnsFace:
             reply_cache_bytes=settings.reply_cache_bytes,
             udp_answer_limit=settings.udp_answer_limit,
             nsid=identifier,
+            max_signatures=settings.dnssec_max_signatures,
         )
         if settings.dnssec_keys:  # a new worker's; later ones come as KEYS messages (sign)
             responder.sign_with(Signer(settings.dnssec_keys), settings.dnskey_ttl)
@@ -248,6 +249,9 @@ class DnsFace:
             out.slipped, out.dropped = self.limiter.slipped, self.limiter.dropped
         if self.forwarder is not None:
             out.forwarded, out.failures = self.forwarder.forwarded, self.forwarder.failures
+        budget = self.responder.budget
+        out.signatures, out.signing_refused = budget.made, budget.refused
+        out.signing_left_out = budget.left_out
         return out
 
 

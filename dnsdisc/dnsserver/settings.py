@@ -26,6 +26,10 @@ RECURSION_ALLOW = (
 
 # Bytes of replies (with their keys and orders) one process keeps by default.
 REPLY_CACHE_BYTES = 32 << 20
+# New DNSSEC signatures one DNS process may make per second by default (dnsserver/signing.py):
+# about half of one core (an NSEC's costs ~460 µs with dnspython; at 2,000 a second a flood of
+# names that do not exist took the whole core, docs/benchmarks.md). Kept ones cost nothing.
+MAX_SIGNATURES = 1000
 
 
 def _recursion_allow() -> NetRules:
@@ -103,5 +107,7 @@ class DnsSettings:
     # of their DNSKEY RRset. Read from the data directory by the main process (server/dnssec.py).
     dnssec_keys: tuple[ZoneKey, ...] = field(default=(), repr=False)
     dnskey_ttl: int = 3600
+    # New signatures each DNS process may make per second (signing.Budget); 0: no bound.
+    dnssec_max_signatures: int = MAX_SIGNATURES
     log_level: str = "info"
     log_format: str = "text"

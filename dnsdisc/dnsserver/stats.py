@@ -78,6 +78,9 @@ class DnsCounters(QueryStats):
         "forwarded",
         "reply_cache_bytes",
         "reply_cache_evictions",
+        "signatures",
+        "signing_left_out",
+        "signing_refused",
         "slipped",
     )
 
@@ -90,6 +93,11 @@ class DnsCounters(QueryStats):
         self.dropped = 0
         self.forwarded = 0
         self.failures = 0
+        # DNSSEC (signing.Budget): signatures made; replies refused (SERVFAIL) and glue RRsets
+        # left out because signing was over its budget.
+        self.signatures = 0
+        self.signing_refused = 0
+        self.signing_left_out = 0
 
     def add_stats(self, stats: QueryStats) -> None:
         self.by_type_rcode.update(stats.by_type_rcode)
@@ -105,4 +113,7 @@ class DnsCounters(QueryStats):
         self.dropped += other.dropped
         self.forwarded += other.forwarded
         self.failures += other.failures
+        self.signatures += other.signatures
+        self.signing_refused += other.signing_refused
+        self.signing_left_out += other.signing_left_out
         return self

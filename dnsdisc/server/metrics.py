@@ -115,6 +115,18 @@ class DnsdiscCollector(Collector):
         yield CounterMetricFamily(
             "dnsdisc_dns_truncated", "UDP replies sent with TC set", value=stats.truncated
         )
+        yield CounterMetricFamily(
+            "dnsdisc_dns_signatures", "DNSSEC signatures made", value=stats.signatures
+        )
+        over = CounterMetricFamily(
+            "dnsdisc_dns_signing_over_budget",
+            "Signed replies cut short by dnssec.max_signatures: refused (SERVFAIL) or with glue"
+            " RRsets left out",
+            labels=["what"],
+        )
+        over.add_metric(["refused"], stats.signing_refused)
+        over.add_metric(["glue"], stats.signing_left_out)
+        yield over
         yield HistogramMetricFamily(
             "dnsdisc_dns_answer_seconds",
             "Time to build each reply inside the server (from bytes in to bytes out)",
