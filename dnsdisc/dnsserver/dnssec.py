@@ -82,16 +82,30 @@ class Signer:
     """Signs RRsets with the active keys, keeping what it signed by the records it covered."""
 
     def __init__(
-        self, keys: Sequence[ZoneKey], clock: Any = time.time, previous: Signer | None = None
+        self,
+        keys: Sequence[ZoneKey],
+        clock: Any = time.time,
+        previous: Signer | None = None,
+        max_ttl: int = 0,
     ) -> None:
         self.keys = [_Loaded(k) for k in keys]
         self.clock = clock
+        self.max_ttl = max_ttl  # 0: TTLs as they are
         self.cache: dict[tuple[bytes, int, frozenset[bytes]], tuple[float, list[bytes]]] = {}
         self.signed = 0  # signatures made (the cache's misses)
         if previous is not None and previous.signing() == self.signing():
             # A step that changed only which keys are published (a rollover's first and last):
             # every signature made is still right; the DNSKEY RRset's differs by its content.
             self.cache, self.signed = previous.cache, previous.signed
+
+    def capped(self, body: bytes) -> bytes:
+        """A record body (type, class, TTL, length, rdata) with its TTL at most ``max_ttl``,
+        the largest a rollover waits for (as BIND caps dynamic updates at max-zone-ttl): a
+        signed record must not stay in caches after the key that signed it is gone."""
+        cap = self.max_ttl
+        if cap and int.from_bytes(body[4:8]) > cap:
+            return body[:4] + cap.to_bytes(4) + body[8:]
+        return body
 
     def signing(self) -> frozenset[bytes]:
         """The private halves of the keys that sign."""

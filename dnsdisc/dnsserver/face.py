@@ -108,7 +108,8 @@ class DnsFace:
             max_signatures=settings.dnssec_max_signatures,
         )
         if settings.dnssec_keys:  # a new worker's; later ones come as KEYS messages (sign)
-            responder.sign_with(Signer(settings.dnssec_keys), settings.dnskey_ttl)
+            signer = Signer(settings.dnssec_keys, max_ttl=settings.zone_max_ttl)
+            responder.sign_with(signer, settings.dnskey_ttl)
         tsig = Tsig(settings.transfer.tsig_keys)
         transfers = Transfers(settings.transfer, tsig)
         if settings.transfer.tsig_keys:
@@ -190,7 +191,11 @@ class DnsFace:
         The reply cache is emptied: its replies carry the DNSKEY RRset and signatures of
         before, which may name a key no longer published."""
         responder = self.responder
-        signer = Signer(keys, previous=responder.signer) if keys else None
+        signer = (
+            Signer(keys, previous=responder.signer, max_ttl=self.settings.zone_max_ttl)
+            if keys
+            else None
+        )
         responder.sign_with(signer, self.settings.dnskey_ttl)
         responder.index.cache.forget()
         if signer is not None and self._resign is None and self.transports:

@@ -107,6 +107,9 @@ class DnsSettings:
     # of their DNSKEY RRset. Read from the data directory by the main process (server/dnssec.py).
     dnssec_keys: tuple[ZoneKey, ...] = field(default=(), repr=False)
     dnskey_ttl: int = 3600
+    # The largest TTL a signed record is given (dnssec.zone_max_ttl): a ZSK rollover keeps the
+    # old key published that long after its last signature, so nothing may be cached longer.
+    zone_max_ttl: int = 86400
     # New signatures each DNS process may make per second (signing.Budget); 0: no bound.
     dnssec_max_signatures: int = MAX_SIGNATURES
     log_level: str = "info"

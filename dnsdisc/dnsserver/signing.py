@@ -137,7 +137,7 @@ def signed_reply(
             if rtype == _OPT:
                 tail = owner + reply[pos:end]
             else:
-                sections[index].append((owner.lower(), body))
+                sections[index].append((owner.lower(), signer.capped(body)))
             pos = end
     if flags & wire.FLAG_TC:
         # The answer did not fit unsigned: it will not fit signed. Nothing is signed for it.

@@ -71,7 +71,10 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
             await keyring.close()
             raise
         dns_settings = replace(
-            dns_settings, dnssec_keys=keyring.current, dnskey_ttl=config.dnssec_dnskey_ttl
+            dns_settings,
+            dnssec_keys=keyring.current,
+            dnskey_ttl=config.dnssec_dnskey_ttl,
+            zone_max_ttl=config.dnssec_zone_max_ttl,
         )
     registry = Registry(
         open_store(config.storage, config.data_dir, config.etcd),

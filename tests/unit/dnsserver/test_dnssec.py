@@ -162,3 +162,25 @@ def test_a_cname_into_another_of_our_zones_is_signed_by_each_zone(tmp_path: obje
                if r.rdtype == dns.rdatatype.RRSIG}  # fmt: skip
     assert signers == {"alias.svc.internal.": "svc.internal.",
                        "api.partners.internal.": "partners.internal."}  # fmt: skip
+
+
+def test_signed_records_are_given_at_most_zone_max_ttl_and_still_validate() -> None:
+    """A rollover keeps the old ZSK published zone_max_ttl after its last signature: a signed
+    record cached longer would outlive its key. Unsigned answers keep their TTL."""
+    w = World()
+    now = time.time()
+    keys = [dnssec.new_key(13, True, now), dnssec.new_key(13, False, now)]
+    w.responder.sign_with(dnssec.Signer(keys, max_ttl=300), 300)
+    w.settings("slow", ttl=3600)
+    w.add("slow", "a", address="10.0.0.1", port=80)
+    signed = w.ask("slow.svc.internal.", "A", want_dnssec=True)
+    [rrset] = [r for r in signed.answer if r.rdtype == dns.rdatatype.A]
+    [sig] = [r for r in signed.answer if r.rdtype == dns.rdatatype.RRSIG]
+    assert rrset.ttl == 300 and sig.ttl == 300 and sig[0].original_ttl == 300
+    dns.dnssec.validate(rrset, sig, keys_of(w))
+    plain = w.ask("slow.svc.internal.", "A")
+    assert plain.answer[0].ttl == 3600
+    # Denial too: the SOA and NSEC of a NODATA (negative TTL 5 here: under the cap, as is).
+    nodata = w.ask("slow.svc.internal.", "MX", want_dnssec=True)
+    assert all(r.ttl <= 300 for r in nodata.authority)
+    assert validate_all(nodata, keys_of(w)) == 2
