@@ -141,6 +141,8 @@ class Config:
     dnssec_dnskey_ttl: int = 3600
     dnssec_propagation_delay: int = 3600
     dnssec_zone_max_ttl: int = 86400
+    # s an RRSIG is valid for (Knot's rrsig-lifetime); made again after half of it.
+    dnssec_signature_validity: int = 14 * 86400
     # New signatures each DNS process may make per second (dnsserver/signing.py); 0: no bound.
     dnssec_max_signatures: int = _DNS.dnssec_max_signatures
     # None: not configured, on by default when DNS listens beyond loopback (see dns_settings);
@@ -182,6 +184,9 @@ class Config:
                 self.transfer_notify,
                 self.transfer_catalog.rstrip(".") if self.transfer_catalog else None,
             ),
+            dnskey_ttl=self.dnssec_dnskey_ttl,
+            zone_max_ttl=self.dnssec_zone_max_ttl,
+            signature_validity=self.dnssec_signature_validity,
             dnssec_max_signatures=self.dnssec_max_signatures,
             log_level=self.log_level,
             log_format=self.log_format,

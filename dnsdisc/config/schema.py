@@ -315,6 +315,10 @@ KEYS: tuple[Key, ...] = (
     Key("dnssec.dnskey_ttl", "dnssec_dnskey_ttl", p.integer(1, 86400), "restart"),
     Key("dnssec.propagation_delay", "dnssec_propagation_delay", p.integer(0, 86400), "restart"),
     Key("dnssec.zone_max_ttl", "dnssec_zone_max_ttl", p.integer(0, 2**31 - 1), "restart"),
+    Key(
+        "dnssec.signature_validity", "dnssec_signature_validity",
+        p.integer(3 * 86400, 366 * 86400), "restart",
+    ),
     Key("dnssec.max_signatures", "dnssec_max_signatures", p.integer(0, 10**6), "restart"),
     Key(
         "rate_limit.responses_per_second", "rate_limit.responses_per_second",

@@ -44,7 +44,7 @@ ALGORITHMS = {"ECDSAP256SHA256": ECDSAP256SHA256, "ED25519": ED25519}
 PUBLISHED, ACTIVE, RETIRED = "published", "active", "retired"
 RRSIG, NSEC, DNSKEY, CDS, CDNSKEY = 46, 47, 48, 59, 60
 NXNAME = 128  # RFC 9824: the NSEC of a name that does not exist says so with this type
-VALIDITY = 14 * 86400  # s a signature is valid for
+VALIDITY = 14 * 86400  # s a signature is valid for, by default (dnssec.signature_validity)
 SKEW = 3600  # s its inception lies in the past
 CACHE_ENTRIES = 200_000  # signatures kept; past it the cache starts again
 
@@ -87,13 +87,19 @@ class Signer:
         clock: Any = time.time,
         previous: Signer | None = None,
         max_ttl: int = 0,
+        validity: int = VALIDITY,
     ) -> None:
         self.keys = [_Loaded(k) for k in keys]
         self.clock = clock
         self.max_ttl = max_ttl  # 0: TTLs as they are
+        self.validity = validity  # s a signature is valid for
         self.cache: dict[tuple[bytes, int, frozenset[bytes]], tuple[float, list[bytes]]] = {}
         self.signed = 0  # signatures made (the cache's misses)
-        if previous is not None and previous.signing() == self.signing():
+        if (
+            previous is not None
+            and previous.signing() == self.signing()
+            and (previous.max_ttl, previous.validity) == (max_ttl, validity)
+        ):
             # A step that changed only which keys are published (a rollover's first and last):
             # every signature made is still right; the DNSKEY RRset's differs by its content.
             self.cache, self.signed = previous.cache, previous.signed
@@ -163,7 +169,7 @@ class Signer:
         if held is not None and held[0] > now:
             return held[1]
         inception = int(now - SKEW) // 3600 * 3600
-        expiration = inception + VALIDITY
+        expiration = inception + self.validity
         name = dns.name.from_wire(owner, 0)[0]
         signer = dns.name.from_wire(apex, 0)[0]
         kind = dns.rdatatype.RdataType.make(rtype)
@@ -184,7 +190,7 @@ class Signer:
         if len(self.cache) >= CACHE_ENTRIES:
             self.cache.clear()
         # Made again once half its validity has passed: never served within days of expiry.
-        self.cache[cache_key] = (inception + VALIDITY / 2, out)
+        self.cache[cache_key] = (inception + self.validity / 2, out)
         return out
 
 

@@ -108,7 +108,11 @@ class DnsFace:
             max_signatures=settings.dnssec_max_signatures,
         )
         if settings.dnssec_keys:  # a new worker's; later ones come as KEYS messages (sign)
-            signer = Signer(settings.dnssec_keys, max_ttl=settings.zone_max_ttl)
+            signer = Signer(
+                settings.dnssec_keys,
+                max_ttl=settings.zone_max_ttl,
+                validity=settings.signature_validity,
+            )
             responder.sign_with(signer, settings.dnskey_ttl)
         tsig = Tsig(settings.transfer.tsig_keys)
         transfers = Transfers(settings.transfer, tsig)
@@ -192,7 +196,12 @@ class DnsFace:
         before, which may name a key no longer published."""
         responder = self.responder
         signer = (
-            Signer(keys, previous=responder.signer, max_ttl=self.settings.zone_max_ttl)
+            Signer(
+                keys,
+                previous=responder.signer,
+                max_ttl=self.settings.zone_max_ttl,
+                validity=self.settings.signature_validity,
+            )
             if keys
             else None
         )

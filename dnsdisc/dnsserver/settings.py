@@ -110,6 +110,8 @@ class DnsSettings:
     # The largest TTL a signed record is given (dnssec.zone_max_ttl): a ZSK rollover keeps the
     # old key published that long after its last signature, so nothing may be cached longer.
     zone_max_ttl: int = 86400
+    # s an RRSIG is valid for; a kept one is made again after half of it (dnssec.Signer).
+    signature_validity: int = 14 * 86400
     # New signatures each DNS process may make per second (signing.Budget); 0: no bound.
     dnssec_max_signatures: int = MAX_SIGNATURES
     log_level: str = "info"

@@ -70,12 +70,7 @@ async def start(config: Config, loader: Callable[[], Config] | None = None) -> S
         except BaseException:
             await keyring.close()
             raise
-        dns_settings = replace(
-            dns_settings,
-            dnssec_keys=keyring.current,
-            dnskey_ttl=config.dnssec_dnskey_ttl,
-            zone_max_ttl=config.dnssec_zone_max_ttl,
-        )
+        dns_settings = replace(dns_settings, dnssec_keys=keyring.current)
     registry = Registry(
         open_store(config.storage, config.data_dir, config.etcd),
         defaults=config.defaults,

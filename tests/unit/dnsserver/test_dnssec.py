@@ -12,6 +12,8 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
@@ -184,3 +186,21 @@ def test_signed_records_are_given_at_most_zone_max_ttl_and_still_validate() -> N
     nodata = w.ask("slow.svc.internal.", "MX", want_dnssec=True)
     assert all(r.ttl <= 300 for r in nodata.authority)
     assert validate_all(nodata, keys_of(w)) == 2
+
+
+def test_signature_validity_is_the_configured_one_and_a_kept_signature_is_remade_at_half() -> None:
+    now = [1_800_000_000.0]
+    keys = [dnssec.new_key(13, True, now[0]), dnssec.new_key(13, False, now[0])]
+    signer = dnssec.Signer(keys, clock=lambda: now[0], validity=4 * 86400)
+    body = dns.rrset.from_text("a.svc.internal.", 5, "IN", "A", "10.0.0.1")[0].to_digestable()
+    record = (1).to_bytes(2) + (1).to_bytes(2) + (5).to_bytes(4) + len(body).to_bytes(2) + body
+    owner = dns.name.from_text("a.svc.internal.").to_wire()
+    apex = APEX.to_wire()
+    [first] = signer.rrsigs(owner, apex, 1, [record])
+    sig = dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.RRSIG, first, 10, len(first) - 10)
+    assert sig.expiration - sig.inception == 4 * 86400
+    assert sig.inception <= now[0] - 3600  # an hour in the past at least (clock skew)
+    now[0] += 2 * 86400 - 7200  # before half: kept
+    assert signer.rrsigs(owner, apex, 1, [record]) == [first] and signer.signed == 1
+    now[0] += 7200  # past half: made again
+    assert signer.rrsigs(owner, apex, 1, [record]) != [first] and signer.signed == 2
