@@ -112,8 +112,11 @@ def signed_records(
     """The records of an AXFR of ``zone`` (owner, body), signed: the SOA, then every name in
     canonical order with each of its RRsets followed by their RRSIGs and its NSEC, signed,
     then the SOA again. The SOA is the one this transfer started with, at both ends and where
-    the apex's records are signed, so its signature matches the serial sent."""
-    soa = zone.soa
+    the apex's records are signed, so its signature matches the serial sent. Every record
+    goes out with the TTL a signed answer gives it (``Signer.capped``: at most
+    ``dnssec.zone_max_ttl``, which a rollover waits for), its RRSIGs' original TTL with it."""
+    capped = signer.capped
+    soa = capped(zone.soa)
     nodes = index.nodes
 
     def rrsets_of(name: bytes) -> RRsets | None:
@@ -123,7 +126,7 @@ def signed_records(
             for rtype, rrset in node.rrsets.items():
                 # Two instances at one address are one record to a secondary (and to the
                 # signature, which covers a set): sent once.
-                bodies = list(dict.fromkeys(item.body for item in rrset.members))
+                bodies = list(dict.fromkeys(capped(item.body) for item in rrset.members))
                 if bodies:
                     out[rtype] = bodies
         if name == apex:

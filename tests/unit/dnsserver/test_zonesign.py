@@ -215,3 +215,32 @@ def test_ixfr_while_signing_is_the_whole_zone_signed() -> None:
     answer = [r for m in _transfer(w, "IXFR", serial=index.serial - 1) for r in m.answer]
     assert all(r.rdtype != dns.rdatatype.RRSIG for r in answer)
     assert answer[1].rdtype == dns.rdatatype.SOA  # their SOA: a difference
+
+
+def test_a_signed_transfer_gives_records_at_most_zone_max_ttl_as_the_answers_do() -> None:
+    """The signer caps a signed record's TTL at dnssec.zone_max_ttl (the rollover waits that
+    long for the old ZSK's signatures to leave caches): a secondary serves what it was sent, so
+    the transfer must carry the capped TTLs too, and the RRSIGs' original TTL with them."""
+    w = World(transfer_allow=NetRules.parse(["127.0.0.0/8"], "", "transfer.allow"))
+    now = time.time()
+    keys = [dnssec.new_key(13, True, now), dnssec.new_key(13, False, now)]
+    signer = dnssec.Signer(keys, max_ttl=300)
+    w.responder.sign_with(signer, 600)  # a DNSKEY TTL above the cap, too
+    w.settings("slow", ttl=3600)
+    w.add("slow", "a", address="10.0.0.1", port=80)
+    messages = _transfer(w, "AXFR")
+    zone = _zone(messages)
+    checked = check_signed_zone(zone)
+    assert checked.names > 3
+    for name, node in zone.nodes.items():
+        for rds in node.rdatasets:
+            assert rds.ttl <= 300, (name, rds)
+            if rds.rdtype == dns.rdatatype.RRSIG:
+                assert all(sig.original_ttl <= 300 for sig in rds), (name, rds)  # type: ignore[attr-defined]
+    # What the transfer signed is what a DO answer hands out whole: the same signature.
+    made = signer.signed
+    reply = w.ask("slow.svc.internal.", "A", want_dnssec=True)
+    [sig] = [r for r in reply.answer if r.rdtype == dns.rdatatype.RRSIG]
+    assert signer.signed == made
+    sent = zone.get_rdataset("slow.svc.internal.", "RRSIG", "A")
+    assert sent is not None and set(sent) == set(sig)
