@@ -25,6 +25,12 @@ from dnsdisc.dnsserver.dnssec import NSEC, RRSIG, Signer
 from dnsdisc.dnsserver.dnssec import _bitmap as type_bitmap
 
 RRsets = dict[int, list[bytes]]  # type -> record bodies (type, class, TTL, length, rdata)
+NSEC3, NSEC3PARAM = 50, 51
+# Types the signed zone makes itself: a zone file's (taken as any other type) stay out of it.
+# Its RRSIGs would be an RRset of their own, signed, beside no data they cover; its NSEC would
+# stand beside the chain's; an NSEC3PARAM tells a secondary to deny by an NSEC3 chain (RFC
+# 5155 4) that is not sent.
+MADE_HERE = frozenset({RRSIG, NSEC, NSEC3, NSEC3PARAM})
 
 
 def canonical_key(name: bytes) -> bytes:
@@ -124,6 +130,8 @@ def signed_records(
         out: RRsets = {}
         if node is not None:
             for rtype, rrset in node.rrsets.items():
+                if rtype in MADE_HERE:
+                    continue
                 # Two instances at one address are one record to a secondary (and to the
                 # signature, which covers a set): sent once.
                 bodies = list(dict.fromkeys(capped(item.body) for item in rrset.members))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from pathlib import Path
 
 import dns.message
 import dns.name
@@ -244,3 +245,36 @@ def test_a_signed_transfer_gives_records_at_most_zone_max_ttl_as_the_answers_do(
     assert signer.signed == made
     sent = zone.get_rdataset("slow.svc.internal.", "RRSIG", "A")
     assert sent is not None and set(sent) == set(sig)
+
+
+def test_denial_records_of_a_zone_file_stay_out_of_a_signed_transfer(tmp_path: Path) -> None:
+    """Zone files take any type, RRSIG, NSEC, NSEC3 and NSEC3PARAM too (say, copied from a zone
+    signed elsewhere). Signed, the transfer makes those itself: a zone file's RRSIG would be an
+    RRset of its own, signed (an RRSIG over RRSIGs) and beside no data it covers, and an
+    NSEC3PARAM at the apex tells a secondary to deny with an NSEC3 chain (RFC 5155 4) that is
+    not there."""
+    (tmp_path / "z.yaml").write_text(
+        "records:\n"
+        "  - {name: sig, type: RRSIG, value: 'A 13 3 300 20300101000000 20200101000000 1 "
+        "svc.internal. AAAA'}\n"
+        "  - {name: sig, type: TXT, value: kept}\n"
+        "  - {name: n, type: NSEC, value: 'zz.svc.internal. A'}\n"
+        "  - {name: n3, type: NSEC3, value: '1 0 0 - 2VPTU5TIMAMQTTGL4LUU9KG21E0AOR3S A'}\n"
+        "  - {name: '@', type: NSEC3PARAM, value: '1 0 0 -'}\n"
+    )
+    w = World(tmp_path, transfer_allow=NetRules.parse(["127.0.0.0/8"], "", "transfer.allow"))
+    now = time.time()
+    keys = [dnssec.new_key(13, True, now), dnssec.new_key(13, False, now)]
+    w.responder.sign_with(dnssec.Signer(keys), 300)
+    w.add("web", "w0", address="10.0.0.1", port=80)
+    zone = _zone(_transfer(w, "AXFR"))
+    check_signed_zone(zone)  # every RRSIG beside what it covers, the chain whole
+    apex = zone.get_node(APEX)
+    assert (
+        apex is not None and apex.get_rdataset(dns.rdataclass.IN, dns.rdatatype.NSEC3PARAM) is None
+    )
+    sigs = zone.get_rdataset("sig.svc.internal.", "RRSIG", "TXT")
+    assert sigs is not None and {rd.key_tag for rd in sigs} == {dnssec.key_tag(keys[1])}  # type: ignore[attr-defined]
+    assert zone.get_rdataset("sig.svc.internal.", "RRSIG", "A") is None
+    for name in ("n.svc.internal.", "n3.svc.internal."):
+        assert zone.get_node(name) is None  # nothing else there: no name in the chain
