@@ -10,7 +10,8 @@ signs is put together here, in one pass (``_signed_records``); this module decid
 with which key, for how long.
 
 Keys: a KSK (flags 257, the SEP bit: the parent's DS and a validator's trust anchor name it)
-signs the DNSKEY RRset; a ZSK (256) signs everything else. A key is ``published`` (in DNSKEY,
+signs the DNSKEY RRset, and CDS and CDNSKEY (RFC 7344 4.1: a parent takes them signed by a
+key its DS names); a ZSK (256) signs everything else. A key is ``published`` (in DNSKEY,
 not signing: a new ZSK waiting for caches to learn it), ``active`` (signing), or ``retired``
 (in DNSKEY, not signing: an old ZSK kept until the signatures it made have expired from
 caches). ``server/dnssec.py`` makes the keys, keeps them, and moves them through a rollover.
@@ -46,6 +47,9 @@ ECDSAP256SHA256, ED25519 = 13, 15
 ALGORITHMS = {"ECDSAP256SHA256": ECDSAP256SHA256, "ED25519": ED25519}
 PUBLISHED, ACTIVE, RETIRED = "published", "active", "retired"
 RRSIG, NSEC, DNSKEY, CDS, CDNSKEY = 46, 47, 48, 59, 60
+# What the KSK signs: DNSKEY, and CDS/CDNSKEY, which a parent takes only signed by a key its
+# DS RRset names (RFC 7344 4.1), the KSK; the ZSK signs the rest.
+KSK_SIGNS = frozenset({DNSKEY, CDS, CDNSKEY})
 NXNAME = 128  # RFC 9824: the NSEC of a name that does not exist says so with this type
 VALIDITY = 14 * 86400  # s a signature is valid for, by default (dnssec.signature_validity)
 SKEW = 3600  # s its inception lies in the past
@@ -168,7 +172,7 @@ class Signer:
     def rrsigs(self, owner: bytes, apex: bytes, rtype: int, bodies: Sequence[bytes]) -> list[bytes]:
         """RRSIG record bodies covering the RRset of ``owner`` (lower-case wire) and ``rtype``
         made of ``bodies`` (record bodies: type, class, TTL, length, rdata), one per active key
-        of the right kind (the KSKs for DNSKEY, the ZSKs for the rest)."""
+        of the right kind (the KSKs for DNSKEY, CDS and CDNSKEY, the ZSKs for the rest)."""
         cache_key = (owner, rtype, frozenset(bodies))
         now = self.clock()
         held = self.cache.get(cache_key)
@@ -182,7 +186,7 @@ class Signer:
         labels = _labels(owner)
         out = []
         for k in self.keys:
-            if k.key.state != ACTIVE or k.key.ksk != (rtype == DNSKEY):
+            if k.key.state != ACTIVE or k.key.ksk != (rtype in KSK_SIGNS):
                 continue
             head = _RRSIG_HEAD.pack(
                 rtype, k.key.algorithm, labels, ttl, expiration, inception, k.tag

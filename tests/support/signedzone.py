@@ -19,13 +19,14 @@ import dns.rrset
 import dns.zone
 
 RRSIG, NSEC, DNSKEY = dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.DNSKEY
+CDS, CDNSKEY = dns.rdatatype.CDS, dns.rdatatype.CDNSKEY
 
 
 @dataclass
 class Checked:
     rrsets: int = 0  # RRsets validated (NSEC and DNSKEY included)
     names: int = 0  # names in the chain
-    ksk_tags: set[int] = field(default_factory=set)  # keys that signed DNSKEY
+    ksk_tags: set[int] = field(default_factory=set)  # keys that signed DNSKEY, CDS, CDNSKEY
     zsk_tags: set[int] = field(default_factory=set)  # keys that signed the rest
     nsec_ttls: set[int] = field(default_factory=set)
 
@@ -69,7 +70,7 @@ def check_signed_zone(zone: dns.zone.Zone, now: float | None = None) -> Checked:
             # Raises ValidationFailure unless one of the signatures checks with a key given.
             dns.dnssec.validate(rrset, sigset, keys, now=now)
             assert sig.ttl == rds.ttl, f"{owner}: RRSIG TTL {sig.ttl} != {rds.ttl}"
-            tags = out.ksk_tags if rds.rdtype == DNSKEY else out.zsk_tags
+            tags = out.ksk_tags if rds.rdtype in (DNSKEY, CDS, CDNSKEY) else out.zsk_tags
             tags.update(rd.key_tag for rd in sig)
             out.rrsets += 1
         assert set(sigs) <= {rds.rdtype for rds in node.rdatasets}, f"{owner}: stray RRSIG"

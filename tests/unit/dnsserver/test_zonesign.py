@@ -348,3 +348,21 @@ def test_signatures_are_those_dnspythons_sign_makes() -> None:
             sigset = dns.rrset.from_rdata(rrset.name, 60, rrsig)
             keyset = dns.rrset.from_rdata_list(APEX, 60, [k.dnskey for k in signer.keys])
             dns.dnssec.validate(rrset, sigset, {dns.name.from_text(APEX): keyset}, now=now)
+
+
+def test_cds_and_cdnskey_are_signed_by_the_ksk_the_parents_ds_names() -> None:
+    """RFC 7344 4.1: a parent takes CDS/CDNSKEY only signed with a key the DS RRset it holds
+    represents, and our DS names the KSK alone: signed by the ZSK, the parent's automation
+    (Knot's and BIND's checks, a registry scanning CDS) refuses them."""
+    w, signer = _signed_world()
+    zone = _zone(_transfer(w, "AXFR"))
+    ksk, zsk = (k.tag for k in signer.keys)
+    for rdtype in ("DNSKEY", "CDS", "CDNSKEY"):
+        sigs = zone.get_rdataset(APEX, "RRSIG", rdtype)
+        assert sigs is not None and {rd.key_tag for rd in sigs} == {ksk}, rdtype  # type: ignore[attr-defined]
+    sigs = zone.get_rdataset(APEX, "RRSIG", "SOA")
+    assert sigs is not None and {rd.key_tag for rd in sigs} == {zsk}
+    # The online answer's too (the same signature, from the signer's cache).
+    reply = w.ask(APEX, "CDS", want_dnssec=True)
+    [sig] = [r for r in reply.answer if r.rdtype == dns.rdatatype.RRSIG]
+    assert {rd.key_tag for rd in sig} == {ksk}  # type: ignore[attr-defined]
