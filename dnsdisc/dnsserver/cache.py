@@ -24,16 +24,31 @@ or encoded once and kept (``CachedQuery.replies``). A reply is kept only if its 
 more places than the reply could show (a 5,000-long order of a large service is not kept). The
 index owns one ``ReplyCache`` and empties it on every change of a name (``forget``); the
 responder reads the tables directly (its hit path is a lookup) and writes through ``store``,
-``alias`` and ``discard``. ``size`` counts the bytes held, objects included (a conservative
-estimate); past ``limit`` the oldest keys go first.
+``alias``, ``discard`` and ``assemble``. ``size`` counts the bytes held, objects included (a
+conservative estimate); past ``limit`` the oldest keys go first.
+
+An order not yet kept need not be encoded (a weighted service of 5 has 120 orders): the first
+reply of a key is read into a ``Layout`` (the bytes before its RRset's records, the records'
+owner, the OPT record after the glue), checked by rebuilding it byte for byte from the RRset's
+members, and the reply to another order is put together from it (``assemble``): the members'
+records in that order, their glue behind, each glue owner a pointer to its member's target at
+the member's new place, as the responder's encoder places them. That is the encoder's own reply
+when it would show every record: when the reply fits the key's size limit (the encoder then cuts
+nothing and sets no TC), and only for members a checked reply of the key has shown (``allowed``:
+an order with another one is encoded, and its reply widens the layout). Signed replies (DO) have
+none: their RRSIGs cover what each shows. Assembled replies are kept as encoded ones are while
+the cache is at most ``KEEP_ASSEMBLED`` full; past it they are made again when asked (a few
+microseconds), so that the cache holds more keys instead of more orders of a few.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict
 
-from dnsdisc.dnsserver.rrset import RRSet, cached_orders
+from dnsdisc.dnsserver.rrset import Item, RRSet, cached_orders
 from dnsdisc.dnsserver.settings import REPLY_CACHE_BYTES
+from dnsdisc.policies.balance import round_robin
 
 # Longer queries are answered without the cache: a name of 255 octets with a cookie fits.
 MAX_KEYED = 512
@@ -55,6 +70,10 @@ KEY_OVERHEAD = 640
 RAW_OVERHEAD = 160
 # An order's place: its slot in the tuple and the int, which an order drawn afresh owns.
 PLACE_BYTES = 40
+# Estimated bytes of a Layout's object and the bytes objects it holds (besides their lengths).
+LAYOUT_OVERHEAD = 400
+# Assembled replies are kept while the bytes held are at most this share of the limit.
+KEEP_ASSEMBLED = 0.5
 # The most places a reply can show: each record takes at least a 2-byte owner and 10 bytes.
 _FIT_UDP = EDNS_SIZE // 12 + 1
 _FIT_TCP = 65535 // 12 + 1
@@ -67,6 +86,19 @@ _OPT_START = b"\x00\x00\x29"
 # The last byte of a key: RD (1), CD (2), DO (4), the size class (see key_of) times 8, NSID (64).
 _KEY_BYTE = [bytes((i,)) for i in range(128)]
 _TCP_PLAIN, _TCP_EDNS = 1 << 3, 6 << 3
+# The size limit of a reply by its key's size class (the last byte's bits 3-5, see key_of): UDP
+# without EDNS, TCP without, UDP with EDNS by the floor of the client's class, TCP with EDNS.
+_ROOM = (512, 65535, 512, 768, 1024, EDNS_SIZE, 65535, 65535)
+_DO_BIT = 4
+
+# A reply after its ID: flags and the four counts.
+_FLAGS_COUNTS = struct.Struct("!HHHHH")
+_PTR = struct.Struct("!H")
+_POINTER = 0xC0
+_MAX_POINTER = 0x3FFF
+# The first byte of the header's flags after the ID (TC), and the second's rcode.
+_TC = 0x02
+_RCODE = 0x0F
 
 Order = tuple[int, ...]  # indices into an RRset's members, as RRSet.next_order draws them
 StatKey = tuple[int, int]  # (qtype, rcode), as QueryStats counts a reply
@@ -153,15 +185,217 @@ def _name_end(data: bytes) -> int:
     return -1
 
 
+class Layout:
+    """How the reply of one key is put together for any order of its RRset (see the module's
+    docstring): after the ID, the header's ``flags`` and counts (``an`` records before the
+    RRset's, ``opt``: 1 with an OPT record), ``head`` (the question and those records, from 12 to
+    ``start``), then each member's record (``owner`` and its body), their glue, and ``tail``
+    (the OPT record). ``allowed``: 1 for each member (by index) that a checked reply showed
+    (``full``: all of them); ``room``: the most bytes a reply to the key may take; ``header``:
+    the flags and counts of a reply of ``places`` places and ``glue`` glue records."""
+
+    __slots__ = (
+        "allowed",
+        "an",
+        "flags",
+        "full",
+        "glue",
+        "glued",
+        "head",
+        "header",
+        "members",
+        "opt",
+        "owner",
+        "places",
+        "room",
+        "start",
+        "stat",
+        "tail",
+    )
+
+    def __init__(
+        self,
+        flags: int,
+        an: int,
+        opt: int,
+        head: bytes,
+        start: int,
+        owner: bytes,
+        tail: bytes,
+        members: tuple[Item, ...],
+        room: int,
+        stat: StatKey,
+        places: int,
+        glue: int,
+    ) -> None:
+        self.flags = flags
+        self.an = an
+        self.opt = opt
+        self.head = head
+        self.start = start
+        self.owner = owner
+        self.tail = tail
+        self.members = members
+        self.room = room
+        self.stat = stat
+        self.allowed = bytearray(len(members))
+        self.full = False
+        # Without glue the records need no places: one join.
+        self.glued = any([m.glue for m in members])
+        self.places = places
+        self.glue = glue
+        self.header = _FLAGS_COUNTS.pack(flags, 1, an + places, 0, glue + opt)
+
+    def size(self) -> int:
+        """The bytes counted for it."""
+        return (
+            LAYOUT_OVERHEAD + len(self.head) + len(self.owner) + len(self.tail) + len(self.allowed)
+        )
+
+    def allow(self, order: Order) -> list[int]:
+        """Allow ``order``'s members; those newly allowed."""
+        allowed = self.allowed
+        new = [i for i in order if not allowed[i]]
+        for i in new:
+            allowed[i] = 1
+        self.full = 0 not in allowed
+        return new
+
+    def build(self, order: Order) -> bytes | None:
+        """The reply after its ID for ``order``, as the responder encodes it; None if a member
+        is not ``allowed`` or the reply would not fit in ``room`` (the encoder would cut it),
+        or the order is empty (a located RRset pinned to a zone with nothing: NODATA)."""
+        if not order:
+            return None
+        members = self.members
+        if not self.full:
+            allowed = self.allowed
+            for i in order:
+                if not allowed[i]:
+                    return None
+        owner = self.owner
+        places = len(order)
+        if not self.glued:
+            header = self.header if places == self.places else self._header(places, 0)
+            records = owner.join([members[i].body for i in order])
+            reply = b"".join((header, self.head, owner, records, self.tail))
+            return reply if len(reply) + 2 <= self.room else None
+        items = [members[i] for i in order]
+        width = len(owner)
+        pos = self.start + width  # where the first record's body starts in the message
+        bodies = []
+        glue: list[bytes] = []
+        for item in items:
+            body = item.body
+            bodies.append(body)
+            if item.glue:
+                # As _add_records places it: a pointer to the target in this member's record.
+                at = pos + item.target_off
+                glue_owner = _PTR.pack(0xC000 | at) if at <= _MAX_POINTER else item.target
+                for record in item.glue:
+                    glue.append(glue_owner)
+                    glue.append(record)
+            pos += len(body) + width
+        count = len(glue) >> 1
+        if places == self.places and count == self.glue:
+            header = self.header
+        else:
+            header = self._header(places, count)
+        reply = b"".join((header, self.head, owner, owner.join(bodies), *glue, self.tail))
+        return reply if len(reply) + 2 <= self.room else None
+
+    def _header(self, places: int, glue: int) -> bytes:
+        return _FLAGS_COUNTS.pack(self.flags, 1, self.an + places, 0, glue + self.opt)
+
+
+def _skip_name(data: bytes, pos: int) -> int:
+    """Where the name at ``pos`` ends (after its zero octet or pointer); -1 if malformed."""
+    size = len(data)
+    while pos < size:
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length & _POINTER == _POINTER:
+            return pos + 2 if pos + 2 <= size else -1
+        if length & _POINTER:
+            return -1
+        pos += length + 1
+    return -1
+
+
+def _skip_record(data: bytes, pos: int) -> int:
+    """Where the record at ``pos`` ends; -1 if it runs past ``data``."""
+    pos = _skip_name(data, pos)
+    if pos < 0 or pos + 10 > len(data):
+        return -1
+    end = pos + 10 + (data[pos + 8] << 8 | data[pos + 9])
+    return end if end <= len(data) else -1
+
+
+def read_layout(body: bytes, entry: CachedQuery, order: Order, stat: StatKey) -> Layout | None:
+    """The layout of ``body``, the reply after its ID to ``entry``'s key for ``order`` of its
+    RRset, if the layout rebuilds it byte for byte: the question and any records before the
+    RRset's (a CNAME chain), each record of the order with the same owner, all their glue, and
+    the OPT record last; else None (the key's replies are then encoded, as before)."""
+    rrset = entry.rrset
+    if rrset is None or not order or len(body) < 10:
+        return None
+    flags, qd, an, ns, ar = _FLAGS_COUNTS.unpack_from(body)
+    places = len(order)
+    if flags >> 8 & _TC or flags & _RCODE or qd != 1 or ns or an < places:
+        return None
+    pos = entry.qend - 2
+    for _ in range(an - places):
+        pos = _skip_record(body, pos)
+        if pos < 0:
+            return None
+    owner_end = _skip_name(body, pos)
+    size_class = entry.key[-1] >> 3 & 7
+    opt = 0 if size_class < 2 else 1  # classes 0 and 1: no EDNS (see key_of)
+    if owner_end < 0 or ar < opt:
+        return None
+    # Our OPT record, last: 11 bytes and the options the entry's replies end with.
+    tail = body[len(body) - 11 - entry.options :] if opt else b""
+    layout = Layout(flags, an - places, opt, body[10:pos], pos + 2, body[pos:owner_end], tail,
+                    rrset.members, _ROOM[size_class], stat, places, ar - opt)  # fmt: skip
+    layout.allow(order)
+    return layout if layout.build(order) == body else None
+
+
+def _widen(layout: Layout, body: bytes, order: Order, widen: bool) -> bool:
+    """Whether ``body``, the reply just encoded for ``order``, is what ``layout`` builds for it
+    once ``order``'s members are allowed (they then stay allowed; not if ``widen`` is false)."""
+    new = layout.allow(order) if widen and not layout.full else []
+    if layout.build(order) == body:
+        return True
+    allowed = layout.allowed
+    for i in new:
+        allowed[i] = 0
+    layout.full = False if new else layout.full
+    return False
+
+
 class CachedQuery:
     """The replies already encoded for one key: by the order its balanced RRset drew (``()``
     when nothing is balanced), each without its ID, with the question as ``spelled`` (the
     first query's, from 12 to ``qend``); ``raws``, the exact queries (after the ID) indexed to
     it; ``size``, the bytes counted for all of it; ``options``, the bytes of EDNS options that
     end each of its replies (NSID, extended errors: the same for every order of one key, as
-    they depend on the key and on what empties the cache)."""
+    they depend on the key and on what empties the cache); ``layout``, how to put together the
+    reply to an order not kept (None: none was read)."""
 
-    __slots__ = ("key", "options", "qend", "raws", "replies", "rrset", "size", "spelled", "tcp")
+    __slots__ = (
+        "key",
+        "layout",
+        "options",
+        "qend",
+        "raws",
+        "replies",
+        "rrset",
+        "size",
+        "spelled",
+        "tcp",
+    )
 
     def __init__(
         self,
@@ -180,6 +414,7 @@ class CachedQuery:
         self.tcp = tcp
         self.replies: dict[Order, CachedReply] = {}
         self.raws: list[bytes] = []
+        self.layout: Layout | None = None
         self.size = KEY_OVERHEAD + len(key) + qend
 
 
@@ -191,13 +426,14 @@ class ReplyCache:
     """Cached queries by key, oldest first, in ``table``; the same entries by the exact bytes of
     queries after the ID in ``udp`` and ``tcp`` (a query sent again is found with one lookup,
     and its reply needs no patching); ``size`` the bytes counted for all of them (within
-    ``limit`` after a store) and ``evicted`` the keys dropped to stay within it.
+    ``limit`` after a store), ``evicted`` the keys dropped to stay within it and ``trimmed``
+    the times a key gave up the replies its layout makes again instead.
 
     Invariants: ``size`` is the sum of ``CachedQuery.size`` over ``table``; every entry of
     ``udp`` and ``tcp`` is in ``table`` and lists its key there in ``raws``; the three tables
     are emptied in place, never replaced, so that a reader may keep references to them."""
 
-    __slots__ = ("evicted", "limit", "size", "table", "tcp", "udp")
+    __slots__ = ("evicted", "limit", "size", "table", "tcp", "trimmed", "udp")
 
     def __init__(self, limit: int = REPLY_CACHE_BYTES) -> None:
         self.table: OrderedDict[bytes, CachedQuery] = OrderedDict()
@@ -206,6 +442,7 @@ class ReplyCache:
         self.size = 0
         self.limit = limit
         self.evicted = 0
+        self.trimmed = 0
 
     def __len__(self) -> int:
         return len(self.table)
@@ -285,13 +522,62 @@ class ReplyCache:
         # Kept in the spelling of the entry's first query, patched for others (see respond).
         body = reply[2:] if data[12 : entry.qend] == entry.spelled else _respell(reply, entry)
         cached = (body, stat, bool(reply[2] & 0x02))
-        old = replies.get(order)
-        grown = _reply_size(order, cached) - (_reply_size(order, old) if old is not None else 0)
-        replies[order] = cached
+        grown = 0
+        rebuilt = False  # the layout makes this reply again
+        if drawn is not None and order and not key[-1] & _DO_BIT:
+            layout = entry.layout
+            if layout is None:
+                layout = read_layout(body, entry, order, stat)
+                if layout is not None:
+                    entry.layout = layout
+                    grown = layout.size()
+                    rebuilt = True
+            else:
+                # Round robin's windows come round in turn, and all of them are kept (see
+                # cached_orders): each is encoded once, as before, not put together from
+                # members another window showed.
+                rebuilt = _widen(layout, body, order, drawn.policy is not round_robin)
+        size = _reply_size(order, cached)
+        if not rebuilt or self.size + grown + size <= self.limit * KEEP_ASSEMBLED:
+            # Past that share a key keeps its layout alone: more keys, not more orders of few.
+            old = replies.get(order)
+            grown += size - (_reply_size(order, old) if old is not None else 0)
+            replies[order] = cached
         entry.size += grown
         self.size += grown
         if self.size > self.limit:
             self._evict()
+
+    def assemble(self, entry: CachedQuery, order: Order) -> CachedReply | None:
+        """The reply to ``order``, not kept under ``entry`` (which has a layout), put together
+        from its layout; kept too while the cache is at most ``KEEP_ASSEMBLED`` full. None: it
+        must be encoded."""
+        layout = entry.layout
+        assert layout is not None
+        body = layout.build(order)
+        if body is None:
+            return None
+        reply = (body, layout.stat, False)
+        if self.size <= self.limit * KEEP_ASSEMBLED:  # else the common case: nothing to keep
+            size = _reply_size(order, reply)
+            if (
+                self.size + size <= self.limit * KEEP_ASSEMBLED
+                and len(order) <= (_FIT_TCP if entry.tcp else _FIT_UDP)
+                and len(entry.replies) < cached_orders(entry.rrset, len(order))
+            ):
+                entry.replies[order] = reply
+                entry.size += size
+                self.size += size
+        return reply
+
+    def _trim(self, entry: CachedQuery) -> None:
+        """Drop every reply of ``entry``: its layout makes them again (but those the encoder
+        cut to the size limit, or of members no checked reply showed: encoded again if asked)."""
+        replies = entry.replies
+        freed = sum(_reply_size(o, r) for o, r in replies.items())
+        replies.clear()
+        entry.size -= freed
+        self.size -= freed
 
     def _drop(self, entry: CachedQuery) -> None:
         del self.table[entry.key]
@@ -301,11 +587,18 @@ class ReplyCache:
         self.size -= entry.size
 
     def _evict(self) -> None:
-        """Drop the oldest keys until the bytes held are within ``limit``."""
+        """Drop the oldest keys until the bytes held are within ``limit``. A key with a layout
+        first gives up its replies and goes to the back (``trimmed``): orders go before keys."""
         table = self.table
         while self.size > self.limit and table:
-            self._drop(next(iter(table.values())))
-            self.evicted += 1
+            entry = next(iter(table.values()))
+            if entry.layout is not None and entry.replies:
+                self._trim(entry)
+                table.move_to_end(entry.key)
+                self.trimmed += 1
+            else:
+                self._drop(entry)
+                self.evicted += 1
 
 
 def _respell(reply: bytes, entry: CachedQuery) -> bytes:
