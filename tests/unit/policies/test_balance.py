@@ -210,6 +210,19 @@ def test_order_table_gives_up_on_too_many_orders() -> None:
     assert tiers(round_robin, cands) is None and tiers(least_loaded, cands) is None
 
 
+def test_tiers_of_one_shape_share_one_table() -> None:
+    """Thousands of services of 5 equal instances each draw from the same 120 orders: one table
+    is made for them all (it held ~15 kB and took ~0.6 ms per RRset)."""
+    one = order_table([([0, 1, 2, 3, 4], [100.0] * 5)], None)
+    assert one is not None
+    assert order_table([([0, 1, 2, 3, 4], [100.0] * 5)], None) is one
+    assert order_table([([0, 1, 2, 3, 4], [100.0] * 5)], 9) is one  # the same length: 5
+    assert order_table([([0, 1, 2, 3, 4], [100.0] * 5)], 2) is not one
+    other = order_table([([0, 1, 2, 3, 4], [100.0, 100.0, 100.0, 100.0, 50.0])], None)
+    assert other is not None and other[0] != one[0]
+    assert order_table([([0, 1, 2], [1.0] * 3), ([3, 4], [1.0] * 2)], None) is not one
+
+
 # -- found in review: each of these failed before its fix --------------------------------------
 
 
