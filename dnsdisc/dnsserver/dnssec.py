@@ -54,6 +54,9 @@ NXNAME = 128  # RFC 9824: the NSEC of a name that does not exist says so with th
 VALIDITY = 14 * 86400  # s a signature is valid for, by default (dnssec.signature_validity)
 SKEW = 3600  # s its inception lies in the past
 CACHE_ENTRIES = 200_000  # signatures kept; past it the cache starts again
+# A signed zone's signatures (zonesign.py), kept apart from the answers' cache: (owner, type)
+# -> the records signed, until when the signatures are kept, the RRSIG bodies.
+ZoneKept = dict[tuple[bytes, int], tuple[frozenset[bytes], float, list[bytes]]]
 
 # dnspython's key handling, untyped there.
 _MAKE_DNSKEY: Any = dns.dnssec.make_dnskey
@@ -104,6 +107,11 @@ class Signer:
         self.max_ttl = max_ttl  # 0: TTLs as they are
         self.validity = validity  # s a signature is valid for
         self.cache: dict[tuple[bytes, int, frozenset[bytes]], tuple[float, list[bytes]]] = {}
+        # By apex, the signatures of the RRsets its signed transfers carry (``zone_rrsigs``):
+        # one zone's worth, without the answers' bound. A zone that needs more signatures than
+        # that cache keeps (100,000 instances: 305,008) was signed again on every transfer, and
+        # each transfer emptied the cache the answers use.
+        self.zones: dict[bytes, ZoneKept] = {}
         self.signed = 0  # signatures made (the cache's misses)
         if (
             previous is not None
@@ -112,7 +120,7 @@ class Signer:
         ):
             # A step that changed only which keys are published (a rollover's first and last):
             # every signature made is still right; the DNSKEY RRset's differs by its content.
-            self.cache, self.signed = previous.cache, previous.signed
+            self.cache, self.zones, self.signed = previous.cache, previous.zones, previous.signed
 
     def capped(self, body: bytes) -> bytes:
         """A record body (type, class, TTL, length, rdata) with its TTL at most ``max_ttl``,
@@ -164,20 +172,70 @@ class Signer:
     def held(self, owner: bytes, rtype: int, bodies: Sequence[bytes]) -> list[bytes] | None:
         """The RRSIG bodies kept for this exact RRset (as ``rrsigs`` would return them), or
         None when ``rrsigs`` would have to sign: what costs nothing asked without signing."""
-        held = self.cache.get((owner, rtype, frozenset(bodies)))
-        if held is not None and held[0] > self.clock():
+        records = frozenset(bodies)
+        now = self.clock()
+        held = self.cache.get((owner, rtype, records))
+        if held is not None and held[0] > now:
             return held[1]
+        for kept in self.zones.values():
+            entry = kept.get((owner, rtype))
+            if entry is not None and entry[1] > now and entry[0] == records:
+                return entry[2]
         return None
 
     def rrsigs(self, owner: bytes, apex: bytes, rtype: int, bodies: Sequence[bytes]) -> list[bytes]:
         """RRSIG record bodies covering the RRset of ``owner`` (lower-case wire) and ``rtype``
         made of ``bodies`` (record bodies: type, class, TTL, length, rdata), one per active key
         of the right kind (the KSKs for DNSKEY, CDS and CDNSKEY, the ZSKs for the rest)."""
-        cache_key = (owner, rtype, frozenset(bodies))
+        records = frozenset(bodies)
+        cache_key = (owner, rtype, records)
         now = self.clock()
         held = self.cache.get(cache_key)
         if held is not None and held[0] > now:
             return held[1]
+        kept = self.zones.get(apex)
+        entry = kept.get((owner, rtype)) if kept is not None else None
+        if entry is not None and entry[1] > now and entry[0] == records:
+            return entry[2]  # a whole RRset a signed transfer carries
+        until, out = self._sign(owner, apex, rtype, bodies, now)
+        if len(self.cache) >= CACHE_ENTRIES:
+            self.cache.clear()
+        self.cache[cache_key] = (until, out)
+        return out
+
+    def zone_rrsigs(
+        self, owner: bytes, apex: bytes, rtype: int, bodies: Sequence[bytes]
+    ) -> list[bytes]:
+        """``rrsigs`` for a signed transfer of ``apex``'s zone (zonesign.py): kept by (owner,
+        type) in ``zones``, apart from the answers' cache (taken from it when an answer signed
+        the same records), replaced when the records change; ``zone_signed`` then drops what
+        the zone no longer carries."""
+        records = frozenset(bodies)
+        now = self.clock()
+        kept = self.zones.setdefault(apex, {})
+        entry = kept.get((owner, rtype))
+        if entry is not None and entry[1] > now and entry[0] == records:
+            return entry[2]
+        held = self.cache.get((owner, rtype, records))
+        until, out = (
+            held
+            if held is not None and held[0] > now
+            else self._sign(owner, apex, rtype, bodies, now)
+        )
+        kept[(owner, rtype)] = (records, until, out)
+        return out
+
+    def zone_signed(self, apex: bytes, carried: set[tuple[bytes, int]]) -> None:
+        """A signed transfer of ``apex``'s zone went out whole, with the RRsets ``carried``
+        (owner, type): the signatures of any other are not kept for it any longer."""
+        kept = self.zones.get(apex)
+        if kept is not None and len(kept) > len(carried):
+            self.zones[apex] = {key: entry for key, entry in kept.items() if key in carried}
+
+    def _sign(
+        self, owner: bytes, apex: bytes, rtype: int, bodies: Sequence[bytes], now: float
+    ) -> tuple[float, list[bytes]]:
+        """New signatures of the RRset, and until when they may be kept."""
         inception = int(now - SKEW) // 3600 * 3600
         expiration = inception + self.validity
         ttl = int.from_bytes(bodies[0][4:8]) if bodies else 0
@@ -195,11 +253,8 @@ class Signer:
             signature = k.signing.sign(head + records)
             out.append(wire.rr_body(RRSIG, ttl, head + signature))
             self.signed += 1
-        if len(self.cache) >= CACHE_ENTRIES:
-            self.cache.clear()
         # Made again once half its validity has passed: never served within days of expiry.
-        self.cache[cache_key] = (inception + self.validity / 2, out)
-        return out
+        return inception + self.validity / 2, out
 
 
 def _labels(owner: bytes) -> int:

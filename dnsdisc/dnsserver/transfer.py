@@ -17,7 +17,7 @@ IXFR then gets the whole zone in AXFR form (RFC 1995 4): the journal holds recor
 and a signed difference would have to remove the exact RRSIGs and NSEC records the secondary
 holds, which our cache may have made again since (validity, a key rollover), and the NSEC
 records of the names beside each one added or removed. A whole zone is always right, and
-repeated it costs little: its signatures come from the cache.
+repeated it costs little: its signatures are kept (``Signer.zone_rrsigs``).
 """
 
 from __future__ import annotations

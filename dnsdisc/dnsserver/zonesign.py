@@ -9,9 +9,11 @@ So a signed transfer builds that chain as it streams: the zone's names are sorte
 canonical order (references, as an unsigned AXFR lists them), and each name's NSEC is written
 when the next name with records is known, one name of look-ahead.
 
-Signatures come from the responder's ``Signer`` and its cache, kept by the exact records they
-cover: a second transfer of an unchanged zone signs nothing, and the RRsets our answers hand out
-whole share the signatures with the transfer. A service's RRset goes out with every member
+Signatures come from the responder's ``Signer``, kept for the zone by (owner, type) with the
+records they cover (``Signer.zone_rrsigs``), apart from the answers' cache and its bound: a
+second transfer of an unchanged zone signs nothing, whatever its size, and a transfer leaves
+the answers' signatures where they are; the RRsets our answers hand out whole share the
+signatures with the transfer, either way. A service's RRset goes out with every member
 that would be handed out (``RRSet.members``), signed whole, as an unsigned AXFR sends it.
 """
 
@@ -141,12 +143,15 @@ def signed_records(
             out[wire.SOA] = [soa]
         return out
 
+    carried: set[tuple[bytes, int]] = set()
     yield apex, soa
     for name, rrsets in nsec_chain(apex, zone_names(index, zone), rrsets_of, nsec_ttl(soa)):
         for rtype, bodies in rrsets.items():
             if rtype != wire.SOA:  # the SOA opens the transfer (and closes it), sent there
                 for body in bodies:
                     yield name, body
-            for sig in signer.rrsigs(name, apex, rtype, bodies):
+            for sig in signer.zone_rrsigs(name, apex, rtype, bodies):
                 yield name, sig
+            carried.add((name, rtype))
+    signer.zone_signed(apex, carried)
     yield apex, soa

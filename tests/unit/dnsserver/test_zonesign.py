@@ -1,7 +1,10 @@
 """The signed zone a transfer carries (zonesign.py): canonical order (RFC 4034 6.1) against
 dnspython's, the NSEC chain builder (closed, look-ahead past names with nothing, bitmaps over
 type windows), and a whole signed zone from the index validated by dnspython, through
-``Transfers.serve`` for AXFR and for IXFR (which gets the whole zone while signing)."""
+``Transfers.serve`` for AXFR and for IXFR (which gets the whole zone while signing); TTLs at
+most zone_max_ttl, a zone file's denial records left out, the signed data built in one pass
+(dnspython's signatures byte for byte, time linear in the RRset), CDS/CDNSKEY signed by the
+KSK, and a zone larger than the answers' signature cache kept whole apart from it."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import dns.zone
+import pytest
 
 from dnsdisc.dnsserver import dnssec, wire
 from dnsdisc.dnsserver.settings import TransferSettings
@@ -366,3 +370,34 @@ def test_cds_and_cdnskey_are_signed_by_the_ksk_the_parents_ds_names() -> None:
     reply = w.ask(APEX, "CDS", want_dnssec=True)
     [sig] = [r for r in reply.answer if r.rdtype == dns.rdatatype.RRSIG]
     assert {rd.key_tag for rd in sig} == {ksk}  # type: ignore[attr-defined]
+
+
+def test_a_zone_larger_than_the_answers_cache_is_signed_once_and_leaves_that_cache_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The answers' signature cache has a bound (200,000) and starts again past it. A zone that
+    needs more signatures than that (100,000 instances: 305,008) was signed whole again by every
+    transfer (60 s of the worker's time, measured), and each transfer emptied the cache the
+    answers use, their balanced subsets and NSECs then signed again within the signing budget.
+    A signed zone's signatures are kept by (owner, type) apart, one zone's worth."""
+    monkeypatch.setattr(dnssec, "CACHE_ENTRIES", 30)  # the zone needs ~60
+    w, signer = _signed_world()
+    # An answer's own signature: a subset of max_answers 1, which no transfer signs.
+    reply = w.ask("one.svc.internal.", "A", want_dnssec=True)
+    [a] = [r for r in reply.answer if r.rdtype == dns.rdatatype.A]
+    owner = _wire("one.svc.internal.")
+    subset = [wire.rr_body(wire.A, a.ttl, rd.to_wire() or b"") for rd in a]
+    assert signer.held(owner, wire.A, subset) is not None
+    check_signed_zone(_zone(_transfer(w, "AXFR")))
+    made = signer.signed
+    check_signed_zone(_zone(_transfer(w, "AXFR")))
+    assert signer.signed == made  # the whole zone from what was kept
+    assert signer.held(owner, wire.A, subset) is not None  # the answers' cache untouched
+    # What the zone no longer has is not kept for it: one zone's worth, not every RRset it had.
+    kept = len(signer.zones[APEX_WIRE])
+    asyncio.run(w.registry.delete_service("one"))
+    zone = _zone(_transfer(w, "AXFR"))
+    check_signed_zone(zone)
+    assert zone.get_node("one.svc.internal.") is None
+    assert len(signer.zones[APEX_WIRE]) < kept
+    assert not any(name.startswith(b"\x03one") for name, _ in signer.zones[APEX_WIRE])
