@@ -134,11 +134,18 @@ def static_rrsets(
                 glue=tuple(ns_glue),
             )
         )
+    records = list(records)
+    # One RRset has one TTL (RFC 2181 5.2; its RRSIG says it, RFC 4034 3): records of one name
+    # and type given different TTLs all take the smallest, as PTR shared by services does.
+    ttls: dict[tuple[bytes, int], int] = {}
+    for rec in records:
+        key = (rec.owner, rec.rtype)
+        ttls[key] = min(ttls.get(key, rec.ttl), rec.ttl)
     for rec in records:
         target = rec.rdata if rec.rtype == wire.CNAME else b""
         grouped[rec.owner][rec.rtype].append(
             Item(
-                wire.rr_body(rec.rtype, rec.ttl, rec.rdata),
+                wire.rr_body(rec.rtype, ttls[rec.owner, rec.rtype], rec.rdata),
                 target_off=NAME_TARGET if target else -1,
                 target=target,
             )

@@ -401,3 +401,31 @@ def test_a_zone_larger_than_the_answers_cache_is_signed_once_and_leaves_that_cac
     assert zone.get_node("one.svc.internal.") is None
     assert len(signer.zones[APEX_WIRE]) < kept
     assert not any(name.startswith(b"\x03one") for name, _ in signer.zones[APEX_WIRE])
+
+
+def test_an_rrset_a_zone_file_gives_two_ttls_goes_out_with_one(tmp_path: Path) -> None:
+    """One RRset has one TTL (RFC 2181 5.2), and its RRSIG's TTL and original TTL are that TTL
+    (RFC 4034 3). Zone-file records of one name and type with different TTLs went out each with
+    its own, the RRSIG saying the first one's: the smallest for all, as for PTR shared by
+    services (build.ptr_rrset)."""
+    (tmp_path / "z.yaml").write_text(
+        "records:\n"
+        "  - {name: m, type: TXT, value: x, ttl: 300}\n"
+        "  - {name: m, type: TXT, value: y, ttl: 60}\n"
+    )
+    w = World(tmp_path, transfer_allow=NetRules.parse(["127.0.0.0/8"], "", "transfer.allow"))
+    now = time.time()
+    keys = [dnssec.new_key(13, True, now), dnssec.new_key(13, False, now)]
+    w.responder.sign_with(dnssec.Signer(keys), 300)
+    messages = _transfer(w, "AXFR")
+    ttls = {
+        rrset.ttl
+        for m in messages
+        for rrset in m.answer
+        if rrset.name == dns.name.from_text("m.svc.internal.")
+        and dns.rdatatype.TXT in (rrset.rdtype, rrset.covers)
+    }
+    assert ttls == {60}
+    check_signed_zone(_zone(messages))
+    # Unsigned answers too: one TTL.
+    assert {r.ttl for r in w.ask("m.svc.internal.", "TXT").answer} == {60}
