@@ -41,7 +41,7 @@ from dnsdisc.dnsserver import wire
 from dnsdisc.dnsserver.dnssec import Signer
 from dnsdisc.dnsserver.settings import TransferSettings
 from dnsdisc.dnsserver.tsig import Answered, MessageSigner, Tsig, bare_reply
-from dnsdisc.dnsserver.zonesign import signed_records
+from dnsdisc.dnsserver.zonesign import cuts, delegation, signed_records
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +273,7 @@ def _zone_messages(
     soa = zone.soa
     names = [name for name in index.nodes if index.find_zone(name) is zone]
     names.sort(key=lambda n: (n != apex, len(n), n))  # the apex first, then shorter names
+    delegated = cuts(index, zone)
 
     def records() -> Iterator[tuple[bytes, bytes]]:
         yield apex, soa
@@ -284,6 +285,9 @@ def _zone_messages(
                 if rtype != wire.SOA:
                     for item in rrset.members:
                         yield name, item.body
+        for child in delegated:  # zones served inside this one: delegated (zonesign.cuts)
+            for body in delegation(index, child).get(wire.NS, ()):
+                yield child, body
         yield apex, soa
 
     return _packed(records(), message, query)

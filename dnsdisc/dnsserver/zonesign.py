@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from dnsdisc.dnsserver import wire
-from dnsdisc.dnsserver.dnssec import NSEC, RRSIG, Signer
+from dnsdisc.dnsserver.dnssec import CDS, NSEC, RRSIG, Signer
 from dnsdisc.dnsserver.dnssec import _bitmap as type_bitmap
 
 RRsets = dict[int, list[bytes]]  # type -> record bodies (type, class, TTL, length, rdata)
-NSEC3, NSEC3PARAM = 50, 51
+DS, NSEC3, NSEC3PARAM = 43, 50, 51
 # Types the signed zone makes itself: a zone file's (taken as any other type) stay out of it.
 # Its RRSIGs would be an RRset of their own, signed, beside no data they cover; its NSEC would
 # stand beside the chain's; an NSEC3PARAM tells a secondary to deny by an NSEC3 chain (RFC
@@ -103,10 +103,38 @@ def _linked(held: tuple[bytes, RRsets], following: bytes, ttl: int) -> tuple[byt
     return name, rrsets
 
 
+def cuts(index: Any, zone: Any) -> list[bytes]:
+    """The apexes of the zones we serve inside ``zone`` (a zone file's origin under the service
+    domain): ``zone`` delegates each (RFC 4035 2.2, 2.4), its own names stop there. Without the
+    cut its NSEC chain proves that the child zone and every name in it do not exist."""
+    out = []
+    for child in index.zones:
+        if child != zone.apex and child[0] and index.find_zone(child[child[0] + 1 :]) is zone:
+            out.append(child)
+    return out
+
+
+def delegation(index: Any, child: bytes) -> RRsets:
+    """What the parent holds at the apex ``child`` of a zone inside it: the child's NS RRset,
+    and while signing the child's DS, as its CDS says (RFC 7344: the same digest of the KSK)."""
+    node = index.nodes.get(child)
+    out: RRsets = {}
+    if node is None:
+        return out
+    ns = node.rrsets.get(wire.NS)
+    if ns is not None and ns.members:
+        out[wire.NS] = [item.body for item in ns.members]
+    cds = node.rrsets.get(CDS)
+    if cds is not None and cds.members:
+        out[DS] = [DS.to_bytes(2) + item.body[2:] for item in cds.members]
+    return out
+
+
 def zone_names(index: Any, zone: Any) -> list[bytes]:
-    """The names of ``zone`` in ``index`` (an AnswerIndex), in canonical order: the apex first,
-    as the chain starts there."""
+    """The names of ``zone`` in ``index`` (an AnswerIndex), the apexes of the zones it delegates
+    (``cuts``) among them, in canonical order: the apex first, as the chain starts there."""
     names = [name for name in index.nodes if index.find_zone(name) is zone]
+    names += cuts(index, zone)
     names.sort(key=canonical_key)
     apex = zone.apex
     if not names or names[0] != apex:
@@ -126,8 +154,13 @@ def signed_records(
     capped = signer.capped
     soa = capped(zone.soa)
     nodes = index.nodes
+    delegated = set(cuts(index, zone))
 
     def rrsets_of(name: bytes) -> RRsets | None:
+        if name in delegated:
+            # The parent's side of a cut (the node at that name is the child's apex).
+            rrsets = delegation(index, name)
+            return {rtype: [capped(b) for b in bodies] for rtype, bodies in rrsets.items()}
         node = nodes.get(name)
         out: RRsets = {}
         if node is not None:
@@ -150,6 +183,8 @@ def signed_records(
             if rtype != wire.SOA:  # the SOA opens the transfer (and closes it), sent there
                 for body in bodies:
                     yield name, body
+            if rtype == wire.NS and name in delegated:
+                continue  # a delegation's NS is the child's: not signed (RFC 4035 2.2)
             for sig in signer.zone_rrsigs(name, apex, rtype, bodies):
                 yield name, sig
             carried.add((name, rtype))

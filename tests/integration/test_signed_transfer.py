@@ -38,7 +38,9 @@ from tests.support.signedzone import check_signed_zone
 
 DOMAIN = "svc.internal."
 REVERSE = "10.in-addr.arpa."
-ZONES = (DOMAIN, REVERSE)
+# A zone file's zone inside the domain: the domain's zone delegates it (NS, and DS signed).
+CORP = "corp.svc.internal."
+ZONES = (DOMAIN, REVERSE, CORP)
 SECRET = base64.b64encode(b"signed-transfer-test-key-32-byte").decode()
 KEY = dns.tsig.Key(f"{KEY_NAME}.", SECRET, "hmac-sha256")
 # RFC 4034 6.1's example of canonical order, under our domain (a zone file's records): case
@@ -59,6 +61,9 @@ def _signed_primary(tmp_path: Path, notify: tuple[int, ...] = ()) -> Iterator[
     zones_dir = tmp_path / "zones"
     zones_dir.mkdir()
     (zones_dir / "rfc.yaml").write_text(ZONE_FILE)
+    (zones_dir / "corp.yaml").write_text(
+        f"origin: {CORP}\nrecords:\n  - {{name: x, type: TXT, value: corp}}\n"
+    )
     conf = tmp_path / "dnsdisc.yaml"
     secondaries = ", ".join(f"'127.0.0.1:{port}'" for port in notify)
     conf.write_text(
@@ -111,8 +116,9 @@ def test_a_signed_axfr_validates_whole_and_an_ixfr_gets_the_whole_zone(tmp_path:
         zone = dns.zone.Zone(DOMAIN, relativize=False)
         _xfr(server, zone)
         checked = check_signed_zone(zone)
-        # Every name: the apex, ns, the zone file's 7, web's 7 and bulk's 122.
-        assert checked.names == 137 and len(checked.ksk_tags) == len(checked.zsk_tags) == 1
+        # Every name: the apex, ns, the zone file's 7, web's 7, bulk's 122 and corp's cut.
+        assert checked.names == 138 and len(checked.ksk_tags) == len(checked.zsk_tags) == 1
+        assert checked.cuts == [dns.name.from_text(CORP)]
         assert checked.nsec_ttls == {5}  # the SOA's MINIMUM and TTL (negative_ttl)
         web = zone.get_rdataset(f"web.{DOMAIN}", "A")
         assert web is not None and {rd.to_text() for rd in web} == {"10.0.0.1", "10.0.0.2",
@@ -176,6 +182,7 @@ def _check_through(resolver: Resolver, secondary: Secondary) -> None:
         (f"zabc.a.{DOMAIN}", "TXT"),
         ("1.0.0.10.in-addr.arpa.", "PTR"),
         (DOMAIN, "DNSKEY"),
+        (f"x.{CORP}", "TXT"),  # validated through the DS the domain's zone carries
     ):
         reply = _ask(resolver, name, rdtype)
         assert _secure(reply) and reply.answer, (tag, name, rdtype, reply)
@@ -217,7 +224,8 @@ def test_nsd_and_knot_serve_the_signed_zone_and_unbound_validates_through_them(
             ),
         ]
         _in_sync(server, secondaries, 15)
-        anchors = [line.replace(" IN DS ", " DS ") for line in ds]
+        # The domain's and the reverse zone's DS: corp's is trusted through its parent's.
+        anchors = [line.replace(" IN DS ", " DS ") for line in ds if not line.startswith(CORP)]
         resolvers = [
             stack.enter_context(
                 # No aggressive use of cached NSEC (RFC 8198): within their 5 s TTL unbound

@@ -29,6 +29,7 @@ class Checked:
     ksk_tags: set[int] = field(default_factory=set)  # keys that signed DNSKEY, CDS, CDNSKEY
     zsk_tags: set[int] = field(default_factory=set)  # keys that signed the rest
     nsec_ttls: set[int] = field(default_factory=set)
+    cuts: list[dns.name.Name] = field(default_factory=list)  # delegation points
 
 
 def bitmap_types(nsec: dns.rdata.Rdata) -> set[int]:
@@ -59,8 +60,17 @@ def check_signed_zone(zone: dns.zone.Zone, now: float | None = None) -> Checked:
         sigs: dict[int, dns.rdataset.Rdataset] = {
             rds.covers: rds for rds in node.rdatasets if rds.rdtype == RRSIG
         }
+        # A delegation point (NS below the apex): its NS RRset is the child's and is not signed
+        # (RFC 4035 2.2); its DS and NSEC are.
+        cut = owner != origin and node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.NS)
+        if cut:
+            assert dns.rdatatype.NS not in sigs, f"{owner}: a delegation's NS signed"
+            assert not any(
+                owner.is_subdomain(cut_name) and owner != cut_name for cut_name in out.cuts
+            )
+            out.cuts.append(owner)
         for rds in node.rdatasets:
-            if rds.rdtype == RRSIG:
+            if rds.rdtype == RRSIG or (cut and rds.rdtype == dns.rdatatype.NS):
                 continue
             assert rds.covers == dns.rdatatype.NONE
             sig = sigs.get(rds.rdtype)

@@ -136,10 +136,16 @@ def _signed_world() -> tuple[World, dnssec.Signer]:
 
 
 def _transfer(w: World, rdtype: str, serial: int | None = None) -> list[dns.message.Message]:
+    return _transfer_of(w, APEX, rdtype, serial)
+
+
+def _transfer_of(
+    w: World, apex: str, rdtype: str, serial: int | None = None
+) -> list[dns.message.Message]:
     transfers = Transfers(TransferSettings(allow=NetRules.parse(["127.0.0.0/8"], "", "a")))
-    query = dns.message.make_query(APEX, rdtype)
+    query = dns.message.make_query(apex, rdtype)
     if serial is not None:
-        soa = w.ask(APEX, "SOA").answer[0]
+        soa = w.ask(apex, "SOA").answer[0]
         query.authority.append(
             dns.rrset.from_rdata(soa.name, soa.ttl, soa[0].replace(serial=serial))
         )
@@ -429,3 +435,43 @@ def test_an_rrset_a_zone_file_gives_two_ttls_goes_out_with_one(tmp_path: Path) -
     check_signed_zone(_zone(messages))
     # Unsigned answers too: one TTL.
     assert {r.ttl for r in w.ask("m.svc.internal.", "TXT").answer} == {60}
+
+
+def test_a_zone_served_inside_another_is_delegated_from_it_with_its_ds(tmp_path: Path) -> None:
+    """A zone file's origin may lie inside the service domain (corp.svc.internal.). The
+    domain's signed transfer listed no name there, so its NSEC chain proved that the whole
+    child zone does not exist: a secondary of the domain answered a secure NXDOMAIN for names
+    dnsdisc serves. The parent's zone now delegates it (RFC 4035 2.2, 2.4): NS at the cut,
+    unsigned, the child's DS (its KSK, as its CDS says), signed, and an NSEC listing NS and DS;
+    an unsigned transfer carries the NS."""
+    (tmp_path / "corp.yaml").write_text(
+        "origin: corp.svc.internal.\nrecords:\n  - {name: x, type: TXT, value: child}\n"
+    )
+    w = World(tmp_path, transfer_allow=NetRules.parse(["127.0.0.0/8"], "", "transfer.allow"))
+    now = time.time()
+    keys = [dnssec.new_key(13, True, now), dnssec.new_key(13, False, now)]
+    signer = dnssec.Signer(keys)
+    w.responder.sign_with(signer, 300)
+    w.add("web", "w0", address="10.0.0.1", port=80)
+    zone = _zone(_transfer(w, "AXFR"))
+    checked = check_signed_zone(zone)
+    cut = dns.name.from_text("corp.svc.internal.")
+    assert checked.cuts == [cut]
+    ns = zone.get_rdataset(cut, "NS")
+    assert ns is not None and [rd.to_text() for rd in ns] == ["ns.svc.internal."]
+    ds = zone.get_rdataset(cut, "DS")
+    [expected] = signer.ds_texts("corp.svc.internal.")
+    assert ds is not None and [rd.to_text() for rd in ds] == [expected.split(" DS ")[1]]
+    [nsec] = zone.get_rdataset(cut, "NSEC") or []
+    assert bitmap_types(nsec) == {dns.rdatatype.NS, dns.rdatatype.DS, dns.rdatatype.RRSIG,
+                                  dns.rdatatype.NSEC}  # fmt: skip
+    assert zone.get_node("x.corp.svc.internal.") is None  # the child's data stays the child's
+    # The child's own transfer is as before: its apex, its records.
+    child = _zone(_transfer_of(w, "corp.svc.internal.", "AXFR"))
+    check_signed_zone(child)
+    assert child.get_rdataset("x.corp.svc.internal.", "TXT") is not None
+    # Unsigned, the parent still delegates.
+    w.responder.sign_with(None, 300)
+    plain = _zone(_transfer(w, "AXFR"))
+    ns = plain.get_rdataset(cut, "NS")
+    assert ns is not None and plain.get_rdataset(cut, "DS") is None
