@@ -280,28 +280,34 @@ class Layout:
             records = owner.join([members[i].body for i in order])
             reply = b"".join((header, self.head, owner, records, self.tail))
             return reply if len(reply) + 2 <= self.room else None
-        items = [members[i] for i in order]
         width = len(owner)
         pos = self.start + width  # where the first record's body starts in the message
         bodies = []
         glue: list[bytes] = []
-        for item in items:
+        for i in order:
+            item = members[i]
             body = item.body
             bodies.append(body)
-            if item.glue:
+            records = item.glue
+            if records:
                 # As _add_records places it: a pointer to the target in this member's record.
                 at = pos + item.target_off
                 glue_owner = _PTR.pack(0xC000 | at) if at <= _MAX_POINTER else item.target
-                for record in item.glue:
+                if len(records) == 1:  # the usual: one address
                     glue.append(glue_owner)
-                    glue.append(record)
+                    glue.append(records[0])
+                else:
+                    for record in records:
+                        glue.append(glue_owner)
+                        glue.append(record)
             pos += len(body) + width
         count = len(glue) >> 1
         if places == self.places and count == self.glue:
             header = self.header
         else:
             header = self._header(places, count)
-        reply = b"".join((header, self.head, owner, owner.join(bodies), *glue, self.tail))
+        glued = b"".join(glue)  # one join of its own: cheaper than unpacking it into the next
+        reply = b"".join((header, self.head, owner, owner.join(bodies), glued, self.tail))
         return reply if len(reply) + 2 <= self.room else None
 
     def _header(self, places: int, glue: int) -> bytes:
