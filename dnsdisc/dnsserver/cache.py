@@ -288,16 +288,16 @@ class Layout:
             item = members[i]
             body = item.body
             bodies.append(body)
-            records = item.glue
-            if records:
+            addresses = item.glue
+            if addresses:
                 # As _add_records places it: a pointer to the target in this member's record.
                 at = pos + item.target_off
                 glue_owner = _PTR.pack(0xC000 | at) if at <= _MAX_POINTER else item.target
-                if len(records) == 1:  # the usual: one address
+                if len(addresses) == 1:  # the usual: one address
                     glue.append(glue_owner)
-                    glue.append(records[0])
+                    glue.append(addresses[0])
                 else:
-                    for record in records:
+                    for record in addresses:
                         glue.append(glue_owner)
                         glue.append(record)
             pos += len(body) + width
