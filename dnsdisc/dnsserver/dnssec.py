@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import struct
 import time
 from collections.abc import Sequence
@@ -55,8 +56,10 @@ VALIDITY = 14 * 86400  # s a signature is valid for, by default (dnssec.signatur
 SKEW = 3600  # s its inception lies in the past
 CACHE_ENTRIES = 200_000  # signatures kept; past it the cache starts again
 # A signed zone's signatures (zonesign.py), kept apart from the answers' cache: (owner, type)
-# -> the records signed, until when the signatures are kept, the RRSIG bodies.
-ZoneKept = dict[tuple[bytes, int], tuple[frozenset[bytes], float, list[bytes]]]
+# -> the records signed, until when the signatures are kept, the RRSIG bodies, and the mark of
+# the latest transfer that carried them (``zone_transfer``).
+ZoneKept = dict[tuple[bytes, int], tuple[frozenset[bytes], float, list[bytes], int]]
+_MARKS = itertools.count(1)
 
 # dnspython's key handling, untyped there.
 _MAKE_DNSKEY: Any = dns.dnssec.make_dnskey
@@ -203,18 +206,27 @@ class Signer:
         self.cache[cache_key] = (until, out)
         return out
 
+    @staticmethod
+    def zone_transfer() -> int:
+        """The mark of a signed transfer starting now (``zone_rrsigs``, ``zone_signed``): later
+        transfers have larger ones."""
+        return next(_MARKS)
+
     def zone_rrsigs(
-        self, owner: bytes, apex: bytes, rtype: int, bodies: Sequence[bytes]
+        self, owner: bytes, apex: bytes, rtype: int, bodies: Sequence[bytes], mark: int
     ) -> list[bytes]:
-        """``rrsigs`` for a signed transfer of ``apex``'s zone (zonesign.py): kept by (owner,
-        type) in ``zones``, apart from the answers' cache (taken from it when an answer signed
-        the same records), replaced when the records change; ``zone_signed`` then drops what
-        the zone no longer carries."""
+        """``rrsigs`` for the signed transfer ``mark`` of ``apex``'s zone (zonesign.py): kept by
+        (owner, type) in ``zones``, apart from the answers' cache (taken from it when an answer
+        signed the same records), replaced when the records change; ``zone_signed`` then drops
+        what the zone no longer carries."""
         records = frozenset(bodies)
         now = self.clock()
         kept = self.zones.setdefault(apex, {})
-        entry = kept.get((owner, rtype))
+        key = (owner, rtype)
+        entry = kept.get(key)
         if entry is not None and entry[1] > now and entry[0] == records:
+            if entry[3] < mark:
+                kept[key] = (records, entry[1], entry[2], mark)
             return entry[2]
         held = self.cache.get((owner, rtype, records))
         until, out = (
@@ -222,15 +234,17 @@ class Signer:
             if held is not None and held[0] > now
             else self._sign(owner, apex, rtype, bodies, now)
         )
-        kept[(owner, rtype)] = (records, until, out)
+        if entry is None or entry[3] <= mark:  # not over what a later transfer carries
+            kept[key] = (records, until, out, mark)
         return out
 
-    def zone_signed(self, apex: bytes, carried: set[tuple[bytes, int]]) -> None:
-        """A signed transfer of ``apex``'s zone went out whole, with the RRsets ``carried``
-        (owner, type): the signatures of any other are not kept for it any longer."""
+    def zone_signed(self, apex: bytes, mark: int, carried: int) -> None:
+        """The signed transfer ``mark`` of ``apex``'s zone went out whole, ``carried`` RRsets:
+        the signatures of those neither it nor a later transfer carried are not kept for it any
+        longer (their names gone, or their records changed)."""
         kept = self.zones.get(apex)
-        if kept is not None and len(kept) > len(carried):
-            self.zones[apex] = {key: entry for key, entry in kept.items() if key in carried}
+        if kept is not None and len(kept) > carried:
+            self.zones[apex] = {key: entry for key, entry in kept.items() if entry[3] >= mark}
 
     def _sign(
         self, owner: bytes, apex: bytes, rtype: int, bodies: Sequence[bytes], now: float

@@ -176,7 +176,8 @@ def signed_records(
             out[wire.SOA] = [soa]
         return out
 
-    carried: set[tuple[bytes, int]] = set()
+    mark = signer.zone_transfer()
+    carried = 0
     yield apex, soa
     for name, rrsets in nsec_chain(apex, zone_names(index, zone), rrsets_of, nsec_ttl(soa)):
         for rtype, bodies in rrsets.items():
@@ -185,8 +186,8 @@ def signed_records(
                     yield name, body
             if rtype == wire.NS and name in delegated:
                 continue  # a delegation's NS is the child's: not signed (RFC 4035 2.2)
-            for sig in signer.zone_rrsigs(name, apex, rtype, bodies):
+            for sig in signer.zone_rrsigs(name, apex, rtype, bodies, mark):
                 yield name, sig
-            carried.add((name, rtype))
-    signer.zone_signed(apex, carried)
+            carried += 1
+    signer.zone_signed(apex, mark, carried)
     yield apex, soa

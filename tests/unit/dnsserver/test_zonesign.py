@@ -26,7 +26,13 @@ import pytest
 from dnsdisc.dnsserver import dnssec, wire
 from dnsdisc.dnsserver.settings import TransferSettings
 from dnsdisc.dnsserver.transfer import Transfers
-from dnsdisc.dnsserver.zonesign import canonical_key, nsec_chain, nsec_ttl, zone_names
+from dnsdisc.dnsserver.zonesign import (
+    canonical_key,
+    nsec_chain,
+    nsec_ttl,
+    signed_records,
+    zone_names,
+)
 from dnsdisc.netaddr import NetRules
 from tests.support.signedzone import bitmap_types, check_signed_zone
 from tests.support.world import World
@@ -475,3 +481,25 @@ def test_a_zone_served_inside_another_is_delegated_from_it_with_its_ds(tmp_path:
     plain = _zone(_transfer(w, "AXFR"))
     ns = plain.get_rdataset(cut, "NS")
     assert ns is not None and plain.get_rdataset(cut, "DS") is None
+
+
+def test_a_transfer_ending_after_a_later_one_keeps_what_the_later_one_carried() -> None:
+    """Transfers of one zone may overlap (two secondaries). One that started before a name was
+    added ends after one that carried it: it drops only what neither carried, and does not put
+    its own older RRsets (the NSEC before the new name) over the later one's."""
+    w, signer = _signed_world()
+    index = w.index
+    zone = index.zones[APEX_WIRE]
+    first = signed_records(index, zone, APEX_WIRE, signer)
+    for _ in range(5):
+        next(first)  # under way: its names are listed
+    w.add("web", "late", address="10.0.0.77", port=8080)
+    later = list(signed_records(index, zone, APEX_WIRE, signer))  # carries late.web, whole
+    late = _wire("late.web.svc.internal.")
+    assert any(owner == late for owner, _ in later)
+    rest = list(first)
+    assert not any(owner == late for owner, _ in rest)  # listed before it was added
+    assert (late, wire.A) in signer.zones[APEX_WIRE]  # still kept: a later transfer carried it
+    made = signer.signed
+    check_signed_zone(_zone(_transfer(w, "AXFR")))
+    assert signer.signed == made
