@@ -7,9 +7,6 @@ exist and an empty non-terminal."""
 from __future__ import annotations
 
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import dns.flags
@@ -19,23 +16,8 @@ import dns.rcode
 import dns.rdatatype
 
 from tests.support.frontends import Resolver, unbound
-from tests.support.helpers import ROOT, DnsdiscProcess, require_tool, running
-
-
-@contextmanager
-def signed(tmp_path: Path) -> Iterator[tuple[DnsdiscProcess, list[str]]]:
-    conf = tmp_path / "dnsdisc.yaml"
-    conf.write_text(
-        "dnssec:\n  enabled: true\n  dnskey_ttl: 60\nreverse_zones: [10.in-addr.arpa]\n"
-    )
-    with running(tmp_path, extra_args=["--config", str(conf), "--workers", "1"]) as server:
-        ds = subprocess.run(
-            [sys.executable, "-m", "dnsdisc", "dnssec", "ds", "--config", str(conf),
-             "--data-dir", str(server.data_dir), "--zones", str(tmp_path / "node-zones")],
-            capture_output=True, text=True, timeout=30, check=True, cwd=ROOT,
-        ).stdout.splitlines()  # fmt: skip
-        assert any(line.startswith("svc.internal. IN DS ") for line in ds), ds
-        yield server, ds
+from tests.support.helpers import require_tool
+from tests.support.validators import signed_dnsdisc
 
 
 def ask(resolver: Resolver, name: str, rdtype: str) -> dns.message.Message:
@@ -48,7 +30,7 @@ def secure(reply: dns.message.Message) -> bool:
 
 
 def test_every_kind_of_answer_validates_through_unbound_and_delv(tmp_path: Path) -> None:
-    with signed(tmp_path) as (server, ds):
+    with signed_dnsdisc(tmp_path) as (server, ds):
         assert server.http("PUT", "/v1/services/one", {"max_answers": 1}).status in (200, 201)
         assert server.http("PUT", "/v1/services/two", {"max_answers": 2}).status in (200, 201)
         for n in range(4):

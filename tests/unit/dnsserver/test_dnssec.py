@@ -18,9 +18,8 @@ import dns.rdatatype
 import dns.rrset
 
 from dnsdisc.dnsserver import dnssec
+from tests.support.signedreply import APEX, keys_of, validate_all
 from tests.support.world import World
-
-APEX = dns.name.from_text("svc.internal.")
 
 
 def signed_world() -> tuple[World, dnssec.Signer]:
@@ -29,27 +28,6 @@ def signed_world() -> tuple[World, dnssec.Signer]:
     signer = dnssec.Signer([dnssec.new_key(13, True, now), dnssec.new_key(13, False, now)])
     w.responder.sign_with(signer, 300)
     return w, signer
-
-
-def keys_of(w: World) -> dict[dns.name.Name, dns.rrset.RRset]:
-    reply = w.ask("svc.internal.", "DNSKEY", want_dnssec=True)
-    [dnskeys] = [r for r in reply.answer if r.rdtype == dns.rdatatype.DNSKEY]
-    [sig] = [r for r in reply.answer if r.rdtype == dns.rdatatype.RRSIG]
-    dns.dnssec.validate(dnskeys, sig, {APEX: dnskeys})  # the KSK signs the DNSKEY RRset
-    return {APEX: dnskeys}
-
-
-def validate_all(reply: dns.message.Message, keys: dict[dns.name.Name, dns.rrset.RRset]) -> int:
-    """Every RRset of every section validated against its RRSIG; how many."""
-    checked = 0
-    for section in (reply.answer, reply.authority, reply.additional):
-        sigs = {(r.name, r.covers): r for r in section if r.rdtype == dns.rdatatype.RRSIG}
-        for rrset in section:
-            if rrset.rdtype in (dns.rdatatype.RRSIG, dns.rdatatype.OPT):
-                continue
-            dns.dnssec.validate(rrset, sigs[(rrset.name, rrset.rdtype)], keys)
-            checked += 1
-    return checked
 
 
 def test_answers_validate_and_balanced_subsets_are_signed_once_each() -> None:

@@ -21,33 +21,10 @@ import pytest
 
 from dnsdisc.dnsserver import dnssec, signing
 from dnsdisc.dnsserver.signing import Budget
+from tests.support.signedreply import keys_of, validate_all
 from tests.support.world import World
 
 D = "svc.internal."
-APEX = dns.name.from_text(D)
-Keys = dict[dns.name.Name, dns.rrset.RRset]
-
-
-def keys_of(w: World) -> Keys:
-    """The DNSKEY RRset the server publishes, checked against its own RRSIG."""
-    reply = w.ask(D, "DNSKEY", want_dnssec=True)
-    [dnskeys] = [r for r in reply.answer if r.rdtype == dns.rdatatype.DNSKEY]
-    [sig] = [r for r in reply.answer if r.rdtype == dns.rdatatype.RRSIG]
-    dns.dnssec.validate(dnskeys, sig, {APEX: dnskeys})
-    return {APEX: dnskeys}
-
-
-def validate_all(reply: dns.message.Message, keys: Keys) -> int:
-    """Every RRset of every section validated by dnspython against its RRSIG; how many."""
-    checked = 0
-    for section in (reply.answer, reply.authority, reply.additional):
-        sigs = {(r.name, r.covers): r for r in section if r.rdtype == dns.rdatatype.RRSIG}
-        for rrset in section:
-            if rrset.rdtype in (dns.rdatatype.RRSIG, dns.rdatatype.OPT):
-                continue
-            dns.dnssec.validate(rrset, sigs[(rrset.name, rrset.rdtype)], keys)
-            checked += 1
-    return checked
 
 
 class Clock:
