@@ -16,7 +16,7 @@ from dnsdisc.dnsserver.names import Naming
 from dnsdisc.dnsserver.rrset import Item, RRSet
 from dnsdisc.dnsserver.servicenames import build_service
 from dnsdisc.dnsserver.view import MemberView, ServiceView
-from dnsdisc.dnsserver.zone import Node, Zone
+from dnsdisc.dnsserver.zone import LazyNode, Node, Zone
 
 # (service, instance id, TTL, the instance's host name): one PTR target of a reverse name.
 PtrEntry = tuple[str, str, int, bytes]
@@ -34,3 +34,17 @@ def ptr_rrset(entries: Sequence[PtrEntry]) -> RRSet:
     # One RRset has one TTL (RFC 2181 5.2): the shortest of the services sharing it.
     ttl = min(e[2] for e in entries)
     return RRSet(wire.PTR, [Item(wire.rr_body(wire.PTR, ttl, e[3])) for e in entries])
+
+
+class PtrNode(LazyNode):
+    """A reverse name, its PTR RRset made from its entries when first asked for (see
+    zone.LazyNode): the index keeps the entries anyway, to merge services sharing the name."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self, zone: Zone, name: bytes, entries: Sequence[PtrEntry]) -> None:
+        super().__init__(zone, name)
+        self.entries = entries
+
+    def make(self) -> dict[int, RRSet]:
+        return {wire.PTR: ptr_rrset(self.entries)}

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from dnsdisc.dnsserver import wire
-from dnsdisc.dnsserver.build import PtrEntry, ptr_rrset
+from dnsdisc.dnsserver.build import PtrEntry, PtrNode
 from dnsdisc.dnsserver.cache import ReplyCache
 from dnsdisc.dnsserver.dnssd import Browse
 from dnsdisc.dnsserver.dnssec import CDNSKEY, CDS, DNSKEY, Signer
@@ -213,8 +213,7 @@ class AnswerIndex:
             self._install(name, Node(self._zone_for(name), browse[name], name))
         for name in freed & self._ptr.keys():
             if name not in self.nodes:
-                rrsets = {wire.PTR: ptr_rrset(self._ptr[name])}
-                self._install(name, Node(self._zone_for(name), rrsets, name))
+                self._install(name, PtrNode(self._zone_for(name), name, self._ptr[name]))
         self._journal_step(before)
 
     def rebuild(
@@ -357,8 +356,7 @@ class AnswerIndex:
             if name in self.nodes:
                 self._uninstall(name)
             if entries:
-                node = Node(self._zone_for(name), {wire.PTR: ptr_rrset(entries)}, name)
-                self._install(name, node)
+                self._install(name, PtrNode(self._zone_for(name), name, entries))
 
     def _sync_browse(self, service: str, names: ServiceNames | None) -> None:
         """Bring DNS-SD's names across services up to date with ``service`` (see dnssd.py)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dnsdisc.dnsserver import wire
+from dnsdisc.dnsserver.zone import Node
 
 if TYPE_CHECKING:
     from dnsdisc.dnsserver.index import AnswerIndex
@@ -92,7 +93,8 @@ class Journal:
 
 def journal_records(node: object) -> frozenset[bytes]:
     """A name's records as the journal compares them (no SOA: it changes every step)."""
-    rrsets = getattr(node, "rrsets", {})
+    # peek: a lazy name's records without keeping them (see zone.LazyNode).
+    rrsets = node.peek() if isinstance(node, Node) else {}
     return frozenset(
         item.body for rtype, rrset in rrsets.items() if rtype != wire.SOA for item in rrset.members
     )

@@ -23,7 +23,7 @@ from dnsdisc.dnsserver.groups import Group, Run, least, srv_hint, tiers_hint
 from dnsdisc.dnsserver.names import PROTOCOLS, Naming
 from dnsdisc.dnsserver.rrset import HTTPS_TARGET, SRV_TARGET, Item, RRSet
 from dnsdisc.dnsserver.view import MemberView, ServiceView
-from dnsdisc.dnsserver.zone import Node, Unserved, Zone
+from dnsdisc.dnsserver.zone import LazyNode, Node, Unserved, Zone
 from dnsdisc.policies.balance import POLICIES, srv_order
 from dnsdisc.policies.roles import FALLBACK, IN
 
@@ -381,6 +381,10 @@ class ServiceNames:
             del self.hosts[iid]
             return host
         inst = member.instance
+        if not inst.meta and not self._https_on:
+            # The common case, made when first asked for (see zone.LazyNode).
+            self._host_nodes[host] = HostNode(self.zone, host, self._addr[iid], self._srv[iid])
+            return host
         addr_type = wire.AAAA if inst.is_ipv6 else wire.A
         rrsets = {
             addr_type: RRSet(addr_type, [self._addr[iid]]),
@@ -529,3 +533,19 @@ def scale_srv(items: list[Item]) -> list[Item]:
 def txt_body(meta: tuple[tuple[str, str], ...], ttl: int) -> bytes:
     # RFC 1464 style, one character-string per pair.
     return wire.rr_body(wire.TXT, ttl, wire.txt_rdata([f"{k}={v}".encode() for k, v in meta]))
+
+
+class HostNode(LazyNode):
+    """An instance's own name without TXT or HTTPS records: its address record and its SRV
+    record, each an RRset of one, made when first asked for."""
+
+    __slots__ = ("addr", "srv")
+
+    def __init__(self, zone: Zone, name: bytes, addr: Item, srv: Item) -> None:
+        super().__init__(zone, name)
+        self.addr = addr
+        self.srv = srv
+
+    def make(self) -> dict[int, RRSet]:
+        addr_type = int.from_bytes(self.addr.body[:2], "big")  # a record body starts with it
+        return {addr_type: RRSet(addr_type, [self.addr]), wire.SRV: RRSet(wire.SRV, [self.srv])}

@@ -281,7 +281,7 @@ def _zone_messages(
             node = index.nodes.get(name)
             if node is None:
                 continue  # gone since the transfer began
-            for rtype, rrset in node.rrsets.items():
+            for rtype, rrset in node.peek().items():
                 if rtype != wire.SOA:
                     for item in rrset.members:
                         yield name, item.body

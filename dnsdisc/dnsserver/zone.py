@@ -67,6 +67,46 @@ class Node:
         Made when asked (NODATA replies are cached) rather than kept for every name."""
         return wire.owner_pointer(self.zone.apex, self.name) + self.zone.soa
 
+    def peek(self) -> dict[int, RRSet]:
+        """The RRsets, for a reader that goes over every name (a transfer, the journal): a
+        ``LazyNode`` makes them for it without keeping them."""
+        return self.rrsets
+
+
+class LazyNode(Node):
+    """A name whose RRsets are made when first asked for (``make``) and kept from then on.
+
+    Most names a service has are its instances' own names and their addresses' PTR names, one
+    of each per instance, rarely queried: made ahead, each held a dict and one or two RRsets
+    (~1 kB an instance, a million instances' worth in every DNS process). A lazy one holds only
+    the records it is made of, which the service keeps anyway."""
+
+    __slots__ = ("built",)
+
+    def __init__(self, zone: Zone, name: bytes) -> None:
+        # Not Node.__init__: ``rrsets`` is this class's property, not the slot.
+        self.zone = zone
+        self.name = name
+        self.built: dict[int, RRSet] | None = None
+
+    def make(self) -> dict[int, RRSet]:
+        raise NotImplementedError
+
+    @property
+    def rrsets(self) -> dict[int, RRSet]:
+        built = self.built
+        if built is None:
+            built = self.built = self.make()
+        return built
+
+    @rrsets.setter
+    def rrsets(self, value: dict[int, RRSet]) -> None:
+        self.built = value
+
+    def peek(self) -> dict[int, RRSet]:
+        built = self.built
+        return built if built is not None else self.make()
+
 
 class Unserved(Node):
     """A service's name whose members are all out of the hand-out (health): its NODATA for

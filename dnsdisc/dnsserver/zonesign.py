@@ -164,7 +164,7 @@ def signed_records(
         node = nodes.get(name)
         out: RRsets = {}
         if node is not None:
-            for rtype, rrset in node.rrsets.items():
+            for rtype, rrset in node.peek().items():
                 if rtype in MADE_HERE:
                     continue
                 # Two instances at one address are one record to a secondary (and to the
