@@ -87,14 +87,17 @@ class WriteBarrier:
     async def _confirm(self, pending: list[tuple[Worker, asyncio.Future[Any]]]) -> None:
         """Wait for these acknowledgements; kill the workers that do not send them in time."""
         # A worker that has not said LISTENING yet may still be building its index from a large
-        # snapshot (it answers nothing before the change is applied): it gets as long as a start.
-        # A ready worker still answering pings gets STALL_TIMEOUT more to make progress
-        # (``_busy``); one that hangs is found by the liveness watchdog.
+        # snapshot (it answers nothing before the change is applied): it gets as long as a start
+        # (``Worker.building``). A ready worker still answering pings gets STALL_TIMEOUT more to
+        # make progress (``_busy``); one that hangs is found by the liveness watchdog.
         ready = all(w.ready for w, _ in pending)
-        timeout = protocol.CONFIRM_TIMEOUT if ready else protocol.START_TIMEOUT
-        _, late = await asyncio.wait([f for _, f in pending], timeout=timeout)
-        if ready and late:
-            late = await self._busy(pending, late, time.monotonic() + protocol.STALL_TIMEOUT)
+        if ready:
+            _, late = await asyncio.wait([f for _, f in pending], timeout=protocol.CONFIRM_TIMEOUT)
+            if late:
+                late = await self._busy(pending, late, time.monotonic() + protocol.STALL_TIMEOUT)
+        else:
+            came = await asyncio.gather(*(w.building(f) for w, f in pending))
+            late = {f for (_, f), ok in zip(pending, came, strict=True) if not ok}
         killed = []
         for w, fut in pending:
             if fut in late:

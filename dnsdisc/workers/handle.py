@@ -61,6 +61,22 @@ class Worker:
         """Ready, and heard from within LIVENESS_TIMEOUT: it answers its share of the queries."""
         return self.ready and not self.killed and now - self.heard <= protocol.LIVENESS_TIMEOUT
 
+    async def building(self, fut: asyncio.Future[Any]) -> bool:
+        """Wait for ``fut`` (an acknowledgement, LISTENING) from a worker building its index
+        from a snapshot: START_TIMEOUT, and as long again each time it acknowledged more of the
+        snapshot meanwhile (it acknowledges each SERVICES message). Whether ``fut`` came. A
+        million instances take a worker longer than START_TIMEOUT to build; a replacement was
+        killed for it before it could finish, again and again, each time the main process
+        sending the whole snapshot again."""
+        while True:
+            mark = self.acked
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), protocol.START_TIMEOUT)
+                return True
+            except TimeoutError:
+                if self.acked <= mark:
+                    return False
+
     def wait_for(self, seq: int) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiters.append((seq, fut))

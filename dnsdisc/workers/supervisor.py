@@ -129,9 +129,7 @@ class Supervisor:
             worker.send(listen, seq)
             worker.answering = True
         for worker, listening in zip(workers, waits, strict=True):
-            try:
-                await asyncio.wait_for(asyncio.shield(listening), protocol.START_TIMEOUT)
-            except TimeoutError:
+            if not await worker.building(listening):
                 self.kill(worker, "did not start in time")
                 raise RuntimeError(f"DNS worker {worker.number} did not start") from None
             failure = listening.result()

@@ -5,6 +5,7 @@ processes are tested in tests/integration/test_workers.py. Each test failed befo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pickle
 import socket
 import struct
@@ -19,6 +20,7 @@ from dnsdisc.dnsserver.index import AnswerIndex
 from dnsdisc.dnsserver.zone import IndexSettings
 from dnsdisc.registry.model import ServiceSettings
 from dnsdisc.workers import feed, protocol
+from dnsdisc.workers import pool as pool_module
 from dnsdisc.workers.handle import Worker
 from dnsdisc.workers.pool import WorkerPool
 
@@ -272,6 +274,62 @@ def test_a_starting_worker_gets_a_start_s_time_to_confirm(monkeypatch: pytest.Mo
     assert asyncio.run(scenario(ready=True)) == [0]
     # #16 item 1: busy (it answers its pings) is not hung; the write waits for it.
     assert asyncio.run(scenario(ready=True, pinging=True)) == []
+
+
+def test_a_starting_worker_acknowledging_its_snapshot_is_given_time_past_a_start_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A million instances take a worker longer than START_TIMEOUT to build: a replacement was
+    # killed before it could finish, again and again. It acknowledges each SERVICES message;
+    # while those come it is waited for, for LISTENING (``_listen``) and for a write's ACK
+    # (``_confirm``). One that acknowledges nothing for START_TIMEOUT is still killed.
+    monkeypatch.setattr(protocol, "START_TIMEOUT", 0.1)
+    monkeypatch.setattr(pool_module, "SNAPSHOT_CHUNK", 1)  # a message a service
+
+    async def scenario(progress: bool, listen: bool) -> list[float]:
+        """When the worker was killed (seconds from the start), if it was."""
+        index = AnswerIndex(IndexSettings(domain=b"\x03svc\x08internal\x00"))
+        services = [(f"s{n}", SETTINGS, []) for n in range(12)]
+        pool = WorkerPool(Config().dns_settings(), 2, index, lambda: services, "asyncio")
+        follow_nothing(pool)
+        killed: list[float] = []
+        worker, _ = fake_worker(0)
+        started = time.monotonic()
+
+        async def wait() -> int:
+            return 0
+
+        def kill() -> None:
+            killed.append(time.monotonic() - started)
+            worker.fail()
+
+        worker.process = SimpleNamespace(pid=0, kill=kill, wait=wait)  # type: ignore[assignment]
+        pool.supervisor._enrol([worker])
+        chunks = worker.sent  # the snapshot's messages: INIT, SERVICES..., SERIAL
+        worker.acked = 0
+        if listen:
+            waiting = asyncio.ensure_future(pool.supervisor._listen([worker]))
+        else:
+            worker.answering = True
+            pool.rebuild("web", SETTINGS, [])
+            waiting = asyncio.ensure_future(pool.settle())
+        for step in range(8):  # 0.4 s, four START_TIMEOUTs, one message acknowledged each 0.05
+            await asyncio.sleep(0.05)
+            if progress and not waiting.done():
+                worker.ack(min(step + 1, chunks - 1))
+        if not waiting.done():
+            if listen:
+                worker.ack(worker.sent, "")  # LISTENING, no failure
+            else:
+                worker.ack(worker.sent)
+        with contextlib.suppress(RuntimeError):  # "did not start"
+            await asyncio.wait_for(waiting, 3)
+        return killed
+
+    for listen in (True, False):
+        assert asyncio.run(scenario(progress=True, listen=listen)) == []
+        [killed] = asyncio.run(scenario(progress=False, listen=listen))
+        assert 0.1 <= killed < 0.3  # after one START_TIMEOUT without an acknowledgement
 
 
 def test_a_new_worker_is_sent_dns_settings_and_no_secret() -> None:
