@@ -102,6 +102,14 @@ def test_a_batch_on_etcd_is_one_transaction_every_node_sees(tmp_path: Path, etcd
             bad = [reg("web", "new", 99), {"op": "deregister", "service": "web", "id": "zz"}]
             assert a.http("POST", "/v1/batch", {"ops": bad}).status == 404
             assert b.http("GET", "/v1/services/web/instances/new").status == 404
+            # 128 registrations into a new service are 129 etcd operations, over etcd's default
+            # --max-txn-ops: the client is told why, and nothing is applied.
+            big = [reg("big", f"i{n}", n) for n in range(128)]
+            over = a.http("POST", "/v1/batch", {"ops": big})
+            assert over.status == 400 and over.body["field"] == "ops", over
+            assert "--max-txn-ops" in over.body["error"]
+            assert a.http("GET", "/v1/services/big").status == 404
+            assert a.http("POST", "/v1/batch", {"ops": big[:127]}).status == 200
         finally:
             b.stop()
     finally:

@@ -17,10 +17,10 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dnsdisc.errors import NotFoundError, StoreError, StoreStaleError
+from dnsdisc.errors import NotFoundError, StoreError, StoreStaleError, ValidationError
 from dnsdisc.store.base import ChangeSink, Op, Snapshot
 from dnsdisc.store.etcd.election import Election
-from dnsdisc.store.etcd.gateway import Gateway
+from dnsdisc.store.etcd.gateway import EtcdRequestError, Gateway
 from dnsdisc.store.etcd.keys import Keys, created_compare, delete_request, put_request
 from dnsdisc.store.etcd.watch import Watch
 from dnsdisc.store.settings import EtcdSettings
@@ -122,7 +122,20 @@ class EtcdStore:
         body: dict[str, Any] = {"success": success}
         if compare:
             body.update(compare=compare, failure=failure)
-        await self._txn(body)
+        try:
+            await self._txn(body)
+        except EtcdRequestError as exc:
+            # etcd caps a transaction's operations (--max-txn-ops, 128 by default) and a batch is
+            # one transaction: a registration into a new service takes two, a deregistration two.
+            # etcd refused it whole, so the client's batch is what must change (or the cap).
+            if "too many operations in txn request" not in str(exc):
+                raise
+            raise ValidationError(
+                "ops",
+                f"on etcd these changes are one transaction of {len(success)} operations, more "
+                "than etcd's --max-txn-ops allows (128 unless raised); nothing was applied: "
+                "send fewer operations in a batch or raise --max-txn-ops on every member",
+            ) from None
 
     async def _txn(self, body: dict[str, Any]) -> dict[str, Any]:
         result = await self._gateway.call("/v3/kv/txn", body, write=True)

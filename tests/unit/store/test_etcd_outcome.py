@@ -1,9 +1,11 @@
 """store.etcd: a stale node sends no write; a write that got no answer says its outcome is
-unknown, one that never connected does not."""
+unknown, one that never connected does not; a batch over etcd's transaction cap is the client's
+to change."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -11,9 +13,11 @@ from dnsdisc.errors import (
     StoreOutcomeUnknownError,
     StoreStaleError,
     StoreUnavailableError,
+    ValidationError,
+    http_status_of,
 )
 from dnsdisc.store.base import Op
-from dnsdisc.store.etcd.gateway import Gateway
+from dnsdisc.store.etcd.gateway import EtcdRequestError, Gateway
 from dnsdisc.store.etcd.store import EtcdStore
 from dnsdisc.store.settings import EtcdSettings
 from tests.support.helpers import free_port
@@ -74,5 +78,36 @@ def test_an_unanswered_write_is_unknown_and_an_unconnected_one_is_not() -> None:
             await silent.close()
             await closed.close()
             server.close()
+
+    asyncio.run(main())
+
+
+def test_a_batch_over_etcds_transaction_cap_is_a_client_error_naming_the_cap() -> None:
+    async def main() -> None:
+        store = EtcdStore(EtcdSettings(endpoints=("http://127.0.0.1:9",)))
+        sent: list[int] = []
+
+        async def call(path: str, body: dict[str, Any], *args: object, **kw: object) -> Any:
+            sent.append(len(body["success"]))
+            raise EtcdRequestError(
+                "etcd refused /v3/kv/txn: etcdserver: too many operations in txn request"
+            )
+
+        store._gateway.call = call  # type: ignore[method-assign]
+        ops = [Op("ensure_service", "web", data={})] + [
+            Op("put_instance", "web", f"i{n}", {"address": "10.0.0.1", "port": 80})
+            for n in range(128)
+        ]
+        with pytest.raises(ValidationError, match=r"129 operations.*--max-txn-ops") as refused:
+            await store.commit(ops)
+        assert refused.value.field == "ops" and sent == [129]
+        assert http_status_of(refused.value) == 400
+
+        async def other(path: str, body: dict[str, Any], *args: object, **kw: object) -> Any:
+            raise EtcdRequestError("etcd refused /v3/kv/txn: etcdserver: permission denied")
+
+        store._gateway.call = other  # type: ignore[method-assign]
+        with pytest.raises(EtcdRequestError):  # any other refusal stays the store's trouble
+            await store.commit(ops[1:2])
 
     asyncio.run(main())
