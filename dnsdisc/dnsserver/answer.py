@@ -93,6 +93,9 @@ class Responder:
         # reply came out of the normal path (so that it may be cached) and its stats key.
         self._drawn: list[RRSet] = []
         self._stat: tuple[int, int] | None = None
+        # The names a CNAME chain went through (the reply is made from them too: a change of
+        # one drops it, see cache.ReplyCache.forget_name).
+        self._chain: list[bytes] = []
         # The ECS scope of the last answer that depended on the client (see _optioned), and
         # the bytes of options the last reply carries at the end of its OPT record (what adds
         # an option after the responder, a cookie, goes behind them).
@@ -149,10 +152,10 @@ class Responder:
         A question seen before (see cache.py for what keys it) is answered from the replies
         already encoded for it, with this query's ID and question: only its balanced RRset draws
         an order, and a reply for that order is reused, put together from the key's layout
-        (cache.Layout: the same bytes), or encoded. The index empties this
-        cache whenever a name changes. A query sent before byte for byte never carries ECS (a
-        query with it is kept as the query without it); any other query that may carry EDNS
-        options is looked at for one first (``_optioned``)."""
+        (cache.Layout: the same bytes), or encoded. The index drops the replies made from a
+        name when it changes. A query sent before byte for byte never carries ECS (a query with
+        it is kept as the query without it); any other query that may carry EDNS options is
+        looked at for one first (``_optioned``)."""
         started = perf_counter()
         # The query as sent before (after the ID): the reply needs no patching.
         entry = (self._tcp if tcp else self._udp).get(data[2:])
@@ -317,6 +320,7 @@ class Responder:
         if rrset is not None:
             rrset.forced = order  # encode this order now (it was drawn and counted above)
         self._drawn.clear()
+        self._chain.clear()
         self._stat = None
         self._options = self.echoed = 0
         try:
@@ -338,7 +342,10 @@ class Responder:
             assert isinstance(reply, bytes)  # what _finish returns
             drawn = self._drawn[0] if self._drawn else None
             order = () if drawn is None else drawn.last if rrset is None else order
-            self._cache.store(tcp, key, data, entry, drawn, order, reply, made, self._options)
+            chain = tuple(self._chain) if self._chain else ()
+            self._cache.store(
+                tcp, key, data, entry, drawn, order, reply, made, self._options, chain
+            )
         return reply
 
     def _respond(
@@ -431,6 +438,7 @@ class Responder:
                     body += item.body
                     an += 1
                     name = item.target
+                    self._chain.append(name)
                     nxt = index.nodes.get(name)
                     if nxt is None:
                         zone = index.find_zone(name)

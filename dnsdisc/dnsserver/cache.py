@@ -22,7 +22,10 @@ spelling.
 Under one key, only the balanced RRset draws an order, and the reply for that order is reused,
 or encoded once and kept (``CachedQuery.replies``). A reply is kept only if its order has no
 more places than the reply could show (a 5,000-long order of a large service is not kept). The
-index owns one ``ReplyCache`` and empties it on every change of a name (``forget``); the
+index owns one ``ReplyCache`` and, when a name changes, drops the replies that can depend on
+it (``forget_names``: those to questions of that name, or whose CNAME chain went through it),
+and on a new SOA serial every reply that carries the SOA (``forget_negative``: NXDOMAIN and
+NODATA); what changes every reply (zones, keys, staleness) empties it (``forget``). The
 responder reads the tables directly (its hit path is a lookup) and writes through ``store``,
 ``alias``, ``discard`` and ``assemble``. ``size`` counts the bytes held, objects included (a
 conservative estimate); past ``limit`` the oldest keys go first.
@@ -70,6 +73,11 @@ KEY_OVERHEAD = 640
 RAW_OVERHEAD = 160
 # An order's place: its slot in the tuple and the int, which an order drawn afresh owns.
 PLACE_BYTES = 40
+# Estimated bytes per name a key is listed under (``ReplyCache.names``: its slot in the name's
+# list, the list, the dict's slot, the name's bytes besides their length) and per key listed as
+# negative (a set's slot).
+NAME_OVERHEAD = 160
+NEGATIVE_OVERHEAD = 64
 # Estimated bytes of a Layout's object and the bytes objects it holds (besides their lengths).
 LAYOUT_OVERHEAD = 400
 # Assembled replies are kept while the bytes held are at most this share of the limit.
@@ -391,6 +399,7 @@ class CachedQuery:
     reply to an order not kept (None: none was read)."""
 
     __slots__ = (
+        "chain",
         "key",
         "layout",
         "options",
@@ -421,6 +430,9 @@ class CachedQuery:
         self.replies: dict[Order, CachedReply] = {}
         self.raws: list[bytes] = []
         self.layout: Layout | None = None
+        # The names besides the question's that its replies were made from (a CNAME chain's
+        # targets), as listed in ``ReplyCache.names``.
+        self.chain: tuple[bytes, ...] = ()
         self.size = KEY_OVERHEAD + len(key) + qend
 
 
@@ -435,16 +447,37 @@ class ReplyCache:
     ``limit`` after a store), ``evicted`` the keys dropped to stay within it and ``trimmed``
     the times a key gave up the replies its layout makes again instead.
 
-    Invariants: ``size`` is the sum of ``CachedQuery.size`` over ``table``; every entry of
-    ``udp`` and ``tcp`` is in ``table`` and lists its key there in ``raws``; the three tables
-    are emptied in place, never replaced, so that a reader may keep references to them."""
+    What a change drops is found through ``names``: each name (lower-cased, in wire form) the
+    kept replies were made from, with the keys of those replies (the question's name, and the
+    targets of a CNAME chain followed); and ``negative``, the keys whose replies carry the SOA
+    record (NXDOMAIN, NODATA), which a new serial changes.
 
-    __slots__ = ("evicted", "limit", "size", "table", "tcp", "trimmed", "udp")
+    Invariants: ``size`` is the sum of ``CachedQuery.size`` over ``table``; every entry of
+    ``udp`` and ``tcp`` is in ``table`` and lists its key there in ``raws``; every key in
+    ``table`` is listed in ``names`` under its question's name and each name of its ``chain``,
+    and every key listed there or in ``negative`` is in ``table``; the three tables are emptied
+    in place, never replaced, so that a reader may keep references to them."""
+
+    __slots__ = (
+        "evicted",
+        "limit",
+        "names",
+        "negative",
+        "size",
+        "table",
+        "tcp",
+        "trimmed",
+        "udp",
+    )
 
     def __init__(self, limit: int = REPLY_CACHE_BYTES) -> None:
         self.table: OrderedDict[bytes, CachedQuery] = OrderedDict()
         self.udp: dict[bytes, CachedQuery] = {}
         self.tcp: dict[bytes, CachedQuery] = {}
+        # A list, not a set, per name: most names have a key or two, and a set of one takes
+        # 216 bytes where a list takes 64.
+        self.names: dict[bytes, list[bytes]] = {}
+        self.negative: set[bytes] = set()
         self.size = 0
         self.limit = limit
         self.evicted = 0
@@ -454,12 +487,38 @@ class ReplyCache:
         return len(self.table)
 
     def forget(self) -> None:
-        """Drop every reply: a name changed."""
+        """Drop every reply: what every reply may depend on changed (zones, keys, staleness)."""
         if self.table:  # else nothing was cached since the last time (a build installs many)
             self.table.clear()
             self.udp.clear()
             self.tcp.clear()
+            self.names.clear()
+            self.negative.clear()
             self.size = 0
+
+    def forget_name(self, name: bytes) -> None:
+        """Drop every reply made from ``name`` (lower-cased wire form): its records, or
+        whether it exists, changed. The replies to other names stay."""
+        keys = self.names.pop(name, None)
+        if keys is not None:
+            table = self.table
+            for key in keys:
+                entry = table.get(key)
+                if entry is not None:
+                    self._drop(entry)
+
+    def forget_negative(self) -> None:
+        """Drop every reply that carries the SOA record (NXDOMAIN, NODATA): the serial
+        changed. A name a write creates has its own replies dropped by ``forget_name``; this
+        keeps the serial that negative replies show the zone's."""
+        negative = self.negative
+        if negative:
+            table = self.table
+            for key in list(negative):
+                entry = table.get(key)
+                if entry is not None:
+                    self._drop(entry)
+            negative.clear()
 
     def discard(self, entry: CachedQuery, order: Order) -> None:
         """Drop the reply for an order its RRset's pool has replaced: it would never be read.
@@ -495,10 +554,12 @@ class ReplyCache:
         reply: bytes,
         stat: StatKey,
         options: int = 0,
+        chain: tuple[bytes, ...] = (),
     ) -> None:
         """Keep ``reply``, just encoded for the query ``data`` of ``key`` (its entry, read from
         the tables for this query, if it had one) with ``order`` of ``drawn``, the one RRset it
-        ordered (None: nothing was ordered); ``options``: the bytes of EDNS options ending it.
+        ordered (None: nothing was ordered); ``options``: the bytes of EDNS options ending it;
+        ``chain``: the names besides the question's it was made from (a CNAME chain's targets).
         Not kept: a reply whose order has more places than it could show, or to a query whose
         name ``key_of`` misread."""
         if self.limit <= 0 or len(order) > (_FIT_TCP if tcp else _FIT_UDP):
@@ -518,6 +579,18 @@ class ReplyCache:
             self.table[key] = entry
             self.size += entry.size
             self._index(entry, data[2:])
+            self._list(entry, key[:-5])  # the question's name, lower-cased (see key_of)
+        if chain:
+            for name in chain:
+                if name not in entry.chain:
+                    entry.chain += (name,)
+                    self._list(entry, name)
+        if reply[8:10] != b"\x00\x00" and key not in self.negative:
+            # Our replies have records in the authority section only when negative: the SOA
+            # (and, signed, its RRSIG and the NSEC records).
+            self.negative.add(key)
+            entry.size += NEGATIVE_OVERHEAD
+            self.size += NEGATIVE_OVERHEAD
         replies = entry.replies
         if len(replies) >= cached_orders(drawn, len(order)):
             # Orders beyond count (round robin of many): stay bounded.
@@ -585,12 +658,32 @@ class ReplyCache:
         entry.size -= freed
         self.size -= freed
 
+    def _list(self, entry: CachedQuery, name: bytes) -> None:
+        """List ``entry``'s key under ``name`` in ``names``."""
+        keys = self.names.get(name)
+        if keys is None:
+            self.names[name] = [entry.key]
+        else:
+            keys.append(entry.key)
+        grown = NAME_OVERHEAD + len(name)
+        entry.size += grown
+        self.size += grown
+
     def _drop(self, entry: CachedQuery) -> None:
-        del self.table[entry.key]
+        key = entry.key
+        del self.table[key]
         raws = self.tcp if entry.tcp else self.udp
         for raw in entry.raws:
             del raws[raw]
         self.size -= entry.size
+        names = self.names
+        for name in (key[:-5], *entry.chain):
+            keys = names.get(name)
+            if keys is not None:  # None: ``forget_name`` took the list off before dropping
+                keys.remove(key)
+                if not keys:
+                    del names[name]
+        self.negative.discard(key)
 
     def _evict(self) -> None:
         """Drop the oldest keys until the bytes held are within ``limit``. A key with a layout

@@ -9,7 +9,11 @@ pointers; a per-query policy only chooses the order of the items of a balanced R
 Names come from three layers: static records from zone files (they win a collision), the names of
 each service, and PTR names for registered addresses. Ancestors of every name are counted so that
 empty non-terminals answer NODATA instead of NXDOMAIN. The index owns the responder's reply cache
-and empties it on every change of a name.
+and, on every change of a name, drops the replies made from that name (``ReplyCache.forget_name``:
+the name's own, those whose CNAME chain went through it); a name that starts or stops being an
+empty non-terminal counts as changed (its NODATA was NXDOMAIN, or the reverse). A new SOA serial
+drops the replies that carry it (negative ones) and the apexes'; what may change any reply (a
+reload of the zone files, keys) empties the cache.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ class AnswerIndex:
     def __init__(self, settings: IndexSettings, static: Iterable[StaticRecord] = ()) -> None:
         self.settings = settings
         self.static_records = tuple(static)  # kept to build the same index in a worker
-        # Invariant: emptied whenever a name changes (``rebuild``, ``_install``, ``_uninstall``).
+        # Invariant: holds no reply made from a name as it was before a change (``_changed``,
+        # ``_install``, ``_uninstall``) nor with an SOA serial before the current one.
         self.cache = ReplyCache()
         self.naming = Naming(settings.domain, settings.ns_label)
         # Which zone a client is in, for the services that answer by it.
@@ -120,7 +125,10 @@ class AnswerIndex:
             node = self.nodes.get(apex)
             if node is not None and wire.SOA in node.rrsets:
                 node.rrsets[wire.SOA] = RRSet(wire.SOA, [Item(soa)])
-        self.cache.forget()
+            self.cache.forget_name(apex)
+        # Negative replies carry the zone's SOA: they go, the others stay (every write moves
+        # the serial: emptying the cache here would empty it on every write).
+        self.cache.forget_negative()
         self._journal_step(before)
 
     @property
@@ -194,6 +202,7 @@ class AnswerIndex:
         if replace(settings, serial=self.settings.serial) != self.settings:
             raise ValueError("only the serial may change in place; build a new index")
         before = self.serial
+        self.cache.forget()  # a reload of the zone files: rare, and may change any reply
         self.settings = settings
         self.static_records = tuple(records)
         before_names = self._static
@@ -273,7 +282,6 @@ class AnswerIndex:
         removed: Sequence[str],
     ) -> None:
         touched = current.apply(changed, removed)
-        self.cache.forget()
         nodes = current.nodes
         for name in touched:
             if name in self._static:
@@ -282,7 +290,7 @@ class AnswerIndex:
             if node is None:
                 self._uninstall(name)
             elif name in self.nodes:
-                self._touch(name)
+                self._changed(name)
                 self.nodes[name] = node  # its ancestors are counted already
             else:
                 self._install(name, node)
@@ -292,7 +300,6 @@ class AnswerIndex:
         self._sync_browse(service, current)
 
     def _replace(self, service: str, old: ServiceNames | None, new: ServiceNames | None) -> None:
-        self.cache.forget()
         before = old.nodes if old is not None else {}
         after = new.nodes if new is not None else {}
         for name in before.keys() - after.keys():
@@ -302,7 +309,7 @@ class AnswerIndex:
             if name in self._static:
                 continue
             if name in before:
-                self._touch(name)
+                self._changed(name)
                 self.nodes[name] = node
             else:
                 self._install(name, node)
@@ -376,28 +383,36 @@ class AnswerIndex:
         if touched is not None and name not in touched:
             touched[name] = journal_records(self.nodes.get(name))
 
-    def _install(self, name: bytes, node: Node) -> None:
-        self.cache.forget()
+    def _changed(self, name: bytes) -> None:
+        """Before ``name``'s node is replaced: its cached replies go, and the journal keeps its
+        records as they were."""
+        self.cache.forget_name(name)
         self._touch(name)
+
+    def _install(self, name: bytes, node: Node) -> None:
+        self._changed(name)
         if name in self.nodes:
             self._uninstall(name)
         self.nodes[name] = node
         ents = self.ents
         for parent in wire.parent_names(name):
-            ents[parent] = ents.get(parent, 0) + 1
+            held = ents.get(parent, 0)
+            if not held:
+                self.cache.forget_name(parent)  # NXDOMAIN until now, an empty non-terminal now
+            ents[parent] = held + 1
 
     def _uninstall(self, name: bytes) -> None:
         if name not in self.nodes:
             return
-        self._touch(name)
+        self._changed(name)
         del self.nodes[name]
-        self.cache.forget()
         for parent in wire.parent_names(name):
             left = self.ents[parent] - 1
             if left:
                 self.ents[parent] = left
             else:
                 del self.ents[parent]
+                self.cache.forget_name(parent)  # an empty non-terminal no longer: NXDOMAIN
 
 
 def _same(before: MemberView, after: MemberView) -> bool:
