@@ -5,6 +5,7 @@ index the services were then built into."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from dnsdisc.config import zones
 from dnsdisc.config.load import Config
@@ -61,3 +62,42 @@ def test_after_a_reload_an_ixfr_from_the_swapped_in_serial_has_the_removals() ->
         assert ("web.svc.internal.", two) not in added  # before: the whole zone "added"
 
     asyncio.run(scenario())
+
+
+def test_new_services_applied_in_bulk_are_frozen_and_a_few_are_not() -> None:
+    # Registering 100,000 new services of 10 came to the workers as SERVICES, applied with the
+    # collector running and nothing frozen: full collections of seconds, workers killed.
+    async def scenario() -> tuple[int, int]:
+        config = Config(dns_listen=(HostPort("127.0.0.1", 0),))
+        index = build_index(config, zones.ZoneData())
+        face = DnsFace.create(config.dns_settings(), index)
+        replica = Replica(index)
+
+        def services(first: int, count: int) -> list[object]:
+            out = []
+            for s in range(first, first + count):
+                name = f"s{s}"
+                views = []
+                for n in range(10):
+                    inst = Instance.from_json(
+                        name, f"i{n}", {"address": f"10.1.{s}.{n + 1}", "port": 80}
+                    )
+                    views.append((inst, inst.weight, inst.priority, IN, None, None))
+                out.append((name, ServiceSettings.from_json(name, {}), views))
+            return out
+
+        few, bulk = services(0, 2), services(2, 13)  # 20 members; 130, as a batch of 128 makes
+        frozen = gc.get_freeze_count()
+        _apply((protocol.SERVICES, 1, few), replica, face)
+        after_few = gc.get_freeze_count() - frozen
+        frozen = gc.get_freeze_count()
+        _apply((protocol.SERVICES, 2, bulk), replica, face)
+        assert face.responder.index.nodes.get(wire.text_to_wire("s14.svc.internal."))
+        return after_few, gc.get_freeze_count() - frozen
+
+    try:
+        few, bulk = asyncio.run(scenario())
+    finally:
+        gc.unfreeze()
+    assert few <= 0
+    assert bulk > 130 * 10  # the 130 instances' index objects (dozens each), and more
