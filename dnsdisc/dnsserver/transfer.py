@@ -49,6 +49,8 @@ AXFR, IXFR = 252, 251
 _XFR = (AXFR, IXFR)
 # Bytes of records per message (the TSIG record comes on top); BIND and NSD send about as much.
 MESSAGE_BYTES = 16000
+# Names of the index looked at in one turn of the event loop while a transfer lists a zone's.
+NAMES_SLICE = 50_000
 # Transfers running at once: from one client, and in all (per DNS process). Beyond them a
 # transfer is REFUSED: a flood of AXFRs must not take the process from answering queries.
 PER_CLIENT = 2
@@ -151,7 +153,8 @@ class Transfers:
             else:
                 # Not in the journal (or AXFR): the whole zone, in AXFR form (RFC 1995 4
                 # allows it for IXFR).
-                messages = _zone_messages(index, zone, apex, message, query, signer)
+                names = await zone_names(index, zone) if signer is None else None
+                messages = _zone_messages(index, zone, apex, message, query, signer, names)
                 kind = "AXFR" if theirs is None else "IXFR (whole zone)"
                 if signer is not None:
                     kind = "signed " + kind
@@ -258,6 +261,27 @@ def _soa_only(message: bytes, query: dns.message.Message, apex: bytes, soa: byte
     return bytes(out)
 
 
+async def zone_names(index: Any, zone: Any) -> list[bytes]:
+    """The names of ``zone`` as a transfer sends them: the apex, then shorter names first (by
+    length, then bytes), listed ``NAMES_SLICE`` at a time with the event loop's other work in
+    between. A million instances' zone has 1.3 million names: listed and sorted in one go, it
+    kept a DNS worker from its queries and its pings for ~3.5 s, and the supervisor killed it
+    (the transfer with it). Names that come meanwhile are in the next transfer; those that go
+    are skipped (``_zone_messages``)."""
+    every = list(index.nodes)  # a C-level copy of the keys: ~10 ms a million
+    find = index.find_zone
+    names: list[bytes] = []
+    for start in range(0, len(every), NAMES_SLICE):
+        names += [name for name in every[start : start + NAMES_SLICE] if find(name) is zone]
+        await asyncio.sleep(0)
+    # Two C-level sorts (stable) instead of one with a Python key: by bytes, then by length.
+    # The apex is the zone's shortest name: first.
+    names.sort()
+    await asyncio.sleep(0)
+    names.sort(key=len)
+    return names
+
+
 def _zone_messages(
     index: Any,
     zone: Any,
@@ -265,14 +289,17 @@ def _zone_messages(
     message: bytes,
     query: dns.message.Message,
     signer: Signer | None = None,
+    names: list[bytes] | None = None,
 ) -> Iterator[bytes]:
     """The zone's records in messages: its SOA, every name of the zone with its records (the
-    apex's NS and the rest; no SOA), its SOA again; with ``signer``, signed (zonesign.py)."""
+    apex's NS and the rest; no SOA), its SOA again; with ``signer``, signed (zonesign.py).
+    ``names``: the zone's names in their order (``zone_names``), else listed here."""
     if signer is not None:
         return _packed(signed_records(index, zone, apex, signer), message, query)
     soa = zone.soa
-    names = [name for name in index.nodes if index.find_zone(name) is zone]
-    names.sort(key=lambda n: (n != apex, len(n), n))  # the apex first, then shorter names
+    if names is None:
+        names = [name for name in index.nodes if index.find_zone(name) is zone]
+        names.sort(key=lambda n: (n != apex, len(n), n))  # the apex first, then shorter names
     delegated = cuts(index, zone)
 
     def records() -> Iterator[tuple[bytes, bytes]]:
