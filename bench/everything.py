@@ -31,7 +31,9 @@ Servers (one of each, started once, measured in turn, the order reversed every o
 With ``--features`` also one dnsdisc per feature alone, each with its part of the queries:
 ``cookies`` (the cookie mix), ``ecs`` (ECS from the 1,000 subnets, the services ``spill``),
 ``consistent`` (every service ``consistent``), ``smooth`` (every service ``smooth``), ``rrl``,
-``do`` (DNSSEC on, DO=1 on every third query). ``--only`` picks servers by name.
+``do`` (DNSSEC on, DO=1 on every third query). ``--only`` picks servers by name. ``--tree
+before=PATH --tree after=PATH``: every dnsdisc started from each checkout (``git worktree``,
+with a ``.venv``), named ``all@before``, ``all@after``..., measured in the same rounds.
 
 Figures per run: queries/s (dnsperf), CPU-seconds of every process of the server (utime +
 stime from ``/proc/PID/stat``, the dnsdisc main process and its workers) per query in µs, and
@@ -58,7 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dns.edns
@@ -102,6 +104,7 @@ class Setup:
     smooth: str = ""  # which are ``smooth``: "" none, "web", "all"
     rrl: bool = False
     do: bool = False  # DNSSEC on, DO=1 on every third query
+    tree: Path | None = None  # another checkout to run (before and after a change)
     server: DnsdiscProcess | None = None
     qfile: Path | None = None
     pids: list[int] = field(default_factory=list)
@@ -300,6 +303,10 @@ def main() -> None:
     p.add_argument("--features", action="store_true", help="also each feature alone")
     p.add_argument("--profile", type=Path, help="py-spy profiles of each dnsdisc into DIR")
     p.add_argument("--only", help="servers to run, by name, separated by commas")
+    p.add_argument(
+        "--tree", action="append", default=[], metavar="LABEL=PATH",
+        help="run each dnsdisc from this checkout too (its .venv), as NAME@LABEL",
+    )  # fmt: skip
     args = p.parse_args()
     for tool in ("dnsperf", "dnsmasq"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -307,6 +314,14 @@ def main() -> None:
     setups = [Setup("off"), EVERYTHING] + (FEATURES if args.features else [])
     wanted = set(args.only.split(",")) if args.only else None
     setups = [s for s in setups if wanted is None or s.name in wanted]
+    trees: dict[str, Path | None] = {"": None}
+    if args.tree:
+        trees = {label: Path(path).resolve() for label, path in (t.split("=") for t in args.tree)}
+    setups = [
+        replace(s, name=f"{s.name}@{label}" if label else s.name, tree=tree)
+        for label, tree in trees.items()
+        for s in setups
+    ]
     tmp = Path(tempfile.mkdtemp())
     plain = write_queries(tmp / "plain.bin", None, {})
     dnsmasq = None
@@ -329,13 +344,14 @@ def main() -> None:
                 extra_args=[
                     "--workers", args.workers, "--config", str(tmp / f"{setup.name}.yaml")
                 ],
+                tree=setup.tree,
             )  # fmt: skip
             setup.server.start(timeout=60)
             fill(setup)
             assert setup.server.proc is not None
             setup.pids = [setup.server.proc.pid, *setup.server.children()]
             full = server_cookies(setup.server.dns_port) if setup.cookies else {}
-            if setup.name == "off":
+            if setup.name.partition("@")[0] == "off":
                 setup.qfile = plain
             else:
                 setup.qfile = write_queries(tmp / f"{setup.name}.bin", setup, full)
@@ -393,18 +409,21 @@ def report(args: argparse.Namespace, runs: list[str], results: dict[str, list[tu
             cells += [f"{qps / med['dnsmasq'][0]:.2f}x", f"{per_core / med['dnsmasq'][2]:.2f}x"]
         else:
             cells += ["", ""]
-        if "off" in med and name != "dnsmasq":
-            cells += [f"{qps / med['off'][0]:.2f}x", f"{us - med['off'][1]:+.1f}"]
+        label = name.partition("@")[2]
+        off = "off@" + label if label else "off"  # the same checkout's
+        if off in med and name != "dnsmasq":
+            cells += [f"{qps / med[off][0]:.2f}x", f"{us - med[off][1]:+.1f}"]
         else:
             cells += ["", ""]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    if "dnsmasq" in results and "all" in results:
-        same = [
-            (a[0] / m[0], a[2] / m[2])
-            for a, m in zip(results["all"], results["dnsmasq"], strict=True)
-        ]
-        print("\nall / dnsmasq in each round (q/s, per core): "
-              + ", ".join(f"{q:.2f}x {c:.2f}x" for q, c in same))  # fmt: skip
+    for name in runs:
+        if "dnsmasq" in results and name.partition("@")[0] == "all":
+            same = [
+                (a[0] / m[0], a[2] / m[2])
+                for a, m in zip(results[name], results["dnsmasq"], strict=True)
+            ]
+            print(f"\n{name} / dnsmasq in each round (q/s, per core): "
+                  + ", ".join(f"{q:.2f}x {c:.2f}x" for q, c in same))  # fmt: skip
 
 
 if __name__ == "__main__":

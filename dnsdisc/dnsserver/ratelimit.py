@@ -45,7 +45,19 @@ class RateLimiter:
         if ip.version == 6 and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped  # an IPv4 client of a dual-stack [::] socket: its /24, not ::/56
         prefix = int(ip) >> (self.v6_shift if ip.version == 6 else self.v4_shift)
-        key = (prefix * 2 + (ip.version == 6), _response_key(reply))
+        return self._check((prefix * 2 + (ip.version == 6), _response_key(reply)))
+
+    def check_packed(self, address: bytes, reply: bytes) -> int:
+        """``check`` for a client address packed (4 bytes, or 16 for IPv6; a v4-mapped one
+        unmapped first, as ``cookies.packed_address`` gives it): what a UDP worker has at hand,
+        without parsing text (``ipaddress`` took ~3 µs a query, a fifth of an answer)."""
+        v6 = len(address) == 16
+        if not v6 and len(address) != 4:
+            return ALLOW  # no IP address: nothing to key a limit by
+        prefix = int.from_bytes(address, "big") >> (self.v6_shift if v6 else self.v4_shift)
+        return self._check((prefix * 2 + v6, _response_key(reply)))
+
+    def _check(self, key: tuple[int, bytes]) -> int:
         now = self.clock()
         bucket = self.buckets.get(key)
         if bucket is None:

@@ -127,20 +127,33 @@ class UDPProtocol(asyncio.DatagramProtocol):
         query: bytes = b"",
         cookie: Verdict = Verdict.NONE,
     ) -> None:
-        # A valid server cookie shows the source address took a reply from us: not spoofed,
-        # so not limited (RFC 7873 5.4; BIND and unbound do the same).
-        if self.limiter is not None and cookie is not Verdict.VALID:
-            verdict = self.limiter.check(str(addr[0]), reply)
-            if verdict == ratelimit.DROP:
+        if self.limiter is not None:
+            limited = self.limited(reply, self._packed(addr), query, cookie)
+            if limited is None:
                 return
-            if verdict == ratelimit.SLIP:
-                bad = None
-                if cookie is Verdict.CLIENT and self.cookies is not None:
-                    # A client that does cookies gets one to come back with (RFC 7873 5.4).
-                    bad = self.cookies.badcookie(query, packed_address(str(addr[0])))
-                reply = bad if bad is not None else ratelimit.truncated(reply)
+            reply = limited
         if self.transport is not None:
             self.transport.sendto(reply, addr)
+
+    def limited(self, reply: bytes, where: bytes, query: bytes, cookie: Verdict) -> bytes | None:
+        """The rate limit on ``reply`` to the client at ``where`` (packed): the reply, the slip
+        reply, or None (dropped). The batched transport calls it too, keeping the reply in the
+        batch (sent one by one, as ``_send`` does, the sending took 40% of a worker)."""
+        limiter = self.limiter
+        # A valid server cookie shows the source address took a reply from us: not spoofed,
+        # so not limited (RFC 7873 5.4; BIND and unbound do the same).
+        if limiter is None or cookie is Verdict.VALID:
+            return reply
+        verdict = limiter.check_packed(where, reply)
+        if verdict == ratelimit.ALLOW:
+            return reply
+        if verdict == ratelimit.DROP:
+            return None
+        bad = None
+        if cookie is Verdict.CLIENT and self.cookies is not None:
+            # A client that does cookies gets one to come back with (RFC 7873 5.4).
+            bad = self.cookies.badcookie(query, where)
+        return bad if bad is not None else ratelimit.truncated(reply)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier replies (client gone); nothing to do but keep serving.

@@ -7,9 +7,10 @@ call, a Python callback, and the client address turned into a ``(host, port)`` t
 answer (docs/benchmarks.md). Here the client's address stays the kernel's ``sockaddr`` bytes,
 which the reply is sent back to as they are.
 
-Only a reply that needs nothing but sending takes the batch. Everything else (rate limiting, the
-query log, forwarding, an oversized reply) goes through ``UDPProtocol.reply_to`` with the address
-decoded as asyncio would give it, and this transport's ``sendto``.
+Only a reply that needs nothing but sending (after the rate limit and cookies, applied here)
+takes the batch. Everything else (the query log, forwarding, an oversized reply) goes through
+``UDPProtocol.reply_to`` with the address decoded as asyncio would give it, and this transport's
+``sendto``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import socket
 import sys
 from typing import Any
 
-from dnsdisc.dnsserver.cookies import unmapped
+from dnsdisc.dnsserver.cookies import Verdict, unmapped
 from dnsdisc.dnsserver.transport import UDPProtocol
 
 BATCH = 32  # datagrams per system call
@@ -157,7 +158,11 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
     def _readable(self) -> None:
         (fd, recvmmsg, recv_ptr, protocol, recv_view, send_view, lengths, send_names,
          send_lengths, names_base) = self._hot  # fmt: skip
-        respond, fast, catch_up = protocol.respond, protocol.plain, protocol.catch_up
+        respond, catch_up = protocol.respond, protocol.catch_up
+        # The rate limit is applied here, in the batch (``UDPProtocol.limited``); the query log
+        # takes every reply out of it.
+        fast = not protocol.log_queries
+        limiter, limited = protocol.limiter, protocol.limited
         responder = protocol.responder
         cookies = protocol.cookies
         names, inet4 = self._names, self._family == socket.AF_INET
@@ -193,13 +198,20 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
                 try:
                     reply = respond(data, False, where)
                     if fast and reply.__class__ is bytes:
+                        verdict = Verdict.NONE
                         # cookies.may_carry, written out: it runs for every query.
                         if (
                             cookies is not None
                             and data[10:12] != b"\x00\x00"
                             and not (data[-11:-8] == _OPT_START and data[-2:] == b"\x00\x00")
                         ):
-                            reply = cookies.answer(data, reply, where, False, responder.echoed)[0]
+                            reply, verdict = cookies.answer(
+                                data, reply, where, False, responder.echoed
+                            )
+                        if limiter is not None:
+                            reply = limited(reply, where, data, verdict)
+                            if reply is None:
+                                continue  # dropped
                         size = len(reply)
                         if size <= SEND_SLOT:
                             slot = out * SEND_SLOT
@@ -208,6 +220,10 @@ class BatchedUDPTransport(asyncio.DatagramTransport):
                             send_names[name_off + out * name_step] = names_base + i * NAME_SLOT
                             out += 1
                             continue
+                        # Too long for a slot: on its own, already cookied and counted.
+                        name = bytes(self._names[i * NAME_SLOT : (i + 1) * NAME_SLOT])
+                        self.sendto(reply, _address(name, self._family))
+                        continue
                     elif fast and reply is None:
                         continue
                     name = bytes(self._names[i * NAME_SLOT : (i + 1) * NAME_SLOT])

@@ -88,3 +88,21 @@ def test_v4_mapped_clients_are_limited_by_their_ipv4_prefix() -> None:
     assert limiter.check("10.0.1.2", reply) == DROP  # the same /24, mapped or not
     assert limiter.check("::ffff:10.0.2.1", reply) == ALLOW  # another /24: its own bucket
     assert unmapped("::ffff:192.0.2.1") == "192.0.2.1" and unmapped("2001:db8::1") == "2001:db8::1"
+
+
+def test_a_packed_address_keys_the_same_buckets_as_its_text() -> None:
+    # check_packed (the UDP worker's: the address as the socket gives it, no text parsed) and
+    # check must count a client in one bucket, IPv4, IPv6 and v4-mapped alike.
+    from dnsdisc.dnsserver.cookies import packed_address
+
+    rrl = RateLimiter(1, slip=0, clock=Clock())
+    r = reply()
+    assert rrl.check_packed(packed_address("192.0.2.7"), r) == ALLOW
+    assert rrl.check("192.0.2.200", r) == DROP  # the same /24, by text
+    assert rrl.check_packed(packed_address("::ffff:192.0.2.9"), r) == DROP  # mapped: the same
+    assert rrl.check_packed(packed_address("192.0.3.1"), r) == ALLOW  # another /24
+    assert rrl.check("2001:db8:0:1::1", r) == ALLOW
+    assert rrl.check_packed(packed_address("2001:db8:0:1:ff::2"), r) == DROP  # the same /56
+    assert rrl.check_packed(packed_address("2001:db8:0:100::1"), r) == ALLOW  # another /56
+    assert rrl.check_packed(b"", r) == ALLOW  # no address: nothing to key by
+    assert len(rrl.buckets) == 4  # two /24s, two /56s

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import dns.edns
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -24,6 +25,7 @@ import pytest
 
 from dnsdisc.dnsserver import udpbatch
 from dnsdisc.dnsserver.answer import Responder
+from dnsdisc.dnsserver.ratelimit import RateLimiter
 from dnsdisc.dnsserver.transport import UDPProtocol
 from tests.support.world import World, texts
 
@@ -242,3 +244,38 @@ def test_the_sockaddr_is_decoded_as_asyncio_does() -> None:
     v6 = struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", 53, 7)
     v6 += socket.inet_pton(socket.AF_INET6, "fe80::1") + (3).to_bytes(4, sys.byteorder)
     assert udpbatch._address(v6, socket.AF_INET6) == ("fe80::1", 53, 7, 3)
+
+
+def test_the_rate_limit_is_applied_in_the_batch(world: World) -> None:
+    # RRL used to take every reply out of the batch (sent one by one: 40% of a worker). Now the
+    # batch applies it: one client asking the same question 30 times at 5 responses/s gets 5
+    # answers, then every second one slipped (TC, empty), the others dropped; all sent in
+    # batches, none through the transport's one-by-one sendto.
+    clock = [100.0]
+    limiter = RateLimiter(5, slip=2, clock=lambda: clock[0])
+    proto = UDPProtocol(world.responder, limiter=limiter)
+    queries = []
+    for n in range(30):
+        query = dns.message.make_query("web.svc.internal.", "A")
+        query.id = n
+        queries.append(query.to_wire())
+    one_by_one = []
+    original = udpbatch.BatchedUDPTransport.sendto
+
+    def counted(self: udpbatch.BatchedUDPTransport, data: bytes, addr: object = None) -> None:
+        one_by_one.append(data)
+        original(self, data, addr)
+
+    udpbatch.BatchedUDPTransport.sendto = counted  # type: ignore[method-assign]
+    try:
+        got, transport = asyncio.run(exchange(proto, "127.0.0.1", socket.AF_INET, [queries]))
+    finally:
+        udpbatch.BatchedUDPTransport.sendto = original  # type: ignore[method-assign]
+    replies = [dns.message.from_wire(w) for w in got[0]]
+    full = [r for r in replies if not r.flags & dns.flags.TC]
+    slipped = [r for r in replies if r.flags & dns.flags.TC]
+    assert [r.id for r in full] == [0, 1, 2, 3, 4]
+    assert all(texts(r) == ["10.0.0.1", "10.0.0.2"] for r in full)
+    assert [r.id for r in slipped] == list(range(6, 30, 2)) and not any(r.answer for r in slipped)
+    assert (limiter.slipped, limiter.dropped) == (12, 13)
+    assert one_by_one == [] and transport.reads < transport.datagrams
