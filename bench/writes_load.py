@@ -19,8 +19,9 @@ new address comes back (every 0.5 ms for 10 ms, then every 5 ms), at most 2 s. W
 open-loop (the n-th goes at start + n/rate whatever came back) with at most 64 in flight (past
 that a write waits: counted as "late"). Printed per round: DNS answered/s, loss, p50/p99 of
 dnsperf's latencies, the server's CPU per query (all its processes, writes included), write
-latency p50/p99 (PUT sent to its reply), and visible p50/p99 (PUT sent to the first DNS reply
-with the new address; "unseen": not within 2 s).
+latency p50/p99 (PUT sent to its reply), visible p50/p99 (PUT sent to the first DNS reply
+with the new address; "unseen": not within 2 s), and the CPU the bench's own writer and poller
+took (% of a core: it shares the machine with the server and dnsperf).
 
 ``--before DIR`` alternates with another checkout of the project (a git worktree) run with
 this checkout's ``.venv`` (its package is imported from DIR: the server runs in DIR); rounds
@@ -185,6 +186,7 @@ async def writes(
     connector = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)
     async with aiohttp.ClientSession(connector=connector) as session:
         started = time.perf_counter()
+        cpu = time.process_time()
         tasks = []
         for n in range(count):
             wait = started + n / rate - time.perf_counter()
@@ -196,6 +198,7 @@ async def writes(
             tasks.append(asyncio.ensure_future(one(session, n)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
+        own_cpu = time.process_time() - cpu
     while not socks.empty():
         socks.get_nowait().close()
     return {
@@ -206,6 +209,7 @@ async def writes(
         "visible_p99": percentile(visible, 99) * 1000 if visible else 0.0,
         "unseen": float(unseen),
         "late": float(late),
+        "bench_cpu": own_cpu / elapsed * 100,
     }
 
 
@@ -266,9 +270,9 @@ def main() -> None:
     print(
         "| round | code | phase | DNS answered/s | lost % | DNS p50 ms | DNS p99 ms "
         "| CPU µs/query | writes/s | write p50 ms | write p99 ms | visible p50 ms "
-        "| visible p99 ms | unseen | late |"
+        "| visible p99 ms | unseen | late | bench CPU % |"
     )
-    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(1, args.rounds + 1):
             for label, tree in trees:
@@ -277,9 +281,9 @@ def main() -> None:
                     w = (
                         f"{r['writes_per_s']:.0f} | {r['write_p50']:.2f} | {r['write_p99']:.2f} | "
                         f"{r['visible_p50']:.2f} | {r['visible_p99']:.2f} | {r['unseen']:.0f} | "
-                        f"{r['late']:.0f}"
+                        f"{r['late']:.0f} | {r['bench_cpu']:.0f}"
                         if r["phase"]
-                        else "- | - | - | - | - | - | -"
+                        else "- | - | - | - | - | - | - | -"
                     )
                     print(
                         f"| {rnd} | {label} | {phase} | {r['qps']:.0f} | {r['lost']:.2f} | "
