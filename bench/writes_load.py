@@ -18,7 +18,8 @@ instance's A record over UDP (from one of 16 sockets, so that every worker is as
 new address comes back (every 0.5 ms for 10 ms, then every 5 ms), at most 2 s. Writes are paced
 open-loop (the n-th goes at start + n/rate whatever came back) with at most 64 in flight (past
 that a write waits: counted as "late"). Printed per round: DNS answered/s, loss, p50/p99 of
-dnsperf's latencies, the server's CPU per query (all its processes, writes included), write
+dnsperf's latencies, the server's CPU per query (all its processes, writes included) and its
+main process's CPU (% of a core, over the phase: HTTP, the store, feeding the workers), write
 latency p50/p99 (PUT sent to its reply), visible p50/p99 (PUT sent to the first DNS reply
 with the new address; "unseen": not within 2 s), and the CPU the bench's own writer and poller
 took (% of a core: it shares the machine with the server and dnsperf).
@@ -224,7 +225,7 @@ def one_round(args: argparse.Namespace, tree: Path | None, base: Path) -> list[d
         queries = query_file(directory / "q.txt", args.services, per, random.Random(1))
         for phase in ("idle", "writes"):
             out = directory / f"dnsperf-{phase}.txt"
-            cpu = cpu_seconds(server)
+            cpu, main_cpu, began = cpu_seconds(server), _main_cpu(server), time.monotonic()
             perf = start_dnsperf(server.dns_port, queries, args.qps, args.seconds + 1, out)
             try:
                 time.sleep(0.5)  # dnsperf under way
@@ -241,12 +242,20 @@ def one_round(args: argparse.Namespace, tree: Path | None, base: Path) -> list[d
                     perf.wait()
             row.update(dnsperf_figures(out))
             row["cpu_us"] = (cpu_seconds(server) - cpu) / max(row["completed"], 1) * 1e6
+            row["main_cpu"] = (_main_cpu(server) - main_cpu) / (time.monotonic() - began) * 100
             row["phase"] = 0.0 if phase == "idle" else 1.0
             rows.append(row)
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
     return rows
+
+
+def _main_cpu(server: DnsdiscProcess) -> float:
+    """User + system CPU seconds of the server's main process (HTTP, store, feeding workers)."""
+    assert server.proc is not None
+    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -269,10 +278,10 @@ def main() -> None:
         trees.insert(0, ("before", before))
     print(
         "| round | code | phase | DNS answered/s | lost % | DNS p50 ms | DNS p99 ms "
-        "| CPU µs/query | writes/s | write p50 ms | write p99 ms | visible p50 ms "
-        "| visible p99 ms | unseen | late | bench CPU % |"
+        "| CPU µs/query | main process CPU % | writes/s | write p50 ms | write p99 ms "
+        "| visible p50 ms | visible p99 ms | unseen | late | bench CPU % |"
     )
-    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(1, args.rounds + 1):
             for label, tree in trees:
@@ -287,7 +296,8 @@ def main() -> None:
                     )
                     print(
                         f"| {rnd} | {label} | {phase} | {r['qps']:.0f} | {r['lost']:.2f} | "
-                        f"{r['p50']:.3f} | {r['p99']:.3f} | {r['cpu_us']:.1f} | {w} |",
+                        f"{r['p50']:.3f} | {r['p99']:.3f} | {r['cpu_us']:.1f} | "
+                        f"{r['main_cpu']:.0f} | {w} |",
                         flush=True,
                     )
 
