@@ -80,6 +80,11 @@ NAME_OVERHEAD = 160
 NEGATIVE_OVERHEAD = 64
 # Estimated bytes of a Layout's object and the bytes objects it holds (besides their lengths).
 LAYOUT_OVERHEAD = 400
+# A layout's tuples by member (``bodies``, ``single``, ``target_offs``): their objects, and a
+# slot in each per member (the bytes and ints are the members' own); up to FLAT_MEMBERS members.
+TUPLES_OVERHEAD = 3 * 56
+MEMBER_BYTES = 3 * 8
+FLAT_MEMBERS = 64
 # Assembled replies are kept while the bytes held are at most this share of the limit.
 KEEP_ASSEMBLED = 0.5
 # The most places a reply can show: each record takes at least a 2-byte owner and 10 bytes.
@@ -205,6 +210,7 @@ class Layout:
     __slots__ = (
         "allowed",
         "an",
+        "bodies",
         "flags",
         "full",
         "glue",
@@ -216,9 +222,11 @@ class Layout:
         "owner",
         "places",
         "room",
+        "single",
         "start",
         "stat",
         "tail",
+        "target_offs",
     )
 
     def __init__(
@@ -253,11 +261,29 @@ class Layout:
         self.places = places
         self.glue = glue
         self.header = _FLAGS_COUNTS.pack(flags, 1, an + places, 0, glue + opt)
+        # The members' bodies, glue records (one each) and targets' offsets in flat tuples: a
+        # reply is put together from these few objects instead of each member's Item, body and
+        # glue tuple. Spread over 10,000 services nearly every object a query reads is a cache
+        # miss, and the flat tuples took 4-7% off the CPU per query (bench/spread.py). Not for
+        # a large RRset (each tuple would hold every member), nor for other glue: None.
+        flat = len(members) <= FLAT_MEMBERS
+        self.bodies = tuple([m.body for m in members]) if flat else None
+        self.single = (
+            tuple([m.glue[0] for m in members])
+            if flat and self.glued and all([len(m.glue) == 1 for m in members])
+            else None
+        )
+        self.target_offs = tuple([m.target_off for m in members]) if self.single else None
 
     def size(self) -> int:
         """The bytes counted for it."""
         return (
-            LAYOUT_OVERHEAD + len(self.head) + len(self.owner) + len(self.tail) + len(self.allowed)
+            LAYOUT_OVERHEAD
+            + len(self.head)
+            + len(self.owner)
+            + len(self.tail)
+            + len(self.allowed)
+            + (TUPLES_OVERHEAD + MEMBER_BYTES * len(self.members) if self.bodies is not None else 0)
         )
 
     def allow(self, order: Order) -> list[int]:
@@ -281,6 +307,37 @@ class Layout:
             for i in order:
                 if not allowed[i]:
                     return None
+        places = len(order)
+        bodies = self.bodies
+        owner = self.owner
+        if bodies is None:
+            return self._build(order)
+        if not self.glued:
+            header = self.header if places == self.places else self._header(places, 0)
+            records = owner.join([bodies[i] for i in order])
+            reply = b"".join((header, self.head, owner, records, self.tail))
+            return reply if len(reply) + 2 <= self.room else None
+        single = self.single
+        offs = self.target_offs
+        if single is None or offs is None:
+            return self._build(order)
+        # One glue record a member, its owner a pointer to the member's target at its new place.
+        width = len(owner)
+        pos = self.start + width  # where the first record's body starts in the message
+        glue: list[bytes] = []
+        for i in order:
+            at = pos + offs[i]
+            glue.append(_PTR.pack(0xC000 | at) if at <= _MAX_POINTER else members[i].target)
+            glue.append(single[i])
+            pos += len(bodies[i]) + width
+        header = self.header if places == self.places == self.glue else self._header(places, places)
+        records = owner.join([bodies[i] for i in order])
+        reply = b"".join((header, self.head, owner, records, b"".join(glue), self.tail))
+        return reply if len(reply) + 2 <= self.room else None
+
+    def _build(self, order: Order) -> bytes | None:
+        """``build`` from the members' own objects: a large RRset, or glue of other shapes."""
+        members = self.members
         owner = self.owner
         places = len(order)
         if not self.glued:
