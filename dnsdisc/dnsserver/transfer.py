@@ -163,12 +163,13 @@ class Transfers:
                 write(tsig.sign(wire_message) if tsig is not None else wire_message)
                 count += 1
                 await drained()
-                if signer is not None:
-                    # Signing a message of names never signed takes tens of ms, and the
-                    # socket seldom fills meanwhile (``drained`` then does not wait): queries
-                    # get their turn between messages all the same (bench/transfer.py --signed
-                    # measures the slowest query during a transfer).
-                    await asyncio.sleep(0)
+                # A client that keeps up never fills the socket (``drained`` then does not
+                # wait): queries, and the supervisor's pings, get their turn between messages
+                # all the same. Signing a message of names never signed takes tens of ms
+                # (bench/transfer.py --signed measures the slowest query during a transfer);
+                # unsigned, a million instances' zone streamed ~10 s without a turn, and the
+                # worker was killed for not answering its pings (bench/million.py).
+                await asyncio.sleep(0)
             self.served += 1
             log.info("%s of %s (serial %d) to %s: %d messages", kind,
                      wire.wire_to_text(apex), serial, client, count)  # fmt: skip

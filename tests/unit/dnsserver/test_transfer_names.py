@@ -1,11 +1,12 @@
-"""An AXFR lists its zone's names a slice at a time, letting the DNS process's other work run
-in between (a million instances' names kept a worker from its pings for seconds, and it was
-killed mid-transfer), in the order the transfer always sent them: the apex, then shorter names
-first."""
+"""An AXFR lists its zone's names a slice at a time, and sends its messages, letting the DNS
+process's other work run in between (a million instances' zone kept a worker from its pings for
+seconds, and it was killed mid-transfer), in the order the transfer always sent them: the apex,
+then shorter names first."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import dns.message
 import pytest
@@ -46,11 +47,13 @@ def test_an_axfr_lists_the_zone_in_slices_in_the_order_it_always_had(
 
         sent: list[bytes] = []
         seen_at_first = -1
+        turns_at: list[int] = []
 
         def write(message: bytes) -> None:
             nonlocal seen_at_first
             if seen_at_first < 0:
                 seen_at_first = turns
+            turns_at.append(turns)
             sent.append(message)
 
         async def drained() -> None:
@@ -64,9 +67,13 @@ def test_an_axfr_lists_the_zone_in_slices_in_the_order_it_always_had(
         await transfers.serve(w.index, query, "127.0.0.1", write, drained)
         running = False
         await ticker
+        # The other work ran between every two messages too (a client that keeps up).
+        assert all(b > a for a, b in itertools.pairwise(turns_at))
         return sent, before, seen_at_first
 
+    monkeypatch.setattr(transfer, "MESSAGE_BYTES", 500)  # several messages
     sent, before, first = asyncio.run(scenario())
+    assert len(sent) > 5
     # The other work ran between the slices of the listing, before the first message went.
     assert first - before >= len(w.index.nodes) // 10
     owners: list[bytes] = []
