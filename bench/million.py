@@ -34,9 +34,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import signal
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -202,6 +204,15 @@ def axfr(port: int, workers: list[int]) -> dict[str, float]:
             "peak": max(peak.values()), "before": max(before.values())}  # fmt: skip
 
 
+def profile(server: DnsdiscProcess, out: Path, spy: list[subprocess.Popen[bytes]]) -> None:
+    """py-spy (raw, the workers too) on the server being started, from its first moment."""
+    while server.proc is None:
+        time.sleep(0.01)
+    cmd = [str(ROOT / ".venv/bin/py-spy"), "record", "--nonblocking", "--subprocesses",
+           "-r", "50", "-f", "raw", "-o", str(out), "-p", str(server.proc.pid)]  # fmt: skip
+    spy.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--services", type=int, default=100_000)
@@ -210,6 +221,7 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--tree", type=Path, help="run the servers from this checkout")
+    p.add_argument("--profile-restart", type=Path, help="py-spy raw profile of the restart")
     args = p.parse_args()
     per = args.per_service
     total = args.services * per
@@ -274,9 +286,17 @@ def main() -> None:
 
         big.stop()
         big.proc = None
+        spy: list[subprocess.Popen[bytes]] = []
+        if args.profile_restart:
+            threading.Thread(
+                target=profile, args=(big, args.profile_restart, spy), daemon=True
+            ).start()
         started = time.monotonic()
         big.start(timeout=600)
         ready = time.monotonic() - started
+        for proc in spy:  # py-spy writes its profile when interrupted
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
         answered = big.addresses(last)
         print(
             f"restart from the store: /readyz 200 in **{ready:.1f} s**; {last} answers "
