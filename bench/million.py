@@ -35,9 +35,7 @@ import argparse
 import asyncio
 import shutil
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -54,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from scale import _dnsperf_once, cpu_seconds  # noqa: E402
-from transfer import end_of_name  # noqa: E402
+from transfer import read_axfr  # noqa: E402
 
 from tests.support.helpers import DnsdiscProcess  # noqa: E402
 
@@ -167,34 +165,9 @@ def axfr(port: int, workers: list[int]) -> dict[str, float]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    records = size = 0
-    soa = b""
     started = time.perf_counter()
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
-            sock.sendall(struct.pack("!H", len(query)) + query)
-            reader = sock.makefile("rb", buffering=1 << 20)
-            while True:
-                (length,) = struct.unpack("!H", reader.read(2))
-                data = reader.read(length)
-                size += length + 2
-                if data[3] & 0x0F:
-                    raise SystemExit(f"AXFR failed: rcode {data[3] & 0x0F}")
-                count = struct.unpack_from("!H", data, 6)[0]
-                records += count
-                if not soa:
-                    pos = end_of_name(data, 12) + 4
-                    end = end_of_name(data, pos) + 10
-                    soa = data[pos : end + struct.unpack_from("!H", data, end - 2)[0]]
-                    if count == 1:
-                        continue
-                if data.endswith(soa):
-                    break
-    except struct.error:  # the connection ended mid-transfer
-        raise ConnectionError(
-            f"closed after {records:,} records, {size / 1e6:.1f} MB, "
-            f"{time.perf_counter() - started:.1f} s"
-        ) from None
+        records, size = read_axfr(port, query, 120)
     finally:
         done.set()
         sampler.join()

@@ -90,6 +90,40 @@ def end_of_name(data: bytes, pos: int) -> int:
     return pos + 1
 
 
+def read_axfr(port: int, query: bytes, timeout: float) -> tuple[int, int]:
+    """Send the AXFR ``query`` over TCP and read the transfer to its end, keeping nothing:
+    (records, bytes). ConnectionError when the connection ends mid-transfer."""
+    records = size = 0
+    soa = b""  # the transfer's first record (its SOA, names uncompressed), which also ends it
+    started = time.perf_counter()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(struct.pack("!H", len(query)) + query)
+            reader = sock.makefile("rb", buffering=1 << 20)
+            while True:
+                (length,) = struct.unpack("!H", reader.read(2))
+                data = reader.read(length)
+                size += length + 2
+                if data[3] & 0x0F:
+                    raise SystemExit(f"AXFR failed: rcode {data[3] & 0x0F}")
+                count = struct.unpack_from("!H", data, 6)[0]
+                records += count
+                if not soa:
+                    pos = end_of_name(data, 12) + 4  # the question
+                    end = end_of_name(data, pos) + 10
+                    soa = data[pos : end + struct.unpack_from("!H", data, end - 2)[0]]
+                    if count == 1:
+                        continue
+                # Not a count of SOA-typed bytes: signatures and NSEC bitmaps may hold those.
+                if data.endswith(soa):
+                    return records, size
+    except struct.error:  # the connection ended mid-transfer
+        raise ConnectionError(
+            f"closed after {records:,} records, {size / 1e6:.1f} MB, "
+            f"{time.perf_counter() - started:.1f} s"
+        ) from None
+
+
 def axfr(port: int, worker: int, probe: str = "") -> dict[str, float]:
     """One AXFR read to its end: seconds, records, bytes, and the worker's RSS peak meanwhile;
     with ``probe`` (a name), the slowest of the A queries for it sent every 20 ms meanwhile."""
@@ -121,29 +155,8 @@ def axfr(port: int, worker: int, probe: str = "") -> dict[str, float]:
         threads.append(threading.Thread(target=ask, daemon=True))
     for thread in threads:
         thread.start()
-    records = size = 0
-    soa = b""  # the transfer's first record (its SOA, names uncompressed), which also ends it
     started = time.perf_counter()
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-        sock.sendall(struct.pack("!H", len(query)) + query)
-        reader = sock.makefile("rb", buffering=1 << 20)
-        while True:
-            (length,) = struct.unpack("!H", reader.read(2))
-            data = reader.read(length)
-            size += length + 2
-            if data[3] & 0x0F:
-                raise SystemExit(f"AXFR failed: rcode {data[3] & 0x0F}")
-            count = struct.unpack_from("!H", data, 6)[0]
-            records += count
-            if not soa:
-                pos = end_of_name(data, 12) + 4  # the question
-                end = end_of_name(data, pos) + 10
-                soa = data[pos : end + struct.unpack_from("!H", data, end - 2)[0]]
-                if count == 1:
-                    continue
-            # Not a count of SOA-typed bytes: signatures and NSEC bitmaps may hold those.
-            if data.endswith(soa):
-                break
+    records, size = read_axfr(port, query, 60)
     took = time.perf_counter() - started
     done.set()
     for thread in threads:
