@@ -10,6 +10,7 @@ feed ends).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -295,27 +296,24 @@ async def serve(fd: int, fence_fd: int | None) -> None:
         channel.close()
 
 
+def _bulk(members: int) -> contextlib.AbstractContextManager[None]:
+    """Around applying ``members`` members: ``heap.batch`` from BULK_MEMBERS on (see there)."""
+    return heap.batch() if members >= BULK_MEMBERS else contextlib.nullcontext()
+
+
 def _apply(message: tuple[Any, ...], replica: Replica, face: DnsFace) -> bytes:
     """Apply one message other than LISTEN and STOP; the reply to send."""
     kind, seq = message[0], message[1]
     if kind == protocol.SERVICES:
         services = message[2]
-        if sum(len(views) for _, _, views in services) < BULK_MEMBERS:
+        with _bulk(sum(len(views) for _, _, views in services)):
             for name, settings, views in services:
                 replica.service(name, settings, views)
-        else:
-            with heap.batch():
-                for name, settings, views in services:
-                    replica.service(name, settings, views)
     elif kind == protocol.DELTA:
         deltas = message[2]
-        if sum(len(views) + len(removed) for _, views, removed in deltas) < BULK_MEMBERS:
+        with _bulk(sum(len(views) + len(removed) for _, views, removed in deltas)):
             for name, views, removed in deltas:
                 replica.delta(name, views, removed)
-        else:
-            with heap.batch():
-                for name, views, removed in deltas:
-                    replica.delta(name, views, removed)
     elif kind == protocol.FIGURES:
         replica.figures(*message[2:6])
     elif kind == protocol.INDEX:
