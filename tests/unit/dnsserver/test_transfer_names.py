@@ -92,3 +92,47 @@ def test_an_axfr_lists_the_zone_in_slices_in_the_order_it_always_had(
     ]
     assert len(with_records) > 60
     assert list(dict.fromkeys(owners[:-1])) == with_records
+
+
+def test_transfers_from_one_address_beyond_per_client_are_refused_and_the_others_served() -> None:
+    """Up to PER_CLIENT transfers from one address run at once (two secondaries behind one
+    address, each asking for its zones together); one more is REFUSED at once, and another
+    address is still served."""
+    w = World()
+    w.add("web", "i0", address="10.0.0.1", port=80)
+    query = dns.message.make_query(APEX, "AXFR").to_wire()
+
+    async def scenario() -> tuple[list[int], list[int], int]:
+        transfers = Transfers(TransferSettings(allow=NetRules.parse(["127.0.0.0/8"], "", "a")))
+        gate = asyncio.Event()
+        rcodes: list[int] = []
+
+        async def held() -> None:  # a secondary that reads slowly: its transfer stays running
+            await gate.wait()
+
+        def write(message: bytes) -> None:
+            rcodes.append(dns.message.from_wire(message).rcode())
+
+        running = [
+            asyncio.ensure_future(transfers.serve(w.index, query, "127.0.0.1", write, held))
+            for _ in range(transfer.PER_CLIENT)
+        ]
+        await asyncio.sleep(0.01)
+        assert transfers.running["127.0.0.1"] == transfer.PER_CLIENT
+        first = len(rcodes)
+        await transfers.serve(w.index, query, "127.0.0.1", write, held)  # one too many
+        refused = rcodes[first:]
+        await transfers.serve(w.index, query, "127.0.0.2", write, _no_wait)  # another address
+        other = rcodes[first + 1 :]
+        gate.set()
+        await asyncio.gather(*running)
+        return refused, other, transfers.refused
+
+    refused, other, count = asyncio.run(scenario())
+    assert refused == [dns.rcode.REFUSED] and count == 1
+    assert other and set(other) == {dns.rcode.NOERROR}
+    assert transfer.PER_CLIENT >= 4  # a secondary's zones and a second secondary (see there)
+
+
+async def _no_wait() -> None:
+    pass
